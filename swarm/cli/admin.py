@@ -1,0 +1,63 @@
+"""Operator commands: database migrations and the simulated model server."""
+
+from __future__ import annotations
+
+import typer
+
+from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, settings
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head"), json_out: bool = JSON_OPT) -> None:
+    """Apply migrations up to REVISION (default: head). Safe to run concurrently on PostgreSQL."""
+    from swarm.store.db import make_engine
+    from swarm.store.migrate import current_revision, upgrade
+
+    with errors():
+        engine = make_engine(settings().db_url)
+        upgrade(engine, revision)
+        rev = current_revision(engine)
+    if json_out:
+        emit_json({"revision": rev})
+    else:
+        console.print(f"database at revision [bold]{rev}[/]")
+
+
+@db_app.command("current")
+def db_current(json_out: bool = JSON_OPT) -> None:
+    """Show the schema revision of the configured database."""
+    from swarm.store.db import make_engine
+    from swarm.store.migrate import current_revision, head_revision
+
+    with errors():
+        engine = make_engine(settings().db_url)
+        cur, head = current_revision(engine), head_revision(engine)
+    if json_out:
+        emit_json({"revision": cur, "head": head, "up_to_date": cur == head})
+    else:
+        console.print(f"revision {cur} (head {head})" + ("" if cur == head else " — run `swarm db upgrade`"))
+
+
+@app.command("sim-llm")
+def sim_llm(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+    agents: int = typer.Option(3, help="Subagents the orchestrator launches (N)."),
+    tools: int = typer.Option(2, help="Tool calls each subagent makes (K)."),
+    tool: str = typer.Option("python", help="Tool the subagents call: python or echo."),
+    latency: float = typer.Option(0.0, help="Seconds per model response."),
+    tool_latency: float = typer.Option(0.0, help="Seconds each python tool call sleeps."),
+) -> None:
+    """Serve the simulated model: an OpenAI-compatible endpoint that plays a Kimi-style swarm.
+
+    Point swarm at it with SWARM_LLM_BASE_URL=http://HOST:PORT/v1. A `#sim agents=N tools=K
+    latency=S` line in a task overrides these defaults for that run.
+    """
+    from swarm.sim import SimConfig, serve
+
+    console.print(f"simulated model on http://{host}:{port}/v1 (stats: /sim/stats)")
+    serve(SimConfig(agents=agents, tools=tools, tool=tool, latency=latency, tool_latency=tool_latency,
+                    host=host, port=port))

@@ -1,0 +1,212 @@
+"""Run commands: run, demo, ls, show, resume, cancel."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.live import Live
+
+from swarm.cli.common import JSON_OPT, app, console, emit_json, err_console, errors, fail, settings, setup_logging
+from swarm.cli.render import RunProgress, agent_tree, summary_table
+from swarm.config import Settings
+from swarm.domain.status import RUN_TERMINAL
+from swarm.store.store import StateStore
+from swarm.store.types import RunSummary
+
+W1_TASK = ("Research task W1: split the work across {agents} parallel subagents, each making {tools} "
+           "tool calls, then summarise. #sim agents={agents} tools={tools} tool={tool} latency={latency}")
+
+
+@contextmanager
+def model_endpoint(s: Settings, quiet: bool) -> Iterator[Settings]:
+    """Use the configured endpoint, or start the built-in simulated model in this process."""
+    if s.llm_base_url:
+        yield s
+        return
+    from swarm.sim import SimConfig, SimServer
+
+    with SimServer(SimConfig(port=0)) as sim:
+        if not quiet:
+            err_console.print(f"[dim]no SWARM_LLM_BASE_URL set: using the built-in simulated model at {sim.url}[/]")
+        yield s.model_copy(update={"llm_base_url": sim.url})
+
+
+def _follow(store: StateStore, run_id: str, json_out: bool, wait_fn: object = None) -> RunSummary:
+    """Show live progress until the run ends (or just wait, with --json)."""
+    if json_out:
+        while (s := store.run_summary(run_id)).status not in RUN_TERMINAL:
+            time.sleep(0.25)
+        return s
+    bars = RunProgress()
+    with Live(bars.renderable(), console=err_console, refresh_per_second=4, transient=True):
+        while True:
+            s = store.run_summary(run_id)
+            bars.update(s, store.agent_counts(run_id))
+            if s.status in RUN_TERMINAL:
+                return s
+            time.sleep(0.25)
+
+
+def _print_summary(s: RunSummary, json_out: bool) -> None:
+    if json_out:
+        emit_json(s.as_dict())
+    else:
+        console.print(summary_table(s))
+
+
+def _exit_code(s: RunSummary) -> None:
+    if s.status != "succeeded":
+        raise typer.Exit(4)
+
+
+def execute(s: Settings, submit: str | None, resume_id: str | None, json_out: bool, detach: bool,
+            spec_kwargs: dict[str, object] | None = None) -> RunSummary | str:
+    """Submit (or resume) a run and follow it, embedded or on the cluster."""
+    from swarm.runtime import LocalRuntime, open_store, run_spec
+
+    if s.distributed:
+        from swarm.dispatch.celery import CeleryDispatcher
+
+        store = open_store(s)
+        dispatcher = CeleryDispatcher.from_settings(s)
+        if submit is not None:
+            run_id, refs = store.create_run(run_spec(s, submit, **spec_kwargs or {}))  # type: ignore[arg-type]
+        else:
+            assert resume_id
+            run_id, refs = resume_id, store.resume_run(resume_id)
+        dispatcher.dispatch(refs)
+        if detach:
+            return run_id
+        if not json_out:
+            err_console.print(f"run [bold]{run_id}[/] submitted to the cluster")
+        return _follow(store, run_id, json_out)
+    if detach:
+        fail("--detach needs a cluster: set SWARM_BROKER_URL (and run `swarm worker`) so the run "
+             "continues without this process")
+    with model_endpoint(s, json_out) as s2, LocalRuntime(s2) as rt:
+        if submit is not None:
+            run_id = rt.submit(run_spec(s2, submit, **spec_kwargs or {}))  # type: ignore[arg-type]
+        else:
+            assert resume_id
+            run_id = resume_id
+            rt.resume(run_id)
+        if not json_out:
+            err_console.print(f"run [bold]{run_id}[/] started (resume it with `swarm resume {run_id}` if interrupted)")
+        return _follow(rt.store, run_id, json_out)
+
+
+@app.command()
+def run(
+    task: str = typer.Argument(..., help="What the swarm should do."),
+    model: str = typer.Option(None, help="Model name (default: SWARM_MODEL)."),
+    max_subagents: int = typer.Option(None, help="Max subagents for this run (default 100)."),
+    max_tool_calls: int = typer.Option(None, help="Max tool calls for this run (default 1500)."),
+    max_steps: int = typer.Option(None, help="Max steps per agent (default 100)."),
+    max_depth: int = typer.Option(None, help="How deep subagents may nest (default 1: only the orchestrator spawns)."),
+    max_wall: float = typer.Option(None, "--max-wall", help="Max wall-clock seconds for the run."),
+    attach: list[Path] = typer.Option([], "--attach", exists=True, dir_okay=False,
+                                      help="Attach a file (images go to the model as images). Repeatable."),
+    detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster mode)."),
+    json_out: bool = JSON_OPT,
+    verbose: bool = typer.Option(False, "-v", "--verbose"),
+) -> None:
+    """Run a task with a swarm and print its summary."""
+    setup_logging(verbose)
+    with errors():
+        out = execute(settings(), task, None, json_out, detach, dict(
+            model=model, max_subagents=max_subagents, max_tool_calls=max_tool_calls, max_steps=max_steps,
+            max_depth=max_depth, max_wall_seconds=max_wall, attachments=attach))
+    if isinstance(out, str):
+        emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
+        return
+    _print_summary(out, json_out)
+    _exit_code(out)
+
+
+@app.command()
+def demo(
+    agents: int = typer.Option(100, help="Subagents (W1: 100)."),
+    tools: int = typer.Option(15, help="Tool calls per subagent (W1: 15)."),
+    latency: float = typer.Option(0.0, help="Simulated model latency in seconds."),
+    tool: str = typer.Option("python", help="python (real subprocesses) or echo (no-op)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Run the standard workload W1 on the built-in simulated model: no services, no API key."""
+    setup_logging()
+    s = settings().model_copy(update={"llm_base_url": ""}) if not settings().distributed else settings()
+    task = W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
+    with errors():
+        out = execute(s, task, None, json_out, False, {"max_subagents": max(agents, s.max_subagents),
+                                                       "max_tool_calls": max(agents * tools, s.max_tool_calls)})
+    assert not isinstance(out, str)
+    _print_summary(out, json_out)
+    _exit_code(out)
+
+
+@app.command()
+def resume(run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT) -> None:
+    """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
+    setup_logging()
+    with errors():
+        out = execute(settings(), None, run_id, json_out, detach)
+    if isinstance(out, str):
+        emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
+        return
+    _print_summary(out, json_out)
+    _exit_code(out)
+
+
+@app.command()
+def cancel(run_id: str, json_out: bool = JSON_OPT) -> None:
+    """Cancel a run: no new model or tool call of it starts anywhere after this returns."""
+    from swarm.runtime import open_store
+
+    with errors():
+        store = open_store(settings())
+        changed = store.cancel_run(run_id)
+        s = store.run_summary(run_id)
+    if json_out:
+        emit_json({"id": run_id, "status": s.status, "changed": changed})
+    else:
+        console.print(f"run {run_id}: {s.status}" + ("" if changed else " (was not running)"))
+
+
+@app.command("ls")
+def list_runs(status: str = typer.Option(None, help="Only runs with this status."),
+              limit: int = typer.Option(20, min=1, max=1000), json_out: bool = JSON_OPT) -> None:
+    """List recent runs."""
+    from rich.table import Table
+
+    from swarm.cli.render import styled
+    from swarm.runtime import open_store
+
+    with errors():
+        runs = open_store(settings()).list_runs(status=status, limit=limit)
+    if json_out:
+        emit_json([r.as_dict() for r in runs])
+        return
+    t = Table("id", "status", "subagents", "tool calls", "critical", "wall s", "task")
+    for r in runs:
+        t.add_row(r.id, styled(r.status), str(r.subagents), str(r.tool_calls), str(r.critical_steps),
+                  f"{r.wall_seconds:.1f}", r.task[:50])
+    console.print(t)
+
+
+@app.command()
+def show(run_id: str, json_out: bool = JSON_OPT) -> None:
+    """Show a run's summary and its agent tree."""
+    from swarm.runtime import open_store
+
+    with errors():
+        store = open_store(settings())
+        s = store.run_summary(run_id)
+        agents = store.agent_tree(run_id)
+    if json_out:
+        emit_json({**s.as_dict(), "agents": agents})
+        return
+    console.print(summary_table(s))
+    console.print(agent_tree(agents))

@@ -1,0 +1,40 @@
+"""Names and defaults shared across processes. Change with care: workers on other machines read them too."""
+
+from __future__ import annotations
+
+#: The orchestrator's own tools, with Kimi K2.5's exact names and parameters.
+CREATE_SUBAGENT = "create_subagent"
+ASSIGN_TASK = "assign_task"
+ORCHESTRATION_TOOLS = frozenset({CREATE_SUBAGENT, ASSIGN_TASK})
+
+#: Celery queues. LLM calls are I/O bound (thread pool), tools need process isolation (prefork),
+#: control carries the sweeper and housekeeping.
+QUEUE_LLM = "swarm.llm"
+QUEUE_TOOL = "swarm.tool"
+QUEUE_CONTROL = "swarm.control"
+
+#: How long a claimed step may run without renewing its lease before another worker may take it.
+#: Recovery after a kill -9 is at most LEASE_SECONDS + SWEEP_INTERVAL_SECONDS.
+LEASE_SECONDS = 10.0
+#: How often a worker renews the leases of the steps it is running (well under LEASE_SECONDS).
+HEARTBEAT_SECONDS = 3.0
+#: How often the sweeper looks for expired leases and never-started ready steps.
+SWEEP_INTERVAL_SECONDS = 2.0
+#: A ready step not started after this long is re-published (lost publish, Redis flushed).
+REPUBLISH_AFTER_SECONDS = 5.0
+
+#: How many times a step may be claimed before it is declared dead.
+MAX_STEP_ATTEMPTS = 5
+
+#: Limits applied when a run does not set its own.
+DEFAULT_MAX_SUBAGENTS = 100
+DEFAULT_MAX_TOOL_CALLS = 1500
+DEFAULT_MAX_STEPS_PER_AGENT = 100
+DEFAULT_MAX_ORCHESTRATOR_STEPS = 100
+DEFAULT_MAX_WALL_SECONDS = 6 * 3600.0
+DEFAULT_MAX_DEPTH = 1
+#: Warn the model once fewer than this fraction of a budget remains.
+BUDGET_WARNING_FRACTION = 0.1
+
+#: Caps on what a tool may hand back to the model.
+MAX_TOOL_OUTPUT_CHARS = 20_000

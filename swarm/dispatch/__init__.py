@@ -1,0 +1,1 @@
+"""Handing ready steps to workers: in-process threads, or Celery over Redis."""

@@ -1,0 +1,1 @@
+"""The swarm's logic: what a turn means, and how one durable step is executed."""

@@ -1,0 +1,121 @@
+"""Execute one durable step: claim it, do its single piece of work, commit under the fence.
+
+The same code runs in the in-process dispatcher and in Celery workers; neither knows SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from swarm.config import Settings
+from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, MAX_STEP_ATTEMPTS
+from swarm.domain.status import StepKind
+from swarm.engine import prompts
+from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
+from swarm.engine.planner import plan_turn
+from swarm.engine.workspace import Workspace
+from swarm.exceptions import (
+    FenceLost,
+    LLMAuthError,
+    LLMError,
+    LLMQuotaExceeded,
+    StoreUnavailable,
+)
+from swarm.llm.types import CallContext
+from swarm.store.store import StateStore
+from swarm.store.types import AgentContext, Claim, StepRef
+from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
+
+log = logging.getLogger(__name__)
+
+
+class LLMProtocol:
+    """What the executor needs from a model client (``swarm.llm.client.LLMClient``)."""
+
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                 ctx: CallContext = CallContext(), *, model: str | None = None) -> Any: ...
+
+
+class StepExecutor:
+    def __init__(self, store: StateStore, llm: LLMProtocol, tools: ToolRegistry, settings: Settings,
+                 owner: str) -> None:
+        self.store, self.llm, self.tools, self.settings, self.owner = store, llm, tools, settings, owner
+
+    def execute(self, step_id: str) -> list[StepRef]:
+        """Run a step if it can be claimed; return the steps its commit made ready.
+
+        A duplicate delivery finds the step already claimed or done and returns nothing.
+        """
+        claim = self.store.claim(step_id, self.owner, self.settings.lease_seconds, MAX_STEP_ATTEMPTS)
+        if claim is None:
+            return []
+        extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
+        try:
+            if claim.kind == StepKind.LLM:
+                return self._llm_step(claim)
+            return self._tool_step(claim)
+        except FenceLost:
+            log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
+            return []
+        except StoreUnavailable:
+            # The lease will expire and the sweeper will hand the step to someone else.
+            log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
+            raise
+
+    # ------------------------------------------------------------------ LLM
+
+    def available_tools(self, ctx: AgentContext) -> tuple[list[str], list[dict[str, Any]]]:
+        schemas = list(self.tools.schemas())
+        if ctx.depth < ctx.max_depth:
+            schemas = ORCHESTRATION_SCHEMAS + schemas
+        return [s["function"]["name"] for s in schemas], schemas
+
+    def _llm_step(self, claim: Claim) -> list[StepRef]:
+        ctx = self.store.agent_context(claim)
+        names, schemas = self.available_tools(ctx)
+        last_step = ctx.steps + 1 >= ctx.max_steps
+        messages = list(ctx.messages)
+        if last_step:
+            messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
+        try:
+            response = self.llm.complete(messages, schemas, CallContext(claim.run_id, claim.agent_id, claim.step_id),
+                                         model=ctx.model)
+        except (LLMAuthError, LLMQuotaExceeded) as exc:
+            # Retrying cannot help and burns quota: end the whole run now, with the reason.
+            return self.store.fail_step(claim, f"{type(exc).__name__}: {exc}", fail_run=True)
+        except LLMError as exc:
+            return self.store.fail_step(claim, f"model call failed: {type(exc).__name__}: {exc}")
+        plan = plan_turn(response, names, last_step=last_step)
+        return self.store.commit_llm(claim, response, plan)
+
+    # ----------------------------------------------------------------- tools
+
+    def _tool_step(self, claim: Claim) -> list[StepRef]:
+        name = claim.tool_name or ""
+        args: dict[str, Any] = json.loads(claim.arguments or "{}") if (claim.arguments or "").strip() else {}
+        if name == CREATE_SUBAGENT:
+            return self.store.create_subagent(claim, args["name"], args["system_prompt"])
+        if name == ASSIGN_TASK:
+            return self.store.launch_subagent(claim, args["agent"], args["prompt"])
+        tool = self.tools.get(name)
+        files: dict[str, bytes] = {}
+        if tool is None:  # the registry changed between the turn and now (a redeploy)
+            result = ToolResult(f"Tool {name!r} is not available on this worker.", is_error=True)
+        elif tool.uses_workspace:
+            with Workspace(claim.run_id, self.store.artifacts(claim.run_id)) as ws:
+                result = self._run_tool(tool, args, claim, ws.path)
+                files = ws.changed()
+        else:
+            result = self._run_tool(tool, args, claim, None)
+        return self.store.commit_tool(claim, result.content, result.is_error, files)
+
+    def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
+        ctx = ToolContext(claim.run_id, claim.agent_id, claim.step_id, path, self.settings)
+        try:
+            result: ToolResult = tool.run(args, ctx)
+        except Exception as exc:  # a tool bug must not kill the run: the model hears about it
+            log.exception("tool %s crashed", tool.name)
+            result = ToolResult(f"The {tool.name} tool crashed: {type(exc).__name__}: {exc}", is_error=True)
+        return result

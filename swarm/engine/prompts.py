@@ -1,0 +1,39 @@
+"""Words swarm says to models. Kept together so they can be reviewed (and tuned) in one place."""
+
+from __future__ import annotations
+
+ORCHESTRATOR_SYSTEM = """\
+You are the orchestrator of an agent swarm. Decompose the user's task yourself:
+- create specialised subagents with create_subagent(name, system_prompt), each reusable;
+- launch them with assign_task(agent, prompt). Several assign_task calls in the same turn run in
+  parallel, so put independent work in one turn. Each subagent works alone with its own tools and
+  returns a single final message; give it everything it needs in the prompt.
+- use your direct tools for small things yourself.
+When the work is done, reply with the final answer and no tool calls.
+Budgets for this run: at most {max_subagents} subagents, {max_tool_calls} tool calls, {max_steps} of your own steps."""
+
+SUBAGENT_SUFFIX = """
+
+You are a subagent in a swarm. Work on your task with your tools, then reply with one final
+message (no tool calls) holding your complete result: it is all the orchestrator will see.
+You may take at most {max_steps} steps."""
+
+LAST_STEP_NOTE = ("[swarm: this is your last allowed step. Do not call tools: reply now with your "
+                  "final answer based on what you have.]")
+
+EMPTY_REPLY_NUDGE = ("[swarm: your last reply was empty. Continue the task with a tool call, or give "
+                     "your final answer.]")
+
+UNKNOWN_TOOL = "Unknown tool {name!r}. Available tools: {available}."
+BAD_JSON = ("The arguments of your {name} call are not valid JSON ({error}). Send the call again "
+            "with a JSON object as arguments.")
+NOT_AN_OBJECT = "The arguments of your {name} call must be a JSON object, got {kind}."
+UNKNOWN_AGENT = ("No subagent named {name!r} exists in this run. Create it first with "
+                 "create_subagent(name, system_prompt), or use one of: {available}.")
+AGENT_EXISTS = ("A subagent named {name!r} already exists in this run; reuse it with "
+                "assign_task(agent={name!r}, prompt=...) or pick another name.")
+DEPTH_LIMIT = "Subagents may not launch subagents here (max depth {max_depth}). Do the work yourself."
+
+
+def subagent_system(system_prompt: str, max_steps: int) -> str:
+    return system_prompt + SUBAGENT_SUFFIX.format(max_steps=max_steps)

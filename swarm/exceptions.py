@@ -1,0 +1,118 @@
+"""Every error swarm raises on purpose derives from :class:`SwarmError`.
+
+::
+
+    SwarmError
+    ├── ConfigError                 bad or missing settings (says which variable to set)
+    ├── InputError                  bad user / API input (says what to change)
+    │   └── NotFound                no such run / agent / key
+    ├── StateError                  an illegal transition or a lost claim
+    │   ├── InvalidTransition       status machine refused a move
+    │   └── FenceLost               another worker took the step over; our write is refused
+    ├── StoreUnavailable            the database cannot be reached (retryable)
+    ├── LLMError                    anything at the model boundary
+    │   ├── LLMRetryableError       worth retrying with backoff
+    │   │   ├── LLMTimeout
+    │   │   ├── LLMConnectionError
+    │   │   ├── LLMRateLimited      HTTP 429 (not quota)
+    │   │   └── LLMServerError      HTTP 5xx
+    │   └── LLMFatalError           retrying cannot help; ends the run at once
+    │       ├── LLMAuthError        HTTP 401 / 403
+    │       ├── LLMQuotaExceeded    out of credit / quota
+    │       └── LLMBadRequest       HTTP 400 / 404 / 422, or an unusable response
+    └── ToolError                   a tool failed; the message goes back to the model as a tool error
+
+The message defaults to the class docstring, so ``raise LLMAuthError()`` still says something useful.
+"""
+
+from __future__ import annotations
+
+
+class SwarmError(Exception):
+    """swarm failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(SwarmError):
+    """swarm is misconfigured. Check the SWARM_* environment variables."""
+
+
+class InputError(SwarmError):
+    """The request is invalid."""
+
+
+class NotFound(InputError):
+    """No such object."""
+
+
+class StateError(SwarmError):
+    """The run's state does not allow this."""
+
+
+class InvalidTransition(StateError):
+    """The status machine refused this move."""
+
+
+class FenceLost(StateError):
+    """Another worker took this step over; this worker's result was discarded."""
+
+
+class StoreUnavailable(SwarmError):
+    """The database cannot be reached. Is it running, and is SWARM_DATABASE_URL right?"""
+
+
+class LLMError(SwarmError):
+    """The model endpoint failed."""
+
+    retryable = False
+    status_code: int | None = None
+
+    def __init__(self, message: str | None = None, *, status_code: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class LLMRetryableError(LLMError):
+    """The model endpoint failed in a way that may pass."""
+
+    retryable = True
+
+
+class LLMTimeout(LLMRetryableError):
+    """The model endpoint did not answer in time."""
+
+
+class LLMConnectionError(LLMRetryableError):
+    """The model endpoint could not be reached. Check SWARM_LLM_BASE_URL."""
+
+
+class LLMRateLimited(LLMRetryableError):
+    """The model endpoint is rate limiting us (HTTP 429)."""
+
+
+class LLMServerError(LLMRetryableError):
+    """The model endpoint had a server error (HTTP 5xx)."""
+
+
+class LLMFatalError(LLMError):
+    """The model endpoint refused the request; retrying cannot help."""
+
+
+class LLMAuthError(LLMFatalError):
+    """The model endpoint rejected the API key (HTTP 401/403). Check SWARM_LLM_API_KEY."""
+
+
+class LLMQuotaExceeded(LLMFatalError):
+    """The model account is out of quota or credit. Top up or change SWARM_LLM_API_KEY."""
+
+
+class LLMBadRequest(LLMFatalError):
+    """The model endpoint rejected the request as invalid."""
+
+
+class ToolError(SwarmError):
+    """The tool failed."""

@@ -1,0 +1,240 @@
+"""The synchronous, thread-safe chat-completions client that workers use to call the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from swarm.config import Settings
+from swarm.exceptions import ConfigError, LLMError, LLMRateLimited
+from swarm.llm.errors import map_response_error, map_transport_errors, unusable_response
+from swarm.llm.limiter import AdaptiveLimiter, shared_limiter
+from swarm.llm.retry import backoff_delay, should_retry
+from swarm.llm.types import CallContext, LLMResponse, ToolCall
+
+log = logging.getLogger(__name__)
+
+# Kimi K2.5's recommended (and on Moonshot, enforced) sampling temperatures.
+THINKING_TEMPERATURE = 1.0
+INSTANT_TEMPERATURE = 0.6
+
+_NO_CONTEXT = CallContext()
+
+
+class LLMClient:
+    """Calls ``POST {SWARM_LLM_BASE_URL}/chat/completions``, retrying what is worth retrying.
+
+    One instance may be shared by any number of threads.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        limiter: AdaptiveLimiter | None = None,
+    ) -> None:
+        self._settings = settings
+        self._owns_http = http is None
+        if http is None:
+            if not settings.llm_base_url:
+                raise ConfigError(
+                    "SWARM_LLM_BASE_URL is empty, so there is no model endpoint to call. Set it "
+                    "(e.g. https://api.moonshot.ai/v1) or use the simulated model."
+                )
+            http = httpx.Client(
+                base_url=settings.llm_base_url,
+                timeout=httpx.Timeout(settings.llm_timeout, connect=10.0),
+                limits=httpx.Limits(
+                    max_connections=settings.llm_max_concurrency + 8,
+                    max_keepalive_connections=settings.llm_max_concurrency,
+                ),
+            )
+        self._http = http
+        self._sleep = sleep
+        self._rand = rand
+        self._limiter = limiter if limiter is not None else shared_limiter(
+            settings.llm_max_concurrency
+        )
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        ctx: CallContext = _NO_CONTEXT,
+        *,
+        model: str | None = None,
+    ) -> LLMResponse:
+        """One assistant turn for ``messages``. Raises :class:`LLMError` subclasses only."""
+        body = self._body(messages, tools, model or self._settings.model)
+        headers = self._headers(ctx)
+        max_retries = self._settings.llm_max_retries
+        attempt = 0
+        while True:
+            try:
+                return self._attempt(body, headers)
+            except LLMError as exc:
+                if not should_retry(exc, attempt, max_retries):
+                    if exc.retryable:
+                        exc.add_note(f"gave up after {attempt} retries")
+                    raise
+                delay = backoff_delay(attempt, retry_after=exc.retry_after, rand=self._rand())
+                log.warning(
+                    "model call failed (%s, status %s); retry %d/%d in %.1fs "
+                    "[run=%s agent=%s step=%s]",
+                    type(exc).__name__, exc.status_code, attempt + 1, max_retries, delay,
+                    ctx.run_id or "-", ctx.agent_id or "-", ctx.step_id or "-",
+                )
+                self._sleep(delay)
+                attempt += 1
+
+    def _attempt(self, body: dict[str, Any], headers: dict[str, str]) -> LLMResponse:
+        # The slot is released before any backoff sleep: the lowered limit is what slows
+        # everyone down, a sleeping thread need not also hold capacity.
+        with self._limiter.slot():
+            started = time.monotonic()
+            with map_transport_errors():
+                response = self._http.post("/chat/completions", json=body, headers=headers)
+            latency = time.monotonic() - started
+            if not response.is_success:
+                error = map_response_error(response)
+                if isinstance(error, LLMRateLimited):
+                    self._limiter.on_rate_limited()
+                raise error
+            result = parse_completion(response, latency, default_model=body["model"])
+            self._limiter.on_success()
+            return result
+
+    def _body(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
+        if tools:
+            body["tools"] = tools
+        flavor, thinking = self._settings.llm_flavor, self._settings.llm_thinking
+        if flavor == "openai":
+            return body
+        body["temperature"] = THINKING_TEMPERATURE if thinking else INSTANT_TEMPERATURE
+        if not thinking:
+            # Thinking is Kimi's default; each serving stack has its own switch to turn it off.
+            if flavor == "moonshot":
+                body["thinking"] = {"type": "disabled"}
+            else:
+                body["chat_template_kwargs"] = {"thinking": False}
+        return body
+
+    def _headers(self, ctx: CallContext) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        key = self._settings.llm_api_key.get_secret_value()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        for name, value in (("Run", ctx.run_id), ("Agent", ctx.agent_id), ("Step", ctx.step_id)):
+            if value:
+                headers[f"X-Swarm-{name}-Id"] = value
+        return headers
+
+    def close(self) -> None:
+        """Close the HTTP connection pool, unless it was handed in by the caller."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self._settings
+        key = "set" if s.llm_api_key.get_secret_value() else "unset"
+        return (
+            f"LLMClient(base_url={str(self._http.base_url)!r}, model={s.model!r}, "
+            f"flavor={s.llm_flavor!r}, thinking={s.llm_thinking}, api_key={key})"
+        )
+
+
+def parse_completion(
+    response: httpx.Response, latency: float, *, default_model: str
+) -> LLMResponse:
+    """The :class:`LLMResponse` in a 2xx chat-completions ``response``; a body that is not
+    a completion raises a (retryable) :class:`~swarm.exceptions.LLMServerError`."""
+    try:
+        data: Any = response.json()
+    except ValueError:
+        raise unusable_response(response, "a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise unusable_response(response, "a JSON body that is not an object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise unusable_response(response, "no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise unusable_response(response, "a choice without a message")
+    reasoning = _text(message.get("reasoning_content"))
+    if reasoning is None:
+        reasoning = _text(message.get("reasoning"))  # vLLM's name for it
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    return LLMResponse(
+        content=_text(message.get("content")),
+        reasoning_content=reasoning,
+        tool_calls=_tool_calls(message.get("tool_calls"), response),
+        finish_reason=choice.get("finish_reason"),
+        tokens_in=_count(usage.get("prompt_tokens")),
+        tokens_out=_count(usage.get("completion_tokens")),
+        model=str(data.get("model") or default_model),
+        latency_seconds=latency,
+        raw=message,
+    )
+
+
+def _tool_calls(value: Any, response: httpx.Response) -> tuple[ToolCall, ...]:
+    if not value:
+        return ()
+    if not isinstance(value, list):
+        raise unusable_response(response, "tool_calls that are not a list")
+    calls = []
+    for index, item in enumerate(value):
+        function = item.get("function") if isinstance(item, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(function, dict) or not isinstance(name, str) or not name:
+            raise unusable_response(response, f"tool call {index} without a function name")
+        arguments = function.get("arguments")
+        if arguments is None:
+            arguments = "{}"  # a tool without parameters; some servers omit the field
+        elif not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        call_id = item.get("id") or f"functions.{name}:{index}"  # Kimi's own id format
+        calls.append(ToolCall(id=str(call_id), name=name, arguments=arguments))
+    return tuple(calls)
+
+
+def _text(value: Any) -> str | None:
+    """Message text; some servers send a list of content parts instead of a string."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            str(part.get("text", "")) for part in value if isinstance(part, dict)
+        )
+    return str(value)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

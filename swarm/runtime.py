@@ -1,0 +1,138 @@
+"""Wiring: settings → store, model client, tools, executor and a dispatcher.
+
+:class:`LocalRuntime` is the embedded mode: everything in this process, nothing to install.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from swarm.config import Settings
+from swarm.dispatch.local import LocalDispatcher
+from swarm.domain.status import RUN_TERMINAL
+from swarm.engine.background import Periodic, heartbeat, sweeper
+from swarm.engine.executor import StepExecutor
+from swarm.store.store import StateStore, owner_id
+from swarm.store.types import Attachment, RunSpec, RunSummary, StepRef
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings, *, pool_size: int = 20) -> StateStore:
+    """Open the configured database, creating the schema on the embedded SQLite default."""
+    from swarm.store.migrate import ensure_schema
+
+    store = StateStore.from_url(settings.db_url, pool_size=pool_size)
+    ensure_schema(store.engine)
+    return store
+
+
+def run_spec(settings: Settings, task: str, *, model: str | None = None, max_subagents: int | None = None,
+             max_tool_calls: int | None = None, max_steps: int | None = None,
+             max_wall_seconds: float | None = None, max_depth: int | None = None,
+             attachments: Sequence[Path] = (), tenant: str | None = None) -> RunSpec:
+    return RunSpec(
+        task=task, model=model or settings.model,
+        max_subagents=settings.max_subagents if max_subagents is None else max_subagents,
+        max_tool_calls=settings.max_tool_calls if max_tool_calls is None else max_tool_calls,
+        max_steps_per_agent=max_steps or settings.max_steps_per_agent,
+        max_wall_seconds=max_wall_seconds or settings.max_wall_seconds,
+        max_depth=max_depth or settings.max_depth, tenant=tenant,
+        attachments=tuple(load_attachment(p) for p in attachments))
+
+
+def load_attachment(path: Path) -> Attachment:
+    import mimetypes
+
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Attachment(path.name, path.read_bytes(), mime)
+
+
+def pid_is_dead(owner: str) -> bool:
+    """True when *owner* ("host:pid:nonce") was a process on this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class LocalRuntime:
+    """Runs swarms in this process: thread pools for steps, a heartbeat and a sweeper."""
+
+    def __init__(self, settings: Settings, *, store: StateStore | None = None, llm: Any = None,
+                 tools: Any = None) -> None:
+        from swarm.llm.client import LLMClient
+
+        self.settings = settings
+        self.store = store or open_store(settings)
+        self.llm = llm or LLMClient(settings)
+        if tools is None:
+            from swarm.tools.builtin import default_registry
+            tools = default_registry(settings)
+        self.tools = tools
+        self.owner = owner_id()
+        self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner)
+        self.dispatcher = LocalDispatcher(self.executor, llm_threads=settings.llm_max_concurrency,
+                                          tool_threads=settings.tool_concurrency)
+        self._threads: list[Periodic] = [
+            heartbeat(self.store, self.owner, settings.heartbeat_seconds, settings.lease_seconds),
+            sweeper(self.store, settings.sweep_interval, settings.republish_after, self.dispatcher.dispatch),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def dispatch(self, refs: Sequence[StepRef]) -> None:
+        self.dispatcher.dispatch(refs)
+
+    def submit(self, spec: RunSpec) -> str:
+        run_id, refs = self.store.create_run(spec)
+        self.dispatch(refs)
+        return run_id
+
+    def resume(self, run_id: str) -> None:
+        self.store.release_dead_owners(run_id, pid_is_dead)
+        self.dispatch(self.store.resume_run(run_id))
+
+    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.25,
+             on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            summary = self.store.run_summary(run_id)
+            if on_progress:
+                on_progress(summary)
+            if summary.status in RUN_TERMINAL:
+                return summary
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {summary.status} after {timeout} s")
+            time.sleep(poll)
+
+    def close(self) -> None:
+        for t in self._threads:
+            t.stop()
+        self.dispatcher.close()
+        close = getattr(self.llm, "close", None)
+        if close:
+            close()
+
+    def __enter__(self) -> LocalRuntime:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,464 @@
+"""What the simulated Kimi swarm says: a pure function of one chat-completions request.
+
+The sim keeps no conversation state. Everything it needs (which role it plays, which turn it
+is on, what the tools returned) is read back from the ``messages`` the engine sends, exactly
+as a real model would have to. That makes replies reproducible across engine restarts and
+retries, which is what lets tests detect a repeated LLM call as a byte-identical request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+
+#: Written by the sim into the subagent's system prompt, so the sim recognises its own workers.
+SUBAGENT_MARKER = "[sim-subagent]"
+WORKER_NAME = "worker"
+WORKER_SYSTEM_PROMPT = (
+    f"You are a worker subagent {SUBAGENT_MARKER}. "
+    "Do the task with your tools, one call per turn, then answer."
+)
+SIM_TOOLS = ("python", "echo")
+FAULTS = ("bad_json", "unknown_tool", "unknown_agent", "empty")
+DEFAULT_MODEL = "kimi-k2.5-sim"
+#: A fixed ``created`` keeps whole responses reproducible.
+CREATED = 1_700_000_000
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_NONE = frozenset({"", "none", "null", "off", "no"})
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class HttpFault:
+    """An HTTP error the server returns instead of a completion.
+
+    ``times`` None means every request; otherwise only the first ``times`` of a conversation.
+    """
+
+    status: int
+    error_type: str
+    times: int | None = None
+
+    @property
+    def retry_after(self) -> float | None:
+        # Only a transient rate limit invites a retry; an empty quota does not heal by waiting.
+        return 0.05 if self.error_type == "rate_limit_reached_error" else None
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_authentication_error",
+    403: "permission_denied_error",
+    404: "resource_not_found_error",
+    429: "rate_limit_reached_error",
+}
+_HTTP_RE = re.compile(r"^(\d{3})(?:x(\d+))?$")
+
+
+def parse_http_fault(spec: str | None) -> HttpFault | None:
+    """``"429x2"``, ``"500x1"``, ``"401"``, ``"403"``, ``"quota"`` → :class:`HttpFault`.
+
+    Anything unparseable is None: a typo in a directive must not take the server down.
+    """
+    if spec is None:
+        return None
+    spec = spec.strip().lower()
+    if spec == "quota":
+        return HttpFault(429, "exceeded_current_quota_error")
+    m = _HTTP_RE.match(spec)
+    if m is None:
+        return None
+    status = int(m.group(1))
+    if not 400 <= status <= 599:
+        return None
+    times = int(m.group(2)) if m.group(2) is not None else None
+    return HttpFault(status, _ERROR_TYPES.get(status, "server_error"), times)
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """How the simulated swarm behaves. Server defaults, overridable per conversation by a
+    ``#sim key=value ...`` directive in its first user message."""
+
+    agents: int = 3
+    tools: int = 2
+    tool: str = "python"
+    latency: float = 0.0
+    tool_latency: float = 0.0
+    fault: str | None = None
+    http: str | None = None
+    thinking: bool = True
+
+    @property
+    def http_fault(self) -> HttpFault | None:
+        return parse_http_fault(self.http)
+
+    def merged(self, directive: Mapping[str, str]) -> SimParams:
+        """These params with the directive's valid values applied; invalid values are ignored."""
+        changes: dict[str, Any] = {}
+        for key, raw in directive.items():
+            value = _convert(key, raw)
+            if value is not _INVALID:
+                changes[key] = value
+        return replace(self, **changes)
+
+    def subagent_directive(self) -> str:
+        """The directive the orchestrator writes into each task so the worker inherits its knobs."""
+        text = (f"#sim tools={self.tools} tool={self.tool} "
+                f"tool_latency={self.tool_latency:g} latency={self.latency:g}")
+        return text if self.thinking else text + " thinking=false"
+
+
+_INVALID = object()
+
+
+def _float(raw: str) -> object:
+    try:
+        value = float(raw)
+    except ValueError:
+        return _INVALID
+    return value if math.isfinite(value) and value >= 0 else _INVALID
+
+
+def _int(raw: str, minimum: int) -> object:
+    try:
+        value = int(raw)
+    except ValueError:
+        return _INVALID
+    return value if value >= minimum else _INVALID
+
+
+def _convert(key: str, raw: str) -> object:
+    low = raw.strip().lower()
+    if key == "agents":
+        # Zero workers would make an assistant turn with an empty tool_calls list: not a swarm.
+        return _int(low, 1)
+    if key == "tools":
+        return _int(low, 0)
+    if key == "tool":
+        return low if low in SIM_TOOLS else _INVALID
+    if key in ("latency", "tool_latency"):
+        return _float(low)
+    if key == "fault":
+        if low in _NONE:
+            return None
+        return low if low in FAULTS else _INVALID
+    if key == "http":
+        if low in _NONE:
+            return None
+        return low if parse_http_fault(low) is not None else _INVALID
+    if key == "thinking":
+        if low in _TRUE:
+            return True
+        return False if low in _FALSE else _INVALID
+    return _INVALID
+
+
+_ALIASES = {"n": "agents", "k": "tools", "toollatency": "tool_latency"}
+_DIRECTIVE_RE = re.compile(r"#sim\b([^\n]*)", re.IGNORECASE)
+_PAIR_RE = re.compile(r"([A-Za-z][\w-]*)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
+
+
+def parse_directive(text: str) -> dict[str, str]:
+    """Every ``key=value`` on ``#sim`` lines of ``text``; later lines win.
+
+    Keys are lower-cased with ``-`` read as ``_`` (so ``tool-latency`` works); values keep their
+    text with surrounding quotes removed. Unknown keys are kept here and ignored by
+    :meth:`SimParams.merged`.
+    """
+    found: dict[str, str] = {}
+    for line in _DIRECTIVE_RE.finditer(text):
+        for key, value in _PAIR_RE.findall(line.group(1)):
+            name = key.lower().replace("-", "_")
+            found[_ALIASES.get(name, name)] = value.strip("\"'")
+    return found
+
+
+# --------------------------------------------------------------------------- reading requests
+
+
+def message_text(content: Any) -> str:
+    """The text of a message ``content``: a string, None, or a list of OpenAI content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _role_messages(messages: Sequence[Mapping[str, Any]], role: str) -> list[Mapping[str, Any]]:
+    return [m for m in messages if isinstance(m, Mapping) and m.get("role") == role]
+
+
+def first_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    users = _role_messages(messages, "user")
+    return message_text(users[0].get("content")) if users else ""
+
+
+def is_subagent(messages: Sequence[Mapping[str, Any]]) -> bool:
+    return any(SUBAGENT_MARKER in message_text(m.get("content"))
+               for m in _role_messages(messages, "system"))
+
+
+def resolve_params(messages: Sequence[Mapping[str, Any]], defaults: SimParams) -> SimParams:
+    return defaults.merged(parse_directive(first_user_text(messages)))
+
+
+def thinking_requested(body: Mapping[str, Any]) -> bool:
+    """Whether the request leaves Kimi's thinking on (Moonshot's ``thinking`` field or the
+    vLLM/SGLang ``chat_template_kwargs``); thinking is Kimi K2.5's default."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, Mapping) and thinking.get("type") == "disabled":
+        return False
+    kwargs = body.get("chat_template_kwargs")
+    return not (isinstance(kwargs, Mapping) and kwargs.get("thinking") is False)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(messages: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 of the canonical messages: equal keys mean the same LLM call was made twice."""
+    return hashlib.sha256(_canonical(list(messages)).encode()).hexdigest()
+
+
+def conversation_key(messages: Sequence[Mapping[str, Any]], run_id: str = "") -> str:
+    """Stable across the turns of one conversation (unlike :func:`request_key`)."""
+    role = "subagent" if is_subagent(messages) else "orchestrator"
+    text = _canonical([run_id, role, first_user_text(messages)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _tool_calls(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    calls = message.get("tool_calls")
+    return [c for c in calls if isinstance(c, Mapping)] if isinstance(calls, list) else []
+
+
+def _function(call: Mapping[str, Any]) -> Mapping[str, Any]:
+    fn = call.get("function")
+    return fn if isinstance(fn, Mapping) else {}
+
+
+# --------------------------------------------------------------------------- wire checks
+
+
+def validate_request(body: Any) -> str | None:
+    """Why the real Kimi API would reject ``body`` with a 400, or None if it would accept it."""
+    if not isinstance(body, Mapping):
+        return "request body must be a JSON object"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages must be a non-empty array"
+    if body.get("stream"):
+        return "stream=true is not supported by the simulated model"
+    thinking = thinking_requested(body)
+    temperature = body.get("temperature")
+    if temperature is not None:
+        wanted = 1.0 if thinking else 0.6
+        if not isinstance(temperature, int | float) or abs(float(temperature) - wanted) > 1e-9:
+            mode = "enabled" if thinking else "disabled"
+            return f"invalid temperature: only {wanted} is allowed when thinking is {mode}"
+    return _validate_messages(messages, thinking)
+
+
+def _validate_messages(messages: list[Any], thinking: bool) -> str | None:
+    answered: set[str] = set()
+    pending: list[str] = []  # ids of the latest tool-call turn still waiting for results
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            return f"message at index {i} must be an object"
+        role = m.get("role")
+        if role not in ("system", "user", "assistant", "tool"):
+            return f"message at index {i} has invalid role {role!r}"
+        if role != "tool" and pending:
+            return (f"assistant message with tool_calls must be followed by tool messages "
+                    f"for each tool_call_id; missing {pending[0]!r} before index {i}")
+        if role == "assistant":
+            calls = _tool_calls(m)
+            if calls and thinking and not m.get("reasoning_content"):
+                return ("thinking is enabled but reasoning_content is missing in assistant "
+                        f"tool call message at index {i}")
+            pending = [str(c.get("id", "")) for c in calls]
+            answered.update(pending)
+        elif role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str) or call_id not in answered:
+                return f"tool_call_id {call_id!r} at index {i} is not found"
+            if call_id in pending:
+                pending.remove(call_id)
+    return None
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    #: JSON text; deliberately invalid for the bad_json fault.
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One assistant reply before it is wrapped into a chat.completion body."""
+
+    content: str
+    reasoning: str
+    calls: tuple[Call, ...] = field(default=())
+
+
+def _call(name: str, args: Mapping[str, Any]) -> Call:
+    return Call(name, json.dumps(args, ensure_ascii=False))
+
+
+def _tool_results(messages: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    return {str(m.get("tool_call_id")): message_text(m.get("content"))
+            for m in _role_messages(messages, "tool")}
+
+
+_DONE_RE = re.compile(r"Task \d+ done:")
+
+
+def _summary(messages: Sequence[Mapping[str, Any]], n: int) -> Turn:
+    # The fan-out is the last turn that assigned tasks (an unknown_agent fault turn came earlier).
+    fan_outs = [calls for calls in map(_tool_calls, _role_messages(messages, "assistant"))
+                if any(_function(c).get("name") == ASSIGN_TASK for c in calls)]
+    calls = fan_outs[-1] if fan_outs else []
+    results = _tool_results(messages)
+    # Results are read in call order, not arrival order, so the digest does not depend on
+    # which subagent happened to finish first.
+    ordered = [results.get(str(c.get("id")), "") for c in calls]
+    n_ok = sum(1 for r in ordered if _DONE_RE.search(r))
+    digest = hashlib.sha256("".join(ordered).encode()).hexdigest()[:12]
+    return Turn(
+        content=(f"Summary of {n} subagent reports: {n_ok} ok, {len(ordered) - n_ok} errors. "
+                 f"digest={digest}"),
+        reasoning=f"All {len(ordered)} reports are back; summarising them.",
+    )
+
+
+def _fault_turn(fault: str, params: SimParams) -> Turn:
+    reasoning = f"Injecting fault {fault}."
+    if fault == "bad_json":
+        return Turn("", reasoning, (Call(ASSIGN_TASK, '{"agent": "worker", "prompt": '),))
+    if fault == "unknown_tool":
+        return Turn("", reasoning, (_call("teleport", {"destination": "mars"}),))
+    if fault == "unknown_agent":
+        prompt = f"Task 0 of {params.agents}. {params.subagent_directive()}"
+        return Turn("", reasoning, (_call(ASSIGN_TASK, {"agent": "ghost", "prompt": prompt}),))
+    return Turn("", reasoning)  # empty
+
+
+def _orchestrator_turn_index(messages: Sequence[Mapping[str, Any]], fault: str | None) -> int:
+    assistants = _role_messages(messages, "assistant")
+    turn = len(assistants)
+    if fault == "empty" and len(_role_messages(messages, "user")) > 1 and not any(
+            not message_text(a.get("content")) and not _tool_calls(a) for a in assistants):
+        # The engine nudged but dropped the empty reply from history; counting the nudge as
+        # that turn keeps the sim from answering empty forever.
+        turn += 1
+    return turn
+
+
+def orchestrator_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
+    fault = params.fault
+    turn = _orchestrator_turn_index(messages, fault)
+    if turn == 0:
+        return Turn("", "I need workers first: creating one subagent.", (
+            _call(CREATE_SUBAGENT, {"name": WORKER_NAME, "system_prompt": WORKER_SYSTEM_PROMPT}),))
+    offset = 1 if fault else 0
+    if fault and turn == 1:
+        return _fault_turn(fault, params)
+    n = params.agents
+    if turn == 1 + offset:
+        calls = tuple(
+            _call(ASSIGN_TASK, {"agent": WORKER_NAME,
+                                "prompt": f"Task {i} of {n}. {params.subagent_directive()}"})
+            for i in range(1, n + 1))
+        return Turn("", f"The worker exists; assigning {n} tasks in parallel.", calls)
+    return _summary(messages, n)
+
+
+_TASK_RE = re.compile(r"Task (\d+) of \d+")
+
+
+def subagent_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
+    m = _TASK_RE.search(first_user_text(messages))
+    i = int(m.group(1)) if m else 0
+    results = [message_text(t.get("content")).strip() for t in _role_messages(messages, "tool")]
+    k = len(results)
+    if k >= params.tools:
+        return Turn(f"Task {i} done: {';'.join(results)}", f"{k} tool results in; reporting.")
+    if params.tool == "echo":
+        call = _call("echo", {"text": f"task {i} step {k}"})
+    else:
+        sleep = (f"import time; time.sleep({params.tool_latency:g})\n"
+                 if params.tool_latency > 0 else "")
+        call = _call("python", {"code": f"{sleep}print({i * 1000 + k})"})
+    return Turn("", f"Task {i}, step {k}: calling {params.tool}.", (call,))
+
+
+def decide(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
+    """The next assistant turn of the conversation in ``messages``."""
+    return subagent_turn(messages, params) if is_subagent(messages) else orchestrator_turn(
+        messages, params)
+
+
+def completion_body(
+    turn: Turn, messages: Sequence[Mapping[str, Any]], model: str, thinking: bool,
+) -> dict[str, Any]:
+    """``turn`` as an OpenAI ``chat.completion`` body, with Kimi-style tool-call ids."""
+    # Kimi numbers tool calls across the whole conversation: functions.<name>:<idx>.
+    base = sum(len(_tool_calls(m)) for m in _role_messages(messages, "assistant"))
+    tool_calls = [
+        {"id": f"functions.{c.name}:{base + j}", "type": "function",
+         "function": {"name": c.name, "arguments": c.arguments}}
+        for j, c in enumerate(turn.calls)
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": turn.content}
+    if thinking:
+        message["reasoning_content"] = turn.reasoning
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    reply_chars = (len(turn.content) + (len(turn.reasoning) if thinking else 0)
+                   + sum(len(c.name) + len(c.arguments) for c in turn.calls))
+    prompt_tokens = len(_canonical(list(messages))) // 4
+    completion_tokens = max(1, reply_chars // 4)
+    return {
+        "id": f"chatcmpl-sim-{request_key(messages)[:24]}",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": "tool_calls" if tool_calls else "stop",
+        }],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def reply(body: Mapping[str, Any], defaults: SimParams) -> dict[str, Any]:
+    """The whole pure path: a valid request body and server defaults → completion body."""
+    messages: list[Mapping[str, Any]] = list(body["messages"])
+    params = resolve_params(messages, defaults)
+    model = body.get("model")
+    return completion_body(
+        decide(messages, params), messages,
+        model if isinstance(model, str) and model else DEFAULT_MODEL,
+        thinking=params.thinking and thinking_requested(body),
+    )

@@ -1,0 +1,321 @@
+"""The simulated model as a real OpenAI-compatible HTTP server.
+
+Decisions come from :mod:`swarm.sim.script`; this module adds what only a server can do:
+latency, HTTP faults, Kimi's wire-format 400s, and a ledger of every request so tests can
+prove that no committed LLM call was ever sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from swarm.sim import script
+from swarm.sim.script import SimParams
+
+#: Bounds memory of a long-running sim; far above any test's request count.
+LOG_LIMIT = 200_000
+
+
+@dataclass
+class SimConfig:
+    """Server-wide defaults for :class:`SimParams`, plus where to listen."""
+
+    agents: int = 3
+    tools: int = 2
+    tool: str = "python"
+    latency: float = 0.0
+    tool_latency: float = 0.0
+    fault: str | None = None
+    http: str | None = None
+    thinking: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+    model: str = script.DEFAULT_MODEL
+
+    @property
+    def params(self) -> SimParams:
+        return SimParams(agents=self.agents, tools=self.tools, tool=self.tool,
+                         latency=self.latency, tool_latency=self.tool_latency,
+                         fault=self.fault, http=self.http, thinking=self.thinking)
+
+
+@dataclass
+class SimState:
+    """The request ledger. Written from the server's event loop, read from test threads."""
+
+    requests: int = 0
+    by_run: Counter[str] = field(default_factory=Counter)
+    errors: Counter[int] = field(default_factory=Counter)
+    #: Duplicates are counted per run: two runs given the same prompt legitimately send equal
+    #: messages, one run sending the same messages twice is a repeated call.
+    served: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Requests seen per conversation, for "fail the first N" HTTP faults.
+    attempts: Counter[str] = field(default_factory=Counter)
+    entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_request(self) -> None:
+        with self.lock:
+            self.requests += 1
+
+    def attempt(self, conversation: str) -> int:
+        """Number this request within its conversation (1-based)."""
+        with self.lock:
+            self.attempts[conversation] += 1
+            return self.attempts[conversation]
+
+    def record(self, status: int, key: str, headers: dict[str, str]) -> None:
+        run_id = headers["run_id"]
+        with self.lock:
+            if status == 200:
+                self.served[(run_id, key)] += 1
+                self.by_run[run_id] += 1
+            else:
+                self.errors[status] += 1
+            self.entries.append({"t": time.time(), "key": key, **headers, "status": status})
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            served = sum(self.served.values())
+            unique = len(self.served)
+            return {"requests": self.requests, "served": served, "unique": unique,
+                    "duplicates": served - unique, "by_run": dict(self.by_run),
+                    "errors": {str(k): v for k, v in sorted(self.errors.items())}}
+
+    def log(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(e) for e in self.entries if run_id is None or e["run_id"] == run_id]
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests = 0
+            for counter in (self.by_run, self.errors, self.served, self.attempts):
+                counter.clear()
+            self.entries.clear()
+
+
+def _error(status: int, message: str, error_type: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": error_type}},
+                        status_code=status, headers=headers)
+
+
+_FAULT_MESSAGES = {
+    "rate_limit_reached_error": "Your account reached max request rate, please try again later",
+    "exceeded_current_quota_error": ("Your account is suspended due to insufficient balance, "
+                                     "please recharge your account or check your plan"),
+    "invalid_authentication_error": "Invalid Authentication",
+    "permission_denied_error": "The API you are accessing is not open",
+}
+
+
+def _fault_response(fault: script.HttpFault) -> JSONResponse:
+    headers = None if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+    message = _FAULT_MESSAGES.get(fault.error_type, "simulated server error")
+    return _error(fault.status, message, fault.error_type, headers)
+
+
+def _swarm_headers(request: Request) -> dict[str, str]:
+    h = request.headers
+    return {"run_id": h.get("x-swarm-run-id", ""), "agent_id": h.get("x-swarm-agent-id", ""),
+            "step_id": h.get("x-swarm-step-id", "")}
+
+
+async def _read_json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def create_app(config: SimConfig | None = None, state: SimState | None = None) -> Starlette:
+    """The sim as an ASGI app; pass ``state`` to read the ledger without going through HTTP."""
+    cfg = config or SimConfig()
+    ledger = state or SimState()
+    defaults = cfg.params
+
+    async def chat_completions(request: Request) -> Response:
+        ledger.count_request()
+        headers = _swarm_headers(request)
+        body = await _read_json(request)
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(messages, list):
+            ledger.record(400, "", headers)
+            return _error(400, script.validate_request(body) or "invalid request",
+                          "invalid_request_error")
+        key = script.request_key(messages)
+        params = script.resolve_params(messages, defaults)
+        fault = params.http_fault
+        # Like the real API, auth and rate limits are decided before the body is checked.
+        # Faults hit the orchestrator only, so a retry test does not also multiply every
+        # worker's requests.
+        if fault is not None and not script.is_subagent(messages):
+            nth = ledger.attempt(script.conversation_key(messages, headers["run_id"]))
+            if fault.times is None or nth <= fault.times:
+                ledger.record(fault.status, key, headers)
+                return _fault_response(fault)
+        problem = script.validate_request(body)
+        if problem is not None:
+            ledger.record(400, key, headers)
+            return _error(400, problem, "invalid_request_error")
+        if params.latency > 0:
+            await asyncio.sleep(params.latency)
+        completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults)
+        ledger.record(200, key, headers)
+        return JSONResponse(completion)
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": cfg.model, "object": "model", "created": script.CREATED,
+             "owned_by": "swarm-sim"}]})
+
+    async def stats(_: Request) -> Response:
+        return JSONResponse(ledger.stats())
+
+    async def log(request: Request) -> Response:
+        return JSONResponse(ledger.log(request.query_params.get("run_id")))
+
+    async def reset(_: Request) -> Response:
+        ledger.reset()
+        return JSONResponse({"ok": True})
+
+    async def search(request: Request) -> Response:
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            return JSONResponse({"error": "missing q"}, status_code=400)
+        return JSONResponse(search_results(query, str(request.base_url).rstrip("/")))
+
+    async def page(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        return HTMLResponse(f"<html><head><title>Sim page {slug}</title></head><body>"
+                            f"<h1>Sim page {slug}</h1><p>Deterministic text for {slug}.</p>"
+                            "</body></html>")
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/sim/stats", stats, methods=["GET"]),
+        Route("/sim/log", log, methods=["GET"]),
+        Route("/sim/reset", reset, methods=["POST"]),
+        Route("/search", search, methods=["GET"]),
+        Route("/pages/{slug}", page, methods=["GET"]),
+    ])
+    app.state.sim = ledger
+    return app
+
+
+def search_results(query: str, base_url: str) -> dict[str, Any]:
+    """A SearXNG ``format=json`` answer with 3 results that depend only on ``query``.
+
+    Result URLs point back at this server's ``/pages/`` so a web_fetch test needs no internet.
+    """
+    tag = hashlib.sha256(query.encode()).hexdigest()[:8]
+    results = [{
+        "url": f"{base_url}/pages/{tag}-{i}",
+        "title": f"Result {i} for {query}",
+        "content": f"Snippet {i} about {query} ({tag}).",
+        "engine": "sim", "engines": ["sim"], "category": "general",
+        "score": round(1.0 / i, 3), "positions": [i],
+    } for i in range(1, 4)]
+    return {"query": query, "number_of_results": len(results), "results": results,
+            "answers": [], "corrections": [], "infoboxes": [], "suggestions": [],
+            "unresponsive_engines": []}
+
+
+def _uvicorn_config(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Config:
+    # ws="none": the sim speaks plain HTTP, and not importing websockets avoids its
+    # deprecation warnings, which the test suite turns into errors.
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          lifespan="off", ws="none", timeout_keep_alive=30)
+
+
+def serve(config: SimConfig | None = None) -> None:
+    """Run the sim in the foreground until interrupted."""
+    cfg = config or SimConfig()
+    uvicorn.Server(_uvicorn_config(create_app(cfg), cfg.host, cfg.port, "info")).run()
+
+
+class SimServer:
+    """The sim on a free 127.0.0.1 port in a background thread, for tests.
+
+    >>> with SimServer(SimConfig(agents=2)) as sim:  # doctest: +SKIP
+    ...     httpx.post(f"{sim.url}/chat/completions", json=...)
+    """
+
+    def __init__(self, config: SimConfig | None = None, startup_timeout: float = 10.0) -> None:
+        self.config = config or SimConfig()
+        self.state = SimState()
+        self._startup_timeout = startup_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """Server root, e.g. for ``/search`` and ``/sim/stats``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL (``.../v1``), what an LLM client is configured with."""
+        return f"{self.base_url}/v1"
+
+    def start(self) -> SimServer:
+        # Binding here rather than letting uvicorn pick port 0 means the port is known before
+        # the thread starts, with no race against another process grabbing it.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        app = create_app(self.config, self.state)
+        server = uvicorn.Server(_uvicorn_config(app, "127.0.0.1", self.port, "warning"))
+        self._server = server
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                        name=f"swarm-sim-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("simulated model server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return self.state.stats()
+
+    def log(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return self.state.log(run_id)
+
+    def reset(self) -> None:
+        self.state.reset()

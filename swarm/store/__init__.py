@@ -1,0 +1,1 @@
+"""Persistence. :class:`swarm.store.store.StateStore` is the only code that talks SQL."""

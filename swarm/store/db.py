@@ -1,0 +1,82 @@
+"""Engines, the database clock, and the per-dialect details SQLAlchemy does not hide."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Float, create_engine, event
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.functions import FunctionElement
+
+from swarm.exceptions import ConfigError
+
+
+class db_now(FunctionElement[float]):  # noqa: N801 - reads like the SQL function it renders
+    """The database server's clock as Unix epoch seconds. Leases are compared against this one
+    clock, so workers on machines whose clocks disagree still agree on who holds a step."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_now, "postgresql")
+def _pg_now(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "extract(epoch from clock_timestamp())::float8"
+
+
+@compiles(db_now, "sqlite")
+def _sqlite_now(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (live views) run while a step commits; NORMAL sync is durable across
+    # process crashes (the embedded mode's threat model), fsyncing at checkpoints only.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    """An engine for *url*, configured for swarm's access pattern (many short transactions)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+                            pool_size=pool_size, max_overflow=pool_size * 4)
+        event.listen(eng, "connect", _sqlite_pragmas)
+        return eng
+    if url.startswith("postgresql"):
+        return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2,
+                             pool_pre_ping=True, pool_recycle=1800)
+    if not url:
+        raise ConfigError("SWARM_DATABASE_URL is empty")
+    return create_engine(url, echo=echo, poolclass=NullPool)
+
+
+class WriteGate:
+    """Serialises write transactions within a process on SQLite (one writer at a time anyway):
+    waiting on a lock is far cheaper than SQLite's sleep-and-retry busy handler. A no-op elsewhere."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._lock: threading.Lock | None = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._pid = os.getpid()
+
+    def __enter__(self) -> None:
+        if self._lock is not None:
+            if self._pid != os.getpid():  # forked: the parent's lock state means nothing here
+                self._lock = threading.Lock()
+                self._pid = os.getpid()
+            self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()

@@ -1,0 +1,205 @@
+"""The schema. Every table is append-mostly and grows linearly with the work done:
+one row per message, per step (LLM call or tool call), per event — never a re-stored conversation.
+
+Times are Unix epoch seconds (float). Lease and readiness times are set from the database's clock
+(see :func:`swarm.store.db.db_now`) so that workers on machines with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: JSONB on PostgreSQL, JSON text elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+#: SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    task: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(128))
+    # Limits, fixed at submission.
+    max_subagents: Mapped[int] = mapped_column(Integer)
+    max_tool_calls: Mapped[int] = mapped_column(Integer)
+    max_steps_per_agent: Mapped[int] = mapped_column(Integer)
+    max_wall_seconds: Mapped[float] = mapped_column(Float)
+    max_depth: Mapped[int] = mapped_column(Integer)
+    # Counters, updated atomically under the run row's lock.
+    subagents: Mapped[int] = mapped_column(Integer, default=0)
+    tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    critical_steps: Mapped[int | None] = mapped_column(Integer)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    deadline: Mapped[float | None] = mapped_column(Float)
+    #: Wall seconds accumulated by earlier attempts of a resumed run.
+    wall_before: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    #: The assign_task tool step that launched this agent (None for the orchestrator).
+    parent_step_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    #: The parent's turn (orchestrator stage) in which it was launched: Critical Steps needs it.
+    parent_turn: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    depth: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    #: LLM calls committed so far (this agent's "steps").
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    #: Next message sequence number; tool results get theirs reserved when the turn is committed.
+    next_seq: Mapped[int] = mapped_column(Integer, default=0)
+    #: Tool calls of the current turn still without a result (fan-in counter).
+    pending_tools: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+
+class AgentDef(Base):
+    """A subagent type made by ``create_subagent(name, system_prompt)``, reusable within its run."""
+
+    __tablename__ = "agent_defs"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    system_prompt: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("agent_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    #: A string, or a list of OpenAI content parts (text, image_url).
+    content: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    reasoning_content: Mapped[str | None] = mapped_column(Text)
+    tool_calls: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    tool_call_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Step(Base):
+    """One LLM call or one tool call: the unit of durable work."""
+
+    __tablename__ = "steps"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "kind", "turn", "idx"),
+        Index("ix_steps_open", "status", "lease_until"),
+        Index("ix_steps_run_status", "run_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    #: The agent's turn: LLM step n is turn n; its tool calls are turn n with idx 0..k-1.
+    turn: Mapped[int] = mapped_column(Integer)
+    idx: Mapped[int] = mapped_column(Integer, default=0)
+    tool_name: Mapped[str | None] = mapped_column(String(128))
+    tool_call_id: Mapped[str | None] = mapped_column(String(128))
+    arguments: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    is_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Sequence number reserved for this tool call's result message.
+    msg_seq: Mapped[int | None] = mapped_column(Integer)
+    child_agent_id: Mapped[str | None] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    #: Fencing token: bumped on every claim; a commit must present the current one.
+    fence: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(128), index=True)
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    ready_at: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    #: Appended to the tool result for the model, e.g. "5 of 1500 tool calls left".
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Event(Base):
+    """Append-only log that live views follow (id is the SSE event id)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[float] = mapped_column(Float)
+    type: Mapped[str] = mapped_column(String(32))
+    agent_id: Mapped[str | None] = mapped_column(String(32))
+    step_id: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[Any] = mapped_column(JSONType, nullable=True)
+
+
+class Artifact(Base):
+    """A file of a run's workspace, kept in the database so any worker on any machine sees it."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "path"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(512))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,558 @@
+"""StateStore: every write swarm makes, each an intention-revealing transaction.
+
+Concurrency rules, which all methods follow:
+
+* A step is claimed by a conditional UPDATE that bumps its fencing token; its commit is an UPDATE
+  guarded by that token. Two workers racing for one step: one claim wins; a presumed-dead worker's
+  late commit matches 0 rows and raises :class:`FenceLost`, rolling its whole transaction back.
+* A step's result, the messages it adds and the steps it makes ready commit in ONE transaction;
+  the caller dispatches the returned :class:`StepRef` s only after that commit.
+* Budgets are granted under the run row's lock; fan-in decrements the agent's counter atomically.
+* Lock order is run → step → agent, everywhere, so transactions cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
+
+from swarm.constants import ASSIGN_TASK, MAX_STEP_ATTEMPTS, ORCHESTRATION_TOOLS
+from swarm.domain import limits
+from swarm.domain.critical import AgentSteps, critical_steps, total_steps
+from swarm.domain.status import (
+    AgentStatus,
+    RunStatus,
+    StepKind,
+    StepStatus,
+    check_run_move,
+)
+from swarm.engine import prompts
+from swarm.engine.planner import TurnKind, TurnPlan
+from swarm.exceptions import FenceLost, NotFound, StateError, StoreUnavailable
+from swarm.llm.types import LLMResponse
+from swarm.store import conversation
+from swarm.store.db import WriteGate, db_now, make_engine
+from swarm.store.models import Agent, AgentDef, Artifact, Event, Message, Run, Step
+from swarm.store.types import AgentContext, Claim, RunSpec, StepRef
+from swarm.store.views import ViewsMixin
+
+OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def owner_id() -> str:
+    """Who holds a lease: host and pid let a same-host supervisor see that the holder is dead."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class StateStore(ViewsMixin):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._gate = WriteGate(engine)
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:
+        return cls(make_engine(url, pool_size=pool_size))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One write transaction; database connectivity errors become :class:`StoreUnavailable`."""
+        with self._gate:
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            except DBAPIError as exc:
+                if exc.connection_invalidated or _is_connectivity(exc):
+                    raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_connectivity(exc):
+                raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
+            raise
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
+        run_id, orch_id, now = new_id(), new_id(), time.time()
+        with self.tx() as conn:
+            conn.execute(insert(Run).values(
+                id=run_id, tenant=spec.tenant, task=spec.task, status=RunStatus.RUNNING, model=spec.model,
+                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
+                max_steps_per_agent=spec.max_steps_per_agent, max_wall_seconds=spec.max_wall_seconds,
+                max_depth=spec.max_depth, subagents=0, tool_calls=0, llm_calls=0, tokens_in=0,
+                tokens_out=0, created_at=now, started_at=now, wall_before=0.0,
+                deadline=db_now() + spec.max_wall_seconds))
+            conn.execute(insert(Agent).values(
+                id=orch_id, run_id=run_id, parent_id=None, parent_step_id=None, parent_turn=None,
+                name="orchestrator", depth=0, status=AgentStatus.RUNNING, steps=0, next_seq=2,
+                pending_tools=0, tokens_in=0, tokens_out=0, created_at=now))
+            system = prompts.ORCHESTRATOR_SYSTEM.format(
+                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
+                max_steps=spec.max_steps_per_agent)
+            self._message(conn, run_id, orch_id, 0, "system", system)
+            self._message(conn, run_id, orch_id, 1, "user", conversation.user_content(spec.task, spec.attachments))
+            for att in spec.attachments:
+                self._put_artifact(conn, run_id, att.name, att.data)
+            ref = self._new_llm_step(conn, run_id, orch_id, 0)
+            self._event(conn, run_id, "run_created", orch_id, None, {"task": spec.task[:500]})
+        return run_id, [ref]
+
+    def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
+        """Cancel a run: every open step is cancelled in the same transaction, so no worker can
+        commit (fence) or start (claim checks the run) anything of it afterwards."""
+        with self.tx() as conn:
+            run = self._lock_run(conn, run_id)
+            if run.status != RunStatus.RUNNING:
+                return False
+            self._finish_run(conn, run_id, RunStatus.CANCELLED, None, reason)
+            return True
+
+    def resume_run(self, run_id: str) -> list[StepRef]:
+        """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch.
+        Everything committed stays: only steps that never finished run again."""
+        with self.tx() as conn:
+            run = self._lock_run(conn, run_id)
+            status = RunStatus(run.status)
+            if status == RunStatus.SUCCEEDED:
+                raise StateError(f"run {run_id} already succeeded; there is nothing to resume")
+            if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+                check_run_move(status, RunStatus.RUNNING)
+                self._reopen(conn, run)
+            refs = self._ready_refs(conn, run_id)
+            if not refs and not self._has_open_steps(conn, run_id):
+                raise StateError(f"run {run_id} has no unfinished work to resume ({run.reason or status})")
+            self._event(conn, run_id, "run_resumed", None, None, {})
+            return refs
+
+    def _reopen(self, conn: Connection, run: Any) -> None:
+        agents = conn.execute(select(Agent.id, Agent.parent_step_id).where(
+            Agent.run_id == run.id, Agent.status.in_([AgentStatus.FAILED, AgentStatus.CANCELLED]))).all()
+        delivered = {sid for (sid,) in conn.execute(select(Step.id).where(
+            Step.run_id == run.id, Step.status == StepStatus.SUCCEEDED,
+            Step.tool_name == ASSIGN_TASK)).all()}
+        reopen = [a.id for a in agents if a.parent_step_id is None or a.parent_step_id not in delivered]
+        if reopen:
+            conn.execute(update(Agent).where(Agent.id.in_(reopen)).values(
+                status=AgentStatus.RUNNING, reason=None, finished_at=None))
+            closed = and_(Step.agent_id.in_(reopen), Step.status.in_([StepStatus.FAILED, StepStatus.CANCELLED]))
+            # An assign_task whose subagent exists goes back to waiting for it, never re-launches.
+            conn.execute(update(Step).where(closed, Step.child_agent_id.is_not(None)).values(
+                status=StepStatus.WAITING, owner=None, error=None))
+            conn.execute(update(Step).where(closed).values(
+                status=StepStatus.READY, owner=None, attempt=0, error=None, ready_at=db_now()))
+        wall = (run.finished_at or time.time()) - (run.started_at or run.created_at)
+        conn.execute(update(Run).where(Run.id == run.id).values(
+            status=RunStatus.RUNNING, reason=None, finished_at=None, started_at=time.time(),
+            wall_before=Run.wall_before + max(0.0, wall),
+            deadline=db_now() + Run.max_wall_seconds))
+
+    # ----------------------------------------------------------------- steps
+
+    def claim(self, step_id: str, owner: str, lease: float,
+              max_attempts: int = MAX_STEP_ATTEMPTS) -> Claim | None:
+        """Take a step under a lease; None if it is not claimable (done, held, run not running)."""
+        with self.tx() as conn:
+            run_running = exists().where(Run.id == Step.run_id, Run.status == RunStatus.RUNNING)
+            row = conn.execute(
+                update(Step)
+                .where(Step.id == step_id, Step.attempt < max_attempts, run_running,
+                       or_(Step.status == StepStatus.READY,
+                           and_(Step.status == StepStatus.RUNNING, Step.lease_until < db_now())))
+                .values(status=StepStatus.RUNNING, owner=owner, fence=Step.fence + 1,
+                        attempt=Step.attempt + 1, lease_until=db_now() + lease, started_at=time.time())
+                .returning(Step.run_id, Step.agent_id, Step.kind, Step.fence, Step.attempt, Step.turn,
+                           Step.idx, Step.tool_name, Step.tool_call_id, Step.arguments)
+            ).first()
+            if row is None:
+                return None
+            late = conn.execute(select(Run.id).where(Run.id == row.run_id, Run.deadline < db_now())).first()
+            if late:
+                self._lock_run(conn, row.run_id)
+                self._finish_run(conn, row.run_id, RunStatus.FAILED, None, "time limit: the run exceeded its max wall time")
+                return None
+            return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
+                         row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments)
+
+    def heartbeat(self, owner: str, lease: float) -> int:
+        """Renew the leases of every step this owner is running."""
+        with self.tx() as conn:
+            res = conn.execute(update(Step).where(Step.owner == owner, Step.status == StepStatus.RUNNING)
+                               .values(lease_until=db_now() + lease))
+            return res.rowcount
+
+    def release(self, claim: Claim) -> None:
+        """Hand a step back untouched (e.g. on worker shutdown) so another worker can take it now."""
+        with self.tx() as conn:
+            conn.execute(update(Step).where(Step.id == claim.step_id, Step.fence == claim.fence,
+                                            Step.status == StepStatus.RUNNING)
+                         .values(status=StepStatus.READY, owner=None, ready_at=db_now(),
+                                 attempt=Step.attempt - 1))
+
+    def agent_context(self, claim: Claim) -> AgentContext:
+        with self.read() as conn:
+            agent = conn.execute(select(Agent).where(Agent.id == claim.agent_id)).one()
+            run = conn.execute(select(Run.max_steps_per_agent, Run.max_depth, Run.model)
+                               .where(Run.id == claim.run_id)).one()
+            rows = conn.execute(select(Message).where(Message.agent_id == claim.agent_id)
+                                .order_by(Message.seq)).all()
+        return AgentContext(claim.run_id, claim.agent_id, agent.name, agent.depth, agent.steps,
+                            run.max_steps_per_agent, run.max_depth, run.model,
+                            [conversation.to_openai(r) for r in rows])
+
+    def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
+        """Commit one model turn: the assistant message, its tool steps (budget permitting) or the
+        agent's end, all in one transaction guarded by the fence."""
+        with self.tx() as conn:
+            run = self._lock_run(conn, claim.run_id)
+            self._close_step(conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in,
+                             tokens_out=response.tokens_out)
+            agent = conn.execute(select(Agent).where(Agent.id == claim.agent_id)).one()
+            seq = agent.next_seq
+            self._message(conn, claim.run_id, claim.agent_id, seq, "assistant", response.content,
+                          reasoning=response.reasoning_content,
+                          tool_calls=conversation.tool_calls_json(response) or None)
+            conn.execute(update(Run).where(Run.id == claim.run_id).values(
+                llm_calls=Run.llm_calls + 1, tokens_in=Run.tokens_in + response.tokens_in,
+                tokens_out=Run.tokens_out + response.tokens_out))
+            agent_values: dict[str, Any] = {
+                "steps": Agent.steps + 1, "tokens_in": Agent.tokens_in + response.tokens_in,
+                "tokens_out": Agent.tokens_out + response.tokens_out, "next_seq": seq + 1}
+            refs: list[StepRef] = []
+            if plan.kind == TurnKind.TOOLS:
+                pending, refs = self._open_tool_steps(conn, claim, run, plan, seq)
+                agent_values.update(next_seq=seq + 1 + len(plan.calls), pending_tools=pending)
+                conn.execute(update(Agent).where(Agent.id == claim.agent_id).values(**agent_values))
+                if pending == 0:
+                    refs.append(self._new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
+            elif plan.kind == TurnKind.NUDGE:
+                self._message(conn, claim.run_id, claim.agent_id, seq + 1, "user", prompts.EMPTY_REPLY_NUDGE)
+                agent_values["next_seq"] = seq + 2
+                conn.execute(update(Agent).where(Agent.id == claim.agent_id).values(**agent_values))
+                refs.append(self._new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
+            else:
+                conn.execute(update(Agent).where(Agent.id == claim.agent_id).values(**agent_values))
+                if plan.kind == TurnKind.FINAL:
+                    refs = self._finish_agent(conn, claim.agent_id, AgentStatus.SUCCEEDED, plan.final_text, None)
+                else:
+                    reason = (f"step limit: used all {agent.steps + 1} allowed steps without a final answer")
+                    refs = self._finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
+            self._event(conn, claim.run_id, "llm_done", claim.agent_id, claim.step_id,
+                        {"turn": claim.turn, "kind": plan.kind.value, "tool_calls": len(plan.calls),
+                         "tokens_in": response.tokens_in, "tokens_out": response.tokens_out})
+            return refs
+
+    def _open_tool_steps(self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan,
+                         seq: int) -> tuple[int, list[StepRef]]:
+        valid = [c for c in plan.calls if c.error is None]
+        want_tools = sum(1 for c in valid if c.name not in ORCHESTRATION_TOOLS)
+        want_subs = sum(1 for c in valid if c.launches_subagent)
+        g = limits.grant(want_tools, want_subs, used_tools=run.tool_calls, max_tools=run.max_tool_calls,
+                         used_subagents=run.subagents, max_subagents=run.max_subagents)
+        tools_left, subs_left = g.tool_calls, g.subagents
+        note = (limits.budget_note(run.tool_calls + g.tool_calls, run.max_tool_calls, "tool calls")
+                if want_tools else None)
+        refs: list[StepRef] = []
+        now = time.time()
+        for c in plan.calls:
+            error = c.error
+            if error is None and c.launches_subagent:
+                if subs_left > 0:
+                    subs_left -= 1
+                else:
+                    error = limits.over_budget_message("subagents", run.max_subagents)
+            elif error is None and c.name not in ORCHESTRATION_TOOLS:
+                if tools_left > 0:
+                    tools_left -= 1
+                else:
+                    error = limits.over_budget_message("tool calls", run.max_tool_calls)
+            step_id, msg_seq = new_id(), seq + 1 + c.idx
+            values = dict(id=step_id, run_id=claim.run_id, agent_id=claim.agent_id, kind=StepKind.TOOL,
+                          turn=claim.turn, idx=c.idx, tool_name=c.name, tool_call_id=c.call_id,
+                          arguments=c.arguments, msg_seq=msg_seq, attempt=0, fence=0)
+            if error is None:
+                conn.execute(insert(Step).values(status=StepStatus.READY, ready_at=db_now(),
+                                                 note=note, **values))
+                refs.append(StepRef(step_id, claim.run_id, claim.agent_id, StepKind.TOOL, c.name))
+            else:
+                conn.execute(insert(Step).values(status=StepStatus.SUCCEEDED, result=error, is_error=True,
+                                                 started_at=now, finished_at=now, **values))
+                self._message(conn, claim.run_id, claim.agent_id, msg_seq, "tool", error, tool_call_id=c.call_id)
+        conn.execute(update(Run).where(Run.id == claim.run_id).values(
+            tool_calls=Run.tool_calls + (g.tool_calls - tools_left),
+            subagents=Run.subagents + (g.subagents - subs_left)))
+        return len(refs), refs
+
+    def commit_tool(self, claim: Claim, content: str, is_error: bool,
+                    files: dict[str, bytes] | None = None) -> list[StepRef]:
+        """Commit a tool call's result (and the workspace files it changed)."""
+        with self.tx() as conn:
+            for path, data in (files or {}).items():
+                self._put_artifact(conn, claim.run_id, path, data)
+            refs = self._deliver(conn, claim.step_id, content, is_error, StepStatus.RUNNING, claim.fence)
+            self._event(conn, claim.run_id, "tool_done", claim.agent_id, claim.step_id,
+                        {"tool": claim.tool_name, "error": is_error})
+            return refs
+
+    def create_subagent(self, claim: Claim, name: str, system_prompt: str) -> list[StepRef]:
+        """``create_subagent``: record the subagent type; the result goes straight to the model."""
+        with self.tx() as conn:
+            taken = conn.execute(select(AgentDef.id).where(AgentDef.run_id == claim.run_id,
+                                                           AgentDef.name == name)).first()
+            if taken:
+                return self._deliver(conn, claim.step_id, prompts.AGENT_EXISTS.format(name=name), True,
+                                     StepStatus.RUNNING, claim.fence)
+            conn.execute(insert(AgentDef).values(run_id=claim.run_id, name=name, system_prompt=system_prompt,
+                                                 created_by=claim.agent_id, created_at=time.time()))
+            self._event(conn, claim.run_id, "subagent_defined", claim.agent_id, claim.step_id, {"name": name})
+            text = f"Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
+            return self._deliver(conn, claim.step_id, text, False, StepStatus.RUNNING, claim.fence)
+
+    def launch_subagent(self, claim: Claim, agent_name: str, prompt: str) -> list[StepRef]:
+        """``assign_task``: start a subagent instance. The step then waits without holding a worker;
+        the subagent's final message becomes its result (fan-in happens in :meth:`_finish_agent`)."""
+        with self.tx() as conn:
+            run = conn.execute(select(Run.max_depth, Run.max_steps_per_agent).where(Run.id == claim.run_id)).one()
+            parent = conn.execute(select(Agent.depth).where(Agent.id == claim.agent_id)).one()
+            if parent.depth + 1 > run.max_depth:
+                return self._deliver(conn, claim.step_id, prompts.DEPTH_LIMIT.format(max_depth=run.max_depth),
+                                     True, StepStatus.RUNNING, claim.fence)
+            adef = conn.execute(select(AgentDef).where(AgentDef.run_id == claim.run_id,
+                                                       AgentDef.name == agent_name)).first()
+            if adef is None:
+                names = [n for (n,) in conn.execute(select(AgentDef.name).where(AgentDef.run_id == claim.run_id))]
+                text = prompts.UNKNOWN_AGENT.format(name=agent_name, available=", ".join(names) or "(none yet)")
+                return self._deliver(conn, claim.step_id, text, True, StepStatus.RUNNING, claim.fence)
+            child_id = new_id()
+            self._close_step(conn, claim, StepStatus.WAITING, child_agent_id=child_id)
+            conn.execute(insert(Agent).values(
+                id=child_id, run_id=claim.run_id, parent_id=claim.agent_id, parent_step_id=claim.step_id,
+                parent_turn=claim.turn, name=adef.name, depth=parent.depth + 1, status=AgentStatus.RUNNING,
+                steps=0, next_seq=2, pending_tools=0, tokens_in=0, tokens_out=0, created_at=time.time()))
+            self._message(conn, claim.run_id, child_id, 0, "system",
+                          prompts.subagent_system(adef.system_prompt, run.max_steps_per_agent))
+            self._message(conn, claim.run_id, child_id, 1, "user", prompt)
+            self._event(conn, claim.run_id, "agent_started", child_id, claim.step_id,
+                        {"name": adef.name, "parent_id": claim.agent_id})
+            return [self._new_llm_step(conn, claim.run_id, child_id, 0)]
+
+    def fail_step(self, claim: Claim, error: str, *, fail_run: bool = False) -> list[StepRef]:
+        """A step failed for good. Its agent fails (the parent hears of it as a tool error); with
+        ``fail_run`` (bad credentials, no quota) the whole run ends at once."""
+        with self.tx() as conn:
+            self._lock_run(conn, claim.run_id)
+            self._close_step(conn, claim, StepStatus.FAILED, error=error)
+            self._event(conn, claim.run_id, "step_failed", claim.agent_id, claim.step_id, {"error": error[:500]})
+            if fail_run:
+                self._finish_run(conn, claim.run_id, RunStatus.FAILED, None, error)
+                return []
+            return self._finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, error)
+
+    # ---------------------------------------------------------------- sweeper
+
+    def sweep(self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS) -> list[StepRef]:
+        """Find work that is stuck and return it for re-dispatch: steps whose lease expired (their
+        worker died), ready steps never started (lost publish, Redis flushed), overdue runs."""
+        refs: list[StepRef] = []
+        with self.tx() as conn:
+            for (run_id,) in conn.execute(select(Run.id).where(Run.status == RunStatus.RUNNING,
+                                                               Run.deadline < db_now())).all():
+                self._lock_run(conn, run_id)
+                self._finish_run(conn, run_id, RunStatus.FAILED, None, "time limit: the run exceeded its max wall time")
+            expired = and_(Step.status == StepStatus.RUNNING, Step.lease_until < db_now())
+            dead = conn.execute(select(Step.id, Step.run_id, Step.agent_id, Step.fence)
+                                .where(expired, Step.attempt >= max_attempts)).all()
+            rows = conn.execute(update(Step).where(expired, Step.attempt < max_attempts)
+                                .values(status=StepStatus.READY, owner=None, ready_at=db_now())
+                                .returning(Step.id, Step.run_id, Step.agent_id, Step.kind, Step.tool_name)).all()
+            refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
+            stale = conn.execute(update(Step).where(Step.status == StepStatus.READY,
+                                                    Step.ready_at < db_now() - republish_after)
+                                 .values(ready_at=db_now())
+                                 .returning(Step.id, Step.run_id, Step.agent_id, Step.kind, Step.tool_name)).all()
+            refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in stale]
+        for d in dead:
+            claim = Claim(d.id, d.run_id, d.agent_id, StepKind.LLM, d.fence, max_attempts, 0, 0, "", None, None, None)
+            try:
+                refs += self._fail_dead(claim, max_attempts)
+            except FenceLost:
+                pass
+        return refs
+
+    def _fail_dead(self, claim: Claim, attempts: int) -> list[StepRef]:
+        with self.tx() as conn:
+            self._lock_run(conn, claim.run_id)
+            n = conn.execute(update(Step).where(Step.id == claim.step_id, Step.fence == claim.fence,
+                                                Step.status == StepStatus.RUNNING)
+                             .values(status=StepStatus.FAILED, finished_at=time.time(),
+                                     error=f"gave up after {attempts} attempts (workers kept dying)")).rowcount
+            if not n:
+                raise FenceLost()
+            return self._finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None,
+                                      f"a step failed {attempts} times in a row (worker crashes?)")
+
+    def release_dead_owners(self, run_id: str, is_dead: Callable[[str], bool]) -> int:
+        """Free steps held by owners known to be dead (same-host pid check) without waiting for
+        their leases to expire: what `swarm resume` does after a kill -9 of `swarm run`."""
+        with self.tx() as conn:
+            owners = {o for (o,) in conn.execute(select(Step.owner).distinct().where(
+                Step.run_id == run_id, Step.status == StepStatus.RUNNING)) if o}
+            gone = [o for o in owners if is_dead(o)]
+            if not gone:
+                return 0
+            return conn.execute(update(Step).where(Step.run_id == run_id, Step.status == StepStatus.RUNNING,
+                                                   Step.owner.in_(gone))
+                                .values(status=StepStatus.READY, owner=None, ready_at=db_now())).rowcount
+
+    # --------------------------------------------------------------- helpers
+
+    def _lock_run(self, conn: Connection, run_id: str) -> Any:
+        row = conn.execute(select(Run).where(Run.id == run_id).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return row
+
+    def _close_step(self, conn: Connection, claim: Claim, status: StepStatus, **values: Any) -> None:
+        if status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            values["finished_at"] = time.time()
+        n = conn.execute(update(Step).where(Step.id == claim.step_id, Step.fence == claim.fence,
+                                            Step.status == StepStatus.RUNNING)
+                         .values(status=status, **values)).rowcount
+        if n != 1:
+            raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
+
+    def _deliver(self, conn: Connection, step_id: str, content: str, is_error: bool,
+                 expected: StepStatus, fence: int | None) -> list[StepRef]:
+        """Give a tool step its result: the tool message, and — when it was the turn's last
+        outstanding call — the agent's next LLM step (fan-in)."""
+        cond = [Step.id == step_id, Step.status == expected]
+        if fence is not None:
+            cond.append(Step.fence == fence)
+        row = conn.execute(update(Step).where(*cond).values(
+            status=StepStatus.SUCCEEDED, result=content, is_error=is_error, finished_at=time.time())
+            .returning(Step.run_id, Step.agent_id, Step.msg_seq, Step.tool_call_id, Step.turn, Step.note)).first()
+        if row is None:
+            raise FenceLost(f"step {step_id} was taken over or cancelled; result discarded")
+        text = content if not row.note else f"{content}\n{row.note}"
+        self._message(conn, row.run_id, row.agent_id, row.msg_seq, "tool", text, tool_call_id=row.tool_call_id)
+        left = conn.execute(update(Agent).where(Agent.id == row.agent_id, Agent.status == AgentStatus.RUNNING)
+                            .values(pending_tools=Agent.pending_tools - 1)
+                            .returning(Agent.pending_tools)).first()
+        if left is not None and left.pending_tools == 0:
+            return [self._new_llm_step(conn, row.run_id, row.agent_id, row.turn + 1)]
+        return []
+
+    def _finish_agent(self, conn: Connection, agent_id: str, status: AgentStatus, result: str | None,
+                      reason: str | None) -> list[StepRef]:
+        agent = conn.execute(update(Agent).where(Agent.id == agent_id, Agent.status == AgentStatus.RUNNING)
+                             .values(status=status, result=result, reason=reason, finished_at=time.time())
+                             .returning(Agent.run_id, Agent.parent_step_id, Agent.name)).first()
+        if agent is None:
+            return []
+        self._event(conn, agent.run_id, "agent_done", agent_id, None,
+                    {"status": status.value, "reason": reason})
+        if agent.parent_step_id is None:
+            run_status = RunStatus.SUCCEEDED if status == AgentStatus.SUCCEEDED else RunStatus.FAILED
+            self._finish_run(conn, agent.run_id, run_status, result, reason)
+            return []
+        if status == AgentStatus.SUCCEEDED:
+            return self._deliver(conn, agent.parent_step_id, result or "", False, StepStatus.WAITING, None)
+        text = f"Subagent {agent.name!r} failed: {reason}"
+        try:
+            return self._deliver(conn, agent.parent_step_id, text, True, StepStatus.WAITING, None)
+        except FenceLost:
+            return []  # the parent is gone (cancelled): nobody to tell
+
+    def _finish_run(self, conn: Connection, run_id: str, status: RunStatus, result: str | None,
+                    reason: str | None) -> None:
+        agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
+            select(Agent.id, Agent.parent_id, Agent.parent_turn, Agent.steps).where(Agent.run_id == run_id))]
+        n = conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING).values(
+            status=status, result=result, reason=reason, finished_at=time.time(),
+            critical_steps=critical_steps(agents), total_steps=total_steps(agents))).rowcount
+        if not n:
+            return
+        if status != RunStatus.SUCCEEDED:
+            conn.execute(update(Step).where(Step.run_id == run_id, Step.status.in_(OPEN)).values(
+                status=StepStatus.CANCELLED, owner=None, error=reason))
+            conn.execute(update(Agent).where(Agent.run_id == run_id, Agent.status == AgentStatus.RUNNING)
+                         .values(status=AgentStatus.CANCELLED if status == RunStatus.CANCELLED else AgentStatus.FAILED,
+                                 reason=reason, finished_at=time.time()))
+        self._event(conn, run_id, "run_done", None, None, {"status": status.value, "reason": reason})
+
+    def _new_llm_step(self, conn: Connection, run_id: str, agent_id: str, turn: int) -> StepRef:
+        step_id = new_id()
+        conn.execute(insert(Step).values(id=step_id, run_id=run_id, agent_id=agent_id, kind=StepKind.LLM,
+                                         status=StepStatus.READY, turn=turn, idx=0, attempt=0, fence=0,
+                                         ready_at=db_now()))
+        return StepRef(step_id, run_id, agent_id, StepKind.LLM)
+
+    def _ready_refs(self, conn: Connection, run_id: str) -> list[StepRef]:
+        rows = conn.execute(select(Step.id, Step.agent_id, Step.kind, Step.tool_name).where(
+            Step.run_id == run_id, Step.status == StepStatus.READY)).all()
+        return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
+
+    def _has_open_steps(self, conn: Connection, run_id: str) -> bool:
+        return conn.execute(select(Step.id).where(Step.run_id == run_id, Step.status.in_(OPEN)).limit(1)).first() is not None
+
+    def _message(self, conn: Connection, run_id: str, agent_id: str, seq: int, role: str, content: Any,
+                 *, reasoning: str | None = None, tool_calls: Any = None, tool_call_id: str | None = None) -> None:
+        conn.execute(insert(Message).values(run_id=run_id, agent_id=agent_id, seq=seq, role=role, content=content,
+                                            reasoning_content=reasoning, tool_calls=tool_calls,
+                                            tool_call_id=tool_call_id, created_at=time.time()))
+
+    def _event(self, conn: Connection, run_id: str, type_: str, agent_id: str | None, step_id: str | None,
+               data: dict[str, Any]) -> None:
+        conn.execute(insert(Event).values(run_id=run_id, ts=time.time(), type=type_, agent_id=agent_id,
+                                          step_id=step_id, data=data))
+
+    def _put_artifact(self, conn: Connection, run_id: str, path: str, data: bytes) -> None:
+        sha = hashlib.sha256(data).hexdigest()
+        values = {"data": data, "sha256": sha, "size": len(data), "updated_at": time.time()}
+        n = conn.execute(update(Artifact).where(Artifact.run_id == run_id, Artifact.path == path)
+                         .values(**values)).rowcount
+        if not n:
+            conn.execute(insert(Artifact).values(run_id=run_id, path=path, **values))
+
+    # ------------------------------------------------------------- artifacts
+
+    def artifacts(self, run_id: str) -> dict[str, tuple[str, bytes]]:
+        """path → (sha256, bytes) of a run's workspace files."""
+        with self.read() as conn:
+            rows = conn.execute(select(Artifact.path, Artifact.sha256, Artifact.data)
+                                .where(Artifact.run_id == run_id)).all()
+        return {r.path: (r.sha256, bytes(r.data)) for r in rows}
+
+    def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
+        with self.read() as conn:
+            q = select(Step.id, Step.agent_id, Step.kind, Step.tool_name).where(Step.run_id == run_id)
+            if statuses:
+                q = q.where(Step.status.in_(list(statuses)))
+            return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in conn.execute(q)]
+
+
+def _is_connectivity(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("connection", "server closed", "terminating", "could not connect",
+                                   "the database system is", "ssl syscall"))

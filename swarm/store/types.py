@@ -1,0 +1,104 @@
+"""Plain records the store hands out. Serialisable; no ORM objects escape the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.domain.status import StepKind
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """Enough to dispatch a step (and to label it in Flower)."""
+
+    step_id: str
+    run_id: str
+    agent_id: str
+    kind: StepKind
+    tool_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Proof that this worker holds a step: its commit must present ``fence``."""
+
+    step_id: str
+    run_id: str
+    agent_id: str
+    kind: StepKind
+    fence: int
+    attempt: int
+    turn: int
+    idx: int
+    owner: str
+    tool_name: str | None
+    tool_call_id: str | None
+    arguments: str | None
+
+    def ref(self) -> StepRef:
+        return StepRef(self.step_id, self.run_id, self.agent_id, self.kind, self.tool_name)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    data: bytes
+    mime: str
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to start a run."""
+
+    task: str
+    model: str
+    max_subagents: int
+    max_tool_calls: int
+    max_steps_per_agent: int
+    max_wall_seconds: float
+    max_depth: int
+    tenant: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What an LLM step needs to build its request."""
+
+    run_id: str
+    agent_id: str
+    name: str
+    depth: int
+    steps: int
+    max_steps: int
+    max_depth: int
+    model: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: str
+    status: str
+    reason: str | None
+    task: str
+    model: str
+    subagents: int
+    llm_calls: int
+    tool_calls: int
+    critical_steps: int
+    total_steps: int
+    wall_seconds: float
+    tokens_in: int
+    tokens_out: int
+    result: str | None
+    created_at: float
+    finished_at: float | None
+    max_subagents: int
+    max_tool_calls: int
+    tenant: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+        return asdict(self)

@@ -1,0 +1,212 @@
+"""The python tool, with real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from swarm.config import Settings
+from swarm.constants import MAX_TOOL_OUTPUT_CHARS
+from swarm.tools.base import ToolContext
+from swarm.tools.python_exec import PythonTool
+
+
+def _ctx(tmp_path: Path, **overrides: object) -> ToolContext:
+    settings = Settings(home=tmp_path, **{"python_timeout": 10.0, **overrides})  # type: ignore[arg-type]
+    workspace = tmp_path / "ws"
+    workspace.mkdir(exist_ok=True)
+    return ToolContext(run_id="r", agent_id="a", step_id="s", workspace=workspace,
+                       settings=settings)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.fixture
+def tool() -> PythonTool:
+    return PythonTool()
+
+
+def test_happy_path(tool: PythonTool, tmp_path: Path) -> None:
+    r = tool.run({"code": "x = 6 * 7\nprint(x)"}, _ctx(tmp_path))
+    assert not r.is_error
+    assert r.content == "42"
+    assert r.meta["exit_code"] == 0
+
+
+def test_nonzero_exit(tool: PythonTool, tmp_path: Path) -> None:
+    r = tool.run({"code": "import sys\nprint('partial')\nsys.exit(3)"}, _ctx(tmp_path))
+    assert r.is_error
+    assert "partial" in r.content
+    assert r.content.endswith("exit code 3")
+
+
+def test_exception_traceback_shows_user_code(tool: PythonTool, tmp_path: Path) -> None:
+    r = tool.run({"code": "def f():\n    return 1 / 0\nf()"}, _ctx(tmp_path))
+    assert r.is_error
+    assert "[stderr]" in r.content
+    assert 'File "<code>", line 2, in f' in r.content
+    assert "return 1 / 0" in r.content
+    assert "ZeroDivisionError" in r.content
+    assert "_swarm_boot" not in r.content
+
+
+def test_syntax_error(tool: PythonTool, tmp_path: Path) -> None:
+    r = tool.run({"code": "print('unclosed'"}, _ctx(tmp_path))
+    assert r.is_error
+    assert "SyntaxError" in r.content
+    assert "exit code 1" in r.content
+
+
+@pytest.mark.parametrize("args", [{}, {"code": 5}, {"code": "   "}])
+def test_bad_arguments(tool: PythonTool, tmp_path: Path, args: dict[str, object]) -> None:
+    r = tool.run(args, _ctx(tmp_path))
+    assert r.is_error
+    assert "'code'" in r.content
+
+
+def test_infinite_loop_times_out(tool: PythonTool, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    r = tool.run({"code": "while True:\n    pass"}, _ctx(tmp_path, python_timeout=1.5))
+    assert time.monotonic() - t0 < 5
+    assert r.is_error
+    assert "timed out after 1.5 s" in r.content
+    # The soft limit inside the child says where the code was stuck.
+    assert "line 2" in r.content or "line 1" in r.content
+
+
+def test_timeout_kills_the_whole_process_group(tool: PythonTool, tmp_path: Path) -> None:
+    # Ignores the soft limit, so only the parent's SIGKILL of the group can stop it.
+    code = (
+        "import os, signal, subprocess, sys\n"
+        "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "with open('pids', 'w') as f:\n"
+        "    f.write(f'{os.getpid()} {p.pid}')\n"
+        "while True:\n"
+        "    pass\n")
+    ctx = _ctx(tmp_path, python_timeout=1.5)
+    r = tool.run({"code": code}, ctx)
+    assert r.is_error
+    assert "timed out after 1.5 s" in r.content
+    assert r.meta["timed_out"] is True
+    pids = [int(p) for p in (ctx.workspace / "pids").read_text().split()]
+    deadline = time.monotonic() + 3
+    while not all(_dead(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_dead(p) for p in pids)
+
+
+def test_background_process_is_stopped_after_exit(tool: PythonTool, tmp_path: Path) -> None:
+    code = ("import subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(p.pid)")
+    t0 = time.monotonic()
+    r = tool.run({"code": code}, _ctx(tmp_path))
+    assert not r.is_error
+    assert time.monotonic() - t0 < 5
+    pid = int(r.content)
+    deadline = time.monotonic() + 3
+    while not _dead(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _dead(pid)
+
+
+def test_memory_hog_hits_the_cap(tool: PythonTool, tmp_path: Path) -> None:
+    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))"
+    r = tool.run({"code": code}, _ctx(tmp_path, python_memory_mb=200))
+    assert r.is_error
+    assert "MemoryError" in r.content
+    assert "out of memory (limit 200 MiB)" in r.content
+
+
+def test_single_huge_allocation_fails_cleanly(tool: PythonTool, tmp_path: Path) -> None:
+    r = tool.run({"code": "x = bytearray(1024 ** 3)\nprint('unreachable')"},
+                 _ctx(tmp_path, python_memory_mb=200))
+    assert r.is_error
+    assert "MemoryError" in r.content
+    assert "unreachable" not in r.content
+
+
+def test_huge_output_is_truncated(tool: PythonTool, tmp_path: Path) -> None:
+    code = "for i in range(200_000):\n    print(f'line {i}')\nprint('THE END')"
+    r = tool.run({"code": code}, _ctx(tmp_path))
+    assert not r.is_error
+    assert len(r.content) <= MAX_TOOL_OUTPUT_CHARS
+    assert "[output truncated:" in r.content
+    assert r.content.startswith("line 0\n")
+    assert r.content.endswith("THE END")  # the tail is kept too
+
+
+def test_traceback_survives_flooded_stdout(tool: PythonTool, tmp_path: Path) -> None:
+    code = "print('x' * 500_000)\nraise ValueError('the real problem')"
+    r = tool.run({"code": code}, _ctx(tmp_path))
+    assert r.is_error
+    assert len(r.content) <= MAX_TOOL_OUTPUT_CHARS
+    assert "ValueError: the real problem" in r.content
+
+
+def test_files_land_in_the_workspace(tool: PythonTool, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    (ctx.workspace / "input.txt").write_text("hello")
+    code = ("import os\n"
+            "data = open('input.txt').read()\n"
+            "open('output.txt', 'w').write(data.upper())\n"
+            "print(os.getcwd(), os.environ['HOME'])")
+    r = tool.run({"code": code}, ctx)
+    assert not r.is_error, r.content
+    assert (ctx.workspace / "output.txt").read_text() == "HELLO"
+    assert r.content == f"{ctx.workspace} {ctx.workspace}"
+    # Modules written in an earlier call are importable in a later one.
+    (ctx.workspace / "helper.py").write_text("VALUE = 7\n")
+    r = tool.run({"code": "import helper\nprint(helper.VALUE)"}, ctx)
+    assert r.content == "7"
+
+
+def test_env_does_not_leak_secrets(tool: PythonTool, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWARM_LLM_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
+    code = "import os\nprint(sorted(os.environ))\nprint(os.environ.get('SWARM_LLM_API_KEY'))"
+    r = tool.run({"code": code}, _ctx(tmp_path))
+    assert not r.is_error
+    assert "sk-very-secret" not in r.content
+    assert "SWARM_" not in r.content
+    assert "AWS_SECRET" not in r.content
+    assert r.content.endswith("None")
+
+
+def test_limits_are_applied_in_the_child(tool: PythonTool, tmp_path: Path) -> None:
+    code = ("import resource as R\n"
+            "print(R.getrlimit(R.RLIMIT_AS), R.getrlimit(R.RLIMIT_NOFILE),"
+            " R.getrlimit(R.RLIMIT_CORE), R.getrlimit(R.RLIMIT_FSIZE))")
+    r = tool.run({"code": code}, _ctx(tmp_path, python_memory_mb=300))
+    mib = 1024 * 1024
+    assert r.content == f"({300 * mib}, {300 * mib}) (256, 256) (0, 0) ({64 * mib}, {64 * mib})"
+
+
+def test_no_output_hint_and_site_builtins(tool: PythonTool, tmp_path: Path) -> None:
+    r = tool.run({"code": "x = 1"}, _ctx(tmp_path))
+    assert not r.is_error
+    assert "print()" in r.content
+    r = tool.run({"code": "print('bye')\nexit(0)"}, _ctx(tmp_path))
+    assert not r.is_error
+    assert r.content == "bye"
+
+
+def test_runs_under_main_with_real_interpreter(tool: PythonTool, tmp_path: Path) -> None:
+    code = ("import sys\nif __name__ == '__main__':\n"
+            "    print(sys.executable, sys.flags.isolated)")
+    r = tool.run({"code": code}, _ctx(tmp_path))
+    exe, isolated = r.content.split()
+    assert "shims" not in exe
+    assert os.path.exists(exe)
+    assert isolated == "1"
