@@ -92,7 +92,8 @@ class LocalRuntime:
         self.dispatcher = LocalDispatcher(self.executor, llm_threads=settings.llm_max_concurrency,
                                           tool_threads=settings.tool_concurrency)
         self._threads: list[Periodic] = [
-            heartbeat(self.store, self.owner, settings.heartbeat_seconds, settings.lease_seconds),
+            heartbeat(self.store, self.owner, settings.heartbeat_seconds, settings.lease_seconds,
+                      steps=self.executor.in_flight),
             sweeper(self.store, settings.sweep_interval, settings.republish_after, self.dispatcher.dispatch),
         ]
         for t in self._threads:

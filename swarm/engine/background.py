@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from swarm.exceptions import StoreUnavailable
 from swarm.store.store import StateStore
@@ -34,10 +34,12 @@ class Periodic(threading.Thread):
         self._stop_event.set()
 
 
-def heartbeat(store: StateStore, owner: str, interval: float, lease: float) -> Periodic:
-    """Keep the leases of this process's running steps fresh, so only dead workers lose theirs."""
+def heartbeat(store: StateStore, owner: str, interval: float, lease: float,
+              steps: Callable[[], Collection[str]] | None = None) -> Periodic:
+    """Keep the leases of this process's running steps fresh, so only dead workers lose theirs.
+    ``steps`` (e.g. ``StepExecutor.in_flight``) limits renewal to steps still being worked on."""
     def beat() -> None:
-        store.heartbeat(owner, lease)
+        store.heartbeat(owner, lease, None if steps is None else steps())
     return Periodic("swarm-heartbeat", interval, beat)
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, MAX_STEP_ATTEMPTS
@@ -30,6 +33,13 @@ from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: How long a claimed step keeps retrying its reads and its commit through a database outage
+#: (connections killed, a Postgres restart). The model call or tool run is already paid for;
+#: giving up means doing it again on another worker. The heartbeat keeps the lease meanwhile.
+STORE_RETRY_SECONDS = 60.0
+
 
 class LLMProtocol:
     """What the executor needs from a model client (``swarm.llm.client.LLMClient``)."""
@@ -42,6 +52,13 @@ class StepExecutor:
     def __init__(self, store: StateStore, llm: LLMProtocol, tools: ToolRegistry, settings: Settings,
                  owner: str) -> None:
         self.store, self.llm, self.tools, self.settings, self.owner = store, llm, tools, settings, owner
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+
+    def in_flight(self) -> list[str]:
+        """Steps being worked on right now: the only leases this owner's heartbeat may renew."""
+        with self._lock:
+            return list(self._in_flight)
 
     def execute(self, step_id: str) -> list[StepRef]:
         """Run a step if it can be claimed; return the steps its commit made ready.
@@ -52,6 +69,8 @@ class StepExecutor:
         if claim is None:
             return []
         extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
+        with self._lock:
+            self._in_flight.add(step_id)
         try:
             if claim.kind == StepKind.LLM:
                 return self._llm_step(claim)
@@ -63,6 +82,22 @@ class StepExecutor:
             # The lease will expire and the sweeper will hand the step to someone else.
             log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
             raise
+        finally:
+            with self._lock:
+                self._in_flight.discard(step_id)
+
+    def _durable(self, fn: Callable[[], T]) -> T:
+        """Call the store, riding out a database outage of up to STORE_RETRY_SECONDS. Safe to
+        repeat: a commit that did land but whose reply was lost fails the fence on retry."""
+        deadline, delay = time.monotonic() + STORE_RETRY_SECONDS, 0.1
+        while True:
+            try:
+                return fn()
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # ------------------------------------------------------------------ LLM
 
@@ -73,7 +108,7 @@ class StepExecutor:
         return [s["function"]["name"] for s in schemas], schemas
 
     def _llm_step(self, claim: Claim) -> list[StepRef]:
-        ctx = self.store.agent_context(claim)
+        ctx = self._durable(lambda: self.store.agent_context(claim))
         names, schemas = self.available_tools(ctx)
         last_step = ctx.steps + 1 >= ctx.max_steps
         messages = list(ctx.messages)
@@ -84,11 +119,13 @@ class StepExecutor:
                                          model=ctx.model)
         except (LLMAuthError, LLMQuotaExceeded) as exc:
             # Retrying cannot help and burns quota: end the whole run now, with the reason.
-            return self.store.fail_step(claim, f"{type(exc).__name__}: {exc}", fail_run=True)
+            error = f"{type(exc).__name__}: {exc}"
+            return self._durable(lambda: self.store.fail_step(claim, error, fail_run=True))
         except LLMError as exc:
-            return self.store.fail_step(claim, f"model call failed: {type(exc).__name__}: {exc}")
+            error = f"model call failed: {type(exc).__name__}: {exc}"
+            return self._durable(lambda: self.store.fail_step(claim, error))
         plan = plan_turn(response, names, last_step=last_step)
-        return self.store.commit_llm(claim, response, plan)
+        return self._durable(lambda: self.store.commit_llm(claim, response, plan))
 
     # ----------------------------------------------------------------- tools
 
@@ -96,20 +133,20 @@ class StepExecutor:
         name = claim.tool_name or ""
         args: dict[str, Any] = json.loads(claim.arguments or "{}") if (claim.arguments or "").strip() else {}
         if name == CREATE_SUBAGENT:
-            return self.store.create_subagent(claim, args["name"], args["system_prompt"])
+            return self._durable(lambda: self.store.create_subagent(claim, args["name"], args["system_prompt"]))
         if name == ASSIGN_TASK:
-            return self.store.launch_subagent(claim, args["agent"], args["prompt"])
+            return self._durable(lambda: self.store.launch_subagent(claim, args["agent"], args["prompt"]))
         tool = self.tools.get(name)
         files: dict[str, bytes] = {}
         if tool is None:  # the registry changed between the turn and now (a redeploy)
             result = ToolResult(f"Tool {name!r} is not available on this worker.", is_error=True)
         elif tool.uses_workspace:
-            with Workspace(claim.run_id, self.store.artifacts(claim.run_id)) as ws:
+            with Workspace(claim.run_id, self._durable(lambda: self.store.artifacts(claim.run_id))) as ws:
                 result = self._run_tool(tool, args, claim, ws.path)
                 files = ws.changed()
         else:
             result = self._run_tool(tool, args, claim, None)
-        return self.store.commit_tool(claim, result.content, result.is_error, files)
+        return self._durable(lambda: self.store.commit_tool(claim, result.content, result.is_error, files))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
         ctx = ToolContext(claim.run_id, claim.agent_id, claim.step_id, path, self.settings)

@@ -15,7 +15,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from swarm.exceptions import ConfigError
 
 
-class db_now(FunctionElement[float]):  # noqa: N801 - reads like the SQL function it renders
+class db_now(FunctionElement[float]):
     """The database server's clock as Unix epoch seconds. Leases are compared against this one
     clock, so workers on machines whose clocks disagree still agree on who holds a step."""
 

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,9 +41,11 @@ from swarm.exceptions import FenceLost, NotFound, StateError, StoreUnavailable
 from swarm.llm.types import LLMResponse
 from swarm.store import conversation
 from swarm.store.db import WriteGate, db_now, make_engine
+from swarm.store.export import ExportMixin
+from swarm.store.keys import KeysMixin
 from swarm.store.models import Agent, AgentDef, Artifact, Event, Message, Run, Step
 from swarm.store.types import AgentContext, Claim, RunSpec, StepRef
-from swarm.store.views import ViewsMixin
+from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
 
@@ -57,7 +59,7 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class StateStore(ViewsMixin):
+class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._gate = WriteGate(engine)
@@ -195,11 +197,16 @@ class StateStore(ViewsMixin):
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
                          row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments)
 
-    def heartbeat(self, owner: str, lease: float) -> int:
-        """Renew the leases of every step this owner is running."""
+    def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
+        """Renew the leases of every step this owner is running (only of ``steps``, if given: a
+        step whose worker thread gave up must expire, or nobody would ever take it over)."""
+        cond = [Step.owner == owner, Step.status == StepStatus.RUNNING]
+        if steps is not None:
+            if not steps:
+                return 0
+            cond.append(Step.id.in_(list(steps)))
         with self.tx() as conn:
-            res = conn.execute(update(Step).where(Step.owner == owner, Step.status == StepStatus.RUNNING)
-                               .values(lease_until=db_now() + lease))
+            res = conn.execute(update(Step).where(*cond).values(lease_until=db_now() + lease))
             return res.rowcount
 
     def release(self, claim: Claim) -> None:
@@ -335,15 +342,19 @@ class StateStore(ViewsMixin):
         with self.tx() as conn:
             run = conn.execute(select(Run.max_depth, Run.max_steps_per_agent).where(Run.id == claim.run_id)).one()
             parent = conn.execute(select(Agent.depth).where(Agent.id == claim.agent_id)).one()
-            if parent.depth + 1 > run.max_depth:
-                return self._deliver(conn, claim.step_id, prompts.DEPTH_LIMIT.format(max_depth=run.max_depth),
-                                     True, StepStatus.RUNNING, claim.fence)
             adef = conn.execute(select(AgentDef).where(AgentDef.run_id == claim.run_id,
                                                        AgentDef.name == agent_name)).first()
-            if adef is None:
+            refusal = None
+            if parent.depth + 1 > run.max_depth:
+                refusal = prompts.DEPTH_LIMIT.format(max_depth=run.max_depth)
+            elif adef is None:
                 names = [n for (n,) in conn.execute(select(AgentDef.name).where(AgentDef.run_id == claim.run_id))]
-                text = prompts.UNKNOWN_AGENT.format(name=agent_name, available=", ".join(names) or "(none yet)")
-                return self._deliver(conn, claim.step_id, text, True, StepStatus.RUNNING, claim.fence)
+                refusal = prompts.UNKNOWN_AGENT.format(name=agent_name, available=", ".join(names) or "(none yet)")
+            if refusal is not None or adef is None:
+                # The launch was granted budget when the turn was committed; nothing launched, so give it back.
+                self._lock_run(conn, claim.run_id)
+                conn.execute(update(Run).where(Run.id == claim.run_id).values(subagents=Run.subagents - 1))
+                return self._deliver(conn, claim.step_id, refusal or "", True, StepStatus.RUNNING, claim.fence)
             child_id = new_id()
             self._close_step(conn, claim, StepStatus.WAITING, child_agent_id=child_id)
             conn.execute(insert(Agent).values(
@@ -428,7 +439,9 @@ class StateStore(ViewsMixin):
     # --------------------------------------------------------------- helpers
 
     def _lock_run(self, conn: Connection, run_id: str) -> Any:
-        row = conn.execute(select(Run).where(Run.id == run_id).with_for_update()).first()
+        # NO KEY UPDATE: must not block the KEY SHARE locks that foreign-key checks of
+        # concurrent inserts (messages, steps) take on this row, or they deadlock with us.
+        row = conn.execute(select(Run).where(Run.id == run_id).with_for_update(key_share=True)).first()
         if row is None:
             raise NotFound(f"no run {run_id}")
         return row

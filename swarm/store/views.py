@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind
@@ -114,3 +114,84 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         critical_steps=crit, total_steps=total, wall_seconds=round(wall, 3), tokens_in=run.tokens_in,
         tokens_out=run.tokens_out, result=run.result, created_at=run.created_at, finished_at=run.finished_at,
         max_subagents=run.max_subagents, max_tool_calls=run.max_tool_calls, tenant=run.tenant)
+
+
+# --------------------------------------------------------------------------- live views (API)
+# Appended for the REST API, the event stream and /metrics; StateStore mixes this in too.
+
+
+class LiveViewsMixin:
+    """Event-stream and metrics reads. Needs ``read()`` (StateStore)."""
+
+    def read(self) -> Any: ...  # provided by StateStore
+
+    def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Events of ALL runs with id > ``after_id``, in id order: the event stream's gap check
+        needs the global sequence, because ids of other runs' events sit between a run's own."""
+        with self.read() as conn:
+            rows = conn.execute(select(Event).where(Event.id > after_id).order_by(Event.id).limit(limit)).all()
+        return [_event_dict(e) for e in rows]
+
+    def run_events_between(self, run_id: str, after_id: int, upto_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """A run's events with ``after_id < id <= upto_id``, in id order (catch-up of a stream)."""
+        with self.read() as conn:
+            rows = conn.execute(select(Event).where(Event.run_id == run_id, Event.id > after_id,
+                                                    Event.id <= upto_id).order_by(Event.id).limit(limit)).all()
+        return [_event_dict(e) for e in rows]
+
+    def recent_event_heads(self, limit: int = 5000) -> list[tuple[int, float]]:
+        """(id, ts) of the newest events, newest first: where a new event follower may start."""
+        with self.read() as conn:
+            return [(int(i), float(t)) for i, t in conn.execute(
+                select(Event.id, Event.ts).order_by(Event.id.desc()).limit(limit)).all()]
+
+    def last_run_event_id(self, run_id: str) -> int:
+        with self.read() as conn:
+            return int(conn.execute(select(func.max(Event.id)).where(Event.run_id == run_id)).scalar() or 0)
+
+    def run_status(self, run_id: str, tenant: str | None = None) -> str:
+        """Just the status (and a tenancy check): cheaper than a summary."""
+        with self.read() as conn:
+            q = select(Run.status).where(Run.id == run_id)
+            if tenant is not None:
+                q = q.where(Run.tenant == tenant)
+            status = conn.execute(q).scalar()
+        if status is None:
+            raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
+        return str(status)
+
+    def metrics_snapshot(self, buckets: tuple[float, ...]) -> dict[str, Any]:
+        """Aggregates for /metrics, each one grouped query: runs and agents by status, steps by
+        kind and status, step latency and queue wait as histogram bucket counts, token totals."""
+        with self.read() as conn:
+            runs = conn.execute(select(Run.status, func.count(), func.coalesce(func.sum(Run.tokens_in), 0),
+                                       func.coalesce(func.sum(Run.tokens_out), 0)).group_by(Run.status)).all()
+            active_agents = conn.execute(select(func.count()).select_from(Agent).join(Run, Run.id == Agent.run_id)
+                                         .where(Run.status == "running", Agent.status == "running")).scalar_one()
+            steps = conn.execute(select(Step.kind, Step.status, func.count())
+                                 .group_by(Step.kind, Step.status)).all()
+            latency = _histogram(conn, Step.finished_at - Step.started_at, buckets,
+                                 Step.finished_at.is_not(None), Step.started_at.is_not(None))
+            wait = _histogram(conn, Step.started_at - Step.ready_at, buckets,
+                              Step.started_at.is_not(None), Step.ready_at.is_not(None))
+        return {
+            "runs": {str(s): int(n) for s, n, _, _ in runs},
+            "tokens_in": sum(int(t) for _, _, t, _ in runs), "tokens_out": sum(int(t) for _, _, _, t in runs),
+            "active_agents": int(active_agents),
+            "steps": [(str(k), str(s), int(n)) for k, s, n in steps],
+            "step_latency": latency, "queue_wait": wait,
+        }
+
+
+def _event_dict(e: Any) -> dict[str, Any]:
+    return {"id": e.id, "run_id": e.run_id, "ts": e.ts, "type": e.type, "agent_id": e.agent_id,
+            "step_id": e.step_id, "data": e.data}
+
+
+def _histogram(conn: Connection, value: Any, buckets: tuple[float, ...], *where: Any) -> dict[str, Any]:
+    """Per-kind cumulative bucket counts, sum and count of ``value`` in one scan."""
+    cols = [func.sum(case((value <= b, 1), else_=0)) for b in buckets]
+    rows = conn.execute(select(Step.kind, func.count(), func.coalesce(func.sum(value), 0.0), *cols)
+                        .where(*where).group_by(Step.kind)).all()
+    return {str(r[0]): {"count": int(r[1]), "sum": float(r[2]),
+                        "buckets": [int(x or 0) for x in r[3:]]} for r in rows}

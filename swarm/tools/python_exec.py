@@ -66,11 +66,11 @@ def _site_paths() -> str:
 #: Runs in the child before the user's code. Limits are set here rather than in a preexec_fn
 #: because preexec_fn is unsafe in a multi-threaded parent. The user's code arrives on stdin and
 #: runs in the real __main__ namespace so pickling, tracebacks and ``if __name__`` behave.
-#: Only cheap modules are imported up front; traceback/linecache cost ~9 ms and are only
-#: needed when something fails.
+#: Only cheap modules are imported up front: ``signal`` (via enum) and traceback/linecache cost
+#: ~9 ms each, hence ``_signal``, and the traceback modules only when something failed.
 _BOOTSTRAP = """\
 def _swarm_boot():
-    import builtins, os, resource as R, signal, sys, _sitebuiltins
+    import builtins, os, resource as R, sys, _signal, _sitebuiltins
     mem, cpu, fsize, nofile = map(int, sys.argv[1:5])
     soft_timeout = float(sys.argv[5])
     site_paths = [p for p in sys.argv[6].split(os.pathsep) if p]
@@ -102,12 +102,12 @@ def _swarm_boot():
     status = 0
     try:
         code = compile(src, "<code>", "exec")
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, soft_timeout)
+        _signal.signal(_signal.SIGALRM, on_alarm)
+        _signal.setitimer(_signal.ITIMER_REAL, soft_timeout)
         try:
             exec(code, main)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
     except SystemExit:
         raise
     except BaseException as e:
@@ -240,7 +240,7 @@ def _exchange(proc: subprocess.Popen[bytes], code: bytes, deadline: float,
             os.close(pidfd)
 
 
-def _signal_note(rc: int, settings_mem: int, cpu: int) -> str:
+def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
     sig = -rc
     try:
         name = signal.Signals(sig).name
@@ -249,7 +249,7 @@ def _signal_note(rc: int, settings_mem: int, cpu: int) -> str:
     if sig == signal.SIGXCPU:
         return f"killed: the CPU time limit ({cpu} s) was exceeded"
     if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
-        return (f"killed by {name} (often a sign of exceeding the {settings_mem} MiB memory "
+        return (f"killed by {name} (often a sign of exceeding the {memory_mb} MiB memory "
                 "limit; use less memory, e.g. process data in chunks)")
     return f"killed by {name}"
 

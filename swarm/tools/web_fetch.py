@@ -28,6 +28,7 @@ _HTML_TYPES = {"text/html", "application/xhtml+xml"}
 _TEXT_TYPES = {"application/json", "application/xml", "application/javascript",
                "application/x-javascript", "application/ecmascript", "application/x-ndjson",
                "application/yaml", "application/x-yaml", "application/toml", "application/csv"}
+_SPACES = re.compile(r"[ \t\r\n\f]+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
 
 _SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "iframe", "object"}
@@ -68,12 +69,13 @@ class _HTMLText(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._skip:
             return
-        (self.title if self._in_title else self.parts).append(data)
+        # Source line breaks are just spaces in HTML; only block elements start new lines.
+        (self.title if self._in_title else self.parts).append(_SPACES.sub(" ", data))
 
 
 def _tidy(text: str) -> str:
-    lines = (" ".join(line.split()) for line in text.splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    lines = (" ".join(line.split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
 
 
 def html_to_text(html: str) -> tuple[str, str]:
@@ -132,6 +134,7 @@ class _Page:
     truncated: bool
     kind: str
     length: str | None
+    redirects: int
 
 
 def _read_body(resp: httpx.Response, deadline: float) -> tuple[bytes, bool]:
@@ -191,18 +194,19 @@ class WebFetchTool:
         split_url(str(url))  # scheme and credential checks
         # Vet the host and port httpx will really use, in case the two URL parsers disagree.
         port = url.port or (443 if url.scheme == "https" else 80)
+        host = url.raw_host.decode("ascii")  # IDNA-encoded: the name DNS and TLS really see
         last: Exception | None = None
-        for ip in resolve_checked(url.host, port, self._allow):
+        for ip in resolve_checked(host, port, self._allow):
             request = client.build_request(
                 "GET", url.copy_with(host=ip),
                 headers={"Host": url.netloc.decode("ascii"), "User-Agent": USER_AGENT,
                          "Accept": "text/html,application/xhtml+xml,text/*;q=0.9,*/*;q=0.5"},
-                extensions={"sni_hostname": url.host} if url.scheme == "https" else {})
+                extensions={"sni_hostname": host} if url.scheme == "https" else {})
             try:
                 return client.send(request, stream=True)
             except httpx.ConnectError as e:
                 last = e
-        raise ToolError(f"could not connect to {url.host}: {last}")
+        raise ToolError(f"could not connect to {host}: {last}")
 
     def _fetch(self, raw_url: str) -> _Page:
         deadline = time.monotonic() + TIMEOUT_SECONDS
@@ -234,7 +238,8 @@ class WebFetchTool:
                     else:
                         body, truncated = _read_body(resp, deadline)
                     return _Page(url, resp.status_code, resp.reason_phrase, ctype, body,
-                                 truncated, _kind(mime, body), resp.headers.get("content-length"))
+                                 truncated, _kind(mime, body), resp.headers.get("content-length"),
+                                 hop)
                 finally:
                     resp.close()
         raise ToolError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {raw_url}")
@@ -265,7 +270,7 @@ class WebFetchTool:
     @staticmethod
     def _render(page: _Page, requested: str, max_chars: int) -> ToolResult:
         head = [f"URL: {page.url}", f"Status: {page.status} {page.reason}".rstrip()]
-        if str(page.url) != requested:
+        if page.redirects:
             head.append(f"Redirected from: {requested}")
         head.append(f"Content-Type: {page.content_type or '(none)'}")
         notes = []
@@ -278,7 +283,7 @@ class WebFetchTool:
             if page.kind == "html":
                 title, text = html_to_text(decoded)
                 if title:
-                    head.append(f"Title: {title}")
+                    head.append(f"Title: {title[:300]}")
             else:
                 text = decoded
             if page.truncated:

@@ -1,0 +1,108 @@
+"""The FastAPI application: wiring of store, backend, event hub, routes, errors and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from swarm import __version__
+from swarm.api import errors
+from swarm.api.backend import Backend, make_backend
+from swarm.api.context import ServerContext, flower_url
+from swarm.api.events import EventHub
+from swarm.api.metrics import make_registry
+from swarm.api.routes import dashboard, export, ops, runs, stream
+from swarm.config import Settings
+from swarm.store.store import StateStore
+
+log = logging.getLogger("swarm.api")
+
+DESCRIPTION = """\
+Submit, follow, cancel, resume and export LLM agent swarm runs.
+
+Every `/v1` route needs `Authorization: Bearer <key>` (create keys with `swarm keys create`); a key
+sees only its tenant's runs. Errors are JSON: `{"error": code, "message": ..., "fields": [...]}`.
+The web dashboard is at `/dashboard/`.
+"""
+
+
+def create_app(settings: Settings, *, store: StateStore | None = None, backend: Backend | None = None,
+               hub_poll: float = 0.1) -> FastAPI:
+    """The API app. ``store``/``backend`` default to the configured database and execution mode;
+    they are opened when the app starts (lifespan) and closed when it stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from swarm.runtime import open_store
+
+        own_store = store is None
+        st = store or open_store(settings)
+        be = backend or make_backend(settings, st)
+        hub = EventHub(st, poll_interval=hub_poll)
+        await hub.start()
+        app.state.ctx = ServerContext(settings, st, be, hub, flower_url())
+        app.state.registry, app.state.request_seconds = make_registry(st)
+        log.info("swarm API ready (%s mode)", be.mode)
+        try:
+            yield
+        finally:
+            await hub.close()
+            if backend is None:
+                be.close()
+            if own_store:
+                st.engine.dispose()
+
+    app = FastAPI(title="swarm", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[{"name": "runs", "description": "Submit and follow swarm runs."},
+                                {"name": "server", "description": "About this server and your key."},
+                                {"name": "operations", "description": "Health, readiness and metrics (no key)."}])
+    errors.install(app)
+    for module in (runs, stream, export, ops, dashboard):
+        app.include_router(module.router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="static")
+    app.add_middleware(RequestLog)
+    return app
+
+
+class RequestLog:
+    """Access log and request-latency metric. Logs the path WITHOUT its query string, and no
+    headers: a key passed as ``?key=`` to the dashboard must never reach a log file."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = _route(scope)
+            hist: Any = getattr(scope["app"].state, "request_seconds", None)
+            if hist is not None:
+                hist.labels(scope["method"], route, str(status)).observe(elapsed)
+            log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000)
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"

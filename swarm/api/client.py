@@ -1,0 +1,217 @@
+"""A small HTTP client for the swarm API (what the CLI uses with SWARM_API_URL or --api).
+
+HTTP errors become swarm's own exceptions, so the CLI reports them exactly as it reports local
+ones: 404 → NotFound, 409 → StateError, 422 → InputError, 401/403 → ConfigError (fix the key),
+connection failures and 5xx → :class:`ServerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from swarm.exceptions import ConfigError, InputError, NotFound, StateError, SwarmError
+from swarm.store.types import Attachment, RunSummary
+
+_SUMMARY_FIELDS = {f.name for f in fields(RunSummary)}
+
+
+class ServerUnavailable(SwarmError):
+    """The swarm server cannot be reached or failed. Is SWARM_API_URL right, and is `swarm serve` running?"""
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        if not base_url:
+            raise ConfigError("no server URL: set SWARM_API_URL or pass --api")
+        if not api_key:
+            raise ConfigError("no API key: set SWARM_API_KEY (create one on the server with `swarm keys create`)")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {api_key}", "User-Agent": "swarm-cli"})
+
+    # ------------------------------------------------------------------ runs
+
+    def submit(self, task: str, *, model: str | None = None, limits: dict[str, Any] | None = None,
+               attachments: Sequence[Attachment] = ()) -> str:
+        body: dict[str, Any] = {"task": task, "limits": {k: v for k, v in (limits or {}).items() if v is not None},
+                                "attachments": [{"name": a.name, "mime": a.mime,
+                                                 "data": base64.b64encode(a.data).decode()} for a in attachments]}
+        if model:
+            body["model"] = model
+        return str(self._json("POST", "/v1/runs", json=body)["id"])
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[RunSummary]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        return [summary(r) for r in self._json("GET", "/v1/runs", params=params)["runs"]]
+
+    def summary(self, run_id: str) -> RunSummary:
+        return summary(self._json("GET", f"/v1/runs/{run_id}"))
+
+    def agents(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/runs/{run_id}/agents")["agents"])
+
+    def timeline(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/runs/{run_id}/timeline"))
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/runs/{run_id}/cancel"))
+
+    def resume(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/runs/{run_id}/resume"))
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/info"))
+
+    def export(self, run_id: str) -> Iterator[str]:
+        """The run's trajectory, line by line (each a JSON record, newline included)."""
+        with self._stream("GET", f"/v1/runs/{run_id}/export") as resp:
+            for line in resp.iter_lines():
+                if line:
+                    yield line + "\n"
+
+    # ---------------------------------------------------------------- events
+
+    def events(self, run_id: str, *, after: int = 0, follow: bool = True,
+               retries: int = 20) -> Iterator[dict[str, Any]]:
+        """The run's events (Server-Sent Events), reconnecting with Last-Event-ID when the
+        connection drops: no event is missed or repeated. Ends when the run is finished."""
+        last, failures = after, 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                with self._stream("GET", f"/v1/runs/{run_id}/events", headers=headers,
+                                  params={"follow": "true" if follow else "false"},
+                                  timeout=httpx.Timeout(30.0, read=60.0)) as resp:
+                    for event in parse_sse(resp.iter_lines()):
+                        failures = 0
+                        last = max(last, int(event["id"]))
+                        yield event
+                return  # the server ended the stream: the run is over
+            except ServerUnavailable:
+                failures += 1
+                if failures > retries:
+                    raise
+                time.sleep(min(2.0, 0.2 * failures))
+
+    def wait(self, run_id: str, on_progress: Callable[[RunSummary], None] | None = None,
+             min_interval: float = 0.25) -> RunSummary:
+        """Follow the event stream until the run ends; refresh the summary as events arrive."""
+        shown = 0.0
+        for _ in self.events(run_id):
+            if on_progress and time.monotonic() - shown >= min_interval:
+                on_progress(self.summary(run_id))
+                shown = time.monotonic()
+        final = self.summary(run_id)
+        if on_progress:
+            on_progress(final)
+        return final
+
+    # ------------------------------------------------------------------ http
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+        _raise_for(resp)
+        return resp.json()
+
+    def _stream(self, method: str, path: str, **kw: Any) -> _Stream:
+        return _Stream(self._http, method, path, kw)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class _Stream:
+    """``httpx.Client.stream`` with errors translated (on open and while reading)."""
+
+    def __init__(self, http: httpx.Client, method: str, path: str, kw: dict[str, Any]) -> None:
+        self._cm = http.stream(method, path, **kw)
+        self._resp: httpx.Response | None = None
+
+    def __enter__(self) -> _ReadingResponse:
+        try:
+            resp = self._cm.__enter__()
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach the swarm server: {exc}") from exc
+        if resp.status_code >= 400:
+            resp.read()
+            self._cm.__exit__(None, None, None)
+            _raise_for(resp)
+        self._resp = resp
+        return _ReadingResponse(resp)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._cm.__exit__(et, ev, tb)
+
+
+class _ReadingResponse:
+    def __init__(self, resp: httpx.Response) -> None:
+        self._resp = resp
+
+    def iter_lines(self) -> Iterator[str]:
+        try:
+            yield from self._resp.iter_lines()
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"connection to the swarm server dropped: {exc}") from exc
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Server-Sent Events → the JSON ``data`` of each event that has an id."""
+    data: list[str] = []
+    event_id: str | None = None
+    for line in lines:
+        if line == "":
+            if data and event_id is not None:
+                yield json.loads("\n".join(data))
+            data, event_id = [], None
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                event_id = value
+
+
+def summary(data: dict[str, Any]) -> RunSummary:
+    return RunSummary(**{k: v for k, v in data.items() if k in _SUMMARY_FIELDS})
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        message = str(resp.json().get("message") or resp.text)
+    except (ValueError, AttributeError):
+        message = resp.text[:500] or resp.reason_phrase
+    code = resp.status_code
+    if code == 404:
+        raise NotFound(message)
+    if code == 409:
+        raise StateError(message)
+    if code in (400, 413, 422):
+        raise InputError(message)
+    if code in (401, 403):
+        raise ConfigError(f"the server refused the API key ({code}): {message}")
+    raise ServerUnavailable(f"the swarm server answered {code}: {message}")

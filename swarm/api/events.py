@@ -1,0 +1,221 @@
+"""Following the append-only ``events`` table without missing an event.
+
+The trap: on PostgreSQL, event ids come from a sequence when a row is INSERTed, but rows become
+visible when their transaction COMMITs. Two concurrent transactions can commit out of order, so
+a reader may see id 100 while id 98 is still invisible. A client that got 100 and later resumes
+with ``Last-Event-ID: 100`` would never see 98.
+
+The rule that prevents it: only hand out events up to the first *gap* in the global id sequence
+(ids are shared by all runs, so per-run gaps mean nothing), and wait for gaps to fill. A gap can
+also be permanent (the transaction rolled back), so a row blocked behind a gap is let through
+once it has waited ``gap_timeout`` seconds, or once it is so old (``stale_after``, by its ``ts``)
+that no transaction can still be holding an id below it.
+
+:class:`GapTracker` is that rule; :class:`EventHub` runs it once per server process and fans events
+out to every SSE connection (50 watchers cost one query per poll, not 50);
+:func:`follow_store` runs it in a CLI process that reads the database directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.store.store import StateStore
+
+log = logging.getLogger(__name__)
+
+GAP_TIMEOUT = 2.0
+STALE_AFTER = 10.0
+BATCH = 2000
+
+
+class GapTracker:
+    """Decides how far the contiguous, safe-to-publish prefix of the event id sequence reaches."""
+
+    def __init__(self, gap_timeout: float = GAP_TIMEOUT, stale_after: float = STALE_AFTER) -> None:
+        self.gap_timeout, self.stale_after = gap_timeout, stale_after
+        self._blocked_since: dict[int, float] = {}
+
+    def advance(self, frontier: int, rows: Sequence[Mapping[str, Any]], now: float) -> int:
+        """The new frontier given ``rows`` (id-ordered, all with id > ``frontier``): every id up to
+        it is either published or given up as never-to-commit."""
+        expected = frontier + 1
+        for r in rows:
+            i = int(r["id"])
+            if i < expected:
+                continue
+            if i > expected:
+                # A gap: let this row through only once it has waited long enough.
+                since = self._blocked_since.setdefault(i, now)
+                if now - since < self.gap_timeout and now - float(r["ts"]) < self.stale_after:
+                    break
+                log.debug("event ids %d..%d never committed; moving on", expected, i - 1)
+            expected = i + 1
+        self._blocked_since = {k: v for k, v in self._blocked_since.items() if k >= expected}
+        return expected - 1
+
+
+def initial_frontier(store: StateStore, stale_after: float = STALE_AFTER, now: float | None = None) -> int:
+    """Where a new follower may start: the newest event old enough that nothing below it can
+    still be in flight (or just below the newest few thousand, which the gap rule then checks)."""
+    now = time.time() if now is None else now
+    heads = store.recent_event_heads()
+    if not heads:
+        return 0
+    for event_id, ts in heads:
+        if now - ts >= stale_after:
+            return event_id
+    return heads[-1][0] - 1
+
+
+def sse_format(event: Mapping[str, Any]) -> str:
+    """One Server-Sent Event: ``id`` (for Last-Event-ID), ``event`` (the type) and JSON ``data``."""
+    data = json.dumps({k: event[k] for k in ("id", "run_id", "ts", "type", "agent_id", "step_id", "data")},
+                      ensure_ascii=False, default=str)
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One SSE connection's feed: every event of ``run_id`` with id > ``start`` arrives on ``queue``
+    (batches, in id order); ``None`` on the queue means the feed ended (server closing, or the
+    reader fell too far behind and must reconnect, which is lossless with Last-Event-ID)."""
+
+    run_id: str
+    start: int
+    queue: asyncio.Queue[list[dict[str, Any]] | None] = field(default_factory=asyncio.Queue)
+
+
+class EventHub:
+    """One poller per server process over the global event sequence, fanning out by run."""
+
+    #: A reader this many batches behind is cut off (it reconnects and catches up from the database).
+    MAX_BACKLOG = 1000
+
+    def __init__(self, store: StateStore, *, poll_interval: float = 0.1, idle_interval: float = 0.5,
+                 gap_timeout: float = GAP_TIMEOUT, stale_after: float = STALE_AFTER) -> None:
+        self.store = store
+        self.poll_interval, self.idle_interval = poll_interval, idle_interval
+        self.stale_after = stale_after
+        self.gaps = GapTracker(gap_timeout, stale_after)
+        self.frontier = 0
+        self._subs: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        self.frontier = await asyncio.to_thread(initial_frontier, self.store, self.stale_after)
+        self._task = asyncio.create_task(self._run(), name="swarm-event-hub")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.queue.put_nowait(None)
+        self._subs.clear()
+
+    def subscribe(self, run_id: str) -> Subscription:
+        sub = Subscription(run_id, self.frontier)
+        self._subs.setdefault(run_id, set()).add(sub)
+        self._wake.set()  # poll at the fast rate from now on
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.run_id]
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                full = await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be restarting: keep trying, never die
+                log.warning("event hub: %s: %s", type(exc).__name__, exc)
+                full = False
+                await asyncio.sleep(1.0)
+            if full:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(),
+                                       self.poll_interval if self._subs else self.idle_interval)
+
+    async def _tick(self) -> bool:
+        rows = await asyncio.to_thread(self.store.events_after, self.frontier, BATCH)
+        if not rows:
+            return False
+        new = self.gaps.advance(self.frontier, rows, time.time())
+        if new > self.frontier:
+            by_run: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                if r["id"] > new:
+                    break
+                if r["run_id"] in self._subs:
+                    by_run.setdefault(r["run_id"], []).append(r)
+            self.frontier = new
+            for run_id, events in by_run.items():
+                for sub in list(self._subs.get(run_id, ())):
+                    self._deliver(sub, events)
+        # A full batch consumed: more rows are probably waiting, so poll again at once.
+        return len(rows) == BATCH and new >= rows[-1]["id"]
+
+    def _deliver(self, sub: Subscription, events: list[dict[str, Any]]) -> None:
+        if sub.queue.qsize() >= self.MAX_BACKLOG:
+            self.unsubscribe(sub)
+            sub.queue.put_nowait(None)
+            return
+        fresh = [e for e in events if e["id"] > sub.start]
+        if fresh:
+            sub.queue.put_nowait(fresh)
+
+
+def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: float = 0.25,
+                 stop: Callable[[], bool] = lambda: False) -> Iterator[list[dict[str, Any]]]:
+    """Batches of a run's events with id > ``after_id``, gap-safe, read straight from the database
+    (for ``swarm watch`` without a server). Ends after ``run_done`` once the run is terminal."""
+    from swarm.domain.status import RUN_TERMINAL
+
+    gaps = GapTracker()
+    frontier = initial_frontier(store)
+    last = after_id
+    # Everything up to the safe frontier comes from the run's own index; beyond it, the global scan.
+    while True:
+        batch = store.run_events_between(run_id, last, frontier, BATCH)
+        if batch:
+            last = batch[-1]["id"]
+            yield batch
+        if len(batch) < BATCH:
+            break
+    if store.run_status(run_id) in RUN_TERMINAL and store.last_run_event_id(run_id) <= last:
+        return
+    while not stop():
+        rows = store.events_after(frontier, BATCH)
+        new = gaps.advance(frontier, rows, time.time()) if rows else frontier
+        mine = [r for r in rows if frontier < r["id"] <= new and r["run_id"] == run_id and r["id"] > last]
+        frontier = new
+        if mine:
+            last = mine[-1]["id"]
+            yield mine
+            if any(e["type"] == "run_done" for e in mine) and store.run_status(run_id) in RUN_TERMINAL:
+                return
+        if len(rows) < BATCH:
+            time.sleep(poll)

@@ -1,0 +1,47 @@
+"""Operations: liveness, readiness, Prometheus metrics. No API key needed (no tenant data)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from swarm.api.auth import Ctx
+from swarm.api.schemas import Check, Health, Ready
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+def healthz() -> Health:
+    """The process is up and serving. Touches nothing else."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Ready, summary="Readiness",
+            responses={503: {"model": Ready, "description": "The database or the broker is unreachable."}})
+def readyz(ctx: Ctx) -> Response:
+    """Ready to take work: the database answers and, in cluster mode, so does the broker."""
+    checks: dict[str, Check] = {}
+    try:
+        with ctx.store.read() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = Check(ok=True)
+    except Exception as exc:
+        checks["database"] = Check(ok=False, detail=f"{type(exc).__name__}")
+    if ctx.backend.mode == "cluster":
+        problem = ctx.backend.check()
+        checks["broker"] = Check(ok=problem is None, detail=problem)
+    ok = all(c.ok for c in checks.values())
+    body = Ready(status="ready" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text exposition format.",
+                             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
+def metrics(request: Request) -> Response:
+    """Runs by status, active runs and agents, steps by kind and status, step latency and queue
+    wait histograms, tokens, and this server's request latencies."""
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,119 @@
+"""Runs: submit, list, inspect, cancel, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from swarm import __version__
+from swarm.api.auth import Auth, Ctx
+from swarm.api.errors import error_responses
+from swarm.api.schemas import (
+    RUN_ID_PATTERN,
+    AgentOut,
+    AgentTree,
+    CancelOut,
+    ResumeOut,
+    RunAccepted,
+    RunCreate,
+    RunList,
+    RunOut,
+    ServerInfo,
+    Timeline,
+    TimelineStep,
+    run_out,
+)
+from swarm.domain.status import RunStatus
+from swarm.runtime import run_spec
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="A run id (32 hex characters).")]
+
+
+def links(run_id: str) -> dict[str, str]:
+    base = f"/v1/runs/{run_id}"
+    return {"self": base, "agents": f"{base}/agents", "events": f"{base}/events", "export": f"{base}/export",
+            "timeline": f"{base}/timeline", "dashboard": f"/dashboard/runs/{run_id}"}
+
+
+@router.post("/runs", status_code=202, response_model=RunAccepted, summary="Submit a run",
+             responses=error_responses(401, 403, 422, 503))
+def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> RunAccepted:
+    """Start a swarm on `task`. Returns at once (202) with the run id; follow it with
+    `GET /v1/runs/{id}/events`."""
+    lim = body.limits
+    spec = run_spec(ctx.settings, body.task, model=body.model, max_subagents=lim.max_subagents,
+                    max_tool_calls=lim.max_tool_calls, max_steps=lim.max_steps_per_agent,
+                    max_wall_seconds=lim.max_wall_seconds, max_depth=lim.max_depth, tenant=auth.tenant)
+    spec = dataclasses.replace(spec, attachments=tuple(a.to_attachment() for a in body.attachments))
+    run_id = ctx.backend.submit(spec)
+    response.headers["Location"] = f"/v1/runs/{run_id}"
+    return RunAccepted(id=run_id, status=RunStatus.RUNNING.value, links=links(run_id))
+
+
+@router.get("/runs", response_model=RunList, summary="List runs", responses=error_responses(401, 403, 422, 503))
+def list_runs(auth: Auth, ctx: Ctx,
+              status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> RunList:
+    """The caller's tenant's runs, newest first."""
+    rows = ctx.store.list_runs(tenant=auth.scope, status=status.value if status else None, limit=limit + 1,
+                               offset=offset)
+    return RunList(runs=[run_out(r) for r in rows[:limit]], limit=limit, offset=offset, has_more=len(rows) > limit)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut, summary="A run's summary",
+            responses=error_responses(401, 403, 404, 422, 503))
+def get_run(run_id: RunId, auth: Auth, ctx: Ctx) -> RunOut:
+    """Counters, critical steps (live while running), wall time, tokens and the result."""
+    return run_out(ctx.store.run_summary(run_id, auth.scope))
+
+
+@router.get("/runs/{run_id}/agents", response_model=AgentTree, summary="A run's agent tree",
+            responses=error_responses(401, 403, 404, 422, 503))
+def get_agents(run_id: RunId, auth: Auth, ctx: Ctx) -> AgentTree:
+    agents = ctx.store.agent_tree(run_id, auth.scope)
+    return AgentTree(run_id=run_id, agents=[AgentOut.model_validate(a) for a in agents])
+
+
+@router.get("/runs/{run_id}/timeline", response_model=Timeline, summary="Agents and steps over time",
+            responses=error_responses(401, 403, 404, 422, 503))
+def get_timeline(run_id: RunId, auth: Auth, ctx: Ctx) -> Timeline:
+    """Every step with its start and end: what the dashboard's Gantt chart draws."""
+    summary = ctx.store.run_summary(run_id, auth.scope)
+    agents = ctx.store.agent_tree(run_id, auth.scope)
+    steps = ctx.store.steps_timeline(run_id)
+    return Timeline(run_id=run_id, status=RunStatus(summary.status), now=time.time(), created_at=summary.created_at,
+                    finished_at=summary.finished_at, agents=[AgentOut.model_validate(a) for a in agents],
+                    steps=[TimelineStep.model_validate({**s, "is_error": bool(s["is_error"])}) for s in steps])
+
+
+@router.post("/runs/{run_id}/cancel", response_model=CancelOut, summary="Cancel a run",
+             responses=error_responses(401, 403, 404, 422, 503))
+def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
+    """Stop the run now: every open step is cancelled in one transaction, so no model or tool call
+    of it starts anywhere afterwards, and calls in flight cannot commit. Idempotent."""
+    ctx.store.run_status(run_id, auth.scope)
+    changed = ctx.store.cancel_run(run_id)
+    return CancelOut(id=run_id, status=RunStatus(ctx.store.run_status(run_id)), changed=changed)
+
+
+@router.post("/runs/{run_id}/resume", response_model=ResumeOut, summary="Resume a run",
+             responses=error_responses(401, 403, 404, 409, 422, 503))
+def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
+    """Continue a failed, cancelled or interrupted run from where it stood. Committed model and
+    tool calls are reused, never repeated. 409 if it already succeeded."""
+    ctx.store.run_status(run_id, auth.scope)
+    n = ctx.backend.resume(run_id)
+    return ResumeOut(id=run_id, status=RunStatus(ctx.store.run_status(run_id)), dispatched=n)
+
+
+@router.get("/info", response_model=ServerInfo, tags=["server"], summary="Who am I, and what is this server",
+            responses=error_responses(401, 403))
+def info(auth: Auth, ctx: Ctx) -> ServerInfo:
+    return ServerInfo(version=__version__, mode=ctx.backend.mode, tenant=auth.tenant, admin=auth.key.admin,
+                      key_prefix=auth.key.prefix, flower_url=ctx.flower_url or None)

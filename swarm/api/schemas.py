@@ -1,0 +1,209 @@
+"""Request and response models: the OpenAPI contract of ``/v1``.
+
+Bounds here are the database's (column sizes, integer ranges): an input the database would
+reject is refused as a 422 naming the field, never left to fail as a 500 deep in a query.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from swarm.domain.status import RunStatus
+from swarm.store.types import Attachment
+
+#: Run ids are uuid4 hex; checking the shape up front keeps junk out of queries.
+RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot encode lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=255, description="File name (no directories), e.g. `chart.png`.")
+    mime: Text = Field("application/octet-stream", min_length=1, max_length=255,
+                       description="MIME type; `image/*` attachments reach the model as images.")
+    data: str = Field(max_length=(MAX_ATTACHMENT_BYTES * 4) // 3 + 4, description="The file's bytes, base64.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError("must be a plain file name, without directories")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, v: str) -> str:
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("must be valid base64") from exc
+        return v
+
+    def to_attachment(self) -> Attachment:
+        return Attachment(self.name, base64.b64decode(self.data), self.mime)
+
+
+class Limits(BaseModel):
+    """Per-run limits; omitted ones take the server's defaults (SWARM_MAX_*)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_subagents: int | None = Field(None, ge=0, le=100_000)
+    max_tool_calls: int | None = Field(None, ge=0, le=1_000_000)
+    max_steps_per_agent: int | None = Field(None, ge=1, le=100_000)
+    max_wall_seconds: float | None = Field(None, gt=0, le=30 * 86400)
+    max_depth: int | None = Field(None, ge=1, le=16)
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "task": "Compare the 10 largest EU economies' 2025 growth. #sim agents=10 tools=3 tool=echo",
+        "limits": {"max_subagents": 20, "max_tool_calls": 200}}]})
+
+    task: Text = Field(min_length=1, max_length=200_000, description="What the swarm should do.")
+    model: Text | None = Field(None, min_length=1, max_length=128, description="Model name (default: SWARM_MODEL).")
+    limits: Limits = Field(default_factory=Limits)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=32)
+
+
+class RunAccepted(BaseModel):
+    id: str
+    status: str
+    links: dict[str, str] = Field(description="Where to follow the run: summary, agents, events, export.")
+
+
+class RunOut(BaseModel):
+    """A run's summary: the same fields as `swarm show --json`."""
+
+    id: str
+    status: RunStatus
+    reason: str | None
+    task: str
+    model: str
+    subagents: int
+    llm_calls: int
+    tool_calls: int
+    critical_steps: int
+    total_steps: int
+    wall_seconds: float
+    tokens_in: int
+    tokens_out: int
+    result: str | None
+    created_at: float
+    finished_at: float | None
+    max_subagents: int
+    max_tool_calls: int
+    tenant: str | None = None
+
+
+class RunList(BaseModel):
+    runs: list[RunOut]
+    limit: int
+    offset: int
+    has_more: bool = Field(description="True if another page follows (ask again with offset + limit).")
+
+
+class AgentOut(BaseModel):
+    id: str
+    parent_id: str | None
+    name: str
+    depth: int
+    status: str
+    reason: str | None
+    steps: int = Field(description="LLM calls this agent committed.")
+    tool_calls: int
+    tokens_in: int
+    tokens_out: int
+    parent_turn: int | None = Field(description="The parent's turn (stage) that launched this agent.")
+    created_at: float
+    finished_at: float | None
+    result: str | None = Field(description="The agent's final answer (first 2,000 characters).")
+
+
+class AgentTree(BaseModel):
+    run_id: str
+    agents: list[AgentOut] = Field(description="Parents before children.")
+
+
+class CancelOut(BaseModel):
+    id: str
+    status: RunStatus
+    changed: bool = Field(description="False if the run was not running (cancelling is idempotent).")
+
+
+class ResumeOut(BaseModel):
+    id: str
+    status: RunStatus
+    dispatched: int = Field(description="Steps handed to workers again; committed steps are never repeated.")
+
+
+class TimelineStep(BaseModel):
+    id: str
+    agent_id: str
+    kind: str
+    status: str
+    turn: int
+    idx: int
+    tool_name: str | None
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    tokens_in: int
+    tokens_out: int
+    is_error: bool
+
+
+class Timeline(BaseModel):
+    run_id: str
+    status: RunStatus
+    now: float = Field(description="Server time, so a client can draw still-running steps up to now.")
+    created_at: float
+    finished_at: float | None
+    agents: list[AgentOut]
+    steps: list[TimelineStep]
+
+
+class ServerInfo(BaseModel):
+    version: str
+    mode: str = Field(description="`embedded` (in-process workers) or `cluster` (Celery).")
+    tenant: str
+    admin: bool
+    key_prefix: str
+    flower_url: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Ready(BaseModel):
+    status: str = Field(description="`ready` or `unavailable`.")
+    checks: dict[str, Check]
+
+
+def run_out(summary: Any) -> RunOut:
+    return RunOut.model_validate(summary.as_dict())

@@ -1,0 +1,144 @@
+"""The cluster dispatcher: one Celery message per ready step, on Redis.
+
+Postgres is the record; a message is only a hint that a step may be ready. Losing one (Redis
+flushed, a publish failing) is repaired by the sweeper, and a duplicate finds the step already
+claimed (``StateStore.claim`` returns None), so publishing is fire-and-forget by design.
+
+This module owns the Celery configuration so the CLI (which only publishes) and the workers (the
+``workers`` package, which also consumes) can never disagree on it — in particular on the Redis
+visibility timeout, which must be identical on every process that touches the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from swarm.config import Settings
+from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.dispatch.base import queue_for
+from swarm.exceptions import ConfigError
+from swarm.store.types import StepRef
+
+log = logging.getLogger(__name__)
+
+STEP_TASK = "swarm.step"
+SWEEP_TASK = "swarm.sweep"
+QUEUES = (QUEUE_LLM, QUEUE_TOOL, QUEUE_CONTROL)
+
+#: Seconds before Redis hands an unacknowledged message to another worker. Recovery never waits
+#: for it (the sweeper re-dispatches from Postgres within seconds); it only has to exceed the
+#: longest step so a running step is not redelivered mid-flight: a model call may take
+#: llm_timeout (600 s) x 7 attempts with backoff. Kept as a constant, not a setting, because the
+#: kombu scan uses the *scanning* worker's value: two workers with different values would
+#: requeue each other's running messages.
+VISIBILITY_TIMEOUT = 7200
+
+
+NO_BROKER = ("SWARM_BROKER_URL is empty: set it to the Redis URL of the cluster "
+             "(e.g. redis://localhost:6379/0)")
+
+
+def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[str, Any]:
+    """The whole Celery configuration, derived from swarm's settings. Without a broker URL it
+    raises, unless ``require_broker`` is False (importing ``workers`` for ``--help``, tests)."""
+    if not settings.broker_url and require_broker:
+        raise ConfigError(NO_BROKER)
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    conf: dict[str, Any] = {"broker_url": settings.broker_url} if settings.broker_url else {}
+    return conf | {
+        "broker_transport_options": dict(transport),
+        "result_backend_transport_options": dict(transport),
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "broker_connection_retry_on_startup": True,
+        # Producers in a 128-thread LLM worker publish concurrently; the default 10 would queue them.
+        "broker_pool_limit": 32,
+        # At-least-once: a message is acked only after the step committed (or was found done), and
+        # a pool child killed mid-task gets its message back. Duplicates are harmless (fencing).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Celery >= 5.7: re-send (bounded by max_retries) instead of requeue, avoiding loops.
+        "task_retry_on_worker_lost": True,
+        # Prefetched messages sit in Redis's unacked index with their visibility clock running.
+        "worker_prefetch_multiplier": 1,
+        # On a warm/cold shutdown give running steps time to commit before the process goes.
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        # Postgres is the record: no result backend, nothing to expire or lose.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Flower sees a task from the moment it is published, not only once a worker takes it.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        "task_default_queue": QUEUE_LLM,
+        "task_create_missing_queues": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # The sweeper schedule for `celery beat` (`swarm worker --beat` runs it). An old sweep
+        # message is worthless: expire it rather than let a backlog run after an outage.
+        "beat_schedule": {
+            "swarm-sweep": {
+                "task": SWEEP_TASK,
+                "schedule": settings.sweep_interval,
+                "options": {"queue": QUEUE_CONTROL, "expires": max(10.0, 5 * settings.sweep_interval)},
+            },
+        },
+        "timezone": "UTC",
+    }
+
+
+def make_app(settings: Settings, main: str = "swarm") -> Celery:
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def task_id(ref: StepRef) -> str:
+    """Readable in Flower (kind and step), unique per publish: a re-dispatch is its own message."""
+    return f"{ref.kind.value}-{ref.step_id[:12]}-{uuid.uuid4().hex[:6]}"
+
+
+def step_kwargs(ref: StepRef) -> dict[str, Any]:
+    """Only step_id matters to the worker; the rest lets an operator follow a swarm in Flower."""
+    return {"step_id": ref.step_id, "run_id": ref.run_id, "agent_id": ref.agent_id,
+            "kind": ref.kind.value, "tool": ref.tool_name}
+
+
+class CeleryDispatcher:
+    """Publishes ready steps to their queues (``swarm.llm`` or ``swarm.tool``)."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
+        return cls(make_app(settings))
+
+    def dispatch(self, refs: Sequence[StepRef]) -> None:
+        """Publish every ref; never raises. A step whose publish failed stays ready in Postgres and
+        the sweeper re-publishes it after ``republish_after`` seconds."""
+        failed = 0
+        for ref in refs:
+            try:
+                self.app.send_task(STEP_TASK, kwargs=step_kwargs(ref), queue=queue_for(ref),
+                                   task_id=task_id(ref),
+                                   # Fail fast: the sweeper is the retry, not this thread.
+                                   retry_policy={"max_retries": 2, "interval_start": 0.1,
+                                                 "interval_step": 0.2, "interval_max": 0.5})
+            except Exception as exc:  # the broker is down or flushed mid-publish
+                failed += 1
+                if failed == 1:
+                    log.warning("could not publish step %s (%s: %s); the sweeper will re-publish it",
+                                ref.step_id, type(exc).__name__, exc, extra={"run_id": ref.run_id})
+        if failed > 1:
+            log.warning("%d of %d publishes failed; the sweeper will re-publish them", failed, len(refs))
+
+    def close(self) -> None:
+        self.app.close()

@@ -1,0 +1,110 @@
+"""API keys of the REST server: created, listed, revoked and checked here; part of the state store.
+
+A key looks like ``swk_<prefix>_<secret>``. Only ``sha256(key)`` is stored: the secret has 256
+bits of entropy, so a plain hash (no salt, no slow KDF) cannot be brute-forced, and lookup by
+hash is one indexed query. The prefix is not secret; it names the key in listings and logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+
+from swarm.exceptions import InputError, NotFound
+from swarm.store.models import ApiKey
+
+KEY_SCHEME = "swk"
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the server knows about a caller once its key checks out. Never holds the key."""
+
+    id: str
+    prefix: str
+    tenant: str
+    name: str | None
+    admin: bool
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "prefix": self.prefix, "tenant": self.tenant, "name": self.name,
+                "admin": self.admin, "created_at": self.created_at, "revoked_at": self.revoked_at}
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_tenant(tenant: str) -> str:
+    if not _TENANT_RE.match(tenant):
+        raise InputError(f"invalid tenant {tenant!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return tenant
+
+
+class KeysMixin:
+    """Mixed into :class:`swarm.store.store.StateStore`; needs its ``tx()`` and ``read()``."""
+
+    def tx(self) -> Any: ...  # provided by StateStore
+
+    def read(self) -> Any: ...  # provided by StateStore
+
+    def create_key(self, tenant: str = "default", name: str | None = None, *,
+                   admin: bool = False) -> tuple[KeyInfo, str]:
+        """A new key for *tenant*; returns its record and the key itself (shown once, never stored)."""
+        check_tenant(tenant)
+        if name is not None and len(name) > 128:
+            raise InputError("key name is too long (max 128 characters)")
+        prefix = secrets.token_hex(4)
+        key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+        info = KeyInfo(uuid.uuid4().hex, prefix, tenant, name, admin, time.time(), None)
+        with self.tx() as conn:
+            conn.execute(insert(ApiKey).values(
+                id=info.id, prefix=prefix, key_hash=hash_key(key), tenant=tenant, name=name, admin=admin,
+                created_at=info.created_at, revoked_at=None))
+        return info, key
+
+    def list_keys(self, *, tenant: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:
+        with self.read() as conn:
+            q = select(ApiKey).order_by(ApiKey.created_at)
+            if tenant is not None:
+                q = q.where(ApiKey.tenant == tenant)
+            if not include_revoked:
+                q = q.where(ApiKey.revoked_at.is_(None))
+            return [_info(r) for r in conn.execute(q).all()]
+
+    def revoke_key(self, ref: str) -> KeyInfo:
+        """Revoke a key by its id or prefix. Revoking twice is harmless."""
+        with self.tx() as conn:
+            row = conn.execute(select(ApiKey).where(or_(ApiKey.id == ref, ApiKey.prefix == ref))).first()
+            if row is None:
+                raise NotFound(f"no API key {ref!r}; `swarm keys list` shows their prefixes")
+            if row.revoked_at is None:
+                conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=time.time()))
+            row = conn.execute(select(ApiKey).where(ApiKey.id == row.id)).one()
+        return _info(row)
+
+    def authenticate(self, key: str) -> KeyInfo | None:
+        """The record of *key* (revoked or not), or None if it was never issued."""
+        if not key.startswith(f"{KEY_SCHEME}_") or len(key) > 200:
+            return None
+        with self.read() as conn:
+            row = conn.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+        return None if row is None else _info(row)
+
+
+def _info(row: Any) -> KeyInfo:
+    return KeyInfo(row.id, row.prefix, row.tenant, row.name, bool(row.admin), row.created_at, row.revoked_at)

@@ -1,0 +1,93 @@
+"""The Celery application, configured from ``SWARM_*`` settings, and its start-up checks.
+
+The checks run in the worker's main process before any pool process exists, so a misconfigured
+node stops at once with one clear line instead of failing every task it takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, NoReturn
+
+from celery import Celery, signals
+
+from swarm.config import Settings
+from swarm.constants import QUEUE_LLM
+from swarm.dispatch.celery import NO_BROKER, celery_config
+from swarm.exceptions import SwarmError
+from workers import context
+
+log = logging.getLogger(__name__)
+
+settings = Settings()
+app = Celery("swarm", set_as_current=True)
+app.conf.update(celery_config(settings, require_broker=False))
+
+
+def _refuse(message: str) -> NoReturn:
+    # Signal handlers' exceptions are logged and swallowed by Celery; SystemExit is not.
+    sys.stderr.write(f"swarm worker: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def check_node(s: Settings, queues: set[str]) -> None:
+    """What a worker needs before it takes any step; raises :class:`SwarmError` with the fix."""
+    from swarm.exceptions import ConfigError
+    from swarm.store.db import make_engine
+    from swarm.store.migrate import ensure_schema
+
+    if not s.broker_url:
+        raise ConfigError(NO_BROKER)
+    if not s.database_url.startswith("postgresql"):
+        raise ConfigError("workers need the cluster's shared PostgreSQL database: set SWARM_DATABASE_URL "
+                          "(e.g. postgresql://swarm:swarm@db:5432/swarm)")
+    if QUEUE_LLM in queues and not s.llm_base_url:
+        raise ConfigError(f"this worker consumes {QUEUE_LLM} but SWARM_LLM_BASE_URL is empty: set the model "
+                          "endpoint (for the simulated model run `swarm sim-llm` and point at it)")
+    engine = make_engine(s.db_url, pool_size=1)
+    try:
+        # Workers never migrate: an old worker must not race a new one's migration.
+        ensure_schema(engine, upgrade_if_needed=False)
+    except SwarmError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"cannot reach the database at SWARM_DATABASE_URL: {type(exc).__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    queues = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
+    try:
+        check_node(settings, queues)
+    except SwarmError as exc:
+        _refuse(str(exc))
+    pool = getattr(sender, "pool_cls", None)
+    pool_name = pool if isinstance(pool, str) else f"{getattr(pool, '__module__', '')}"
+    context.configure_pool(int(getattr(sender, "concurrency", 1) or 1), "threads" in pool_name)
+
+
+@signals.beat_init.connect
+def _on_beat_init(**_: Any) -> None:
+    if not settings.broker_url:
+        _refuse(NO_BROKER)
+
+
+@signals.worker_process_init.connect
+def _on_process_init(**_: Any) -> None:
+    # A forked pool child must build its own engine and heartbeat (brief §6: pooled
+    # connections never cross a fork); anything inherited is dropped, not closed.
+    context.after_fork()
+
+
+@signals.worker_process_shutdown.connect
+def _on_process_shutdown(**_: Any) -> None:
+    context.shutdown()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    context.shutdown()

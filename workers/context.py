@@ -1,0 +1,147 @@
+"""What a worker process needs to run steps, built lazily once per process.
+
+Per process, never shared across a fork: SQLAlchemy pools, the HTTP client and the heartbeat
+thread all belong to the process that created them. A prefork child therefore builds its own on
+its first task; a threads-pool worker builds one and shares it among its threads (all of these
+objects are thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.config import Settings
+from swarm.dispatch.celery import CeleryDispatcher
+from swarm.engine.background import Periodic, heartbeat
+from swarm.engine.executor import StepExecutor
+from swarm.exceptions import ConfigError
+from swarm.store.db import make_engine
+from swarm.store.store import StateStore, owner_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pool:
+    concurrency: int = 1
+    threads: bool = False
+
+
+_pool = _Pool()
+
+
+def configure_pool(concurrency: int, threads: bool) -> None:
+    """Recorded by the worker's main process at start-up; sizes the database pool."""
+    _pool.concurrency, _pool.threads = max(1, concurrency), threads
+
+
+def db_pool_size() -> int:
+    # A step holds a connection only for its short claim/read/commit transactions, never across
+    # the model call, so a 128-thread worker needs far fewer connections than threads. Kept small
+    # so several nodes fit under PostgreSQL's default max_connections=100 (the engine may
+    # overflow to 3x this under bursts).
+    if not _pool.threads:
+        return 2  # prefork/solo: one task at a time, plus the heartbeat
+    return max(2, min(10, _pool.concurrency // 8))
+
+
+class _NoModel:
+    """Stands in for the model client on tool-only nodes, which must never make model calls."""
+
+    def complete(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("this worker has no SWARM_LLM_BASE_URL; LLM steps belong on swarm.llm workers")
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: StateStore
+    dispatcher: CeleryDispatcher
+    _executor: StepExecutor | None = None
+    _threads: list[Periodic] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerContext:
+        from workers.app import app
+        from workers.timing import instrument
+
+        store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size())))
+        return cls(settings, store, CeleryDispatcher(app))
+
+    def executor(self) -> StepExecutor:
+        """The step executor and this process's lease heartbeat, created on the first step."""
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = self._make_executor()
+        return self._executor
+
+    def _make_executor(self) -> StepExecutor:
+        from swarm.llm.client import LLMClient
+        from swarm.tools.builtin import default_registry
+
+        s = self.settings
+        llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
+        ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id())
+        beat = heartbeat(self.store, ex.owner, s.heartbeat_seconds, s.lease_seconds, steps=ex.in_flight)
+        beat.start()
+        self._threads.append(beat)
+        log.info("worker process %d ready (owner %s, db pool %d)", os.getpid(), ex.owner, db_pool_size())
+        return ex
+
+    def close(self) -> None:
+        for t in self._threads:
+            t.stop()
+        if self._executor is not None:
+            close = getattr(self._executor.llm, "close", None)
+            if close:
+                close()
+        self.store.engine.dispose()
+
+    def forget(self) -> None:
+        """Drop an inherited context without touching the parent's sockets."""
+        self.store.engine.dispose(close=False)
+
+
+_lock = threading.Lock()
+_ctx: WorkerContext | None = None
+_pid = 0
+
+
+def context() -> WorkerContext:
+    global _ctx, _pid
+    ctx = _ctx
+    if ctx is not None and _pid == os.getpid():
+        return ctx
+    with _lock:
+        if _ctx is None or _pid != os.getpid():
+            if _ctx is not None:
+                _ctx.forget()
+            from workers.app import settings
+
+            _ctx, _pid = WorkerContext.build(settings), os.getpid()
+        return _ctx
+
+
+def after_fork() -> None:
+    global _lock, _ctx
+    _lock = threading.Lock()  # the parent may have held it at fork time
+    if _ctx is not None and _pid != os.getpid():
+        _ctx.forget()
+        _ctx = None
+
+
+def shutdown() -> None:
+    global _ctx
+    ctx = _ctx
+    if ctx is not None and _pid == os.getpid():
+        _ctx = None
+        try:
+            ctx.close()
+        except Exception:  # shutting down anyway; never mask the real exit reason
+            log.debug("closing the worker context failed", exc_info=True)

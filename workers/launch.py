@@ -1,0 +1,145 @@
+"""Which ``celery`` processes a node runs, and a small supervisor for them (``swarm worker``).
+
+One Celery worker has one pool type, and swarm's queues want different ones:
+
+* ``swarm.llm``     threads: model calls (and the database-only orchestration tools) wait on I/O,
+                    so one process holds 100+ concurrent calls without 100 processes;
+* ``swarm.tool``    prefork: real tools get process isolation;
+* ``swarm.control`` solo: the sweeper, one pass at a time, never starved by busy step slots.
+
+So a node is up to three workers (plus ``celery beat`` with ``--beat``), each its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.exceptions import InputError
+
+#: Short names accepted by ``--queues``; full queue names work too.
+QUEUE_NAMES = {"llm": QUEUE_LLM, "tool": QUEUE_TOOL, "control": QUEUE_CONTROL}
+DEFAULT_QUEUES = ("llm", "tool", "control")
+
+
+def parse_queues(text: str) -> tuple[str, ...]:
+    """``"llm,tool"`` → ``("llm", "tool")``; full names (``swarm.llm``) are accepted too."""
+    reverse = {v: k for k, v in QUEUE_NAMES.items()}
+    out: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if not name:
+            continue
+        short = reverse.get(name, name)
+        if short not in QUEUE_NAMES:
+            raise InputError(f"unknown queue {name!r}: choose from {', '.join(QUEUE_NAMES)} (comma-separated)")
+        if short not in out:
+            out.append(short)
+    if not out:
+        raise InputError("--queues is empty: choose from " + ", ".join(QUEUE_NAMES))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    queues: tuple[str, ...] = DEFAULT_QUEUES
+    llm_concurrency: int = 128
+    tool_concurrency: int = 2
+    beat: bool = False
+    #: Node-name prefix; Celery's %h appends the host, so names are unique per machine.
+    name: str = ""
+    loglevel: str = "INFO"
+    beat_schedule_dir: str = ""
+
+    def _node(self, role: str) -> str:
+        return f"{role}-{self.name}@%h" if self.name else f"{role}@%h"
+
+    def _worker(self, role: str, pool: str, concurrency: int) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", pool, "-c", str(concurrency),
+                "-Q", QUEUE_NAMES[role], "-n", self._node(role), "-l", self.loglevel,
+                # Mingle and gossip only slow start-up; workers coordinate through Postgres.
+                "--without-mingle", "--without-gossip"]
+
+    def commands(self) -> list[list[str]]:
+        cmds: list[list[str]] = []
+        if "llm" in self.queues:
+            cmds.append(self._worker("llm", "threads", self.llm_concurrency))
+        if "tool" in self.queues:
+            cmds.append(self._worker("tool", "prefork", self.tool_concurrency))
+        if "control" in self.queues or self.beat:
+            cmds.append(self._worker("control", "solo", 1))
+        if self.beat:
+            # The plain in-memory scheduler: no celerybeat-schedule file to keep or corrupt; a
+            # restarted beat simply starts sweeping again.
+            cmds.append([sys.executable, "-m", "celery", "-A", "workers", "beat", "-l", self.loglevel,
+                         "-S", "celery.beat:Scheduler"])
+        return cmds
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is SIGKILLed its children get SIGTERM (a warm shutdown) instead of
+    # running on as orphans. Linux only; elsewhere this is a no-op.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    """Runs a node's processes; when one exits, stops the rest and exits with its status, so a
+    container restart policy (or systemd) restarts the whole node."""
+
+    def __init__(self, commands: Sequence[Sequence[str]], *, grace: float = 60.0) -> None:
+        self.commands = [list(c) for c in commands]
+        self.grace = grace
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._stopping = True
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signum)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._signal)
+        for cmd in self.commands:
+            self.procs.append(subprocess.Popen(cmd, preexec_fn=_die_with_parent))  # noqa: PLW1509
+        done: list[subprocess.Popen[bytes]] = []
+        while not done and not self._stopping:
+            time.sleep(0.5)
+            done = [p for p in self.procs if p.poll() is not None]
+        code = 0
+        if done and not self._stopping:
+            first = done[0]
+            # A process killed by a signal (negative status) is a failure too.
+            code = first.returncode if first.returncode > 0 else (1 if first.returncode else 0)
+            sys.stderr.write(f"swarm worker: {' '.join(map(str, first.args[3:]))[:120]} exited with "
+                             f"{first.returncode}; stopping the node\n")
+            self._signal(signal.SIGTERM, None)
+        deadline = time.monotonic() + self.grace
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return code
+
+
+def run_node(plan: NodePlan) -> int:
+    """Run the node in the foreground. A single process is exec'd: then it is the container's
+    main process and gets signals directly."""
+    cmds = plan.commands()
+    if len(cmds) == 1:
+        os.execv(cmds[0][0], cmds[0])
+    return Supervisor(cmds).run()
