@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from swarm.config import Settings
 from swarm.exceptions import ConfigError, InputError, NotFound, StateError, SwarmError
 from swarm.store.types import Attachment, RunSummary
 
@@ -37,6 +38,14 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
                                   headers={"Authorization": f"Bearer {api_key}", "User-Agent": "swarm-cli"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> ApiClient | None:
+        """A client when a server is configured (``url`` from --api, else SWARM_API_URL), else None."""
+        base = url or settings.api_url
+        if not base:
+            return None
+        return cls(base, settings.api_key.get_secret_value())
 
     # ------------------------------------------------------------------ runs
 

@@ -8,6 +8,7 @@ not by polling the database.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -50,10 +51,15 @@ class LiveRun:
         self.last_event_id = 0
         self.needs_tree = False
         self._synced_at = time.monotonic()
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ fold
 
     def apply(self, e: dict[str, Any]) -> None:
+        with self._lock:
+            self._apply(e)
+
+    def _apply(self, e: dict[str, Any]) -> None:
         if e["id"] <= self.last_event_id:
             return
         self.last_event_id = e["id"]
@@ -92,6 +98,10 @@ class LiveRun:
             self.needs_tree = True  # which agents re-opened is decided in the store: ask it
 
     def merge_tree(self, tree: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._merge_tree(tree)
+
+    def _merge_tree(self, tree: list[dict[str, Any]]) -> None:
         for row in tree:
             a = self._agent(row["id"], name=row["name"], parent_id=row["parent_id"])
             a.status, a.reason = row["status"], row.get("reason")
@@ -100,8 +110,9 @@ class LiveRun:
         self.needs_tree = False
 
     def sync(self, summary: RunSummary) -> None:
-        self.summary, self._synced_at = summary, time.monotonic()
-        self.status = summary.status
+        with self._lock:
+            self.summary, self._synced_at = summary, time.monotonic()
+            self.status = summary.status
 
     def _agent(self, agent_id: str, name: str = "?", parent_id: str | None = None) -> AgentView:
         if agent_id not in self.agents:
@@ -127,6 +138,11 @@ class LiveRun:
     # ---------------------------------------------------------------- render
 
     def render(self, max_rows: int = 25) -> RenderableType:
+        # Called from rich's refresh thread while events are folded in on the main thread.
+        with self._lock:
+            return self._render(max_rows)
+
+    def _render(self, max_rows: int) -> RenderableType:
         s = self.summary
         head = Table.grid(padding=(0, 2))
         head.add_column(style="bold")

@@ -1,0 +1,204 @@
+"""Server-side commands: serve, keys; and the live ones: watch, export (locally or via a server)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from swarm.cli.common import JSON_OPT, app, console, emit_json, err_console, errors, settings, setup_logging
+
+API_OPT = typer.Option(None, "--api", help="Talk to this swarm server instead of the local database "
+                                           "(default: SWARM_API_URL; key from SWARM_API_KEY).")
+
+keys_app = typer.Typer(help="API keys of the REST server (stored hashed; a key is shown once).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
+          port: int = typer.Option(8000, help="Port to listen on."),
+          log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error.")) -> None:
+    """Run the REST API and the web dashboard (http://HOST:PORT/dashboard/).
+
+    With SWARM_BROKER_URL set, runs go to Celery workers; otherwise this process runs them.
+    """
+    from swarm.api.server import serve as run_server
+
+    setup_logging(log_level.lower() in ("debug", "info"))
+    with errors():
+        s = settings()
+        err_console.print(f"swarm API on http://{host}:{port}  (dashboard: /dashboard/, docs: /docs)")
+        run_server(s, host, port, log_level.lower())
+
+
+# ------------------------------------------------------------------- keys
+
+
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option("default", help="The tenant whose runs this key sees and creates."),
+                name: str = typer.Option(None, help="A label, e.g. who or what uses the key."),
+                admin: bool = typer.Option(False, "--admin", help="See every tenant's runs (operators)."),
+                json_out: bool = JSON_OPT) -> None:
+    """Create an API key and print it. It is shown only this once: only its hash is stored."""
+    from swarm.runtime import open_store
+
+    with errors():
+        info, key = open_store(settings()).create_key(tenant, name, admin=admin)
+    if json_out:
+        emit_json({**info.as_dict(), "key": key})
+        return
+    console.print(f"API key for tenant [bold]{info.tenant}[/] (prefix {info.prefix}"
+                  f"{', admin' if admin else ''}). Store it now: it will not be shown again.")
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("list")
+def keys_list(tenant: str = typer.Option(None, help="Only this tenant's keys."), json_out: bool = JSON_OPT) -> None:
+    """List API keys (prefixes only; the keys themselves are not stored)."""
+    from swarm.runtime import open_store
+
+    with errors():
+        keys = open_store(settings()).list_keys(tenant=tenant)
+    if json_out:
+        emit_json([k.as_dict() for k in keys])
+        return
+    t = Table("prefix", "tenant", "name", "admin", "created", "revoked")
+    for k in keys:
+        t.add_row(k.prefix, k.tenant, k.name or "", "yes" if k.admin else "", _when(k.created_at),
+                  _when(k.revoked_at) if k.revoked_at else "")
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ref: str = typer.Argument(..., help="The key's prefix (from `swarm keys list`) or id."),
+                json_out: bool = JSON_OPT) -> None:
+    """Revoke an API key: requests with it are refused (403) from now on."""
+    from swarm.runtime import open_store
+
+    with errors():
+        info = open_store(settings()).revoke_key(ref)
+    if json_out:
+        emit_json(info.as_dict())
+    else:
+        console.print(f"key {info.prefix} (tenant {info.tenant}) revoked")
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else ""
+
+
+# ------------------------------------------------------------------ watch
+
+
+@app.command()
+def watch(run_id: str, json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+          api: str = API_OPT) -> None:
+    """Follow a run live: agent tree, progress against limits, tokens, critical steps.
+
+    Driven by the run's event stream (SSE from a server, or the events table locally).
+    """
+    from swarm.api.client import ApiClient
+    from swarm.api.live import LiveRun
+
+    with errors():
+        s = settings()
+        client = ApiClient.from_settings(s, api)
+        source: _Source = _RemoteSource(client, run_id) if client else _LocalSource(s, run_id)
+        if json_out:
+            for event in source.events():
+                sys.stdout.write(json.dumps(event, default=str) + "\n")
+                sys.stdout.flush()
+            return
+        live = LiveRun(source.summary())
+        live.merge_tree(source.tree())
+        with Live(console=console, get_renderable=live.render, refresh_per_second=4):
+            for event in source.events(after=live.last_event_id):
+                live.apply(event)
+                if live.needs_tree:
+                    live.merge_tree(source.tree())
+                if event["type"] in ("run_done", "run_resumed"):
+                    live.sync(source.summary())
+            live.sync(source.summary())
+            live.merge_tree(source.tree())
+
+
+class _Source(Protocol):
+    def summary(self) -> Any: ...
+
+    def tree(self) -> list[dict[str, Any]]: ...
+
+    def events(self, after: int = 0) -> Iterator[dict[str, Any]]: ...
+
+
+class _RemoteSource:
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def summary(self) -> Any:
+        return self.client.summary(self.run_id)
+
+    def tree(self) -> list[dict[str, Any]]:
+        return list(self.client.agents(self.run_id))
+
+    def events(self, after: int = 0) -> Iterator[dict[str, Any]]:
+        yield from self.client.events(self.run_id, after=after)
+
+
+class _LocalSource:
+    def __init__(self, s: Any, run_id: str) -> None:
+        from swarm.runtime import open_store
+
+        self.store, self.run_id = open_store(s), run_id
+        self.store.run_status(run_id)  # NotFound now, not mid-render
+
+    def summary(self) -> Any:
+        return self.store.run_summary(self.run_id)
+
+    def tree(self) -> list[dict[str, Any]]:
+        return self.store.agent_tree(self.run_id)
+
+    def events(self, after: int = 0) -> Iterator[dict[str, Any]]:
+        from swarm.api.events import follow_store
+
+        for batch in follow_store(self.store, self.run_id, after):
+            yield from batch
+
+
+# ----------------------------------------------------------------- export
+
+OUTPUT_OPT = typer.Option(None, "-o", "--output", dir_okay=False, help="Write to this file (default: stdout).")
+
+
+@app.command()
+def export(run_id: str, output: Path = OUTPUT_OPT, api: str = API_OPT) -> None:
+    """Export a run's trajectory as JSON Lines: a run header, one record per agent (messages and
+    steps with timings and tokens), then per-stage critical-step annotations."""
+    from swarm.api.client import ApiClient
+    from swarm.runtime import open_store
+
+    with errors():
+        s = settings()
+        client = ApiClient.from_settings(s, api)
+        lines = iter(client.export(run_id) if client else open_store(s).trajectory_jsonl(run_id))
+        first = next(lines)  # an unknown run fails here, before an empty file is created
+        out = output.open("w", encoding="utf-8") if output else sys.stdout
+        n = 1
+        try:
+            out.write(first)
+            for line in lines:
+                out.write(line)
+                n += 1
+        finally:
+            if output:
+                out.close()
+    if output:
+        err_console.print(f"wrote {n} records to {output}")
