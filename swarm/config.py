@@ -30,18 +30,23 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty means sqlite:///$SWARM_HOME/swarm.db.")
     broker_url: str = Field("", description="Redis URL for Celery; empty means in-process workers.")
 
-    llm_base_url: str = Field("", description="OpenAI-compatible endpoint, e.g. https://api.moonshot.ai/v1. Empty: simulated model.")
-    llm_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for the model endpoint. Never logged.")
+    llm_base_url: str = Field(
+        "", description="OpenAI-compatible endpoint, e.g. https://api.moonshot.ai/v1. Empty: simulated model.")
+    llm_api_key: SecretStr = Field(
+        SecretStr(""), description="Bearer token for the model endpoint. Never logged.")
     model: str = Field("kimi-k2.5", description="Model name sent to the endpoint.")
     llm_thinking: bool = Field(True, description="Kimi thinking mode (reasoning_content).")
     llm_flavor: Literal["moonshot", "vllm", "openai"] = Field(
-        "moonshot", description="How to switch thinking off: moonshot's `thinking` field or vLLM/SGLang chat_template_kwargs.")
+        "moonshot",
+        description="How to switch thinking off: moonshot's `thinking` field or vLLM/SGLang chat_template_kwargs.")
     llm_timeout: float = Field(600.0, description="Seconds to wait for one model response.")
     llm_max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/connection errors before the step fails.")
     llm_max_concurrency: int = Field(128, ge=1, description="Concurrent model calls per process.")
 
-    web_search_url: str = Field("", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured.")
-    web_allow_hosts: list[str] = Field(default_factory=list, description="Hosts/CIDRs web_fetch may reach even if private or loopback.")
+    web_search_url: str = Field(
+        "", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured.")
+    web_allow_hosts: list[str] = Field(
+        default_factory=list, description="Hosts/CIDRs web_fetch may reach even if private or loopback.")
 
     python_timeout: float = Field(30.0, description="Seconds a python tool call may run.")
     python_memory_mb: int = Field(512, description="Address-space cap of a python tool call.")

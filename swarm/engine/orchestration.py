@@ -12,9 +12,11 @@ CREATE_SUBAGENT_SCHEMA = tool_schema(
     CREATE_SUBAGENT,
     "Create a custom subagent with specific system prompt and name for reuse.",
     {"type": "object",
-     "properties": {"name": {"type": "string", "description": "Unique name of this agent configuration"},
-                    "system_prompt": {"type": "string",
-                                      "description": "System prompt defining the agent's role, capabilities, and boundaries"}},
+     "properties": {
+         "name": {"type": "string", "description": "Unique name of this agent configuration"},
+         "system_prompt": {"type": "string",
+                           "description": "System prompt defining the agent's role, capabilities, and boundaries"},
+     },
      "required": ["name", "system_prompt"]},
 )
 

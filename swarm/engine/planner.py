@@ -60,8 +60,8 @@ def parse_arguments(name: str, raw: str) -> tuple[dict[str, Any] | None, str | N
 
 def plan_call(idx: int, call_id: str, name: str, raw: str, available: Collection[str]) -> PlannedCall:
     if name not in available:
-        err = prompts.UNKNOWN_TOOL.format(name=name, available=", ".join(sorted(available)))
-        return PlannedCall(idx, call_id, name, raw, None, err)
+        unknown = prompts.UNKNOWN_TOOL.format(name=name, available=", ".join(sorted(available)))
+        return PlannedCall(idx, call_id, name, raw, None, unknown)
     args, err = parse_arguments(name, raw)
     if args is not None and name == CREATE_SUBAGENT:
         err = orchestration.check_create_subagent(args)

@@ -23,7 +23,8 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revision(engine: Engine) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False))).get_current_head()
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    return ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:

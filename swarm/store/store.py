@@ -13,6 +13,7 @@ Concurrency rules, which all methods follow:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -48,6 +49,7 @@ from swarm.store.types import AgentContext, Claim, RunSpec, StepRef
 from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
+TIME_LIMIT = "time limit: the run exceeded its max wall time"
 
 
 def new_id() -> str:
@@ -192,7 +194,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             late = conn.execute(select(Run.id).where(Run.id == row.run_id, Run.deadline < db_now())).first()
             if late:
                 self._lock_run(conn, row.run_id)
-                self._finish_run(conn, row.run_id, RunStatus.FAILED, None, "time limit: the run exceeded its max wall time")
+                self._finish_run(conn, row.run_id, RunStatus.FAILED, None, TIME_LIMIT)
                 return None
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
                          row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments)
@@ -390,7 +392,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             for (run_id,) in conn.execute(select(Run.id).where(Run.status == RunStatus.RUNNING,
                                                                Run.deadline < db_now())).all():
                 self._lock_run(conn, run_id)
-                self._finish_run(conn, run_id, RunStatus.FAILED, None, "time limit: the run exceeded its max wall time")
+                self._finish_run(conn, run_id, RunStatus.FAILED, None, TIME_LIMIT)
             expired = and_(Step.status == StepStatus.RUNNING, Step.lease_until < db_now())
             dead = conn.execute(select(Step.id, Step.run_id, Step.agent_id, Step.fence)
                                 .where(expired, Step.attempt >= max_attempts)).all()
@@ -405,10 +407,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in stale]
         for d in dead:
             claim = Claim(d.id, d.run_id, d.agent_id, StepKind.LLM, d.fence, max_attempts, 0, 0, "", None, None, None)
-            try:
+            with contextlib.suppress(FenceLost):  # somebody finished it after all
                 refs += self._fail_dead(claim, max_attempts)
-            except FenceLost:
-                pass
         return refs
 
     def _fail_dead(self, claim: Claim, attempts: int) -> list[StepRef]:
@@ -527,7 +527,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
 
     def _has_open_steps(self, conn: Connection, run_id: str) -> bool:
-        return conn.execute(select(Step.id).where(Step.run_id == run_id, Step.status.in_(OPEN)).limit(1)).first() is not None
+        q = select(Step.id).where(Step.run_id == run_id, Step.status.in_(OPEN)).limit(1)
+        return conn.execute(q).first() is not None
 
     def _message(self, conn: Connection, run_id: str, agent_id: str, seq: int, role: str, content: Any,
                  *, reasoning: str | None = None, tool_calls: Any = None, tool_call_id: str | None = None) -> None:

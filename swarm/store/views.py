@@ -82,13 +82,10 @@ class ViewsMixin:
 
     def storage_rows(self, run_id: str) -> dict[str, int]:
         """Row counts per table for one run: proves storage grows linearly with work."""
+        tables: dict[str, Any] = {"messages": Message, "steps": Step, "events": Event, "agents": Agent}
         with self.read() as conn:
-            return {
-                "messages": conn.execute(select(func.count()).select_from(Message).where(Message.run_id == run_id)).scalar_one(),
-                "steps": conn.execute(select(func.count()).select_from(Step).where(Step.run_id == run_id)).scalar_one(),
-                "events": conn.execute(select(func.count()).select_from(Event).where(Event.run_id == run_id)).scalar_one(),
-                "agents": conn.execute(select(func.count()).select_from(Agent).where(Agent.run_id == run_id)).scalar_one(),
-            }
+            return {name: int(conn.execute(select(func.count()).select_from(t).where(t.run_id == run_id)).scalar_one())
+                    for name, t in tables.items()}
 
     def _run_row(self, conn: Connection, run_id: str, tenant: str | None) -> Any:
         q = select(Run).where(Run.id == run_id)
