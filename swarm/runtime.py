@@ -88,13 +88,16 @@ class LocalRuntime:
             tools = default_registry(settings)
         self.tools = tools
         self.owner = owner_id()
+        self._runs: set[str] = set()
         self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner)
         self.dispatcher = LocalDispatcher(self.executor, llm_threads=settings.llm_max_concurrency,
                                           tool_threads=settings.tool_concurrency)
         self._threads: list[Periodic] = [
             heartbeat(self.store, self.owner, settings.heartbeat_seconds, settings.lease_seconds,
                       steps=self.executor.in_flight),
-            sweeper(self.store, settings.sweep_interval, settings.republish_after, self.dispatcher.dispatch),
+            # Only this process's runs: an abandoned run in the same database is not silently revived.
+            sweeper(self.store, settings.sweep_interval, settings.republish_after, self.dispatcher.dispatch,
+                    runs=lambda: set(self._runs)),
         ]
         for t in self._threads:
             t.start()
@@ -104,12 +107,15 @@ class LocalRuntime:
 
     def submit(self, spec: RunSpec) -> str:
         run_id, refs = self.store.create_run(spec)
+        self._runs.add(run_id)
         self.dispatch(refs)
         return run_id
 
     def resume(self, run_id: str) -> None:
         self.store.release_dead_owners(run_id, pid_is_dead)
-        self.dispatch(self.store.resume_run(run_id))
+        refs = self.store.resume_run(run_id)
+        self._runs.add(run_id)
+        self.dispatch(refs)
 
     def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.25,
              on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:

@@ -44,10 +44,11 @@ def heartbeat(store: StateStore, owner: str, interval: float, lease: float,
 
 
 def sweeper(store: StateStore, interval: float, republish_after: float,
-            dispatch: Callable[[Sequence[StepRef]], None]) -> Periodic:
-    """Re-dispatch steps of dead workers and ready steps nobody started."""
+            dispatch: Callable[[Sequence[StepRef]], None],
+            runs: Callable[[], Collection[str]] | None = None) -> Periodic:
+    """Re-dispatch steps of dead workers and ready steps nobody started (of ``runs()`` only, if given)."""
     def sweep() -> None:
-        refs = store.sweep(republish_after)
+        refs = store.sweep(republish_after, run_ids=None if runs is None else runs())
         if refs:
             log.info("sweeper re-dispatching %d step(s)", len(refs))
             dispatch(refs)

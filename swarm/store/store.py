@@ -384,23 +384,30 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     # ---------------------------------------------------------------- sweeper
 
-    def sweep(self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS) -> list[StepRef]:
+    def sweep(self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS,
+              run_ids: Collection[str] | None = None) -> list[StepRef]:
         """Find work that is stuck and return it for re-dispatch: steps whose lease expired (their
-        worker died), ready steps never started (lost publish, Redis flushed), overdue runs."""
+        worker died), ready steps never started (lost publish, Redis flushed), overdue runs.
+        ``run_ids`` limits the sweep to those runs (the embedded mode sweeps only its own)."""
         refs: list[StepRef] = []
+        if run_ids is not None and not run_ids:
+            return refs
+        mine = Step.run_id.in_(list(run_ids)) if run_ids is not None else and_(True)
         with self.tx() as conn:
-            for (run_id,) in conn.execute(select(Run.id).where(Run.status == RunStatus.RUNNING,
-                                                               Run.deadline < db_now())).all():
+            overdue = select(Run.id).where(Run.status == RunStatus.RUNNING, Run.deadline < db_now())
+            if run_ids is not None:
+                overdue = overdue.where(Run.id.in_(list(run_ids)))
+            for (run_id,) in conn.execute(overdue).all():
                 self._lock_run(conn, run_id)
                 self._finish_run(conn, run_id, RunStatus.FAILED, None, TIME_LIMIT)
-            expired = and_(Step.status == StepStatus.RUNNING, Step.lease_until < db_now())
+            expired = and_(mine, Step.status == StepStatus.RUNNING, Step.lease_until < db_now())
             dead = conn.execute(select(Step.id, Step.run_id, Step.agent_id, Step.fence)
                                 .where(expired, Step.attempt >= max_attempts)).all()
             rows = conn.execute(update(Step).where(expired, Step.attempt < max_attempts)
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())
                                 .returning(Step.id, Step.run_id, Step.agent_id, Step.kind, Step.tool_name)).all()
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
-            stale = conn.execute(update(Step).where(Step.status == StepStatus.READY,
+            stale = conn.execute(update(Step).where(mine, Step.status == StepStatus.READY,
                                                     Step.ready_at < db_now() - republish_after)
                                  .values(ready_at=db_now())
                                  .returning(Step.id, Step.run_id, Step.agent_id, Step.kind, Step.tool_name)).all()
