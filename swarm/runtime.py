@@ -121,11 +121,10 @@ class LocalRuntime:
              on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            summary = self.store.run_summary(run_id)
             if on_progress:
-                on_progress(summary)
-            if summary.status in RUN_TERMINAL:
-                return summary
+                on_progress(self.store.run_summary(run_id))
+            if self.store.run_status(run_id) in RUN_TERMINAL:
+                return self.store.run_summary(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {summary.status} after {timeout} s")
             time.sleep(poll)

@@ -112,7 +112,9 @@ def _records(store: StateStore, run_id: str, header: dict[str, Any], tree: list[
     messages = _messages(store, run_id)
     results = _results(store, run_id)
     for a in tree:
-        yield {"type": "agent", **a, "result": results.get(a["id"]),
+        # "steps" is the list of steps here; the tree's count of LLM steps becomes step_count.
+        record = {k: v for k, v in a.items() if k != "steps"}
+        yield {"type": "agent", **record, "step_count": a["steps"], "result": results.get(a["id"]),
                "messages": messages.get(a["id"], []), "steps": steps_by_agent.get(a["id"], [])}
     crit_agents = [AgentSteps(a["id"], a["parent_id"], a["parent_turn"], a["steps"]) for a in tree]
     for st in stages(crit_agents):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from swarm.constants import ASSIGN_TASK, MAX_STEP_ATTEMPTS, ORCHESTRATION_TOOLS
@@ -41,10 +41,11 @@ from swarm.engine.planner import TurnKind, TurnPlan
 from swarm.exceptions import FenceLost, NotFound, StateError, StoreUnavailable
 from swarm.llm.types import LLMResponse
 from swarm.store import conversation
+from swarm.store import statements as sql
 from swarm.store.db import WriteGate, db_now, make_engine
 from swarm.store.export import ExportMixin
 from swarm.store.keys import KeysMixin
-from swarm.store.models import Agent, AgentDef, Artifact, Event, Message, Run, Step
+from swarm.store.models import AGENTS, ARTIFACTS, DEFS, RUNS, STEPS
 from swarm.store.types import AgentContext, Claim, RunSpec, StepRef
 from swarm.store.views import LiveViewsMixin, ViewsMixin
 
@@ -101,14 +102,14 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def create_run(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.tx() as conn:
-            conn.execute(insert(Run).values(
+            conn.execute(insert(RUNS).values(
                 id=run_id, tenant=spec.tenant, task=spec.task, status=RunStatus.RUNNING, model=spec.model,
                 max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
                 max_steps_per_agent=spec.max_steps_per_agent, max_wall_seconds=spec.max_wall_seconds,
                 max_depth=spec.max_depth, subagents=0, tool_calls=0, llm_calls=0, tokens_in=0,
                 tokens_out=0, created_at=now, started_at=now, wall_before=0.0,
                 deadline=db_now() + spec.max_wall_seconds))
-            conn.execute(insert(Agent).values(
+            conn.execute(insert(AGENTS).values(
                 id=orch_id, run_id=run_id, parent_id=None, parent_step_id=None, parent_turn=None,
                 name="orchestrator", depth=0, status=AgentStatus.RUNNING, steps=0, next_seq=2,
                 pending_tools=0, tokens_in=0, tokens_out=0, created_at=now))
@@ -151,50 +152,37 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             return refs
 
     def _reopen(self, conn: Connection, run: Any) -> None:
-        agents = conn.execute(select(Agent.id, Agent.parent_step_id).where(
-            Agent.run_id == run.id, Agent.status.in_([AgentStatus.FAILED, AgentStatus.CANCELLED]))).all()
-        delivered = {sid for (sid,) in conn.execute(select(Step.id).where(
-            Step.run_id == run.id, Step.status == StepStatus.SUCCEEDED,
-            Step.tool_name == ASSIGN_TASK)).all()}
+        agents = conn.execute(select(AGENTS.c.id, AGENTS.c.parent_step_id).where(
+            AGENTS.c.run_id == run.id, AGENTS.c.status.in_([AgentStatus.FAILED, AgentStatus.CANCELLED]))).all()
+        delivered = {sid for (sid,) in conn.execute(select(STEPS.c.id).where(
+            STEPS.c.run_id == run.id, STEPS.c.status == StepStatus.SUCCEEDED,
+            STEPS.c.tool_name == ASSIGN_TASK)).all()}
         reopen = [a.id for a in agents if a.parent_step_id is None or a.parent_step_id not in delivered]
         if reopen:
-            conn.execute(update(Agent).where(Agent.id.in_(reopen)).values(
+            conn.execute(update(AGENTS).where(AGENTS.c.id.in_(reopen)).values(
                 status=AgentStatus.RUNNING, reason=None, finished_at=None))
-            closed = and_(Step.agent_id.in_(reopen), Step.status.in_([StepStatus.FAILED, StepStatus.CANCELLED]))
+            closed = and_(STEPS.c.agent_id.in_(reopen), STEPS.c.status.in_([StepStatus.FAILED, StepStatus.CANCELLED]))
             # An assign_task whose subagent exists goes back to waiting for it, never re-launches.
-            conn.execute(update(Step).where(closed, Step.child_agent_id.is_not(None)).values(
+            conn.execute(update(STEPS).where(closed, STEPS.c.child_agent_id.is_not(None)).values(
                 status=StepStatus.WAITING, owner=None, error=None))
-            conn.execute(update(Step).where(closed).values(
+            conn.execute(update(STEPS).where(closed).values(
                 status=StepStatus.READY, owner=None, attempt=0, error=None, ready_at=db_now()))
         wall = (run.finished_at or time.time()) - (run.started_at or run.created_at)
-        conn.execute(update(Run).where(Run.id == run.id).values(
+        conn.execute(update(RUNS).where(RUNS.c.id == run.id).values(
             status=RunStatus.RUNNING, reason=None, finished_at=None, started_at=time.time(),
-            wall_before=Run.wall_before + max(0.0, wall),
-            deadline=db_now() + Run.max_wall_seconds))
+            wall_before=RUNS.c.wall_before + max(0.0, wall),
+            deadline=db_now() + RUNS.c.max_wall_seconds))
 
     # ----------------------------------------------------------------- steps
 
     def claim(self, step_id: str, owner: str, lease: float,
               max_attempts: int = MAX_STEP_ATTEMPTS) -> Claim | None:
         """Take a step under a lease; None if it is not claimable (done, held, run not running)."""
+        # A run past its deadline is not claimable either; the sweeper then ends it as failed.
         with self.tx() as conn:
-            run_running = exists().where(Run.id == Step.run_id, Run.status == RunStatus.RUNNING)
-            row = conn.execute(
-                update(Step)
-                .where(Step.id == step_id, Step.attempt < max_attempts, run_running,
-                       or_(Step.status == StepStatus.READY,
-                           and_(Step.status == StepStatus.RUNNING, Step.lease_until < db_now())))
-                .values(status=StepStatus.RUNNING, owner=owner, fence=Step.fence + 1,
-                        attempt=Step.attempt + 1, lease_until=db_now() + lease, started_at=time.time())
-                .returning(Step.run_id, Step.agent_id, Step.kind, Step.fence, Step.attempt, Step.turn,
-                           Step.idx, Step.tool_name, Step.tool_call_id, Step.arguments)
-            ).first()
+            row = conn.execute(sql.CLAIM, {"b_id": step_id, "b_max": max_attempts, "b_owner": owner,
+                                           "b_lease": lease, "b_now": time.time()}).first()
             if row is None:
-                return None
-            late = conn.execute(select(Run.id).where(Run.id == row.run_id, Run.deadline < db_now())).first()
-            if late:
-                self._lock_run(conn, row.run_id)
-                self._finish_run(conn, row.run_id, RunStatus.FAILED, None, TIME_LIMIT)
                 return None
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
                          row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments)
@@ -202,30 +190,28 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         """Renew the leases of every step this owner is running (only of ``steps``, if given: a
         step whose worker thread gave up must expire, or nobody would ever take it over)."""
-        cond = [Step.owner == owner, Step.status == StepStatus.RUNNING]
+        cond = [STEPS.c.owner == owner, STEPS.c.status == StepStatus.RUNNING]
         if steps is not None:
             if not steps:
                 return 0
-            cond.append(Step.id.in_(list(steps)))
+            cond.append(STEPS.c.id.in_(list(steps)))
         with self.tx() as conn:
-            res = conn.execute(update(Step).where(*cond).values(lease_until=db_now() + lease))
+            res = conn.execute(update(STEPS).where(*cond).values(lease_until=db_now() + lease))
             return res.rowcount
 
     def release(self, claim: Claim) -> None:
         """Hand a step back untouched (e.g. on worker shutdown) so another worker can take it now."""
         with self.tx() as conn:
-            conn.execute(update(Step).where(Step.id == claim.step_id, Step.fence == claim.fence,
-                                            Step.status == StepStatus.RUNNING)
+            conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
+                                            STEPS.c.status == StepStatus.RUNNING)
                          .values(status=StepStatus.READY, owner=None, ready_at=db_now(),
-                                 attempt=Step.attempt - 1))
+                                 attempt=STEPS.c.attempt - 1))
 
     def agent_context(self, claim: Claim) -> AgentContext:
         with self.read() as conn:
-            agent = conn.execute(select(Agent).where(Agent.id == claim.agent_id)).one()
-            run = conn.execute(select(Run.max_steps_per_agent, Run.max_depth, Run.model)
-                               .where(Run.id == claim.run_id)).one()
-            rows = conn.execute(select(Message).where(Message.agent_id == claim.agent_id)
-                                .order_by(Message.seq)).all()
+            agent = conn.execute(sql.AGENT, {"b_id": claim.agent_id}).one()
+            run = conn.execute(sql.RUN_LIMITS, {"b_id": claim.run_id}).one()
+            rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
         return AgentContext(claim.run_id, claim.agent_id, agent.name, agent.depth, agent.steps,
                             run.max_steps_per_agent, run.max_depth, run.model,
                             [conversation.to_openai(r) for r in rows])
@@ -237,35 +223,30 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             run = self._lock_run(conn, claim.run_id)
             self._close_step(conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in,
                              tokens_out=response.tokens_out)
-            agent = conn.execute(select(Agent).where(Agent.id == claim.agent_id)).one()
+            agent = conn.execute(sql.AGENT, {"b_id": claim.agent_id}).one()
             seq = agent.next_seq
             self._message(conn, claim.run_id, claim.agent_id, seq, "assistant", response.content,
                           reasoning=response.reasoning_content,
                           tool_calls=conversation.tool_calls_json(response) or None)
-            conn.execute(update(Run).where(Run.id == claim.run_id).values(
-                llm_calls=Run.llm_calls + 1, tokens_in=Run.tokens_in + response.tokens_in,
-                tokens_out=Run.tokens_out + response.tokens_out))
-            agent_values: dict[str, Any] = {
-                "steps": Agent.steps + 1, "tokens_in": Agent.tokens_in + response.tokens_in,
-                "tokens_out": Agent.tokens_out + response.tokens_out, "next_seq": seq + 1}
+            tokens = {"b_tin": response.tokens_in, "b_tout": response.tokens_out}
+            conn.execute(sql.COUNT_LLM_CALL, {"b_id": claim.run_id, **tokens})
+            advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
                 pending, refs = self._open_tool_steps(conn, claim, run, plan, seq)
-                agent_values.update(next_seq=seq + 1 + len(plan.calls), pending_tools=pending)
-                conn.execute(update(Agent).where(Agent.id == claim.agent_id).values(**agent_values))
+                conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 1 + len(plan.calls), "b_pending": pending})
                 if pending == 0:
                     refs.append(self._new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
             elif plan.kind == TurnKind.NUDGE:
                 self._message(conn, claim.run_id, claim.agent_id, seq + 1, "user", prompts.EMPTY_REPLY_NUDGE)
-                agent_values["next_seq"] = seq + 2
-                conn.execute(update(Agent).where(Agent.id == claim.agent_id).values(**agent_values))
+                conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 2})
                 refs.append(self._new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
             else:
-                conn.execute(update(Agent).where(Agent.id == claim.agent_id).values(**agent_values))
+                conn.execute(sql.ADVANCE_AGENT, advance)
                 if plan.kind == TurnKind.FINAL:
                     refs = self._finish_agent(conn, claim.agent_id, AgentStatus.SUCCEEDED, plan.final_text, None)
                 else:
-                    reason = (f"step limit: used all {agent.steps + 1} allowed steps without a final answer")
+                    reason = f"step limit: used all {agent.steps + 1} allowed steps without a final answer"
                     refs = self._finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
             self._event(conn, claim.run_id, "llm_done", claim.agent_id, claim.step_id,
                         {"turn": claim.turn, "kind": plan.kind.value, "tool_calls": len(plan.calls),
@@ -283,6 +264,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         note = (limits.budget_note(run.tool_calls + g.tool_calls, run.max_tool_calls, "tool calls")
                 if want_tools else None)
         refs: list[StepRef] = []
+        ready: list[dict[str, Any]] = []
         now = time.time()
         for c in plan.calls:
             error = c.error
@@ -301,16 +283,18 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                           turn=claim.turn, idx=c.idx, tool_name=c.name, tool_call_id=c.call_id,
                           arguments=c.arguments, msg_seq=msg_seq, attempt=0, fence=0)
             if error is None:
-                conn.execute(insert(Step).values(status=StepStatus.READY, ready_at=db_now(),
-                                                 note=note, **values))
+                ready.append({**values, "note": note})
                 refs.append(StepRef(step_id, claim.run_id, claim.agent_id, StepKind.TOOL, c.name))
             else:
-                conn.execute(insert(Step).values(status=StepStatus.SUCCEEDED, result=error, is_error=True,
-                                                 started_at=now, finished_at=now, **values))
+                conn.execute(sql.INSERT_STEP, {**values, "status": StepStatus.SUCCEEDED, "result": error,
+                                               "is_error": True, "started_at": now, "finished_at": now})
                 self._message(conn, claim.run_id, claim.agent_id, msg_seq, "tool", error, tool_call_id=c.call_id)
-        conn.execute(update(Run).where(Run.id == claim.run_id).values(
-            tool_calls=Run.tool_calls + (g.tool_calls - tools_left),
-            subagents=Run.subagents + (g.subagents - subs_left)))
+        if ready:
+            conn.execute(sql.INSERT_READY_STEP, ready)  # one executemany for a whole fan-out
+        if g.tool_calls - tools_left or g.subagents - subs_left:
+            conn.execute(update(RUNS).where(RUNS.c.id == claim.run_id).values(
+                tool_calls=RUNS.c.tool_calls + (g.tool_calls - tools_left),
+                subagents=RUNS.c.subagents + (g.subagents - subs_left)))
         return len(refs), refs
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool,
@@ -327,12 +311,12 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def create_subagent(self, claim: Claim, name: str, system_prompt: str) -> list[StepRef]:
         """``create_subagent``: record the subagent type; the result goes straight to the model."""
         with self.tx() as conn:
-            taken = conn.execute(select(AgentDef.id).where(AgentDef.run_id == claim.run_id,
-                                                           AgentDef.name == name)).first()
+            taken = conn.execute(select(DEFS.c.id).where(DEFS.c.run_id == claim.run_id,
+                                                           DEFS.c.name == name)).first()
             if taken:
                 return self._deliver(conn, claim.step_id, prompts.AGENT_EXISTS.format(name=name), True,
                                      StepStatus.RUNNING, claim.fence)
-            conn.execute(insert(AgentDef).values(run_id=claim.run_id, name=name, system_prompt=system_prompt,
+            conn.execute(insert(DEFS).values(run_id=claim.run_id, name=name, system_prompt=system_prompt,
                                                  created_by=claim.agent_id, created_at=time.time()))
             self._event(conn, claim.run_id, "subagent_defined", claim.agent_id, claim.step_id, {"name": name})
             text = f"Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
@@ -342,24 +326,24 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         """``assign_task``: start a subagent instance. The step then waits without holding a worker;
         the subagent's final message becomes its result (fan-in happens in :meth:`_finish_agent`)."""
         with self.tx() as conn:
-            run = conn.execute(select(Run.max_depth, Run.max_steps_per_agent).where(Run.id == claim.run_id)).one()
-            parent = conn.execute(select(Agent.depth).where(Agent.id == claim.agent_id)).one()
-            adef = conn.execute(select(AgentDef).where(AgentDef.run_id == claim.run_id,
-                                                       AgentDef.name == agent_name)).first()
+            run = conn.execute(select(RUNS.c.max_depth, RUNS.c.max_steps_per_agent).where(RUNS.c.id == claim.run_id)).one()
+            parent = conn.execute(select(AGENTS.c.depth).where(AGENTS.c.id == claim.agent_id)).one()
+            adef = conn.execute(select(DEFS).where(DEFS.c.run_id == claim.run_id,
+                                                       DEFS.c.name == agent_name)).first()
             refusal = None
             if parent.depth + 1 > run.max_depth:
                 refusal = prompts.DEPTH_LIMIT.format(max_depth=run.max_depth)
             elif adef is None:
-                names = [n for (n,) in conn.execute(select(AgentDef.name).where(AgentDef.run_id == claim.run_id))]
+                names = [n for (n,) in conn.execute(select(DEFS.c.name).where(DEFS.c.run_id == claim.run_id))]
                 refusal = prompts.UNKNOWN_AGENT.format(name=agent_name, available=", ".join(names) or "(none yet)")
             if refusal is not None or adef is None:
                 # The launch was granted budget when the turn was committed; nothing launched, so give it back.
                 self._lock_run(conn, claim.run_id)
-                conn.execute(update(Run).where(Run.id == claim.run_id).values(subagents=Run.subagents - 1))
+                conn.execute(update(RUNS).where(RUNS.c.id == claim.run_id).values(subagents=RUNS.c.subagents - 1))
                 return self._deliver(conn, claim.step_id, refusal or "", True, StepStatus.RUNNING, claim.fence)
             child_id = new_id()
             self._close_step(conn, claim, StepStatus.WAITING, child_agent_id=child_id)
-            conn.execute(insert(Agent).values(
+            conn.execute(insert(AGENTS).values(
                 id=child_id, run_id=claim.run_id, parent_id=claim.agent_id, parent_step_id=claim.step_id,
                 parent_turn=claim.turn, name=adef.name, depth=parent.depth + 1, status=AgentStatus.RUNNING,
                 steps=0, next_seq=2, pending_tools=0, tokens_in=0, tokens_out=0, created_at=time.time()))
@@ -392,25 +376,25 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         refs: list[StepRef] = []
         if run_ids is not None and not run_ids:
             return refs
-        mine = Step.run_id.in_(list(run_ids)) if run_ids is not None else and_(True)
+        mine = STEPS.c.run_id.in_(list(run_ids)) if run_ids is not None else and_(True)
         with self.tx() as conn:
-            overdue = select(Run.id).where(Run.status == RunStatus.RUNNING, Run.deadline < db_now())
+            overdue = select(RUNS.c.id).where(RUNS.c.status == RunStatus.RUNNING, RUNS.c.deadline < db_now())
             if run_ids is not None:
-                overdue = overdue.where(Run.id.in_(list(run_ids)))
+                overdue = overdue.where(RUNS.c.id.in_(list(run_ids)))
             for (run_id,) in conn.execute(overdue).all():
                 self._lock_run(conn, run_id)
                 self._finish_run(conn, run_id, RunStatus.FAILED, None, TIME_LIMIT)
-            expired = and_(mine, Step.status == StepStatus.RUNNING, Step.lease_until < db_now())
-            dead = conn.execute(select(Step.id, Step.run_id, Step.agent_id, Step.fence)
-                                .where(expired, Step.attempt >= max_attempts)).all()
-            rows = conn.execute(update(Step).where(expired, Step.attempt < max_attempts)
+            expired = and_(mine, STEPS.c.status == StepStatus.RUNNING, STEPS.c.lease_until < db_now())
+            dead = conn.execute(select(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.fence)
+                                .where(expired, STEPS.c.attempt >= max_attempts)).all()
+            rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())
-                                .returning(Step.id, Step.run_id, Step.agent_id, Step.kind, Step.tool_name)).all()
+                                .returning(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)).all()
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
-            stale = conn.execute(update(Step).where(mine, Step.status == StepStatus.READY,
-                                                    Step.ready_at < db_now() - republish_after)
+            stale = conn.execute(update(STEPS).where(mine, STEPS.c.status == StepStatus.READY,
+                                                    STEPS.c.ready_at < db_now() - republish_after)
                                  .values(ready_at=db_now())
-                                 .returning(Step.id, Step.run_id, Step.agent_id, Step.kind, Step.tool_name)).all()
+                                 .returning(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)).all()
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in stale]
         for d in dead:
             claim = Claim(d.id, d.run_id, d.agent_id, StepKind.LLM, d.fence, max_attempts, 0, 0, "", None, None, None)
@@ -421,8 +405,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def _fail_dead(self, claim: Claim, attempts: int) -> list[StepRef]:
         with self.tx() as conn:
             self._lock_run(conn, claim.run_id)
-            n = conn.execute(update(Step).where(Step.id == claim.step_id, Step.fence == claim.fence,
-                                                Step.status == StepStatus.RUNNING)
+            n = conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
+                                                STEPS.c.status == StepStatus.RUNNING)
                              .values(status=StepStatus.FAILED, finished_at=time.time(),
                                      error=f"gave up after {attempts} attempts (workers kept dying)")).rowcount
             if not n:
@@ -434,30 +418,35 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         """Free steps held by owners known to be dead (same-host pid check) without waiting for
         their leases to expire: what `swarm resume` does after a kill -9 of `swarm run`."""
         with self.tx() as conn:
-            owners = {o for (o,) in conn.execute(select(Step.owner).distinct().where(
-                Step.run_id == run_id, Step.status == StepStatus.RUNNING)) if o}
+            owners = {o for (o,) in conn.execute(select(STEPS.c.owner).distinct().where(
+                STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.RUNNING)) if o}
             gone = [o for o in owners if is_dead(o)]
             if not gone:
                 return 0
-            return conn.execute(update(Step).where(Step.run_id == run_id, Step.status == StepStatus.RUNNING,
-                                                   Step.owner.in_(gone))
+            return conn.execute(update(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.RUNNING,
+                                                   STEPS.c.owner.in_(gone))
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())).rowcount
 
     # --------------------------------------------------------------- helpers
 
     def _lock_run(self, conn: Connection, run_id: str) -> Any:
-        # NO KEY UPDATE: must not block the KEY SHARE locks that foreign-key checks of
-        # concurrent inserts (messages, steps) take on this row, or they deadlock with us.
-        row = conn.execute(select(Run).where(Run.id == run_id).with_for_update(key_share=True)).first()
+        row = conn.execute(sql.LOCK_RUN, {"b_id": run_id}).first()
         if row is None:
             raise NotFound(f"no run {run_id}")
         return row
 
     def _close_step(self, conn: Connection, claim: Claim, status: StepStatus, **values: Any) -> None:
+        if status == StepStatus.SUCCEEDED and set(values) <= {"tokens_in", "tokens_out"}:
+            n = conn.execute(sql.CLOSE_STEP, {"b_id": claim.step_id, "b_fence": claim.fence, "b_status": status,
+                                              "b_now": time.time(), "b_tin": values.get("tokens_in", 0),
+                                              "b_tout": values.get("tokens_out", 0)}).rowcount
+            if n != 1:
+                raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
+            return
         if status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
             values["finished_at"] = time.time()
-        n = conn.execute(update(Step).where(Step.id == claim.step_id, Step.fence == claim.fence,
-                                            Step.status == StepStatus.RUNNING)
+        n = conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
+                                            STEPS.c.status == StepStatus.RUNNING)
                          .values(status=status, **values)).rowcount
         if n != 1:
             raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
@@ -466,28 +455,22 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                  expected: StepStatus, fence: int | None) -> list[StepRef]:
         """Give a tool step its result: the tool message, and — when it was the turn's last
         outstanding call — the agent's next LLM step (fan-in)."""
-        cond = [Step.id == step_id, Step.status == expected]
-        if fence is not None:
-            cond.append(Step.fence == fence)
-        row = conn.execute(update(Step).where(*cond).values(
-            status=StepStatus.SUCCEEDED, result=content, is_error=is_error, finished_at=time.time())
-            .returning(Step.run_id, Step.agent_id, Step.msg_seq, Step.tool_call_id, Step.turn, Step.note)).first()
+        row = conn.execute(sql.DELIVER, {"b_id": step_id, "b_expected": expected, "b_fence": fence,
+                                         "b_result": content, "b_error": is_error, "b_now": time.time()}).first()
         if row is None:
             raise FenceLost(f"step {step_id} was taken over or cancelled; result discarded")
         text = content if not row.note else f"{content}\n{row.note}"
         self._message(conn, row.run_id, row.agent_id, row.msg_seq, "tool", text, tool_call_id=row.tool_call_id)
-        left = conn.execute(update(Agent).where(Agent.id == row.agent_id, Agent.status == AgentStatus.RUNNING)
-                            .values(pending_tools=Agent.pending_tools - 1)
-                            .returning(Agent.pending_tools)).first()
+        left = conn.execute(sql.FAN_IN, {"b_id": row.agent_id}).first()
         if left is not None and left.pending_tools == 0:
             return [self._new_llm_step(conn, row.run_id, row.agent_id, row.turn + 1)]
         return []
 
     def _finish_agent(self, conn: Connection, agent_id: str, status: AgentStatus, result: str | None,
                       reason: str | None) -> list[StepRef]:
-        agent = conn.execute(update(Agent).where(Agent.id == agent_id, Agent.status == AgentStatus.RUNNING)
+        agent = conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id, AGENTS.c.status == AgentStatus.RUNNING)
                              .values(status=status, result=result, reason=reason, finished_at=time.time())
-                             .returning(Agent.run_id, Agent.parent_step_id, Agent.name)).first()
+                             .returning(AGENTS.c.run_id, AGENTS.c.parent_step_id, AGENTS.c.name)).first()
         if agent is None:
             return []
         self._event(conn, agent.run_id, "agent_done", agent_id, None,
@@ -507,69 +490,69 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def _finish_run(self, conn: Connection, run_id: str, status: RunStatus, result: str | None,
                     reason: str | None) -> None:
         agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
-            select(Agent.id, Agent.parent_id, Agent.parent_turn, Agent.steps).where(Agent.run_id == run_id))]
-        n = conn.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING).values(
+            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps).where(AGENTS.c.run_id == run_id))]
+        n = conn.execute(update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == RunStatus.RUNNING).values(
             status=status, result=result, reason=reason, finished_at=time.time(),
             critical_steps=critical_steps(agents), total_steps=total_steps(agents))).rowcount
         if not n:
             return
         if status != RunStatus.SUCCEEDED:
-            conn.execute(update(Step).where(Step.run_id == run_id, Step.status.in_(OPEN)).values(
+            conn.execute(update(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.status.in_(OPEN)).values(
                 status=StepStatus.CANCELLED, owner=None, error=reason))
-            conn.execute(update(Agent).where(Agent.run_id == run_id, Agent.status == AgentStatus.RUNNING)
+            conn.execute(update(AGENTS).where(AGENTS.c.run_id == run_id, AGENTS.c.status == AgentStatus.RUNNING)
                          .values(status=AgentStatus.CANCELLED if status == RunStatus.CANCELLED else AgentStatus.FAILED,
                                  reason=reason, finished_at=time.time()))
         self._event(conn, run_id, "run_done", None, None, {"status": status.value, "reason": reason})
 
     def _new_llm_step(self, conn: Connection, run_id: str, agent_id: str, turn: int) -> StepRef:
         step_id = new_id()
-        conn.execute(insert(Step).values(id=step_id, run_id=run_id, agent_id=agent_id, kind=StepKind.LLM,
-                                         status=StepStatus.READY, turn=turn, idx=0, attempt=0, fence=0,
-                                         ready_at=db_now()))
+        conn.execute(sql.INSERT_READY_STEP, {"id": step_id, "run_id": run_id, "agent_id": agent_id,
+                                             "kind": StepKind.LLM, "turn": turn, "idx": 0, "attempt": 0, "fence": 0})
         return StepRef(step_id, run_id, agent_id, StepKind.LLM)
 
     def _ready_refs(self, conn: Connection, run_id: str) -> list[StepRef]:
-        rows = conn.execute(select(Step.id, Step.agent_id, Step.kind, Step.tool_name).where(
-            Step.run_id == run_id, Step.status == StepStatus.READY)).all()
+        rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name).where(
+            STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.READY)).all()
         return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
 
     def _has_open_steps(self, conn: Connection, run_id: str) -> bool:
-        q = select(Step.id).where(Step.run_id == run_id, Step.status.in_(OPEN)).limit(1)
+        q = select(STEPS.c.id).where(STEPS.c.run_id == run_id, STEPS.c.status.in_(OPEN)).limit(1)
         return conn.execute(q).first() is not None
 
     def _message(self, conn: Connection, run_id: str, agent_id: str, seq: int, role: str, content: Any,
                  *, reasoning: str | None = None, tool_calls: Any = None, tool_call_id: str | None = None) -> None:
-        conn.execute(insert(Message).values(run_id=run_id, agent_id=agent_id, seq=seq, role=role, content=content,
-                                            reasoning_content=reasoning, tool_calls=tool_calls,
-                                            tool_call_id=tool_call_id, created_at=time.time()))
+        conn.execute(sql.INSERT_MESSAGE, {"run_id": run_id, "agent_id": agent_id, "seq": seq, "role": role,
+                                          "content": content, "reasoning_content": reasoning,
+                                          "tool_calls": tool_calls, "tool_call_id": tool_call_id,
+                                          "created_at": time.time()})
 
     def _event(self, conn: Connection, run_id: str, type_: str, agent_id: str | None, step_id: str | None,
                data: dict[str, Any]) -> None:
-        conn.execute(insert(Event).values(run_id=run_id, ts=time.time(), type=type_, agent_id=agent_id,
-                                          step_id=step_id, data=data))
+        conn.execute(sql.INSERT_EVENT, {"run_id": run_id, "ts": time.time(), "type": type_, "agent_id": agent_id,
+                                        "step_id": step_id, "data": data})
 
     def _put_artifact(self, conn: Connection, run_id: str, path: str, data: bytes) -> None:
         sha = hashlib.sha256(data).hexdigest()
         values = {"data": data, "sha256": sha, "size": len(data), "updated_at": time.time()}
-        n = conn.execute(update(Artifact).where(Artifact.run_id == run_id, Artifact.path == path)
+        n = conn.execute(update(ARTIFACTS).where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path)
                          .values(**values)).rowcount
         if not n:
-            conn.execute(insert(Artifact).values(run_id=run_id, path=path, **values))
+            conn.execute(insert(ARTIFACTS).values(run_id=run_id, path=path, **values))
 
     # ------------------------------------------------------------- artifacts
 
     def artifacts(self, run_id: str) -> dict[str, tuple[str, bytes]]:
         """path → (sha256, bytes) of a run's workspace files."""
         with self.read() as conn:
-            rows = conn.execute(select(Artifact.path, Artifact.sha256, Artifact.data)
-                                .where(Artifact.run_id == run_id)).all()
+            rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
+                                .where(ARTIFACTS.c.run_id == run_id)).all()
         return {r.path: (r.sha256, bytes(r.data)) for r in rows}
 
     def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
         with self.read() as conn:
-            q = select(Step.id, Step.agent_id, Step.kind, Step.tool_name).where(Step.run_id == run_id)
+            q = select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name).where(STEPS.c.run_id == run_id)
             if statuses:
-                q = q.where(Step.status.in_(list(statuses)))
+                q = q.where(STEPS.c.status.in_(list(statuses)))
             return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in conn.execute(q)]
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, case, func, select
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind
 from swarm.exceptions import NotFound
-from swarm.store.models import Agent, Event, Message, Run, Step
+from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.types import RunSummary
 
 
@@ -26,14 +26,22 @@ class ViewsMixin:
             crit, total = (self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps))
         return _summary(run, crit, total)
 
+    def run_status(self, run_id: str) -> str:
+        """Just the status: what a waiting loop polls (the summary computes critical steps)."""
+        with self.read() as conn:
+            status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
+        if status is None:
+            raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
+        return str(status)
+
     def list_runs(self, *, tenant: str | None = None, status: str | None = None, limit: int = 50,
                   offset: int = 0) -> list[RunSummary]:
         with self.read() as conn:
-            q = select(Run).order_by(Run.created_at.desc()).limit(limit).offset(offset)
+            q = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit).offset(offset)
             if tenant is not None:
-                q = q.where(Run.tenant == tenant)
+                q = q.where(RUNS.c.tenant == tenant)
             if status:
-                q = q.where(Run.status == status)
+                q = q.where(RUNS.c.status == status)
             rows = conn.execute(q).all()
         return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls) for r in rows]
 
@@ -41,9 +49,9 @@ class ViewsMixin:
         """Every agent of a run with its status and counts, parents before children."""
         with self.read() as conn:
             self._run_row(conn, run_id, tenant)
-            agents = conn.execute(select(Agent).where(Agent.run_id == run_id).order_by(Agent.created_at)).all()
-            tools = dict(conn.execute(select(Step.agent_id, func.count()).where(
-                Step.run_id == run_id, Step.kind == StepKind.TOOL).group_by(Step.agent_id)).all())
+            agents = conn.execute(select(AGENTS).where(AGENTS.c.run_id == run_id).order_by(AGENTS.c.created_at)).all()
+            tools = dict(conn.execute(select(STEPS.c.agent_id, func.count()).where(
+                STEPS.c.run_id == run_id, STEPS.c.kind == StepKind.TOOL).group_by(STEPS.c.agent_id)).all())
         return [{"id": a.id, "parent_id": a.parent_id, "name": a.name, "depth": a.depth, "status": a.status,
                  "reason": a.reason, "steps": a.steps, "tool_calls": int(tools.get(a.id, 0)),
                  "tokens_in": a.tokens_in, "tokens_out": a.tokens_out, "parent_turn": a.parent_turn,
@@ -53,44 +61,44 @@ class ViewsMixin:
     def agent_counts(self, run_id: str) -> dict[str, int]:
         """How many agents of a run are in each status (cheap enough to poll)."""
         with self.read() as conn:
-            rows = conn.execute(select(Agent.status, func.count()).where(Agent.run_id == run_id)
-                                .group_by(Agent.status)).all()
+            rows = conn.execute(select(AGENTS.c.status, func.count()).where(AGENTS.c.run_id == run_id)
+                                .group_by(AGENTS.c.status)).all()
         return {str(status): int(n) for status, n in rows}
 
     def events_since(self, run_id: str, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         with self.read() as conn:
-            rows = conn.execute(select(Event).where(Event.run_id == run_id, Event.id > after_id)
-                                .order_by(Event.id).limit(limit)).all()
+            rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id)
+                                .order_by(EVENTS.c.id).limit(limit)).all()
         return [{"id": e.id, "ts": e.ts, "type": e.type, "agent_id": e.agent_id, "step_id": e.step_id,
                  "data": e.data} for e in rows]
 
     def steps_timeline(self, run_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:
-            rows = conn.execute(select(Step.id, Step.agent_id, Step.kind, Step.status, Step.turn, Step.idx,
-                                       Step.tool_name, Step.started_at, Step.finished_at, Step.attempt,
-                                       Step.tokens_in, Step.tokens_out, Step.is_error)
-                                .where(Step.run_id == run_id).order_by(Step.started_at)).all()
+            rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.turn, STEPS.c.idx,
+                                       STEPS.c.tool_name, STEPS.c.started_at, STEPS.c.finished_at, STEPS.c.attempt,
+                                       STEPS.c.tokens_in, STEPS.c.tokens_out, STEPS.c.is_error)
+                                .where(STEPS.c.run_id == run_id).order_by(STEPS.c.started_at)).all()
         return [dict(r._mapping) for r in rows]
 
     def messages_of(self, run_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:
-            rows = conn.execute(select(Message).where(Message.run_id == run_id)
-                                .order_by(Message.agent_id, Message.seq)).all()
+            rows = conn.execute(select(MESSAGES).where(MESSAGES.c.run_id == run_id)
+                                .order_by(MESSAGES.c.agent_id, MESSAGES.c.seq)).all()
         return [{"agent_id": m.agent_id, "seq": m.seq, "role": m.role, "content": m.content,
                  "reasoning_content": m.reasoning_content, "tool_calls": m.tool_calls,
                  "tool_call_id": m.tool_call_id, "created_at": m.created_at} for m in rows]
 
     def storage_rows(self, run_id: str) -> dict[str, int]:
         """Row counts per table for one run: proves storage grows linearly with work."""
-        tables: dict[str, Any] = {"messages": Message, "steps": Step, "events": Event, "agents": Agent}
+        tables: dict[str, Any] = {"messages": MESSAGES, "steps": STEPS, "events": EVENTS, "agents": AGENTS}
         with self.read() as conn:
-            return {name: int(conn.execute(select(func.count()).select_from(t).where(t.run_id == run_id)).scalar_one())
+            return {name: int(conn.execute(select(func.count()).select_from(t).where(t.c.run_id == run_id)).scalar_one())
                     for name, t in tables.items()}
 
     def _run_row(self, conn: Connection, run_id: str, tenant: str | None) -> Any:
-        q = select(Run).where(Run.id == run_id)
+        q = select(RUNS).where(RUNS.c.id == run_id)
         if tenant is not None:
-            q = q.where(Run.tenant == tenant)
+            q = q.where(RUNS.c.tenant == tenant)
         run = conn.execute(q).first()
         if run is None:
             raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
@@ -98,7 +106,7 @@ class ViewsMixin:
 
     def _live_steps(self, conn: Connection, run_id: str) -> tuple[int, int]:
         agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
-            select(Agent.id, Agent.parent_id, Agent.parent_turn, Agent.steps).where(Agent.run_id == run_id))]
+            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps).where(AGENTS.c.run_id == run_id))]
         return critical_steps(agents), total_steps(agents)
 
 
@@ -126,32 +134,32 @@ class LiveViewsMixin:
         """Events of ALL runs with id > ``after_id``, in id order: the event stream's gap check
         needs the global sequence, because ids of other runs' events sit between a run's own."""
         with self.read() as conn:
-            rows = conn.execute(select(Event).where(Event.id > after_id).order_by(Event.id).limit(limit)).all()
+            rows = conn.execute(select(EVENTS).where(EVENTS.c.id > after_id).order_by(EVENTS.c.id).limit(limit)).all()
         return [_event_dict(e) for e in rows]
 
     def run_events_between(self, run_id: str, after_id: int, upto_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         """A run's events with ``after_id < id <= upto_id``, in id order (catch-up of a stream)."""
         with self.read() as conn:
-            rows = conn.execute(select(Event).where(Event.run_id == run_id, Event.id > after_id,
-                                                    Event.id <= upto_id).order_by(Event.id).limit(limit)).all()
+            rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id,
+                                                    EVENTS.c.id <= upto_id).order_by(EVENTS.c.id).limit(limit)).all()
         return [_event_dict(e) for e in rows]
 
     def recent_event_heads(self, limit: int = 5000) -> list[tuple[int, float]]:
         """(id, ts) of the newest events, newest first: where a new event follower may start."""
         with self.read() as conn:
             return [(int(i), float(t)) for i, t in conn.execute(
-                select(Event.id, Event.ts).order_by(Event.id.desc()).limit(limit)).all()]
+                select(EVENTS.c.id, EVENTS.c.ts).order_by(EVENTS.c.id.desc()).limit(limit)).all()]
 
     def last_run_event_id(self, run_id: str) -> int:
         with self.read() as conn:
-            return int(conn.execute(select(func.max(Event.id)).where(Event.run_id == run_id)).scalar() or 0)
+            return int(conn.execute(select(func.max(EVENTS.c.id)).where(EVENTS.c.run_id == run_id)).scalar() or 0)
 
     def run_status(self, run_id: str, tenant: str | None = None) -> str:
         """Just the status (and a tenancy check): cheaper than a summary."""
         with self.read() as conn:
-            q = select(Run.status).where(Run.id == run_id)
+            q = select(RUNS.c.status).where(RUNS.c.id == run_id)
             if tenant is not None:
-                q = q.where(Run.tenant == tenant)
+                q = q.where(RUNS.c.tenant == tenant)
             status = conn.execute(q).scalar()
         if status is None:
             raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
@@ -161,16 +169,16 @@ class LiveViewsMixin:
         """Aggregates for /metrics, each one grouped query: runs and agents by status, steps by
         kind and status, step latency and queue wait as histogram bucket counts, token totals."""
         with self.read() as conn:
-            runs = conn.execute(select(Run.status, func.count(), func.coalesce(func.sum(Run.tokens_in), 0),
-                                       func.coalesce(func.sum(Run.tokens_out), 0)).group_by(Run.status)).all()
-            active_agents = conn.execute(select(func.count()).select_from(Agent).join(Run, Run.id == Agent.run_id)
-                                         .where(Run.status == "running", Agent.status == "running")).scalar_one()
-            steps = conn.execute(select(Step.kind, Step.status, func.count())
-                                 .group_by(Step.kind, Step.status)).all()
-            latency = _histogram(conn, Step.finished_at - Step.started_at, buckets,
-                                 Step.finished_at.is_not(None), Step.started_at.is_not(None))
-            wait = _histogram(conn, Step.started_at - Step.ready_at, buckets,
-                              Step.started_at.is_not(None), Step.ready_at.is_not(None))
+            runs = conn.execute(select(RUNS.c.status, func.count(), func.coalesce(func.sum(RUNS.c.tokens_in), 0),
+                                       func.coalesce(func.sum(RUNS.c.tokens_out), 0)).group_by(RUNS.c.status)).all()
+            active_agents = conn.execute(select(func.count()).select_from(AGENTS).join(RUNS, RUNS.c.id == AGENTS.c.run_id)
+                                         .where(RUNS.c.status == "running", AGENTS.c.status == "running")).scalar_one()
+            steps = conn.execute(select(STEPS.c.kind, STEPS.c.status, func.count())
+                                 .group_by(STEPS.c.kind, STEPS.c.status)).all()
+            latency = _histogram(conn, STEPS.c.finished_at - STEPS.c.started_at, buckets,
+                                 STEPS.c.finished_at.is_not(None), STEPS.c.started_at.is_not(None))
+            wait = _histogram(conn, STEPS.c.started_at - STEPS.c.ready_at, buckets,
+                              STEPS.c.started_at.is_not(None), STEPS.c.ready_at.is_not(None))
         return {
             "runs": {str(s): int(n) for s, n, _, _ in runs},
             "tokens_in": sum(int(t) for _, _, t, _ in runs), "tokens_out": sum(int(t) for _, _, _, t in runs),
@@ -188,7 +196,7 @@ def _event_dict(e: Any) -> dict[str, Any]:
 def _histogram(conn: Connection, value: Any, buckets: tuple[float, ...], *where: Any) -> dict[str, Any]:
     """Per-kind cumulative bucket counts, sum and count of ``value`` in one scan."""
     cols = [func.sum(case((value <= b, 1), else_=0)) for b in buckets]
-    rows = conn.execute(select(Step.kind, func.count(), func.coalesce(func.sum(value), 0.0), *cols)
-                        .where(*where).group_by(Step.kind)).all()
+    rows = conn.execute(select(STEPS.c.kind, func.count(), func.coalesce(func.sum(value), 0.0), *cols)
+                        .where(*where).group_by(STEPS.c.kind)).all()
     return {str(r[0]): {"count": int(r[1]), "sum": float(r[2]),
                         "buckets": [int(x or 0) for x in r[3:]]} for r in rows}

@@ -1,0 +1,79 @@
+"""The hot-path statements, built once.
+
+Every step runs a handful of these; building a SQLAlchemy statement (and its cache key) costs more
+Python time than executing it on SQLite, so the ones run per step are constructed at import and
+executed with bound parameters. Parameter names carry a ``b_`` prefix because SQLAlchemy reserves
+bare column names for the VALUES/SET clause.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, bindparam, exists, or_, select, update
+
+from swarm.domain.status import AgentStatus, RunStatus, StepStatus
+from swarm.store.db import db_now
+from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
+
+S, A, R = STEPS.c, AGENTS.c, RUNS.c
+
+#: Claim a ready step, or one whose lease expired, of a running run within its deadline.
+CLAIM = (
+    update(STEPS)
+    .where(S.id == bindparam("b_id"), S.attempt < bindparam("b_max"),
+           exists().where(R.id == S.run_id, R.status == RunStatus.RUNNING, R.deadline >= db_now()),
+           or_(S.status == StepStatus.READY, and_(S.status == StepStatus.RUNNING, S.lease_until < db_now())))
+    .values(status=StepStatus.RUNNING, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
+            lease_until=db_now() + bindparam("b_lease"), started_at=bindparam("b_now"))
+    .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
+               S.arguments)
+)
+
+#: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).
+CLOSE_STEP = (
+    update(STEPS)
+    .where(S.id == bindparam("b_id"), S.fence == bindparam("b_fence"), S.status == StepStatus.RUNNING)
+    .values(status=bindparam("b_status"), finished_at=bindparam("b_now"), tokens_in=bindparam("b_tin"),
+            tokens_out=bindparam("b_tout"))
+)
+
+# NO KEY UPDATE: must not block the KEY SHARE locks that foreign-key checks of concurrent inserts
+# (messages, steps) take on the run row, or they deadlock with us.
+LOCK_RUN = select(RUNS).where(R.id == bindparam("b_id")).with_for_update(key_share=True)
+
+AGENT = select(AGENTS).where(A.id == bindparam("b_id"))
+RUN_LIMITS = select(R.max_steps_per_agent, R.max_depth, R.model).where(R.id == bindparam("b_id"))
+MESSAGES_OF = select(MESSAGES).where(MESSAGES.c.agent_id == bindparam("b_id")).order_by(MESSAGES.c.seq)
+
+INSERT_MESSAGE = MESSAGES.insert()
+INSERT_EVENT = EVENTS.insert()
+INSERT_STEP = STEPS.insert()
+INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
+
+COUNT_LLM_CALL = (
+    update(RUNS).where(R.id == bindparam("b_id"))
+    .values(llm_calls=R.llm_calls + 1, tokens_in=R.tokens_in + bindparam("b_tin"),
+            tokens_out=R.tokens_out + bindparam("b_tout"))
+)
+
+ADVANCE_AGENT = (
+    update(AGENTS).where(A.id == bindparam("b_id"))
+    .values(steps=A.steps + 1, tokens_in=A.tokens_in + bindparam("b_tin"), tokens_out=A.tokens_out + bindparam("b_tout"),
+            next_seq=bindparam("b_next"), pending_tools=bindparam("b_pending"))
+)
+
+#: Give a tool step its result, if it is in the expected state (and, for a claimed step, fence).
+DELIVER = (
+    update(STEPS)
+    .where(S.id == bindparam("b_id"), S.status == bindparam("b_expected"),
+           or_(bindparam("b_fence", type_=S.fence.type).is_(None), S.fence == bindparam("b_fence")))
+    .values(status=StepStatus.SUCCEEDED, result=bindparam("b_result"), is_error=bindparam("b_error"),
+            finished_at=bindparam("b_now"))
+    .returning(S.run_id, S.agent_id, S.msg_seq, S.tool_call_id, S.turn, S.note)
+)
+
+#: Fan-in: one fewer outstanding tool call; whoever brings it to 0 schedules the next LLM step.
+FAN_IN = (
+    update(AGENTS).where(A.id == bindparam("b_id"), A.status == AgentStatus.RUNNING)
+    .values(pending_tools=A.pending_tools - 1)
+    .returning(A.pending_tools)
+)
