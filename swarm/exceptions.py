@@ -10,6 +10,7 @@
     │   ├── InvalidTransition       status machine refused a move
     │   └── FenceLost               another worker took the step over; our write is refused
     ├── StoreUnavailable            the database cannot be reached (retryable)
+    │   └── StoreConflict           a deadlock or serialisation failure; the transaction may be retried
     ├── LLMError                    anything at the model boundary
     │   ├── LLMRetryableError       worth retrying with backoff
     │   │   ├── LLMTimeout
@@ -61,6 +62,10 @@ class FenceLost(StateError):
 
 class StoreUnavailable(SwarmError):
     """The database cannot be reached. Is it running, and is SWARM_DATABASE_URL right?"""
+
+
+class StoreConflict(StoreUnavailable):
+    """Concurrent transactions conflicted (deadlock); retrying the transaction is safe."""
 
 
 class LLMError(SwarmError):

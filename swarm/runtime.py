@@ -126,7 +126,7 @@ class LocalRuntime:
             if self.store.run_status(run_id) in RUN_TERMINAL:
                 return self.store.run_summary(run_id)
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {summary.status} after {timeout} s")
+                raise TimeoutError(f"run {run_id} still running after {timeout} s")
             time.sleep(poll)
 
     def close(self) -> None:

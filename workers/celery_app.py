@@ -58,36 +58,48 @@ def check_node(s: Settings, queues: set[str]) -> None:
         engine.dispose()
 
 
-@signals.worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     queues = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
     try:
         check_node(settings, queues)
     except SwarmError as exc:
         _refuse(str(exc))
+    # The CLI hands over the pool class (celery.concurrency.thread.TaskPool for -P threads);
+    # configuration may give its alias ("threads").
     pool = getattr(sender, "pool_cls", None)
-    pool_name = pool if isinstance(pool, str) else f"{getattr(pool, '__module__', '')}"
-    context.configure_pool(int(getattr(sender, "concurrency", 1) or 1), "threads" in pool_name)
+    pool_name = pool if isinstance(pool, str) else str(getattr(pool, "__module__", ""))
+    context.configure_pool(int(getattr(sender, "concurrency", 1) or 1), "thread" in pool_name)
 
 
-@signals.beat_init.connect
 def _on_beat_init(**_: Any) -> None:
     if not settings.broker_url:
         _refuse(NO_BROKER)
 
 
-@signals.worker_process_init.connect
 def _on_process_init(**_: Any) -> None:
     # A forked pool child must build its own engine and heartbeat (brief §6: pooled
     # connections never cross a fork); anything inherited is dropped, not closed.
     context.after_fork()
 
 
-@signals.worker_process_shutdown.connect
 def _on_process_shutdown(**_: Any) -> None:
     context.shutdown()
 
 
-@signals.worker_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
     context.shutdown()
+
+
+def _on_setup_logger(loglevel: int | None = None, **_: Any) -> None:
+    # httpx logs every model call at INFO, drowning Celery's own task lines; keep it for DEBUG.
+    if (loglevel or logging.INFO) > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# Connected explicitly (not as decorators) so the handlers keep their type annotations.
+signals.worker_init.connect(_on_worker_init)
+signals.after_setup_logger.connect(_on_setup_logger)
+signals.beat_init.connect(_on_beat_init)
+signals.worker_process_init.connect(_on_process_init)
+signals.worker_process_shutdown.connect(_on_process_shutdown)
+signals.worker_shutdown.connect(_on_worker_shutdown)

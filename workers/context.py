@@ -62,12 +62,13 @@ class WorkerContext:
     store: StateStore
     dispatcher: CeleryDispatcher
     _executor: StepExecutor | None = None
+    _beat_store: StateStore | None = None
     _threads: list[Periodic] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
-        from workers.app import app
+        from workers.celery_app import app
         from workers.timing import instrument
 
         store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size())))
@@ -88,7 +89,10 @@ class WorkerContext:
         s = self.settings
         llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
         ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id())
-        beat = heartbeat(self.store, ex.owner, s.heartbeat_seconds, s.lease_seconds, steps=ex.in_flight)
+        # The heartbeat gets a connection of its own: were it to queue behind busy step threads
+        # for a pooled one, a live worker's leases could lapse and its steps run twice.
+        self._beat_store = StateStore(make_engine(s.db_url, pool_size=1))
+        beat = heartbeat(self._beat_store, ex.owner, s.heartbeat_seconds, s.lease_seconds, steps=ex.in_flight)
         beat.start()
         self._threads.append(beat)
         log.info("worker process %d ready (owner %s, db pool %d)", os.getpid(), ex.owner, db_pool_size())
@@ -101,47 +105,65 @@ class WorkerContext:
             close = getattr(self._executor.llm, "close", None)
             if close:
                 close()
-        self.store.engine.dispose()
+        for store in (self.store, self._beat_store):
+            if store is not None:
+                store.engine.dispose()
 
     def forget(self) -> None:
         """Drop an inherited context without touching the parent's sockets."""
-        self.store.engine.dispose(close=False)
+        for store in (self.store, self._beat_store):
+            if store is not None:
+                store.engine.dispose(close=False)
 
 
-_lock = threading.Lock()
-_ctx: WorkerContext | None = None
-_pid = 0
+class _ProcessSlot:
+    """This process's context. Holds the pid it was built in, so a forked child never uses its
+    parent's (whose pools and threads did not survive the fork)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ctx: WorkerContext | None = None
+        self.pid = 0
+
+    def get(self) -> WorkerContext:
+        ctx = self.ctx
+        if ctx is not None and self.pid == os.getpid():
+            return ctx
+        with self.lock:
+            if self.ctx is None or self.pid != os.getpid():
+                if self.ctx is not None:
+                    self.ctx.forget()
+                from workers.celery_app import settings
+
+                self.ctx, self.pid = WorkerContext.build(settings), os.getpid()
+            return self.ctx
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()  # the parent may have held it at fork time
+        if self.ctx is not None and self.pid != os.getpid():
+            self.ctx.forget()
+            self.ctx = None
+
+    def shutdown(self) -> None:
+        ctx = self.ctx
+        if ctx is not None and self.pid == os.getpid():
+            self.ctx = None
+            try:
+                ctx.close()
+            except Exception:  # shutting down anyway; never mask the real exit reason
+                log.debug("closing the worker context failed", exc_info=True)
+
+
+_slot = _ProcessSlot()
 
 
 def context() -> WorkerContext:
-    global _ctx, _pid
-    ctx = _ctx
-    if ctx is not None and _pid == os.getpid():
-        return ctx
-    with _lock:
-        if _ctx is None or _pid != os.getpid():
-            if _ctx is not None:
-                _ctx.forget()
-            from workers.app import settings
-
-            _ctx, _pid = WorkerContext.build(settings), os.getpid()
-        return _ctx
+    return _slot.get()
 
 
 def after_fork() -> None:
-    global _lock, _ctx
-    _lock = threading.Lock()  # the parent may have held it at fork time
-    if _ctx is not None and _pid != os.getpid():
-        _ctx.forget()
-        _ctx = None
+    _slot.after_fork()
 
 
 def shutdown() -> None:
-    global _ctx
-    ctx = _ctx
-    if ctx is not None and _pid == os.getpid():
-        _ctx = None
-        try:
-            ctx.close()
-        except Exception:  # shutting down anyway; never mask the real exit reason
-            log.debug("closing the worker context failed", exc_info=True)
+    _slot.shutdown()

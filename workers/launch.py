@@ -123,8 +123,9 @@ class Supervisor:
             first = done[0]
             # A process killed by a signal (negative status) is a failure too.
             code = first.returncode if first.returncode > 0 else (1 if first.returncode else 0)
-            sys.stderr.write(f"swarm worker: {' '.join(map(str, first.args[3:]))[:120]} exited with "
-                             f"{first.returncode}; stopping the node\n")
+            cmd = self.commands[self.procs.index(first)]
+            sys.stderr.write(f"swarm worker: {' '.join(cmd[3:])[:120]} exited with {first.returncode}; "
+                             "stopping the node\n")
             self._signal(signal.SIGTERM, None)
         deadline = time.monotonic() + self.grace
         for p in self.procs:

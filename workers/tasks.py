@@ -13,7 +13,7 @@ import time
 
 from swarm.dispatch.celery import STEP_TASK, SWEEP_TASK
 from swarm.exceptions import StoreUnavailable
-from workers.app import app
+from workers.celery_app import app
 from workers.context import context
 from workers.timing import StepTimer
 
@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 DB_ATTEMPTS = 4
 
 
-@app.task(name=STEP_TASK, acks_late=True, ignore_result=True, max_retries=3)
-def step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "", tool: str | None = None) -> int:
+def run_step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "", tool: str | None = None) -> int:
     """Execute one step; returns how many steps it made ready (shown in Flower).
 
     run_id, agent_id, kind and tool are labels for operators; only step_id is used.
@@ -50,8 +49,7 @@ def step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "", too
     return len(refs)
 
 
-@app.task(name=SWEEP_TASK, acks_late=False, ignore_result=True)
-def sweep() -> int:
+def run_sweep() -> int:
     """One sweeper pass; returns how many steps it re-dispatched. ``celery beat`` (``swarm worker
     --beat``) schedules it every SWARM_SWEEP_INTERVAL seconds on the swarm.control queue."""
     ctx = context()
@@ -64,3 +62,10 @@ def sweep() -> int:
         log.info("sweeper re-dispatching %d step(s)", len(refs))
         ctx.dispatcher.dispatch(refs)
     return len(refs)
+
+
+# Registered explicitly (not as decorators) so the functions keep their type annotations.
+#: A duplicate delivery is cheap (the claim finds nothing), so late acks cost nothing.
+step = app.task(name=STEP_TASK, acks_late=True, ignore_result=True, max_retries=3)(run_step)
+#: Periodic: a lost sweep is replaced by the next one, so it is acked on receipt.
+sweep = app.task(name=SWEEP_TASK, acks_late=False, ignore_result=True)(run_sweep)

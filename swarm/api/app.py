@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,8 +65,12 @@ def create_app(settings: Settings, *, store: StateStore | None = None, backend: 
                                 {"name": "server", "description": "About this server and your key."},
                                 {"name": "operations", "description": "Health, readiness and metrics (no key)."}])
     errors.install(app)
-    for module in (runs, stream, export, ops, dashboard):
+    modules = (runs, stream, export, ops, dashboard)
+    for module in modules:
         app.include_router(module.router)
+    # For 405 answers' Allow header (see errors._http_error).
+    app.state.route_methods = [(r.path_regex, set(r.methods or ())) for m in modules for r in m.router.routes
+                               if isinstance(r, APIRoute)]
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="static")
     app.add_middleware(RequestLog)
     return app

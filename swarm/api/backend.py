@@ -10,15 +10,20 @@ Either way the store is the source of truth: the backend only *dispatches*, afte
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import ExitStack
 from typing import Any, Protocol
 
 from swarm.config import Settings
-from swarm.exceptions import ConfigError
+from swarm.domain.status import StepStatus
+from swarm.exceptions import ConfigError, SwarmError
 from swarm.store.store import StateStore
 from swarm.store.types import RunSpec
 
 log = logging.getLogger(__name__)
+
+#: Seconds a stopping server waits for steps in flight to commit.
+SHUTDOWN_GRACE = 10.0
 
 
 class Backend(Protocol):
@@ -50,24 +55,53 @@ class EmbeddedBackend:
             log.warning("no SWARM_LLM_BASE_URL set: runs use the built-in simulated model at %s", sim.url)
             settings = settings.model_copy(update={"llm_base_url": sim.url})
         self.runtime = LocalRuntime(settings, store=store, llm=llm)
-        self._stack.callback(self.runtime.close)
 
     def submit(self, spec: RunSpec) -> str:
         return self.runtime.submit(spec)
 
     def resume(self, run_id: str) -> int:
-        from swarm.runtime import pid_is_dead
+        # LocalRuntime.resume frees steps of dead local owners at once (a server killed with -9),
+        # re-opens the run and adopts it: this process's sweeper looks after it from now on.
+        self.runtime.resume(run_id)
+        return len(self.runtime.store.steps_of(run_id, [StepStatus.READY, StepStatus.RUNNING]))
 
-        # Steps held by a server process that died (kill -9) are free at once, not after their lease.
-        self.runtime.store.release_dead_owners(run_id, pid_is_dead)
-        refs = self.runtime.store.resume_run(run_id)
-        self.runtime.dispatch(refs)
-        return len(refs)
+    def adopt_interrupted(self) -> list[str]:
+        """Resume the API's runs that were running when the server last stopped.
+
+        The embedded runtime only looks after runs it started, so after a restart nothing would
+        continue them. Runs submitted through the API always carry a tenant; runs without one
+        belong to `swarm run` processes, which may still be alive, and are left alone.
+        """
+        adopted = []
+        for run in self.runtime.store.list_runs(status="running", limit=100_000):
+            if run.tenant is None:
+                continue
+            try:
+                self.runtime.resume(run.id)
+            except SwarmError as exc:
+                log.warning("could not resume interrupted run %s: %s", run.id, exc)
+                continue
+            adopted.append(run.id)
+        if adopted:
+            log.warning("resumed %d run(s) interrupted by the last shutdown", len(adopted))
+        return adopted
 
     def check(self) -> str | None:
         return None
 
-    def close(self) -> None:
+    def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop taking steps, give the ones in flight ``grace`` seconds to commit, then stop.
+
+        Order matters: closing the model client (or the built-in sim) under calls in flight would
+        fail them, and a failed model call fails its agent. A step still running after the grace
+        period keeps its lease; it expires and the step runs again after the next start.
+        """
+        rt = self.runtime
+        rt.dispatcher.close(wait=False)  # no new steps; queued ones stay ready in the database
+        drain = threading.Thread(target=rt.dispatcher.close, kwargs={"wait": True}, daemon=True)
+        drain.start()
+        drain.join(grace)
+        rt.close()
         self._stack.close()
 
 
@@ -114,4 +148,6 @@ class ClusterBackend:
 def make_backend(settings: Settings, store: StateStore) -> Backend:
     if settings.distributed:
         return ClusterBackend(settings, store)
-    return EmbeddedBackend(settings, store)
+    backend = EmbeddedBackend(settings, store)
+    backend.adopt_interrupted()
+    return backend

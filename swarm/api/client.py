@@ -154,7 +154,6 @@ class _Stream:
 
     def __init__(self, http: httpx.Client, method: str, path: str, kw: dict[str, Any]) -> None:
         self._cm = http.stream(method, path, **kw)
-        self._resp: httpx.Response | None = None
 
     def __enter__(self) -> _ReadingResponse:
         try:
@@ -165,7 +164,6 @@ class _Stream:
             resp.read()
             self._cm.__exit__(None, None, None)
             _raise_for(resp)
-        self._resp = resp
         return _ReadingResponse(resp)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

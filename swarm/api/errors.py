@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from swarm.exceptions import ConfigError, InputError, NotFound, StateError, StoreUnavailable, SwarmError
@@ -53,10 +54,25 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc) or "request"
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, message, headers=dict(exc.headers or {}) or None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names only the first route matching the path (e.g. just POST for
+        # /v1/runs, which also has GET); list every method the path supports.
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(sorted(allowed))
+        message = f"{request.method} is not supported here; use {' or '.join(sorted(allowed))}"
+    return error_response(exc.status_code, message, headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for regex, route_methods in getattr(request.app.state, "route_methods", ()):
+        if regex.match(request.url.path):
+            methods |= route_methods
+    return methods or {"GET"}
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -83,6 +99,12 @@ async def _swarm_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error (logged on the server)")
 
 
+async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
+    # Pool exhausted, too many clients, a restart under way: transient, so 503 rather than 500.
+    log.warning("database error: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300])
+    return error_response(503, "the database is unavailable or busy; retry shortly", headers={"Retry-After": "2"})
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled %s", type(exc).__name__, exc_info=exc)
     return error_response(500, "internal error (logged on the server)")
@@ -92,13 +114,15 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SwarmError, _swarm_error)
+    app.add_exception_handler(sa_exc.OperationalError, _database_busy)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_busy)
     app.add_exception_handler(Exception, _unexpected)
 
 
 #: ``responses=`` for routes: the error bodies every protected route may answer with.
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {401: "Missing or unknown API key.", 403: "The API key was revoked.",
-                    404: "No such run (or it belongs to another tenant).",
+    descriptions = {400: "The body could not be read (not UTF-8 JSON).", 401: "Missing or unknown API key.",
+                    403: "The API key was revoked.", 404: "No such run (or it belongs to another tenant).",
                     409: "The run's state does not allow this.", 422: "Invalid input; `fields` says where.",
                     503: "The database (or broker) is unavailable."}
     return {c: {"model": ErrorBody, "description": descriptions.get(c, CODES.get(c, "error"))} for c in codes}

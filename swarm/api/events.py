@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm.domain.status import RUN_TERMINAL
 from swarm.store.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -47,15 +48,19 @@ class GapTracker:
         """The new frontier given ``rows`` (id-ordered, all with id > ``frontier``): every id up to
         it is either published or given up as never-to-commit."""
         expected = frontier + 1
+        blocked = False
         for r in rows:
             i = int(r["id"])
             if i < expected:
                 continue
+            # Every row held back starts its clock now, so none waits more than gap_timeout in all.
+            since = self._blocked_since.setdefault(i, now) if blocked or i > expected else now
+            if blocked:
+                continue
             if i > expected:
-                # A gap: let this row through only once it has waited long enough.
-                since = self._blocked_since.setdefault(i, now)
                 if now - since < self.gap_timeout and now - float(r["ts"]) < self.stale_after:
-                    break
+                    blocked = True
+                    continue
                 log.debug("event ids %d..%d never committed; moving on", expected, i - 1)
             expected = i + 1
         self._blocked_since = {k: v for k, v in self._blocked_since.items() if k >= expected}
@@ -76,7 +81,8 @@ def initial_frontier(store: StateStore, stale_after: float = STALE_AFTER, now: f
 
 
 def sse_format(event: Mapping[str, Any]) -> str:
-    """One Server-Sent Event: ``id`` (for Last-Event-ID), ``event`` (the type) and JSON ``data``."""
+    """One Server-Sent Event: ``id`` (for Last-Event-ID), ``event`` (the type) and JSON ``data``.
+    Delivered events carry it ready-made under ``"sse"``."""
     data = json.dumps({k: event[k] for k in ("id", "run_id", "ts", "type", "agent_id", "step_id", "data")},
                       ensure_ascii=False, default=str)
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
@@ -85,8 +91,9 @@ def sse_format(event: Mapping[str, Any]) -> str:
 @dataclass(eq=False)
 class Subscription:
     """One SSE connection's feed: every event of ``run_id`` with id > ``start`` arrives on ``queue``
-    (batches, in id order); ``None`` on the queue means the feed ended (server closing, or the
-    reader fell too far behind and must reconnect, which is lossless with Last-Event-ID)."""
+    (batches, in id order, each event with its formatted ``"sse"`` text). ``None`` on the queue
+    means the feed ended (server closing, or the reader fell too far behind and must reconnect,
+    which is lossless with Last-Event-ID)."""
 
     run_id: str
     start: int
@@ -173,6 +180,8 @@ class EventHub:
                     by_run.setdefault(r["run_id"], []).append(r)
             self.frontier = new
             for run_id, events in by_run.items():
+                for e in events:
+                    e["sse"] = sse_format(e)  # once, for every watcher of the run
                 for sub in list(self._subs.get(run_id, ())):
                     self._deliver(sub, events)
         # A full batch consumed: more rows are probably waiting, so poll again at once.
@@ -192,8 +201,6 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
                  stop: Callable[[], bool] = lambda: False) -> Iterator[list[dict[str, Any]]]:
     """Batches of a run's events with id > ``after_id``, gap-safe, read straight from the database
     (for ``swarm watch`` without a server). Ends after ``run_done`` once the run is terminal."""
-    from swarm.domain.status import RUN_TERMINAL
-
     gaps = GapTracker()
     frontier = initial_frontier(store)
     last = after_id
@@ -205,9 +212,13 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
             yield batch
         if len(batch) < BATCH:
             break
-    if store.run_status(run_id) in RUN_TERMINAL and store.last_run_event_id(run_id) <= last:
-        return
+    ending = True  # as in the SSE stream: over once terminal AND the last event is out
     while not stop():
+        if ending:
+            if store.scoped_run_status(run_id) not in RUN_TERMINAL:
+                ending = False
+            elif store.last_run_event_id(run_id) <= last:
+                return
         rows = store.events_after(frontier, BATCH)
         new = gaps.advance(frontier, rows, time.time()) if rows else frontier
         mine = [r for r in rows if frontier < r["id"] <= new and r["run_id"] == run_id and r["id"] > last]
@@ -215,7 +226,6 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
         if mine:
             last = mine[-1]["id"]
             yield mine
-            if any(e["type"] == "run_done" for e in mine) and store.run_status(run_id) in RUN_TERMINAL:
-                return
+            ending = ending or any(e["type"] == "run_done" for e in mine)
         if len(rows) < BATCH:
             time.sleep(poll)

@@ -7,10 +7,9 @@ reject is refused as a 422 naming the field, never left to fail as a 500 deep in
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from swarm.domain.status import RunStatus
 from swarm.store.types import Attachment
@@ -21,7 +20,8 @@ MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 
 
 def _storable(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and UTF-8 cannot encode lone surrogates."""
+    """PostgreSQL text cannot hold NUL (the schema's pattern says so too), and UTF-8 cannot
+    encode lone surrogates (JSON can carry them; JSON Schema cannot express the rule)."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     try:
@@ -31,32 +31,34 @@ def _storable(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+def _json_number(value: Any) -> Any:
+    """JSON numbers only: lax mode would read `false` as 0 and "3" as 3."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")  # noqa: TRY004 - pydantic reports ValueError as a 422, TypeError not
+    return value
+
+
+NO_NUL = r"^[^\x00]*$"
+#: Standard base64 with padding, as ``base64.b64encode`` writes it.
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: A plain file name: no directories, not "." or "..".
+FILE_NAME = r"^(?!\.\.?$)[^/\\\x00]+$"
+
+# Validators go AFTER the Field constraints in each Annotated: the other way round, pydantic
+# cannot put the constraints into the JSON schema (and schemathesis would rightly complain).
+STORABLE = AfterValidator(_storable)
+NUMBER = BeforeValidator(_json_number)
 
 
 class AttachmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
-    name: Text = Field(min_length=1, max_length=255, description="File name (no directories), e.g. `chart.png`.")
-    mime: Text = Field("application/octet-stream", min_length=1, max_length=255,
-                       description="MIME type; `image/*` attachments reach the model as images.")
-    data: str = Field(max_length=(MAX_ATTACHMENT_BYTES * 4) // 3 + 4, description="The file's bytes, base64.")
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, v: str) -> str:
-        if "/" in v or "\\" in v or v in (".", ".."):
-            raise ValueError("must be a plain file name, without directories")
-        return v
-
-    @field_validator("data")
-    @classmethod
-    def _base64(cls, v: str) -> str:
-        try:
-            base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("must be valid base64") from exc
-        return v
+    name: Annotated[str, Field(min_length=1, max_length=255, pattern=FILE_NAME), STORABLE] = Field(
+        description="File name (no directories), e.g. `chart.png`.")
+    mime: Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL), STORABLE] = Field(
+        "application/octet-stream", description="MIME type; `image/*` attachments reach the model as images.")
+    data: str = Field(max_length=(MAX_ATTACHMENT_BYTES * 4) // 3 + 4, pattern=BASE64,
+                      description="The file's bytes, base64 (standard alphabet, padded).")
 
     def to_attachment(self) -> Attachment:
         return Attachment(self.name, base64.b64decode(self.data), self.mime)
@@ -67,11 +69,12 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_subagents: int | None = Field(None, ge=0, le=100_000)
-    max_tool_calls: int | None = Field(None, ge=0, le=1_000_000)
-    max_steps_per_agent: int | None = Field(None, ge=1, le=100_000)
-    max_wall_seconds: float | None = Field(None, gt=0, le=30 * 86400)
-    max_depth: int | None = Field(None, ge=1, le=16)
+    # Bounds before the validator, or pydantic cannot put them into the JSON schema.
+    max_subagents: Annotated[int, Field(ge=0, le=100_000), NUMBER] | None = None
+    max_tool_calls: Annotated[int, Field(ge=0, le=1_000_000), NUMBER] | None = None
+    max_steps_per_agent: Annotated[int, Field(ge=1, le=100_000), NUMBER] | None = None
+    max_wall_seconds: Annotated[float, Field(gt=0, le=30 * 86400), NUMBER] | None = None
+    max_depth: Annotated[int, Field(ge=1, le=16), NUMBER] | None = None
 
 
 class RunCreate(BaseModel):
@@ -79,8 +82,10 @@ class RunCreate(BaseModel):
         "task": "Compare the 10 largest EU economies' 2025 growth. #sim agents=10 tools=3 tool=echo",
         "limits": {"max_subagents": 20, "max_tool_calls": 200}}]})
 
-    task: Text = Field(min_length=1, max_length=200_000, description="What the swarm should do.")
-    model: Text | None = Field(None, min_length=1, max_length=128, description="Model name (default: SWARM_MODEL).")
+    task: Annotated[str, Field(min_length=1, max_length=200_000, pattern=NO_NUL), STORABLE] = Field(
+        description="What the swarm should do.")
+    model: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), STORABLE] | None = Field(
+        None, description="Model name (default: SWARM_MODEL).")
     limits: Limits = Field(default_factory=Limits)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=32)
 
@@ -153,7 +158,8 @@ class CancelOut(BaseModel):
 class ResumeOut(BaseModel):
     id: str
     status: RunStatus
-    dispatched: int = Field(description="Steps handed to workers again; committed steps are never repeated.")
+    dispatched: int = Field(description="Open steps of the run handed to workers right after the resume; "
+                                        "committed steps are never repeated.")
 
 
 class TimelineStep(BaseModel):

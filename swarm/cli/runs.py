@@ -1,21 +1,30 @@
-"""Run commands: run, demo, ls, show, resume, cancel."""
+"""Run commands: run, demo, ls, show, resume, cancel.
+
+Each works on the local database, or — with SWARM_API_URL or ``--api`` — against a swarm server.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.live import Live
 
 from swarm.cli.common import JSON_OPT, app, console, emit_json, err_console, errors, fail, settings, setup_logging
 from swarm.cli.render import RunProgress, agent_tree, summary_table
+from swarm.cli.server import API_OPT
 from swarm.config import Settings
 from swarm.domain.status import RUN_TERMINAL
 from swarm.store.store import StateStore
 from swarm.store.types import RunSummary
+
+if TYPE_CHECKING:
+    from swarm.api.client import ApiClient
 
 W1_TASK = ("Research task W1: split the work across {agents} parallel subagents, each making {tools} "
            "tool calls, then summarise. #sim agents={agents} tools={tools} tool={tool} latency={latency}")
@@ -61,6 +70,48 @@ def _print_summary(s: RunSummary, json_out: bool) -> None:
 def _exit_code(s: RunSummary) -> None:
     if s.status != "succeeded":
         raise typer.Exit(4)
+
+
+def _client(api: str | None) -> ApiClient | None:
+    """A client for the configured server, or None to work on the local database."""
+    from swarm.api.client import ApiClient
+
+    return ApiClient.from_settings(settings(), api)
+
+
+def _remote_follow(client: ApiClient, run_id: str, json_out: bool) -> RunSummary:
+    """Like :func:`_follow`, driven by the server's event stream."""
+    if json_out:
+        return client.wait(run_id)
+    bars = RunProgress()
+    with Live(bars.renderable(), console=err_console, refresh_per_second=4, transient=True):
+        def show(s: RunSummary) -> None:
+            bars.update(s, dict(Counter(a["status"] for a in client.agents(run_id))))
+        return client.wait(run_id, show, min_interval=0.5)
+
+
+def _remote_execute(client: ApiClient, submit: str | None, resume_id: str | None, *, json_out: bool,
+                    detach: bool, spec_kwargs: dict[str, object] | None = None) -> RunSummary | str:
+    """Submit (or resume) a run on a server and follow it."""
+    from swarm.runtime import load_attachment
+
+    if submit is not None:
+        kw = dict(spec_kwargs or {})
+        paths = kw.pop("attachments", None)
+        attachments = [load_attachment(p) for p in paths] if isinstance(paths, list) else []
+        model = kw.pop("model", None)
+        run_id = client.submit(submit, model=model if isinstance(model, str) else None,
+                               limits={("max_steps_per_agent" if k == "max_steps" else k): v for k, v in kw.items()},
+                               attachments=attachments)
+    else:
+        assert resume_id
+        run_id = resume_id
+        client.resume(run_id)
+    if detach:
+        return run_id
+    if not json_out:
+        err_console.print(f"run [bold]{run_id}[/] {'submitted to' if submit else 'resumed on'} {client.base_url}")
+    return _remote_follow(client, run_id, json_out)
 
 
 def execute(s: Settings, submit: str | None, resume_id: str | None, json_out: bool, detach: bool,
@@ -110,16 +161,23 @@ def run(
     max_wall: float = typer.Option(None, "--max-wall", help="Max wall-clock seconds for the run."),
     attach: list[Path] = typer.Option([], "--attach", exists=True, dir_okay=False,
                                       help="Attach a file (images go to the model as images). Repeatable."),
-    detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster mode)."),
+    detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster or server mode)."),
     json_out: bool = JSON_OPT,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
+    api: str = API_OPT,
 ) -> None:
     """Run a task with a swarm and print its summary."""
     setup_logging(verbose)
+    spec_kwargs: dict[str, object] = dict(
+        model=model, max_subagents=max_subagents, max_tool_calls=max_tool_calls, max_steps=max_steps,
+        max_depth=max_depth, max_wall_seconds=max_wall, attachments=attach)
     with errors():
-        out = execute(settings(), task, None, json_out, detach, dict(
-            model=model, max_subagents=max_subagents, max_tool_calls=max_tool_calls, max_steps=max_steps,
-            max_depth=max_depth, max_wall_seconds=max_wall, attachments=attach))
+        client = _client(api)
+        if client is not None:
+            out = _remote_execute(client, task, None, json_out=json_out, detach=detach,
+                                  spec_kwargs=spec_kwargs)
+        else:
+            out = execute(settings(), task, None, json_out, detach, spec_kwargs)
     if isinstance(out, str):
         emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
         return
@@ -148,11 +206,16 @@ def demo(
 
 
 @app.command()
-def resume(run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT) -> None:
+def resume(run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT,
+           api: str = API_OPT) -> None:
     """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
     setup_logging()
     with errors():
-        out = execute(settings(), None, run_id, json_out, detach)
+        client = _client(api)
+        if client is not None:
+            out = _remote_execute(client, None, run_id, json_out=json_out, detach=detach)
+        else:
+            out = execute(settings(), None, run_id, json_out, detach)
     if isinstance(out, str):
         emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
         return
@@ -161,23 +224,29 @@ def resume(run_id: str, detach: bool = typer.Option(False, "--detach"), json_out
 
 
 @app.command()
-def cancel(run_id: str, json_out: bool = JSON_OPT) -> None:
+def cancel(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
     """Cancel a run: no new model or tool call of it starts anywhere after this returns."""
     from swarm.runtime import open_store
 
     with errors():
-        store = open_store(settings())
-        changed = store.cancel_run(run_id)
-        s = store.run_summary(run_id)
+        client = _client(api)
+        if client is not None:
+            out = client.cancel(run_id)
+            status, changed = str(out["status"]), bool(out["changed"])
+        else:
+            store = open_store(settings())
+            changed = store.cancel_run(run_id)
+            status = store.run_summary(run_id).status
     if json_out:
-        emit_json({"id": run_id, "status": s.status, "changed": changed})
+        emit_json({"id": run_id, "status": status, "changed": changed})
     else:
-        console.print(f"run {run_id}: {s.status}" + ("" if changed else " (was not running)"))
+        console.print(f"run {run_id}: {status}" + ("" if changed else " (was not running)"))
 
 
 @app.command("ls")
 def list_runs(status: str = typer.Option(None, help="Only runs with this status."),
-              limit: int = typer.Option(20, min=1, max=1000), json_out: bool = JSON_OPT) -> None:
+              limit: int = typer.Option(20, min=1, max=1000), json_out: bool = JSON_OPT,
+              api: str = API_OPT) -> None:
     """List recent runs."""
     from rich.table import Table
 
@@ -185,7 +254,11 @@ def list_runs(status: str = typer.Option(None, help="Only runs with this status.
     from swarm.runtime import open_store
 
     with errors():
-        runs = open_store(settings()).list_runs(status=status, limit=limit)
+        client = _client(api)
+        if client is not None:
+            runs = client.list_runs(status=status, limit=min(limit, 500))
+        else:
+            runs = open_store(settings()).list_runs(status=status, limit=limit)
     if json_out:
         emit_json([r.as_dict() for r in runs])
         return
@@ -197,14 +270,18 @@ def list_runs(status: str = typer.Option(None, help="Only runs with this status.
 
 
 @app.command()
-def show(run_id: str, json_out: bool = JSON_OPT) -> None:
+def show(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
     """Show a run's summary and its agent tree."""
     from swarm.runtime import open_store
 
     with errors():
-        store = open_store(settings())
-        s = store.run_summary(run_id)
-        agents = store.agent_tree(run_id)
+        client = _client(api)
+        if client is not None:
+            s, agents = client.summary(run_id), client.agents(run_id)
+        else:
+            store = open_store(settings())
+            s = store.run_summary(run_id)
+            agents = store.agent_tree(run_id)
     if json_out:
         emit_json({**s.as_dict(), "agents": agents})
         return

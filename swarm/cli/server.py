@@ -31,9 +31,14 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.
 
     With SWARM_BROKER_URL set, runs go to Celery workers; otherwise this process runs them.
     """
+    import logging
+
     from swarm.api.server import serve as run_server
 
     setup_logging(log_level.lower() in ("debug", "info"))
+    # One line per model call or migration step drowns the request log; keep their warnings.
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     with errors():
         s = settings()
         err_console.print(f"swarm API on http://{host}:{port}  (dashboard: /dashboard/, docs: /docs)")
@@ -56,8 +61,9 @@ def keys_create(tenant: str = typer.Option("default", help="The tenant whose run
     if json_out:
         emit_json({**info.as_dict(), "key": key})
         return
-    console.print(f"API key for tenant [bold]{info.tenant}[/] (prefix {info.prefix}"
-                  f"{', admin' if admin else ''}). Store it now: it will not be shown again.")
+    # Only the key on stdout, so `KEY=$(swarm keys create)` works; the advice goes to stderr.
+    err_console.print(f"API key for tenant [bold]{info.tenant}[/] (prefix {info.prefix}"
+                      f"{', admin' if admin else ''}). Store it now: it will not be shown again.")
     sys.stdout.write(key + "\n")
 
 
@@ -158,7 +164,7 @@ class _LocalSource:
         from swarm.runtime import open_store
 
         self.store, self.run_id = open_store(s), run_id
-        self.store.run_status(run_id)  # NotFound now, not mid-render
+        self.store.scoped_run_status(run_id)  # NotFound now, not mid-render
 
     def summary(self) -> Any:
         return self.store.run_summary(self.run_id)

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, fail, settings, setup_logging
+from swarm.config import Settings
 
 
 def _default_tool_concurrency() -> int:
@@ -67,9 +68,9 @@ def worker(
     raise typer.Exit(run_node(plan))
 
 
-def _check(s: Any, queues: tuple[str, ...], *, ping_broker: bool) -> dict[str, Any]:
-    from workers.app import app as celery_app
-    from workers.app import check_node
+def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[str, Any]:
+    from workers.celery_app import app as celery_app
+    from workers.celery_app import check_node
     from workers.launch import QUEUE_NAMES
 
     check_node(s, {QUEUE_NAMES[q] for q in queues})

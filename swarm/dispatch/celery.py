@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from swarm.config import Settings
 from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
@@ -77,7 +77,8 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         "task_send_sent_event": True,
         "task_serializer": "json",
         "accept_content": ["json"],
-        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+                        for name in QUEUES],
         "task_default_queue": QUEUE_LLM,
         "task_create_missing_queues": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

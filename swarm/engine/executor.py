@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, MAX_STEP_ATTEMPTS
@@ -26,7 +26,7 @@ from swarm.exceptions import (
     LLMQuotaExceeded,
     StoreUnavailable,
 )
-from swarm.llm.types import CallContext
+from swarm.llm.types import CallContext, LLMResponse
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
 from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
@@ -41,11 +41,11 @@ T = TypeVar("T")
 STORE_RETRY_SECONDS = 60.0
 
 
-class LLMProtocol:
+class LLMProtocol(Protocol):
     """What the executor needs from a model client (``swarm.llm.client.LLMClient``)."""
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-                 ctx: CallContext = CallContext(), *, model: str | None = None) -> Any: ...
+                 ctx: CallContext = ..., *, model: str | None = None) -> LLMResponse: ...
 
 
 class StepExecutor:

@@ -26,6 +26,9 @@ WORKER_SYSTEM_PROMPT = (
     "Do the task with your tools, one call per turn, then answer."
 )
 SIM_TOOLS = ("python", "echo")
+#: ``files``: each subagent's python step k writes notes/<i>_<k>.txt and reads step k-1's file,
+#: failing loudly if it is missing: proves workspace files follow a run across workers.
+SCENARIOS = ("files",)
 FAULTS = ("bad_json", "unknown_tool", "unknown_agent", "empty")
 DEFAULT_MODEL = "kimi-k2.5-sim"
 #: A fixed ``created`` keeps whole responses reproducible.
@@ -99,6 +102,7 @@ class SimParams:
     fault: str | None = None
     http: str | None = None
     thinking: bool = True
+    scenario: str | None = None
 
     @property
     def http_fault(self) -> HttpFault | None:
@@ -117,6 +121,8 @@ class SimParams:
         """The directive the orchestrator writes into each task so the worker inherits its knobs."""
         text = (f"#sim tools={self.tools} tool={self.tool} "
                 f"tool_latency={self.tool_latency:g} latency={self.latency:g}")
+        if self.scenario:
+            text += f" scenario={self.scenario}"
         return text if self.thinking else text + " thinking=false"
 
 
@@ -158,6 +164,10 @@ def _convert(key: str, raw: str) -> object:
         if low in _NONE:
             return None
         return low if parse_http_fault(low) is not None else _INVALID
+    if key == "scenario":
+        if low in _NONE:
+            return None
+        return low if low in SCENARIOS else _INVALID
     if key == "thinking":
         if low in _TRUE:
             return True
@@ -402,13 +412,26 @@ def subagent_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> T
     k = len(results)
     if k >= params.tools:
         return Turn(f"Task {i} done: {';'.join(results)}", f"{k} tool results in; reporting.")
-    if params.tool == "echo":
+    if params.scenario == "files":
+        call = _call("python", {"code": _files_code(i, k)})
+    elif params.tool == "echo":
         call = _call("echo", {"text": f"task {i} step {k}"})
     else:
         sleep = (f"import time; time.sleep({params.tool_latency:g})\n"
                  if params.tool_latency > 0 else "")
         call = _call("python", {"code": f"{sleep}print({i * 1000 + k})"})
     return Turn("", f"Task {i}, step {k}: calling {params.tool}.", (call,))
+
+
+def _files_code(i: int, k: int) -> str:
+    """Step k of task i: append to the file step k-1 wrote. A missing file raises (and the tool
+    result is an error), so a workspace that did not follow the run cannot go unnoticed."""
+    prev = f"pathlib.Path('notes/{i}_{k - 1}.txt').read_text()" if k else "''"
+    return ("import pathlib\n"
+            "pathlib.Path('notes').mkdir(exist_ok=True)\n"
+            f"prev = {prev}\n"
+            f"pathlib.Path('notes/{i}_{k}.txt').write_text(prev + 'step {k};')\n"
+            f"print('task {i} step {k} read', len(prev))")
 
 
 def decide(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:

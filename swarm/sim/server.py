@@ -278,7 +278,9 @@ class SimServer:
     def start(self) -> SimServer:
         # Binding here rather than letting uvicorn pick port 0 means the port is known before
         # the thread starts, with no race against another process grabbing it.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # An explicit IPPROTO_TCP makes asyncio set TCP_NODELAY; without it every kept-alive
+        # response stalls ~40 ms on Nagle + delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]

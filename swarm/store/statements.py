@@ -49,15 +49,22 @@ INSERT_EVENT = EVENTS.insert()
 INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 
-COUNT_LLM_CALL = (
-    update(RUNS).where(R.id == bindparam("b_id"))
+RUN = select(RUNS).where(R.id == bindparam("b_id"))
+
+#: Count one committed turn and its granted budget, only if the budget still allows it.
+COUNT_TURN = (
+    update(RUNS)
+    .where(R.id == bindparam("b_id"), R.tool_calls + bindparam("b_tools") <= R.max_tool_calls,
+           R.subagents + bindparam("b_subs") <= R.max_subagents)
     .values(llm_calls=R.llm_calls + 1, tokens_in=R.tokens_in + bindparam("b_tin"),
-            tokens_out=R.tokens_out + bindparam("b_tout"))
+            tokens_out=R.tokens_out + bindparam("b_tout"), tool_calls=R.tool_calls + bindparam("b_tools"),
+            subagents=R.subagents + bindparam("b_subs"))
 )
 
 ADVANCE_AGENT = (
     update(AGENTS).where(A.id == bindparam("b_id"))
-    .values(steps=A.steps + 1, tokens_in=A.tokens_in + bindparam("b_tin"), tokens_out=A.tokens_out + bindparam("b_tout"),
+    .values(steps=A.steps + 1, tokens_in=A.tokens_in + bindparam("b_tin"),
+            tokens_out=A.tokens_out + bindparam("b_tout"),
             next_seq=bindparam("b_next"), pending_tools=bindparam("b_pending"))
 )
 

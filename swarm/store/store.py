@@ -38,7 +38,7 @@ from swarm.domain.status import (
 )
 from swarm.engine import prompts
 from swarm.engine.planner import TurnKind, TurnPlan
-from swarm.exceptions import FenceLost, NotFound, StateError, StoreUnavailable
+from swarm.exceptions import FenceLost, NotFound, StateError, StoreConflict, StoreUnavailable
 from swarm.llm.types import LLMResponse
 from swarm.store import conversation
 from swarm.store import statements as sql
@@ -50,6 +50,7 @@ from swarm.store.types import AgentContext, Claim, RunSpec, StepRef
 from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
+REF_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)
 TIME_LIMIT = "time limit: the run exceeded its max wall time"
 
 
@@ -85,6 +86,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             except DBAPIError as exc:
                 if exc.connection_invalidated or _is_connectivity(exc):
                     raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
+                if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):
+                    raise StoreConflict(f"transaction conflict, retry: {exc.orig!r}") from exc
                 raise
 
     @contextmanager
@@ -127,6 +130,16 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a run: every open step is cancelled in the same transaction, so no worker can
         commit (fence) or start (claim checks the run) anything of it afterwards."""
+        for attempt in range(5):
+            try:
+                return self._cancel_run(run_id, reason)
+            except StoreConflict:  # lost a deadlock against a committing step: just try again
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _cancel_run(self, run_id: str, reason: str) -> bool:
         with self.tx() as conn:
             run = self._lock_run(conn, run_id)
             if run.status != RunStatus.RUNNING:
@@ -218,9 +231,23 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
         """Commit one model turn: the assistant message, its tool steps (budget permitting) or the
-        agent's end, all in one transaction guarded by the fence."""
+        agent's end, all in one transaction guarded by the fence.
+
+        The run row (budgets, counters) is every agent's hot spot, so it is touched last, by a
+        conditional UPDATE that re-checks the budget: the lock is held only for the commit itself.
+        If the budget moved meanwhile the transaction is redone holding the lock from the start."""
+        try:
+            return self._commit_llm(claim, response, plan, optimistic=True)
+        except _BudgetMoved:
+            return self._commit_llm(claim, response, plan, optimistic=False)
+
+    def _commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, optimistic: bool) -> list[StepRef]:
         with self.tx() as conn:
-            run = self._lock_run(conn, claim.run_id)
+            if optimistic:
+                run = conn.execute(sql.RUN, {"b_id": claim.run_id}).one()
+            else:
+                run = self._lock_run(conn, claim.run_id)
+            granted = (0, 0)
             self._close_step(conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in,
                              tokens_out=response.tokens_out)
             agent = conn.execute(sql.AGENT, {"b_id": claim.agent_id}).one()
@@ -229,11 +256,10 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                           reasoning=response.reasoning_content,
                           tool_calls=conversation.tool_calls_json(response) or None)
             tokens = {"b_tin": response.tokens_in, "b_tout": response.tokens_out}
-            conn.execute(sql.COUNT_LLM_CALL, {"b_id": claim.run_id, **tokens})
             advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
-                pending, refs = self._open_tool_steps(conn, claim, run, plan, seq)
+                pending, refs, granted = self._open_tool_steps(conn, claim, run, plan, seq)
                 conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 1 + len(plan.calls), "b_pending": pending})
                 if pending == 0:
                     refs.append(self._new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
@@ -251,10 +277,16 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             self._event(conn, claim.run_id, "llm_done", claim.agent_id, claim.step_id,
                         {"turn": claim.turn, "kind": plan.kind.value, "tool_calls": len(plan.calls),
                          "tokens_in": response.tokens_in, "tokens_out": response.tokens_out})
+            counted = conn.execute(sql.COUNT_TURN, {"b_id": claim.run_id, "b_tools": granted[0],
+                                                    "b_subs": granted[1], **tokens}).rowcount
+            if not counted:
+                raise _BudgetMoved()
             return refs
 
     def _open_tool_steps(self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan,
-                         seq: int) -> tuple[int, list[StepRef]]:
+                         seq: int) -> tuple[int, list[StepRef], tuple[int, int]]:
+        """Insert the turn's tool steps; returns (pending, refs, (tool calls, subagents) granted).
+        The caller adds the grant to the run's counters."""
         valid = [c for c in plan.calls if c.error is None]
         want_tools = sum(1 for c in valid if c.name not in ORCHESTRATION_TOOLS)
         want_subs = sum(1 for c in valid if c.launches_subagent)
@@ -291,11 +323,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 self._message(conn, claim.run_id, claim.agent_id, msg_seq, "tool", error, tool_call_id=c.call_id)
         if ready:
             conn.execute(sql.INSERT_READY_STEP, ready)  # one executemany for a whole fan-out
-        if g.tool_calls - tools_left or g.subagents - subs_left:
-            conn.execute(update(RUNS).where(RUNS.c.id == claim.run_id).values(
-                tool_calls=RUNS.c.tool_calls + (g.tool_calls - tools_left),
-                subagents=RUNS.c.subagents + (g.subagents - subs_left)))
-        return len(refs), refs
+        return len(refs), refs, (g.tool_calls - tools_left, g.subagents - subs_left)
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool,
                     files: dict[str, bytes] | None = None) -> list[StepRef]:
@@ -326,7 +354,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         """``assign_task``: start a subagent instance. The step then waits without holding a worker;
         the subagent's final message becomes its result (fan-in happens in :meth:`_finish_agent`)."""
         with self.tx() as conn:
-            run = conn.execute(select(RUNS.c.max_depth, RUNS.c.max_steps_per_agent).where(RUNS.c.id == claim.run_id)).one()
+            run = conn.execute(select(RUNS.c.max_depth, RUNS.c.max_steps_per_agent)
+                               .where(RUNS.c.id == claim.run_id)).one()
             parent = conn.execute(select(AGENTS.c.depth).where(AGENTS.c.id == claim.agent_id)).one()
             adef = conn.execute(select(DEFS).where(DEFS.c.run_id == claim.run_id,
                                                        DEFS.c.name == agent_name)).first()
@@ -389,12 +418,12 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                                 .where(expired, STEPS.c.attempt >= max_attempts)).all()
             rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())
-                                .returning(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)).all()
+                                .returning(*REF_COLS)).all()
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
             stale = conn.execute(update(STEPS).where(mine, STEPS.c.status == StepStatus.READY,
                                                     STEPS.c.ready_at < db_now() - republish_after)
                                  .values(ready_at=db_now())
-                                 .returning(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)).all()
+                                 .returning(*REF_COLS)).all()
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in stale]
         for d in dead:
             claim = Claim(d.id, d.run_id, d.agent_id, StepKind.LLM, d.fence, max_attempts, 0, 0, "", None, None, None)
@@ -490,7 +519,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def _finish_run(self, conn: Connection, run_id: str, status: RunStatus, result: str | None,
                     reason: str | None) -> None:
         agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
-            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps).where(AGENTS.c.run_id == run_id))]
+            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps)
+            .where(AGENTS.c.run_id == run_id))]
         n = conn.execute(update(RUNS).where(RUNS.c.id == run_id, RUNS.c.status == RunStatus.RUNNING).values(
             status=status, result=result, reason=reason, finished_at=time.time(),
             critical_steps=critical_steps(agents), total_steps=total_steps(agents))).rowcount
@@ -554,6 +584,10 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             if statuses:
                 q = q.where(STEPS.c.status.in_(list(statuses)))
             return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in conn.execute(q)]
+
+
+class _BudgetMoved(Exception):
+    """Another turn spent budget between our read and our commit (rolls the transaction back)."""
 
 
 def _is_connectivity(exc: DBAPIError) -> bool:

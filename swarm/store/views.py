@@ -74,7 +74,8 @@ class ViewsMixin:
 
     def steps_timeline(self, run_id: str) -> list[dict[str, Any]]:
         with self.read() as conn:
-            rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.turn, STEPS.c.idx,
+            rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.turn,
+                                       STEPS.c.idx,
                                        STEPS.c.tool_name, STEPS.c.started_at, STEPS.c.finished_at, STEPS.c.attempt,
                                        STEPS.c.tokens_in, STEPS.c.tokens_out, STEPS.c.is_error)
                                 .where(STEPS.c.run_id == run_id).order_by(STEPS.c.started_at)).all()
@@ -92,7 +93,8 @@ class ViewsMixin:
         """Row counts per table for one run: proves storage grows linearly with work."""
         tables: dict[str, Any] = {"messages": MESSAGES, "steps": STEPS, "events": EVENTS, "agents": AGENTS}
         with self.read() as conn:
-            return {name: int(conn.execute(select(func.count()).select_from(t).where(t.c.run_id == run_id)).scalar_one())
+            return {name: int(conn.execute(select(func.count()).select_from(t)
+                                           .where(t.c.run_id == run_id)).scalar_one())
                     for name, t in tables.items()}
 
     def _run_row(self, conn: Connection, run_id: str, tenant: str | None) -> Any:
@@ -106,7 +108,8 @@ class ViewsMixin:
 
     def _live_steps(self, conn: Connection, run_id: str) -> tuple[int, int]:
         agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
-            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps).where(AGENTS.c.run_id == run_id))]
+            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps)
+            .where(AGENTS.c.run_id == run_id))]
         return critical_steps(agents), total_steps(agents)
 
 
@@ -154,8 +157,8 @@ class LiveViewsMixin:
         with self.read() as conn:
             return int(conn.execute(select(func.max(EVENTS.c.id)).where(EVENTS.c.run_id == run_id)).scalar() or 0)
 
-    def run_status(self, run_id: str, tenant: str | None = None) -> str:
-        """Just the status (and a tenancy check): cheaper than a summary."""
+    def scoped_run_status(self, run_id: str, tenant: str | None = None) -> str:
+        """Just the status, and a tenancy check (NotFound for another tenant's run)."""
         with self.read() as conn:
             q = select(RUNS.c.status).where(RUNS.c.id == run_id)
             if tenant is not None:
@@ -171,8 +174,9 @@ class LiveViewsMixin:
         with self.read() as conn:
             runs = conn.execute(select(RUNS.c.status, func.count(), func.coalesce(func.sum(RUNS.c.tokens_in), 0),
                                        func.coalesce(func.sum(RUNS.c.tokens_out), 0)).group_by(RUNS.c.status)).all()
-            active_agents = conn.execute(select(func.count()).select_from(AGENTS).join(RUNS, RUNS.c.id == AGENTS.c.run_id)
-                                         .where(RUNS.c.status == "running", AGENTS.c.status == "running")).scalar_one()
+            active_agents = conn.execute(
+                select(func.count()).select_from(AGENTS).join(RUNS, RUNS.c.id == AGENTS.c.run_id)
+                .where(RUNS.c.status == "running", AGENTS.c.status == "running")).scalar_one()
             steps = conn.execute(select(STEPS.c.kind, STEPS.c.status, func.count())
                                  .group_by(STEPS.c.kind, STEPS.c.status)).all()
             latency = _histogram(conn, STEPS.c.finished_at - STEPS.c.started_at, buckets,

@@ -9,6 +9,16 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
+#: The page runs only its own script and talks only to this server; it shows model output, so
+#: a strict policy is the second line of defence after never inserting that output as HTML.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 router = APIRouter(include_in_schema=False)
 
 
@@ -22,4 +32,4 @@ def root() -> RedirectResponse:
 @router.get("/dashboard/runs/{run_id}")
 def shell(run_id: str | None = None) -> FileResponse:
     # One page; the script reads the run id from the path. No data here, so no key needed.
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)

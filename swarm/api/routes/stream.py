@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from swarm.api.auth import Auth, Ctx
-from swarm.api.errors import ApiError, error_responses
+from swarm.api.errors import error_responses
 from swarm.api.events import BATCH, EventHub, Subscription, sse_format
 from swarm.api.routes.runs import RunId
 from swarm.domain.status import RUN_TERMINAL
@@ -31,18 +31,18 @@ KEEPALIVE_SECONDS = 15.0
                        **error_responses(401, 403, 404, 422, 503)})
 async def run_events(
     run_id: RunId, auth: Auth, ctx: Ctx, *,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID",
-                                                description="Resume after this event id (sent by EventSource "
-                                                            "on reconnect).")] = None,
-    after: Annotated[int | None, Query(ge=0, le=2**62, description="Like Last-Event-ID, as a query parameter.")]
-    = None,
+    # Plain str/int with defaults rather than Optional: HTTP has no null header or query value.
+    last_event_id: Annotated[str, Header(alias="Last-Event-ID", pattern=r"^\s*[0-9]{0,18}\s*$",
+                                         description="Resume after this event id (sent by EventSource "
+                                                     "on reconnect).")] = "",
+    after: Annotated[int, Query(ge=0, le=2**62, description="Like Last-Event-ID, as a query parameter.")] = 0,
     follow: Annotated[bool, Query(description="false: send the events so far, then end.")] = True,
 ) -> StreamingResponse:
     """Events: run_created, subagent_defined, agent_started, llm_done, tool_done, step_failed,
     agent_done, run_resumed, run_done. Ids never go backwards and none is skipped, even across
     reconnects (see docs/api.md, "Event stream")."""
     start = _start_id(last_event_id, after)
-    status = await run_in_threadpool(ctx.store.run_status, run_id, auth.scope)
+    status = await run_in_threadpool(ctx.store.scoped_run_status, run_id, auth.scope)
     sub = ctx.hub.subscribe(run_id)
     return StreamingResponse(_stream(ctx.store, ctx.hub, sub, start, terminal=status in RUN_TERMINAL,
                                      follow=follow),
@@ -50,13 +50,8 @@ async def run_events(
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _start_id(header: str | None, after: int | None) -> int:
-    if header is not None and header.strip():
-        text = header.strip()
-        if not text.isdigit() or len(text) > 18:
-            raise ApiError(422, "Last-Event-ID must be an event id (a non-negative integer)")
-        return int(text)
-    return after or 0
+def _start_id(header: str, after: int) -> int:
+    return int(header.strip()) if header.strip() else after  # the pattern admits digits only
 
 
 async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int, *, terminal: bool,
@@ -66,16 +61,24 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
         # Catch up from the run's own index up to where the hub's live feed starts.
         while True:
             batch = await run_in_threadpool(store.run_events_between, sub.run_id, last, sub.start, BATCH)
-            for e in batch:
-                yield sse_format(e)
-                last = e["id"]
+            if batch:
+                yield "".join(sse_format(e) for e in batch)
+                last = batch[-1]["id"]
             if len(batch) < BATCH:
                 break
         if not follow:
             return
-        if terminal and await _finished(store, sub.run_id, last):
-            return
+        # Ending: once the run is over AND the client has its last event. run_done is not always
+        # the last event of a run (the orchestrator's llm_done commits with it), and a resume
+        # can follow it, so check the store rather than trusting any one event.
+        ending = terminal
         while True:
+            if ending:
+                status = await run_in_threadpool(store.scoped_run_status, sub.run_id)
+                if status not in RUN_TERMINAL:
+                    ending = False
+                elif await run_in_threadpool(store.last_run_event_id, sub.run_id) <= last:
+                    return
             try:
                 events = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
@@ -83,20 +86,13 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
                 continue
             if events is None:
                 return
-            done = False
-            for e in events:
-                if e["id"] <= last:
-                    continue
-                yield sse_format(e)
-                last = e["id"]
-                done = done or e["type"] == "run_done"
-            if done and await _finished(store, sub.run_id, last):
-                return
+            # One write per batch, of text the hub formatted once for all watchers: with 50
+            # watchers a write per event per watcher would cost the server more than the run.
+            fresh = [e for e in events if e["id"] > last]
+            if fresh:
+                yield "".join(e["sse"] for e in fresh)
+                last = fresh[-1]["id"]
+                ending = ending or any(e["type"] == "run_done" for e in fresh)
     finally:
         hub.unsubscribe(sub)
 
-
-async def _finished(store: StateStore, run_id: str, last: int) -> bool:
-    """The run is over and the client has its last event (a resume would add more: keep going)."""
-    status = await run_in_threadpool(store.run_status, run_id)
-    return status in RUN_TERMINAL and await run_in_threadpool(store.last_run_event_id, run_id) <= last

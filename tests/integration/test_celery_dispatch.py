@@ -1,0 +1,169 @@
+"""The Celery side without worker processes: configuration, what a publish puts on Redis, publishing
+after Redis lost everything, and the step task run in-process against real Postgres and the sim
+(a duplicate delivery is a no-op)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from swarm.config import Settings
+from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.dispatch.celery import STEP_TASK, SWEEP_TASK, VISIBILITY_TIMEOUT, CeleryDispatcher, celery_config
+from swarm.domain.status import StepKind
+from swarm.exceptions import ConfigError
+from swarm.runtime import run_spec
+from swarm.store.store import StateStore
+from swarm.store.types import StepRef
+from tests.conftest import make_settings
+
+pytestmark = [pytest.mark.redis]
+
+
+def _messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    out = []
+    for raw in client.lrange(queue, 0, -1):
+        msg = json.loads(raw)
+        body = json.loads(base64.b64decode(msg["body"]))
+        out.append({"headers": msg["headers"], "args": body[0], "kwargs": body[1]})
+    return out
+
+
+def test_config_is_at_least_once_and_has_one_visibility_timeout(tmp_path):
+    conf = celery_config(Settings(_env_file=None, home=tmp_path, broker_url="redis://localhost:6379/0"))
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["task_retry_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["task_ignore_result"] and conf["broker_connection_retry_on_startup"]
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+    assert conf["worker_soft_shutdown_timeout"] > 0
+    assert (conf["broker_transport_options"]["visibility_timeout"]
+            == conf["result_backend_transport_options"]["visibility_timeout"]
+            == conf["visibility_timeout"] == VISIBILITY_TIMEOUT)
+    # Far above the longest step: a model call may take llm_timeout on each of its attempts.
+    s = Settings(_env_file=None, home=tmp_path)
+    assert s.llm_timeout * (s.llm_max_retries + 1) + s.python_timeout < VISIBILITY_TIMEOUT
+    assert {q.name for q in conf["task_queues"]} == {QUEUE_LLM, QUEUE_TOOL, QUEUE_CONTROL}
+    sweep = conf["beat_schedule"]["swarm-sweep"]
+    assert sweep["task"] == SWEEP_TASK and sweep["options"]["queue"] == QUEUE_CONTROL
+    with pytest.raises(ConfigError, match="SWARM_BROKER_URL"):
+        celery_config(Settings(_env_file=None, home=tmp_path))
+
+
+def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url))
+    refs = [StepRef("a" * 32, "run1", "agent1", StepKind.LLM),
+            StepRef("b" * 32, "run1", "agent1", StepKind.TOOL, "assign_task"),
+            StepRef("c" * 32, "run1", "agent2", StepKind.TOOL, "python")]
+    d.dispatch(refs)
+    llm, tool = _messages(client, QUEUE_LLM), _messages(client, QUEUE_TOOL)
+    # Orchestration tools are database-only: they go with the LLM steps.
+    assert sorted(m["kwargs"]["step_id"] for m in llm) == ["a" * 32, "b" * 32]
+    assert [m["kwargs"]["tool"] for m in tool] == ["python"]
+    head = tool[0]["headers"]
+    assert head["task"] == STEP_TASK and head["id"].startswith("tool-cccccccccccc-")
+    assert tool[0]["kwargs"] == {"step_id": "c" * 32, "run_id": "run1", "agent_id": "agent2", "kind": "tool",
+                                 "tool": "python"}
+    # Redis loses everything (FLUSHALL / restart without AOF): the same dispatcher still publishes.
+    client.flushdb()
+    d.dispatch(refs[:1])
+    again = _messages(client, QUEUE_LLM)
+    assert len(again) == 1 and again[0]["headers"]["id"] != llm[0]["headers"]["id"]
+    d.close()
+    client.close()
+
+
+def test_dispatch_never_raises_when_the_broker_is_down(tmp_path):
+    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    t0 = time.monotonic()
+    d.dispatch([StepRef("a" * 32, "r", "g", StepKind.LLM)])  # logged; the sweeper re-publishes later
+    assert time.monotonic() - t0 < 15
+    d.close()
+
+
+@pytest.fixture
+def worker_ctx(monkeypatch: pytest.MonkeyPatch, tmp_path, pg_url, redis_url, sim) -> Iterator[Settings]:
+    """The workers package's per-process context, pointed at this test's services."""
+    import workers.celery_app
+    from workers import context
+
+    s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
+    app = workers.celery_app.app
+    monkeypatch.setattr(workers.celery_app, "settings", s)
+    monkeypatch.setitem(app.conf, "broker_url", redis_url)
+    context.shutdown()
+    app.close()  # connection pools are made lazily from the (now patched) configuration
+    yield s
+    context.shutdown()
+    app.close()
+
+
+@pytest.mark.postgres
+def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_url, redis_url, sim):
+    from workers.tasks import step, sweep
+
+    store = StateStore.from_url(pg_url, pool_size=2)
+    run_id, refs = store.create_run(run_spec(worker_ctx, "dup #sim agents=1 tools=1 tool=echo"))
+    (ref,) = refs
+    client = redis.Redis.from_url(redis_url)
+    assert step.run(ref.step_id) == 1  # the orchestrator's first turn made create_subagent ready
+    assert len(_messages(client, QUEUE_LLM)) == 1  # ...and published it, after the commit
+    assert step.run(ref.step_id) == 0  # redelivered: nothing to claim, nothing called, nothing published
+    assert len(_messages(client, QUEUE_LLM)) == 1
+    assert sim.stats()["by_run"][run_id] == 1
+    # The published step is lost (Redis flushed): once it is older than republish_after the sweep
+    # task publishes it again.
+    client.flushdb()
+    assert sweep.run() == 0
+    with store.tx() as conn:
+        from sqlalchemy import update
+
+        from swarm.store.models import Step
+        conn.execute(update(Step).where(Step.run_id == run_id, Step.status == "ready")
+                     .values(ready_at=Step.ready_at - worker_ctx.republish_after - 1))
+    assert sweep.run() == 1
+    assert len(_messages(client, QUEUE_LLM)) == 1
+    client.close()
+    store.engine.dispose()
+
+
+def test_worker_db_pool_follows_the_pool_type():
+    from celery.concurrency import get_implementation
+
+    import workers.celery_app
+    from workers import context
+
+    class Sender:  # what Celery's worker_init hands over (a WorkController), as far as used
+        app = workers.celery_app.app
+        concurrency = 128
+        pool_cls = get_implementation("threads")
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(workers.celery_app, "check_node", lambda *a: None)
+            workers.celery_app._on_worker_init(Sender())
+            assert context.db_pool_size() == 10  # 128 threads share 10 (+20 overflow) connections
+            Sender.pool_cls = get_implementation("prefork")
+            workers.celery_app._on_worker_init(Sender())
+            assert context.db_pool_size() == 2  # one task at a time per child, plus the heartbeat
+    finally:
+        context.configure_pool(1, False)
+
+
+@pytest.mark.postgres
+def test_heartbeat_renews_only_steps_in_flight(tmp_path, pg_url, sim):
+    s = make_settings(tmp_path, pg_url, sim.url)
+    store = StateStore.from_url(pg_url, pool_size=2)
+    _, (ref,) = store.create_run(run_spec(s, "hb #sim agents=1 tools=1 tool=echo"))
+    claim = store.claim(ref.step_id, "host:1:abc", 10.0)
+    assert claim is not None
+    assert store.heartbeat("host:1:abc", 10.0, steps=[]) == 0  # its thread gave up: let it expire
+    assert store.heartbeat("host:1:abc", 10.0, steps=[ref.step_id]) == 1
+    assert store.heartbeat("host:1:abc", 10.0) == 1
+    store.engine.dispose()

@@ -1,0 +1,171 @@
+"""docker-compose.yml and the Dockerfile against the code's real entry points (Docker does not run
+here): every `swarm` command and option exists, every SWARM_* variable is a real setting,
+`celery -A workers` loads, and the services have what a durable deployment needs."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer.main
+import yaml
+from celery import Celery
+
+from swarm.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG_RUNNING = ("postgres", "redis", "api", "worker", "sweeper", "flower", "sim")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    svc: dict[str, dict[str, Any]] = compose["services"]
+    return svc
+
+
+@pytest.fixture(scope="module")
+def cli() -> Any:
+    from swarm.cli import (  # noqa: F401
+        admin,
+        main,
+        runs,
+        worker,
+    )
+    from swarm.cli.common import app
+
+    for optional in ("swarm.cli.server", "swarm.cli.watch", "swarm.cli.export", "swarm.cli.keys"):
+        with contextlib.suppress(ModuleNotFoundError):
+            __import__(optional)
+    # Typer vendors its own click: duck-type the group (it has .commands; a command has .params).
+    group = typer.main.get_command(app)
+    assert hasattr(group, "commands")
+    return group
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command", [])
+    return cmd.split() if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def test_all_services_present(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "sweeper", "flower", "sim"}
+    assert services["sim"]["profiles"] == ["sim"]
+
+
+def test_every_swarm_command_and_option_exists(services: dict[str, dict[str, Any]], cli: Any) -> None:
+    checked = 0
+    for name, svc in services.items():
+        for raw in [_command(svc), svc.get("healthcheck", {}).get("test", [])]:
+            cmd = raw[1:] if isinstance(raw, list) and raw[:1] == ["CMD"] else raw
+            if not cmd or cmd[0] != "swarm":
+                continue
+            group = cli
+            args = cmd[1:]
+            while hasattr(group, "commands"):
+                assert args and args[0] in group.commands, f"{name}: `swarm {' '.join(cmd[1:])}` is not a command"
+                group, args = group.commands[args[0]], args[1:]
+            opts = {o for p in group.params for o in (*p.opts, *p.secondary_opts)}
+            for arg in args:
+                if arg.startswith("-"):
+                    assert arg.split("=")[0] in opts, f"{name}: {group.name} has no option {arg}"
+            checked += 1
+    assert checked >= 6
+
+
+def test_swarm_env_vars_are_real_settings(services: dict[str, dict[str, Any]]) -> None:
+    from swarm.api.context import FLOWER_URL_ENV
+
+    fields = {f"SWARM_{n.upper()}" for n in Settings.model_fields} | {FLOWER_URL_ENV}
+    seen = set()
+    for name, svc in services.items():
+        for var in _env(svc):
+            if var.startswith("SWARM_"):
+                assert var in fields, f"{name}: {var} is not a swarm setting"
+                seen.add(var)
+    assert {"SWARM_DATABASE_URL", "SWARM_BROKER_URL", "SWARM_LLM_BASE_URL"} <= seen
+
+
+def test_services_agree_on_database_and_broker(services: dict[str, dict[str, Any]]) -> None:
+    swarm_services = [n for n, s in services.items() if "SWARM_DATABASE_URL" in _env(s)]
+    assert {"migrate", "api", "worker", "sweeper", "flower"} <= set(swarm_services)
+    assert len({_env(services[n])["SWARM_DATABASE_URL"] for n in swarm_services}) == 1
+    assert len({_env(services[n])["SWARM_BROKER_URL"] for n in swarm_services}) == 1
+    db = _env(services["worker"])["SWARM_DATABASE_URL"]
+    assert db.startswith("postgresql://") and "@postgres:5432/" in db
+    assert Settings(_env_file=None, database_url=db).database_url.startswith("postgresql+psycopg://")
+    assert _env(services["worker"])["SWARM_BROKER_URL"].startswith("redis://redis:6379/")
+
+
+def test_celery_app_loads_as_compose_uses_it(services: dict[str, dict[str, Any]]) -> None:
+    import workers
+
+    assert isinstance(workers.app, Celery)
+    assert {"swarm.step", "swarm.sweep"} <= set(workers.app.tasks)
+    flower = _command(services["flower"])
+    assert flower[:4] == ["celery", "-A", "workers", "flower"]
+    import flower.command
+    from celery.bin.celery import celery as celery_cli
+
+    assert isinstance(celery_cli, click.Group)
+
+
+def test_workers_scale_and_restart(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker, "--scale worker=N needs neither"
+    assert _command(worker)[:2] == ["swarm", "worker"]
+    assert "--beat" not in _command(worker), "beat must run once (the sweeper service), not per replica"
+    assert "--beat" in _command(services["sweeper"])
+    for name in LONG_RUNNING:
+        assert services[name].get("restart") in ("unless-stopped", "always"), name
+        assert "healthcheck" in services[name], name
+    assert services["migrate"].get("restart") == "no"
+    assert _command(services["migrate"]) == ["swarm", "db", "upgrade"]
+    for name in ("api", "worker", "sweeper"):
+        dep = services[name]["depends_on"]
+        assert dep["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_redis_keeps_its_queues_and_never_evicts(services: dict[str, dict[str, Any]]) -> None:
+    cmd = " ".join(_command(services["redis"]))
+    assert "--appendonly yes" in cmd
+    assert "--maxmemory-policy noeviction" in cmd
+    assert "volumes" in services["redis"]
+
+
+def test_api_serves_on_all_interfaces_with_healthz(services: dict[str, dict[str, Any]]) -> None:
+    api = services["api"]
+    assert _command(api) == ["swarm", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+
+
+def test_flower_requires_basic_auth(services: dict[str, dict[str, Any]]) -> None:
+    flower = services["flower"]
+    env = _env(flower)
+    assert "FLOWER_UNAUTHENTICATED_API" not in env
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?.+\}", env["FLOWER_BASIC_AUTH"]), "basic auth must be mandatory"
+    assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])  # the one auth-exempt endpoint
+
+
+def test_dockerfile_installs_the_package() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for part in ("swarm", "workers", "migrations"):
+        assert f"COPY {part} ./{part}" in text
+    assert re.search(r"pip install (--no-deps )?\.", text)
+    assert "USER swarm" in text
