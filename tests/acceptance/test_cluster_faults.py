@@ -1,6 +1,5 @@
 """Fault injection on a real cluster (two nodes + the sweeper; Postgres, Redis, the simulated model
-over HTTP). Each test runs a 30 x 10 swarm (300 tool calls, 664 steps) — W1 itself runs in
-test_cluster_w1.py; a full W1 per fault would not fit the suite's time budget on a 2-core box —
+over HTTP). Each test runs W1 (100 subagents x 15 tool calls = 1,500 tool calls, 3,204 steps),
 injects one fault mid-run and asserts:
 
 * the run completes with exact counts (subagents, tool calls, LLM calls, critical steps);
@@ -47,7 +46,7 @@ from tests.conftest import PG_ADMIN_URL, make_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-AGENTS, TOOLS = 30, 10
+AGENTS, TOOLS = 100, 15  # W1: 1,500 tool calls
 STEPS = 4 + AGENTS * (2 * TOOLS + 2)
 RESUME_BOUND = 15.0
 #: Recovery of a dead worker's steps: lease (10 s) + sweep interval (2 s) + the step itself.
