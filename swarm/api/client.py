@@ -102,16 +102,20 @@ class ApiClient:
                 with self._stream("GET", f"/v1/runs/{run_id}/events", headers=headers,
                                   params={"follow": "true" if follow else "false"},
                                   timeout=httpx.Timeout(30.0, read=60.0)) as resp:
-                    for event in parse_sse(resp.iter_lines()):
+                    for kind, event in sse_messages(resp.iter_lines()):
+                        if kind == "end":
+                            return  # the run is over and every event was sent
                         failures = 0
                         last = max(last, int(event["id"]))
                         yield event
-                return  # the server ended the stream: the run is over
             except ServerUnavailable:
-                failures += 1
-                if failures > retries:
-                    raise
-                time.sleep(min(2.0, 0.2 * failures))
+                pass
+            # Failed, or closed without `end` (server restarting, a slow reader cut off): resume
+            # after the last event we have.
+            failures += 1
+            if failures > retries:
+                raise ServerUnavailable(f"the event stream of run {run_id} keeps failing")
+            time.sleep(min(2.0, 0.2 * failures))
 
     def wait(self, run_id: str, on_progress: Callable[[RunSummary], None] | None = None,
              min_interval: float = 0.25) -> RunSummary:
@@ -181,15 +185,15 @@ class _ReadingResponse:
             raise ServerUnavailable(f"connection to the swarm server dropped: {exc}") from exc
 
 
-def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """Server-Sent Events → the JSON ``data`` of each event that has an id."""
+def sse_messages(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Server-Sent Events → (event type, JSON data) of each message with data."""
     data: list[str] = []
-    event_id: str | None = None
+    kind = "message"
     for line in lines:
         if line == "":
-            if data and event_id is not None:
-                yield json.loads("\n".join(data))
-            data, event_id = [], None
+            if data:
+                yield kind, json.loads("\n".join(data))
+            data, kind = [], "message"
         elif line.startswith(":"):
             continue
         else:
@@ -197,8 +201,15 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             value = value.removeprefix(" ")
             if name == "data":
                 data.append(value)
-            elif name == "id":
-                event_id = value
+            elif name == "event":
+                kind = value
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The run events of an SSE stream (messages with an id), without the closing ``end``."""
+    for kind, data in sse_messages(lines):
+        if kind != "end" and "id" in data:
+            yield data
 
 
 def summary(data: dict[str, Any]) -> RunSummary:

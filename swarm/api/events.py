@@ -7,9 +7,12 @@ with ``Last-Event-ID: 100`` would never see 98.
 
 The rule that prevents it: only hand out events up to the first *gap* in the global id sequence
 (ids are shared by all runs, so per-run gaps mean nothing), and wait for gaps to fill. A gap can
-also be permanent (the transaction rolled back), so a row blocked behind a gap is let through
-once it has waited ``gap_timeout`` seconds, or once it is so old (``stale_after``, by its ``ts``)
-that no transaction can still be holding an id below it.
+also be permanent (its transaction rolled back). On PostgreSQL that is decided exactly: right
+after each read the follower notes which writers were in progress (``pg_current_snapshot()``);
+the transaction holding a missing id is one of them (swarm writes other rows before an event, so
+it has its transaction id by then), and once all of them have ended, a later read that still
+lacks the id proves it is gone. As a backstop — and the only rule elsewhere — a row blocked for
+``gap_timeout`` seconds, or older than ``stale_after`` by its ``ts``, is let through.
 
 :class:`GapTracker` is that rule; :class:`EventHub` runs it once per server process and fans events
 out to every SSE connection (50 watchers cost one query per poll, not 50);
@@ -32,39 +35,58 @@ from swarm.store.store import StateStore
 
 log = logging.getLogger(__name__)
 
-GAP_TIMEOUT = 2.0
-STALE_AFTER = 10.0
+GAP_TIMEOUT = 10.0
+STALE_AFTER = 30.0
 BATCH = 2000
+
+#: PostgreSQL's writers in progress: (xmin, newest in-progress transaction id or None).
+XidSnapshot = tuple[int, int | None]
 
 
 class GapTracker:
-    """Decides how far the contiguous, safe-to-publish prefix of the event id sequence reaches."""
+    """Decides how far the contiguous, safe-to-publish prefix of the event id sequence reaches.
+
+    Call :meth:`advance` with each read's rows and the snapshot taken right AFTER that read.
+    """
 
     def __init__(self, gap_timeout: float = GAP_TIMEOUT, stale_after: float = STALE_AFTER) -> None:
         self.gap_timeout, self.stale_after = gap_timeout, stale_after
-        self._blocked_since: dict[int, float] = {}
+        #: row id → (first seen blocked, the xmin that proves every writer of then has ended)
+        self._blocked: dict[int, tuple[float, int | None]] = {}
+        #: xmin of the snapshot taken after the previous read, i.e. before this one
+        self._before_read: int | None = None
 
-    def advance(self, frontier: int, rows: Sequence[Mapping[str, Any]], now: float) -> int:
+    def advance(self, frontier: int, rows: Sequence[Mapping[str, Any]], now: float,
+                snapshot: XidSnapshot | None = None) -> int:
         """The new frontier given ``rows`` (id-ordered, all with id > ``frontier``): every id up to
-        it is either published or given up as never-to-commit."""
+        it is either published or known never to commit."""
+        ended_all = None if snapshot is None else (snapshot[1] + 1 if snapshot[1] is not None else snapshot[0])
         expected = frontier + 1
         blocked = False
         for r in rows:
             i = int(r["id"])
             if i < expected:
                 continue
-            # Every row held back starts its clock now, so none waits more than gap_timeout in all.
-            since = self._blocked_since.setdefault(i, now) if blocked or i > expected else now
+            if blocked or i > expected:
+                # Clocks start at the first sighting, so no row waits more than gap_timeout in all.
+                first, need = self._blocked.setdefault(i, (now, ended_all))
             if blocked:
                 continue
             if i > expected:
-                if now - since < self.gap_timeout and now - float(r["ts"]) < self.stale_after:
+                if not self._gone(first, need, float(r["ts"]), now):
                     blocked = True
                     continue
                 log.debug("event ids %d..%d never committed; moving on", expected, i - 1)
             expected = i + 1
-        self._blocked_since = {k: v for k, v in self._blocked_since.items() if k >= expected}
+        self._blocked = {k: v for k, v in self._blocked.items() if k >= expected}
+        self._before_read = None if snapshot is None else snapshot[0]
         return expected - 1
+
+    def _gone(self, first: float, need: int | None, ts: float, now: float) -> bool:
+        # Exact: every writer in progress when the gap was seen had ended before this read.
+        if need is not None and self._before_read is not None and self._before_read >= need:
+            return True
+        return now - first >= self.gap_timeout or now - ts >= self.stale_after
 
 
 def initial_frontier(store: StateStore, stale_after: float = STALE_AFTER, now: float | None = None) -> int:
@@ -170,7 +192,8 @@ class EventHub:
         rows = await asyncio.to_thread(self.store.events_after, self.frontier, BATCH)
         if not rows:
             return False
-        new = self.gaps.advance(self.frontier, rows, time.time())
+        snapshot = await asyncio.to_thread(self.store.xid_snapshot)  # after the read, never before
+        new = self.gaps.advance(self.frontier, rows, time.time(), snapshot)
         if new > self.frontier:
             by_run: dict[str, list[dict[str, Any]]] = {}
             for r in rows:
@@ -220,7 +243,7 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
             elif store.last_run_event_id(run_id) <= last:
                 return
         rows = store.events_after(frontier, BATCH)
-        new = gaps.advance(frontier, rows, time.time()) if rows else frontier
+        new = gaps.advance(frontier, rows, time.time(), store.xid_snapshot()) if rows else frontier
         mine = [r for r in rows if frontier < r["id"] <= new and r["run_id"] == run_id and r["id"] > last]
         frontier = new
         if mine:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, case, func, select, text
 
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind
@@ -146,6 +146,17 @@ class LiveViewsMixin:
             rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id,
                                                     EVENTS.c.id <= upto_id).order_by(EVENTS.c.id).limit(limit)).all()
         return [_event_dict(e) for e in rows]
+
+    def xid_snapshot(self) -> tuple[int, int | None] | None:
+        """PostgreSQL's writers in progress right now: (xmin, the newest in-progress transaction id
+        or None). Every transaction id below xmin has ended. None on other databases."""
+        with self.read() as conn:
+            if conn.dialect.name != "postgresql":
+                return None
+            xmin, xip_max = conn.execute(text(
+                "SELECT pg_snapshot_xmin(s)::text, (SELECT max(x::text::numeric) FROM pg_snapshot_xip(s) AS x)"
+                " FROM pg_current_snapshot() AS s")).one()
+        return int(xmin), None if xip_max is None else int(xip_max)
 
     def recent_event_heads(self, limit: int = 5000) -> list[tuple[int, float]]:
         """(id, ts) of the newest events, newest first: where a new event follower may start."""

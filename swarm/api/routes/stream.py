@@ -20,13 +20,17 @@ from swarm.store.store import StateStore
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 KEEPALIVE_SECONDS = 15.0
+#: The last message of a complete stream. A stream that closes without it (server restarting,
+#: reader too slow) is to be resumed with Last-Event-ID; one that ends with it is over.
+END = "event: end\ndata: {}\n\n"
 
 
 @router.get("/runs/{run_id}/events", summary="Follow a run live (Server-Sent Events)",
             response_class=StreamingResponse,
             responses={200: {"description": "`text/event-stream`: each event has `id` (resume with "
-                                            "`Last-Event-ID`), `event` (its type) and JSON `data`. The stream "
-                                            "ends after `run_done` once the run is finished.",
+                                            "`Last-Event-ID`), `event` (its type) and JSON `data`. Once the run "
+                                            "is finished and all its events are sent, an `end` event (no id) "
+                                            "closes the stream; a stream closed without it is to be resumed.",
                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                        **error_responses(401, 403, 404, 422, 503)})
 async def run_events(
@@ -67,6 +71,7 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
             if len(batch) < BATCH:
                 break
         if not follow:
+            yield END
             return
         # Ending: once the run is over AND the client has its last event. run_done is not always
         # the last event of a run (the orchestrator's llm_done commits with it), and a resume
@@ -78,6 +83,7 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
                 if status not in RUN_TERMINAL:
                     ending = False
                 elif await run_in_threadpool(store.last_run_event_id, sub.run_id) <= last:
+                    yield END
                     return
             try:
                 events = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)

@@ -296,6 +296,7 @@ async function follow(runId) {
     try {
       const headers = last ? { "Last-Event-ID": String(last) } : {};
       const resp = await api(`/v1/runs/${runId}/events`, { headers });
+      let ended = false;
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
       let buf = "";
@@ -307,8 +308,9 @@ async function follow(runId) {
         while ((cut = buf.indexOf("\n\n")) >= 0) {
           const chunk = buf.slice(0, cut);
           buf = buf.slice(cut + 2);
+          if (/^event: end$/m.test(chunk)) ended = true;
           const data = chunk.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-          if (!data) continue;
+          if (!data || ended) continue;
           const e = JSON.parse(data);
           last = Math.max(last, e.id);
           failures = 0;
@@ -316,8 +318,9 @@ async function follow(runId) {
           scheduleRefresh();
         }
       }
-      await refresh(); // the stream ended: the run is over
-      return;
+      if (ended) { await refresh(); return; } // the run is over and every event arrived
+      failures++; // closed early (server restart, slow reader): resume after the last id
+      await sleep(500);
     } catch (err) {
       if (err instanceof ApiError && err.status < 500) { notice(err.message); return; }
       failures++;
