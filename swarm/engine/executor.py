@@ -45,7 +45,8 @@ class LLMProtocol(Protocol):
     """What the executor needs from a model client (``swarm.llm.client.LLMClient``)."""
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-                 ctx: CallContext = ..., *, model: str | None = None) -> LLMResponse: ...
+                 ctx: CallContext = ..., *, model: str | None = None,
+                 still_wanted: Callable[[], bool] | None = None) -> LLMResponse: ...
 
 
 class StepExecutor:
@@ -116,7 +117,7 @@ class StepExecutor:
             messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
         try:
             response = self.llm.complete(messages, schemas, CallContext(claim.run_id, claim.agent_id, claim.step_id),
-                                         model=ctx.model)
+                                         model=ctx.model, still_wanted=lambda: self.store.still_claimed(claim))
         except (LLMAuthError, LLMQuotaExceeded) as exc:
             # Retrying cannot help and burns quota: end the whole run now, with the reason.
             error = f"{type(exc).__name__}: {exc}"

@@ -13,7 +13,7 @@ from typing import Any, Self
 import httpx
 
 from swarm.config import Settings
-from swarm.exceptions import ConfigError, LLMError, LLMRateLimited
+from swarm.exceptions import ConfigError, FenceLost, LLMError, LLMRateLimited
 from swarm.llm.errors import map_response_error, map_transport_errors, unusable_response
 from swarm.llm.limiter import AdaptiveLimiter, shared_limiter
 from swarm.llm.retry import backoff_delay, should_retry
@@ -73,8 +73,12 @@ class LLMClient:
         ctx: CallContext = _NO_CONTEXT,
         *,
         model: str | None = None,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> LLMResponse:
-        """One assistant turn for ``messages``. Raises :class:`LLMError` subclasses only."""
+        """One assistant turn for ``messages``. Raises :class:`LLMError` subclasses, or
+        :class:`FenceLost` when ``still_wanted()`` says, before a retry, that nobody awaits the
+        answer any more (the run was cancelled or the step taken over): a stopped run must not
+        keep calling the model from a backoff loop."""
         body = self._body(messages, tools, model or self._settings.model)
         headers = self._headers(ctx)
         max_retries = self._settings.llm_max_retries
@@ -95,6 +99,8 @@ class LLMClient:
                     ctx.run_id or "-", ctx.agent_id or "-", ctx.step_id or "-",
                 )
                 self._sleep(delay)
+                if still_wanted is not None and not still_wanted():
+                    raise FenceLost("step abandoned while waiting to retry the model call") from exc
                 attempt += 1
 
     def _attempt(self, body: dict[str, Any], headers: dict[str, str]) -> LLMResponse:

@@ -212,6 +212,12 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             res = conn.execute(update(STEPS).where(*cond).values(lease_until=db_now() + lease))
             return res.rowcount
 
+    def still_claimed(self, claim: Claim) -> bool:
+        """Whether this claim still holds its step (not cancelled, not taken over)."""
+        with self.read() as conn:
+            row = conn.execute(select(STEPS.c.status, STEPS.c.fence).where(STEPS.c.id == claim.step_id)).first()
+        return row is not None and row.status == StepStatus.RUNNING and row.fence == claim.fence
+
     def release(self, claim: Claim) -> None:
         """Hand a step back untouched (e.g. on worker shutdown) so another worker can take it now."""
         with self.tx() as conn:

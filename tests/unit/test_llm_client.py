@@ -617,3 +617,21 @@ def test_transport_mapping(exc: Exception, expected: type[LLMError]) -> None:
 def test_transport_mapping_leaves_other_errors_alone() -> None:
     with pytest.raises(KeyError), map_transport_errors():
         raise KeyError("x")
+
+
+def test_abandoned_step_stops_retrying_instead_of_calling_the_model_again(make: Make) -> None:
+    # The run is cancelled while the call waits out a 429: no further request may go out.
+    from swarm.exceptions import FenceLost
+
+    rec = Recorder(httpx.Response(429, headers={"Retry-After": "1"}), ok())
+    h = make(rec)
+    with pytest.raises(FenceLost):
+        h.client.complete([{"role": "user", "content": "hi"}], [], still_wanted=lambda: False)
+    assert len(rec.requests) == 1
+
+
+def test_step_still_wanted_retries_normally(make: Make) -> None:
+    rec = Recorder(httpx.Response(429, headers={"Retry-After": "1"}), ok())
+    h = make(rec)
+    h.client.complete([{"role": "user", "content": "hi"}], [], still_wanted=lambda: True)
+    assert len(rec.requests) == 2
