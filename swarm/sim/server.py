@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import uvicorn
@@ -26,6 +24,7 @@ from starlette.routing import Route
 
 from swarm.sim import script
 from swarm.sim.script import SimParams
+from swarm.threaded_server import ThreadedServer
 
 #: Bounds memory of a long-running sim; far above any test's request count.
 LOG_LIMIT = 200_000
@@ -250,20 +249,22 @@ def serve(config: SimConfig | None = None) -> None:
     uvicorn.Server(_uvicorn_config(create_app(cfg), cfg.host, cfg.port, "info")).run()
 
 
-class SimServer:
+class SimServer(ThreadedServer):
     """The sim on a free 127.0.0.1 port in a background thread, for tests.
 
     >>> with SimServer(SimConfig(agents=2)) as sim:  # doctest: +SKIP
     ...     httpx.post(f"{sim.url}/chat/completions", json=...)
     """
 
+    label = "simulated model server"
+
     def __init__(self, config: SimConfig | None = None, startup_timeout: float = 10.0) -> None:
+        super().__init__(startup_timeout)
         self.config = config or SimConfig()
         self.state = SimState()
-        self._startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+
+    def uvicorn_config(self, port: int) -> uvicorn.Config:
+        return _uvicorn_config(create_app(self.config, self.state), "127.0.0.1", port, "warning")
 
     @property
     def base_url(self) -> str:
@@ -274,44 +275,6 @@ class SimServer:
     def url(self) -> str:
         """The OpenAI base URL (``.../v1``), what an LLM client is configured with."""
         return f"{self.base_url}/v1"
-
-    def start(self) -> SimServer:
-        # Binding here rather than letting uvicorn pick port 0 means the port is known before
-        # the thread starts, with no race against another process grabbing it.
-        # An explicit IPPROTO_TCP makes asyncio set TCP_NODELAY; without it every kept-alive
-        # response stalls ~40 ms on Nagle + delayed ACK.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        app = create_app(self.config, self.state)
-        server = uvicorn.Server(_uvicorn_config(app, "127.0.0.1", self.port, "warning"))
-        self._server = server
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                        name=f"swarm-sim-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("simulated model server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> SimServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats()
