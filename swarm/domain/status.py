@@ -73,6 +73,3 @@ def check_step_move(current: StepStatus, target: StepStatus) -> None:
     if target not in _STEP_MOVES[current]:
         raise InvalidTransition(f"a {current} step cannot become {target}")
 
-
-def run_can_resume(status: RunStatus) -> bool:
-    return status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.RUNNING, RunStatus.QUEUED)

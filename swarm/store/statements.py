@@ -41,7 +41,11 @@ CLOSE_STEP = (
 LOCK_RUN = select(RUNS).where(R.id == bindparam("b_id")).with_for_update(key_share=True)
 
 AGENT = select(AGENTS).where(A.id == bindparam("b_id"))
-RUN_LIMITS = select(R.max_steps_per_agent, R.max_depth, R.model).where(R.id == bindparam("b_id"))
+#: What an LLM step needs of its agent and its run's limits, in one round trip.
+AGENT_AND_LIMITS = (
+    select(A.name, A.depth, A.steps, R.max_steps_per_agent, R.max_depth, R.model)
+    .join_from(AGENTS, RUNS, R.id == A.run_id).where(A.id == bindparam("b_id"))
+)
 MESSAGES_OF = select(MESSAGES).where(MESSAGES.c.agent_id == bindparam("b_id")).order_by(MESSAGES.c.seq)
 
 INSERT_MESSAGE = MESSAGES.insert()

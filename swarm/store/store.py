@@ -228,11 +228,10 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def agent_context(self, claim: Claim) -> AgentContext:
         with self.read() as conn:
-            agent = conn.execute(sql.AGENT, {"b_id": claim.agent_id}).one()
-            run = conn.execute(sql.RUN_LIMITS, {"b_id": claim.run_id}).one()
+            a = conn.execute(sql.AGENT_AND_LIMITS, {"b_id": claim.agent_id}).one()
             rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
-        return AgentContext(claim.run_id, claim.agent_id, agent.name, agent.depth, agent.steps,
-                            run.max_steps_per_agent, run.max_depth, run.model,
+        return AgentContext(claim.run_id, claim.agent_id, a.name, a.depth, a.steps,
+                            a.max_steps_per_agent, a.max_depth, a.model,
                             [conversation.to_openai(r) for r in rows])
 
     def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
@@ -249,10 +248,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def _commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, optimistic: bool) -> list[StepRef]:
         with self.tx() as conn:
-            if optimistic:
-                run = conn.execute(sql.RUN, {"b_id": claim.run_id}).one()
-            else:
-                run = self._lock_run(conn, claim.run_id)
+            # Only a turn with tool calls needs the budgets; the pessimistic retry locks them first.
+            run = None if optimistic else self._lock_run(conn, claim.run_id)
             granted = (0, 0)
             self._close_step(conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in,
                              tokens_out=response.tokens_out)
@@ -265,6 +262,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
+                if run is None:
+                    run = conn.execute(sql.RUN, {"b_id": claim.run_id}).one()
                 pending, refs, granted = self._open_tool_steps(conn, claim, run, plan, seq)
                 conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 1 + len(plan.calls), "b_pending": pending})
                 if pending == 0:
@@ -411,7 +410,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         refs: list[StepRef] = []
         if run_ids is not None and not run_ids:
             return refs
-        mine = STEPS.c.run_id.in_(list(run_ids)) if run_ids is not None else and_(True)
+        mine = [STEPS.c.run_id.in_(list(run_ids))] if run_ids is not None else []
         with self.tx() as conn:
             overdue = select(RUNS.c.id).where(RUNS.c.status == RunStatus.RUNNING, RUNS.c.deadline < db_now())
             if run_ids is not None:
@@ -419,14 +418,14 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             for (run_id,) in conn.execute(overdue).all():
                 self._lock_run(conn, run_id)
                 self._finish_run(conn, run_id, RunStatus.FAILED, None, TIME_LIMIT)
-            expired = and_(mine, STEPS.c.status == StepStatus.RUNNING, STEPS.c.lease_until < db_now())
+            expired = and_(*mine, STEPS.c.status == StepStatus.RUNNING, STEPS.c.lease_until < db_now())
             dead = conn.execute(select(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.fence)
                                 .where(expired, STEPS.c.attempt >= max_attempts)).all()
             rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())
                                 .returning(*REF_COLS)).all()
             refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
-            stale = conn.execute(update(STEPS).where(mine, STEPS.c.status == StepStatus.READY,
+            stale = conn.execute(update(STEPS).where(*mine, STEPS.c.status == StepStatus.READY,
                                                     STEPS.c.ready_at < db_now() - republish_after)
                                  .values(ready_at=db_now())
                                  .returning(*REF_COLS)).all()

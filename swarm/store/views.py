@@ -81,14 +81,6 @@ class ViewsMixin:
                                 .where(STEPS.c.run_id == run_id).order_by(STEPS.c.started_at)).all()
         return [dict(r._mapping) for r in rows]
 
-    def messages_of(self, run_id: str) -> list[dict[str, Any]]:
-        with self.read() as conn:
-            rows = conn.execute(select(MESSAGES).where(MESSAGES.c.run_id == run_id)
-                                .order_by(MESSAGES.c.agent_id, MESSAGES.c.seq)).all()
-        return [{"agent_id": m.agent_id, "seq": m.seq, "role": m.role, "content": m.content,
-                 "reasoning_content": m.reasoning_content, "tool_calls": m.tool_calls,
-                 "tool_call_id": m.tool_call_id, "created_at": m.created_at} for m in rows]
-
     def storage_rows(self, run_id: str) -> dict[str, int]:
         """Row counts per table for one run: proves storage grows linearly with work."""
         tables: dict[str, Any] = {"messages": MESSAGES, "steps": STEPS, "events": EVENTS, "agents": AGENTS}
