@@ -253,9 +253,11 @@ def zero_section(b: Bench) -> dict[str, Any]:
     for kind in ("llm", "tool"):
         mine = [r for r in rows if r.kind == kind and r.started_at and r.ready_at]
         t = [x for x in claimed if x.get("kind") == kind]
+        phases = ("claim", "read", "work", "commit", "publish", "total")
         breakdown[kind] = {"queue_wait": _ms([r.started_at - r.ready_at for r in mine]),
-                           **{p: _ms([x[p] for x in t]) for p in ("claim", "read", "work", "commit", "publish",
-                                                                  "total")}}
+                           **{p: _ms([x[p] for x in t]) for p in phases},
+                           # CPU of the step's own thread (time.thread_time) in the same phases.
+                           "cpu": {p: _ms([x["cpu"][p] for x in t if "cpu" in x]) for p in phases}}
     out["per_step"] = breakdown
     out["duplicate_deliveries"] = len(lines) - len(claimed)
     b.log(f"zero: {steps} steps in {summary.wall_seconds:.1f} s = {out['swarm']['steps_per_second']} steps/s")
@@ -330,6 +332,9 @@ def table(r: dict[str, Any]) -> str:
             parts = ", ".join(f"{p} {ph[p].get('mean_ms', 0):.1f}" for p in
                               ("queue_wait", "claim", "read", "work", "commit", "publish"))
             rows.append((f"  {kind} step mean ms", parts))
+            cpu = ", ".join(f"{p} {ph['cpu'][p].get('mean_ms', 0):.1f}" for p in
+                            ("claim", "read", "work", "commit", "publish"))
+            rows.append((f"  {kind} step mean CPU ms (step thread)", cpu))
     if rec := r.get("recovery"):
         rows.append(("kill -9 of 1 of 2 nodes: next commit after", f"{rec['resume_seconds']:.2f} s"))
         rows.append((f"  {rec['orphaned_steps']} orphaned steps recommitted after",

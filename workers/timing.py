@@ -43,13 +43,15 @@ def instrument(store: StateStore) -> StateStore:
 def _timed(fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             phases = getattr(_local, "phases", None)
             if phases is not None:
                 phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+                cpu = "cpu_" + phase
+                phases[cpu] = phases.get(cpu, 0.0) + time.thread_time() - c0
     return wrapper
 
 
@@ -59,31 +61,37 @@ class StepTimer:
     def __init__(self, **labels: Any) -> None:
         self.labels = labels
         self.on = enabled()
-        self._t0 = self._t_exec = 0.0
+        self._t0 = self._t_exec = self._c0 = self._c_exec = 0.0
 
     def __enter__(self) -> StepTimer:
         if self.on:
             _local.phases = {}
-            self._t0 = time.perf_counter()
+            self._t0, self._c0 = time.perf_counter(), time.thread_time()
         return self
 
     def executed(self) -> None:
         if self.on:
-            self._t_exec = time.perf_counter()
+            self._t_exec, self._c_exec = time.perf_counter(), time.thread_time()
 
     def __exit__(self, *exc: object) -> None:
         if not self.on:
             return
-        end = time.perf_counter()
+        end, c_end = time.perf_counter(), time.thread_time()
         phases: dict[str, float] = getattr(_local, "phases", None) or {}
         _local.phases = None
         executed = self._t_exec or end
         total = executed - self._t0
-        work = max(0.0, total - sum(phases.values()))
+        wall_phases = {k: v for k, v in phases.items() if not k.startswith("cpu_")}
+        work = max(0.0, total - sum(wall_phases.values()))
+        c_exec = self._c_exec or c_end
+        cpu = {k: v for k, v in phases.items() if k.startswith("cpu_")}
+        cpu_phases = {p: sum(v for k, v in cpu.items() if k == "cpu_" + p) for p in ("claim", "read", "commit")}
         line = {**self.labels, "pid": os.getpid(), "t": time.time(), "claim": phases.get("claim", 0.0),
                 "read": phases.get("read", 0.0), "commit": phases.get("commit", 0.0), "work": work,
                 "publish": end - executed if self._t_exec else 0.0, "total": end - self._t0,
-                "claimed": "commit" in phases or "read" in phases}
+                "claimed": "commit" in phases or "read" in phases,
+                "cpu": {**cpu_phases, "work": max(0.0, c_exec - self._c0 - sum(cpu_phases.values())),
+                        "publish": c_end - c_exec if self._t_exec else 0.0, "total": c_end - self._c0}}
         path = os.environ.get(ENV, "")
         with _write_lock, open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import functools
+import logging
 import math
 import os
 import select
@@ -20,6 +21,9 @@ from typing import Any
 
 from swarm.constants import MAX_TOOL_OUTPUT_CHARS
 from swarm.tools.base import ToolContext, ToolResult
+from swarm.tools.forkserver import ForkedChild, ForkServer
+
+log = logging.getLogger(__name__)
 
 #: Exit status the bootstrap uses when its own (soft) time limit fired.
 _SOFT_TIMEOUT_EXIT = 124
@@ -68,12 +72,12 @@ def _site_paths() -> str:
 #: runs in the real __main__ namespace so pickling, tracebacks and ``if __name__`` behave.
 #: Only cheap modules are imported up front: ``signal`` (via enum) and traceback/linecache cost
 #: ~9 ms each, hence ``_signal``, and the traceback modules only when something failed.
-_BOOTSTRAP = """\
-def _swarm_boot():
+_BOOT = """\
+def _swarm_boot(args):
     import builtins, os, resource as R, sys, _signal, _sitebuiltins
-    mem, cpu, fsize, nofile = map(int, sys.argv[1:5])
-    soft_timeout = float(sys.argv[5])
-    site_paths = [p for p in sys.argv[6].split(os.pathsep) if p]
+    mem, cpu, fsize, nofile = map(int, args[0:4])
+    soft_timeout = float(args[4])
+    site_paths = [p for p in args[5].split(os.pathsep) if p]
     sys.argv[:] = ["<code>"]
     for kind, value in ((R.RLIMIT_AS, mem), (R.RLIMIT_CPU, cpu), (R.RLIMIT_FSIZE, fsize),
                         (R.RLIMIT_NOFILE, nofile), (R.RLIMIT_CORE, 0)):
@@ -126,9 +130,28 @@ def _swarm_boot():
         traceback.print_exception(type(e), e, entries[1] if len(entries) > 1 else None)
         status = SOFT_TIMEOUT_EXIT if isinstance(e, TimeLimitExceeded) else 1
     sys.exit(status)
-
-_swarm_boot()
 """.replace("SOFT_TIMEOUT_EXIT", str(_SOFT_TIMEOUT_EXIT))
+#: A fresh interpreter per call: the fallback when the fork server cannot be used.
+_SPAWN_SRC = _BOOT + "\nimport sys\n_swarm_boot(sys.argv[1:])\n"
+_FLAGS = ("-I", "-S", "-B")
+#: Read by the interpreter at start-up, so the same for every call; HOME is set per call.
+_ENV = {
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    # Numeric libraries start one thread (and arena) per core, which would eat the
+    # address-space limit before any user code runs.
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+}
+
+
+@functools.cache
+def _fork_server() -> ForkServer:
+    """This process's fork server (started on first use; a forked child starts its own)."""
+    return ForkServer(_interpreter, _FLAGS, _BOOT + "\nimport resource\n", "_swarm_boot",
+                      {"PATH": os.environ.get("PATH", os.defpath), **_ENV})
 
 
 class _Capture:
@@ -179,49 +202,78 @@ def _split_budget(out: _Capture, err: _Capture, budget: int) -> tuple[int, int]:
     return budget - err_budget, err_budget
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+class _Spawned:
+    """A child started by subprocess (the fallback), with :class:`ForkedChild`'s interface."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        assert popen.stdin and popen.stdout and popen.stderr
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin, self.stdout, self.stderr = popen.stdin.fileno(), popen.stdout.fileno(), popen.stderr.fileno()
+        self.exit_fd = -1
+        with contextlib.suppress(AttributeError, OSError):
+            self.exit_fd = os.pidfd_open(popen.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._popen.wait(timeout)
+
+    def close_stdin(self) -> None:
+        assert self._popen.stdin
+        self._popen.stdin.close()
+
+    def close(self) -> None:
+        if self.exit_fd >= 0:
+            os.close(self.exit_fd)
+        for stream in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+_Child = ForkedChild | _Spawned
+
+
+def _kill_group(child: _Child) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(child.pid, signal.SIGKILL)
 
 
-def _exchange(proc: subprocess.Popen[bytes], code: bytes, deadline: float,
-              out: _Capture, err: _Capture) -> bool:
+def _exchange(child: _Child, code: bytes, deadline: float, out: _Capture, err: _Capture) -> bool:
     """Feed stdin, drain stdout/stderr until the process is done; False if the deadline hit.
 
     The process group is killed as soon as the main process exits (before it is reaped, so its
     pid cannot have been reused), which also ends background processes the code started.
     """
-    assert proc.stdin and proc.stdout and proc.stderr
-    pidfd = -1
-    with contextlib.suppress(AttributeError, OSError):
-        pidfd = os.pidfd_open(proc.pid)
     view, pos = memoryview(code), 0
     exited = False
     try:
         with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdin, selectors.EVENT_WRITE)
-            sel.register(proc.stdout, selectors.EVENT_READ, out)
-            sel.register(proc.stderr, selectors.EVENT_READ, err)
-            if pidfd >= 0:
-                sel.register(pidfd, selectors.EVENT_READ)
+            sel.register(child.stdin, selectors.EVENT_WRITE)
+            sel.register(child.stdout, selectors.EVENT_READ, out)
+            sel.register(child.stderr, selectors.EVENT_READ, err)
+            if child.exit_fd >= 0:
+                sel.register(child.exit_fd, selectors.EVENT_READ)
             while sel.get_map():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     # After the exit, the deadline only bounds draining the pipes.
                     return exited
                 for key, _ in sel.select(remaining):
-                    if key.fileobj is proc.stdin:
+                    if key.fd == child.stdin:
                         try:
                             pos += os.write(key.fd, view[pos:pos + select.PIPE_BUF])
                         except BrokenPipeError:
                             pos = len(view)
                         if pos >= len(view):
-                            sel.unregister(proc.stdin)
-                            proc.stdin.close()
-                    elif key.fileobj == pidfd:
+                            sel.unregister(child.stdin)
+                            child.close_stdin()
+                    elif key.fd == child.exit_fd:
                         exited = True
-                        sel.unregister(pidfd)
-                        _kill_group(proc)
+                        sel.unregister(child.exit_fd)
+                        _kill_group(child)
                         # A process that escaped the group may still hold the pipes open.
                         deadline = min(deadline, time.monotonic() + 1.0)
                     else:
@@ -229,15 +281,12 @@ def _exchange(proc: subprocess.Popen[bytes], code: bytes, deadline: float,
                         if data:
                             key.data.feed(data)
                         else:
-                            sel.unregister(key.fileobj)
+                            sel.unregister(key.fd)
         if not exited:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
         return True
     except subprocess.TimeoutExpired:
         return False
-    finally:
-        if pidfd >= 0:
-            os.close(pidfd)
 
 
 def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
@@ -252,6 +301,19 @@ def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
         return (f"killed by {name} (often a sign of exceeding the {memory_mb} MiB memory "
                 "limit; use less memory, e.g. process data in chunks)")
     return f"killed by {name}"
+
+
+def _start(workspace: Path, env: dict[str, str], args: list[str], fork: bool) -> _Child:
+    """Fork the child from this process's fork server; start a new interpreter if that fails."""
+    if fork:
+        try:
+            return _fork_server().launch(str(workspace), env, args)
+        except OSError as e:
+            log.warning("python fork server unavailable (%s); starting a new interpreter per call", e)
+    popen = subprocess.Popen([_interpreter(), *_FLAGS, "-c", _SPAWN_SRC, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workspace, env=env, bufsize=0,
+                             start_new_session=True, close_fds=True)
+    return _Spawned(popen)
 
 
 class PythonTool:
@@ -284,41 +346,24 @@ class PythonTool:
         cpu = math.ceil(timeout) + 1
         soft = max(timeout - 1.0, timeout * 0.8)
         limits = [settings.python_memory_mb * 1024 * 1024, cpu, _FSIZE_BYTES, _NOFILE, soft]
-        env = {
-            "PATH": os.environ.get("PATH", os.defpath),
-            "HOME": str(workspace),
-            "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # Numeric libraries start one thread (and arena) per core, which would eat the
-            # address-space limit before any user code runs.
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "MALLOC_ARENA_MAX": "2",
-        }
-        argv = [_interpreter(), "-I", "-S", "-B", "-c", _BOOTSTRAP, *map(str, limits),
-                _site_paths()]
+        env = {"PATH": os.environ.get("PATH", os.defpath), **_ENV, "HOME": str(workspace)}
+        boot_args = [*map(str, limits), _site_paths()]
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, cwd=workspace, env=env, bufsize=0,
-                                    start_new_session=True, close_fds=True)
+            child = _start(workspace, env, boot_args, settings.python_fork_server)
         except OSError as e:
             return ToolResult(f"could not start the Python interpreter: {e}", is_error=True)
         out, err = _Capture(MAX_TOOL_OUTPUT_CHARS), _Capture(MAX_TOOL_OUTPUT_CHARS)
         try:
-            finished = _exchange(proc, code.encode("utf-8", "replace"), started + timeout,
-                                 out, err)
+            finished = _exchange(child, code.encode("utf-8", "replace"), started + timeout, out, err)
         finally:
-            _kill_group(proc)
+            _kill_group(child)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+                child.wait(timeout=5)
+            child.close()
         out.feed(b"", final=True)
         err.feed(b"", final=True)
-        rc = proc.returncode
+        rc = child.returncode
         elapsed = time.monotonic() - started
         timed_out = not finished or (rc == _SOFT_TIMEOUT_EXIT and elapsed >= soft)
 

@@ -30,8 +30,10 @@ def _dead(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-@pytest.fixture
-def tool() -> PythonTool:
+@pytest.fixture(params=["fork-server", "new-interpreter"])
+def tool(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> PythonTool:
+    """Every behaviour holds both for children forked by the fork server and for the fallback."""
+    monkeypatch.setenv("SWARM_PYTHON_FORK_SERVER", "true" if request.param == "fork-server" else "false")
     return PythonTool()
 
 
