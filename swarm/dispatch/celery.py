@@ -21,6 +21,7 @@ from kombu.entity import Exchange, Queue
 
 from swarm.config import Settings
 from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.dispatch import redis_transport
 from swarm.dispatch.base import queue_for
 from swarm.exceptions import ConfigError
 from swarm.store.types import StepRef
@@ -51,6 +52,8 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         raise ConfigError(NO_BROKER)
     transport = {"visibility_timeout": VISIBILITY_TIMEOUT}
     conf: dict[str, Any] = {"broker_url": settings.broker_url} if settings.broker_url else {}
+    if settings.broker_url.startswith("redis://"):
+        conf["broker_transport"] = redis_transport.TRANSPORT  # kombu's, reusing its publishing client
     return conf | {
         "broker_transport_options": dict(transport),
         "result_backend_transport_options": dict(transport),
@@ -128,8 +131,10 @@ class CeleryDispatcher:
         failed = 0
         for ref in refs:
             try:
-                self.app.send_task(STEP_TASK, kwargs=step_kwargs(ref), queue=queue_for(ref),
-                                   task_id=task_id(ref),
+                kwargs = step_kwargs(ref)
+                self.app.send_task(STEP_TASK, kwargs=kwargs, queue=queue_for(ref), task_id=task_id(ref),
+                                   # What Flower shows; Celery's own saferepr costs more than the publish.
+                                   argsrepr="()", kwargsrepr=repr(kwargs),
                                    # Fail fast: the sweeper is the retry, not this thread.
                                    retry_policy={"max_retries": 2, "interval_start": 0.1,
                                                  "interval_step": 0.2, "interval_max": 0.5})

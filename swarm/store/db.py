@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Float, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.functions import FunctionElement
@@ -44,6 +46,29 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+#: A pooled connection idle for longer than this is pinged before use. A busy worker's connections
+#: are never idle that long, so the hot path pays no ping round trip; if one of them died anyway
+#: (server restart, connection killed) its statement fails, the pool drops every connection it
+#: had, and the caller's retry gets a fresh one.
+PING_IDLE_SECONDS = 5.0
+
+
+def _note_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["swarm_idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    idle_since = record.info.get("swarm_idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+        return
+    try:
+        dbapi_conn.execute("SELECT 1")
+        if not dbapi_conn.autocommit:
+            dbapi_conn.rollback()
+    except Exception as exc:
+        raise DisconnectionError(f"stale pooled connection: {exc!r}") from exc  # the pool retries
+
+
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     """An engine for *url*, configured for swarm's access pattern (many short transactions)."""
     if url.startswith("sqlite"):
@@ -55,8 +80,10 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
     if url.startswith("postgresql"):
-        return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2,
-                             pool_pre_ping=True, pool_recycle=1800)
+        eng = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+        event.listen(eng, "checkin", _note_checkin)
+        event.listen(eng, "checkout", _ping_if_idle)
+        return eng
     if not url:
         raise ConfigError("SWARM_DATABASE_URL is empty")
     return create_engine(url, echo=echo, poolclass=NullPool)

@@ -67,6 +67,10 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._gate = WriteGate(engine)
+        # Single statements need no transaction around them: on PostgreSQL (READ COMMITTED, one
+        # snapshot per statement anyway) autocommit saves the BEGIN and COMMIT/ROLLBACK round
+        # trips of every claim and read. SQLite keeps transactions so writes stay behind the gate.
+        self._auto = engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else None
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:
@@ -79,26 +83,23 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """One write transaction; database connectivity errors become :class:`StoreUnavailable`."""
-        with self._gate:
-            try:
-                with self.engine.begin() as conn:
-                    yield conn
-            except DBAPIError as exc:
-                if exc.connection_invalidated or _is_connectivity(exc):
-                    raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
-                if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):
-                    raise StoreConflict(f"transaction conflict, retry: {exc.orig!r}") from exc
-                raise
+        with self._gate, _translated(), self.engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
+        with _translated(), (self._auto or self.engine).connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _single(self) -> Iterator[Connection]:
+        """For one atomic write statement: autocommit where available, else a transaction."""
+        if self._auto is None:
+            with self.tx() as conn:
                 yield conn
-        except DBAPIError as exc:
-            if exc.connection_invalidated or _is_connectivity(exc):
-                raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
-            raise
+        else:
+            with _translated(), self._auto.connect() as conn:
+                yield conn
 
     # ------------------------------------------------------------------ runs
 
@@ -192,7 +193,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
               max_attempts: int = MAX_STEP_ATTEMPTS) -> Claim | None:
         """Take a step under a lease; None if it is not claimable (done, held, run not running)."""
         # A run past its deadline is not claimable either; the sweeper then ends it as failed.
-        with self.tx() as conn:
+        with self._single() as conn:
             row = conn.execute(sql.CLAIM, {"b_id": step_id, "b_max": max_attempts, "b_owner": owner,
                                            "b_lease": lease, "b_now": time.time()}).first()
             if row is None:
@@ -208,7 +209,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             if not steps:
                 return 0
             cond.append(STEPS.c.id.in_(list(steps)))
-        with self.tx() as conn:
+        with self._single() as conn:
             res = conn.execute(update(STEPS).where(*cond).values(lease_until=db_now() + lease))
             return res.rowcount
 
@@ -220,7 +221,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def release(self, claim: Claim) -> None:
         """Hand a step back untouched (e.g. on worker shutdown) so another worker can take it now."""
-        with self.tx() as conn:
+        with self._single() as conn:
             conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
                                             STEPS.c.status == StepStatus.RUNNING)
                          .values(status=StepStatus.READY, owner=None, ready_at=db_now(),
@@ -593,6 +594,20 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
 class _BudgetMoved(Exception):
     """Another turn spent budget between our read and our commit (rolls the transaction back)."""
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Database errors as swarm sees them: connectivity → StoreUnavailable, serialisation
+    failures and deadlocks → StoreConflict (retry the transaction); anything else as it was."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if exc.connection_invalidated or _is_connectivity(exc):
+            raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
+        if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):
+            raise StoreConflict(f"transaction conflict, retry: {exc.orig!r}") from exc
+        raise
 
 
 def _is_connectivity(exc: DBAPIError) -> bool:

@@ -59,7 +59,9 @@ def test_workspace_files_follow_the_run_across_machines(tmp_path, pg_url, redis_
         # Nothing was left in either machine's temp dir or working directory.
         time.sleep(0.5)
         for m in machines:
-            assert not list((tmp_path / m / "tmp").glob("swarm-*")), f"{m} leaked a workspace"
+            # (Workspaces are named after the run; the python fork server's socket directory,
+            # swarm-pyfork-*, lives as long as its worker.)
+            assert not list((tmp_path / m / "tmp").glob(f"swarm-{run_id[:12]}-*")), f"{m} leaked a workspace"
             assert not (tmp_path / m / "notes").exists()
         print(f"\n[files] {len(rows)} python steps, {hops} machine hops between an agent's consecutive steps")
     dispatcher.close()

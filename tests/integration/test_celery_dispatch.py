@@ -167,3 +167,24 @@ def test_heartbeat_renews_only_steps_in_flight(tmp_path, pg_url, sim):
     assert store.heartbeat("host:1:abc", 10.0, steps=[ref.step_id]) == 1
     assert store.heartbeat("host:1:abc", 10.0) == 1
     store.engine.dispose()
+
+
+def test_publishing_reuses_one_redis_client_per_channel_until_the_pool_changes(tmp_path, redis_url):
+    from swarm.dispatch import redis_transport
+
+    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url))
+    try:
+        with d.app.connection_for_write() as conn:
+            assert isinstance(conn.transport, redis_transport.Transport)
+            channel = conn.default_channel
+            with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+                assert first is second
+            channel._pool = None  # what kombu does after a fork or a lost connection
+            with channel.conn_or_acquire() as third:
+                assert third is not first and third.connection_pool is channel.pool
+        ref = StepRef("s" * 32, "r" * 32, "a" * 32, StepKind.TOOL, "echo")
+        d.dispatch([ref, ref])
+        published = _messages(redis.Redis.from_url(redis_url), QUEUE_TOOL)
+        assert [m["kwargs"]["step_id"] for m in published] == [ref.step_id] * 2
+    finally:
+        d.close()

@@ -13,7 +13,7 @@ from swarm.exceptions import FenceLost
 from swarm.llm.client import LLMClient
 from swarm.runtime import run_spec
 from swarm.store.models import Step
-from swarm.store.store import owner_id
+from swarm.store.store import StateStore, owner_id
 from swarm.tools.builtin import default_registry
 from tests.conftest import make_settings
 
@@ -117,3 +117,25 @@ def test_cancelled_run_refuses_claims_and_commits(tmp_path, store, db_url, sim):
         store.commit_llm(claim, response, plan_turn(response, set(), last_step=False))
     assert store.claim(ref.step_id, "w2", lease=30) is None
     assert all(a["status"] == "cancelled" for a in store.agent_tree(run_id))
+
+
+@pytest.mark.postgres
+def test_an_idle_pooled_connection_killed_by_the_server_is_replaced_before_use(pg_url, monkeypatch):
+    """No ping on the hot path, but a connection idle past PING_IDLE_SECONDS is checked first."""
+    from sqlalchemy import text
+
+    from swarm.store import db
+
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)
+    store = StateStore.from_url(pg_url, pool_size=1)
+    try:
+        with store.read() as conn:
+            pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
+        admin = StateStore.from_url(pg_url, pool_size=1)
+        with admin.read() as conn:
+            assert conn.execute(text("select pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+        admin.engine.dispose()
+        with store.read() as conn:  # the dead connection is replaced, no error reaches us
+            assert conn.execute(text("select pg_backend_pid()")).scalar_one() != pid
+    finally:
+        store.engine.dispose()
