@@ -47,6 +47,7 @@ from swarm.config import Settings
 from swarm.runtime import LocalRuntime, run_spec
 from swarm.sim import SimConfig, SimServer
 from swarm.store.types import RunSummary
+from swarm.tools import python_exec
 from swarm.tools.base import ToolContext
 from swarm.tools.python_exec import PythonTool
 
@@ -63,7 +64,7 @@ class Cpu:
     Unlike wall time, CPU time hardly moves when other work shares the machine, so it is the
     steadier way to compare the two players: ``driver_seconds`` is what the floor or swarm itself
     burnt (this process minus the in-process model server's thread), ``children_seconds`` the
-    python tool's interpreters.
+    python tool's processes (interpreters started per call, or the fork server and its children).
     """
 
     self_seconds: float = 0.0
@@ -84,7 +85,9 @@ def _sim_thread_cpu() -> float:
 
 def _cpu_now() -> tuple[float, float, float]:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, _sim_thread_cpu(), kids.ru_utime + kids.ru_stime
+    # The python tool's children belong to its fork server, still running: count its CPU too.
+    tools = kids.ru_utime + kids.ru_stime + python_exec.fork_server_cpu_seconds()
+    return me.ru_utime + me.ru_stime, _sim_thread_cpu(), tools
 
 
 @contextmanager

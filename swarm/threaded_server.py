@@ -17,8 +17,9 @@ import uvicorn
 class ThreadedServer:
     """Subclasses say how to configure uvicorn for a port (:meth:`uvicorn_config`)."""
 
-    #: Thread name prefix and what a start-up failure is called.
+    #: What a start-up failure is called, and the server thread's name (``<thread_name>-<port>``).
     label = "server"
+    thread_name = "swarm-server"
 
     def __init__(self, startup_timeout: float = 10.0, stop_timeout: float = 10.0) -> None:
         self.port = 0
@@ -41,7 +42,7 @@ class ThreadedServer:
         server = uvicorn.Server(self.uvicorn_config(self.port))
         self._server = server
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                        name=f"swarm-{self.label}-{self.port}", daemon=True)
+                                        name=f"{self.thread_name}-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + self._startup_timeout
         while not server.started:

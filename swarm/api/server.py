@@ -31,6 +31,7 @@ class BackgroundServer(ThreadedServer):
     """
 
     label = "API server"
+    thread_name = "swarm-api"
 
     def __init__(self, app: FastAPI, startup_timeout: float = 30.0) -> None:
         super().__init__(startup_timeout, stop_timeout=15.0)

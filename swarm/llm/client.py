@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -44,22 +45,16 @@ class LLMClient:
         limiter: AdaptiveLimiter | None = None,
     ) -> None:
         self._settings = settings
-        self._owns_http = http is None
         if http is None:
             if not settings.llm_base_url:
                 raise ConfigError(
                     "SWARM_LLM_BASE_URL is empty, so there is no model endpoint to call. Set it "
                     "(e.g. https://api.moonshot.ai/v1) or use the simulated model."
                 )
-            http = httpx.Client(
-                base_url=settings.llm_base_url,
-                timeout=httpx.Timeout(settings.llm_timeout, connect=10.0),
-                limits=httpx.Limits(
-                    max_connections=settings.llm_max_concurrency + 8,
-                    max_keepalive_connections=settings.llm_max_concurrency,
-                ),
-            )
-        self._http = http
+            self._clients: _PerThread | None = _PerThread(settings)
+        else:
+            self._clients = None
+        self._given = http
         self._sleep = sleep
         self._rand = rand
         self._limiter = limiter if limiter is not None else shared_limiter(
@@ -109,7 +104,7 @@ class LLMClient:
         with self._limiter.slot():
             started = time.monotonic()
             with map_transport_errors():
-                response = self._http.post("/chat/completions", json=body, headers=headers)
+                response = self._http().post("/chat/completions", json=body, headers=headers)
             latency = time.monotonic() - started
             if not response.is_success:
                 error = map_response_error(response)
@@ -148,10 +143,16 @@ class LLMClient:
                 headers[f"X-Swarm-{name}-Id"] = value
         return headers
 
+    def _http(self) -> httpx.Client:
+        if self._clients is not None:
+            return self._clients.get()
+        assert self._given is not None
+        return self._given
+
     def close(self) -> None:
-        """Close the HTTP connection pool, unless it was handed in by the caller."""
-        if self._owns_http:
-            self._http.close()
+        """Close the HTTP connection pools, unless the client was handed in by the caller."""
+        if self._clients is not None:
+            self._clients.close()
 
     def __enter__(self) -> Self:
         return self
@@ -168,9 +169,47 @@ class LLMClient:
         s = self._settings
         key = "set" if s.llm_api_key.get_secret_value() else "unset"
         return (
-            f"LLMClient(base_url={str(self._http.base_url)!r}, model={s.model!r}, "
+            f"LLMClient(base_url={str(self._http().base_url)!r}, model={s.model!r}, "
             f"flavor={s.llm_flavor!r}, thinking={s.llm_thinking}, api_key={key})"
         )
+
+
+class _PerThread:
+    """One ``httpx.Client`` per calling thread, all sharing one TLS context.
+
+    httpcore's pool checks every pooled connection (a ``poll()`` and more per connection) on
+    every request: one client shared by 100+ threads spent more CPU scanning its pool than on the
+    rest of the call. A thread makes one call at a time, so with a client of its own that scan
+    covers one connection. Threads of a worker pool live as long as the process, and so do
+    their clients (one kept-alive connection each, as a shared pool would have held anyway).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tls = httpx.create_ssl_context()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[httpx.Client] = []
+
+    def get(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None or client.is_closed:
+            client = httpx.Client(
+                base_url=self._settings.llm_base_url,
+                timeout=httpx.Timeout(self._settings.llm_timeout, connect=10.0),
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=1),
+                verify=self._tls,
+            )
+            self._local.client = client
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all = self._all, []
+        for client in clients:
+            client.close()
 
 
 def parse_completion(

@@ -257,6 +257,7 @@ class SimServer(ThreadedServer):
     """
 
     label = "simulated model server"
+    thread_name = "swarm-sim"  # bench/w1.py measures this thread's CPU by its name
 
     def __init__(self, config: SimConfig | None = None, startup_timeout: float = 10.0) -> None:
         super().__init__(startup_timeout)

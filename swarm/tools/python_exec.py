@@ -303,6 +303,11 @@ def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
     return f"killed by {name}"
 
 
+def fork_server_cpu_seconds() -> float:
+    """CPU used so far by this process's fork server and the calls it ran (for benchmarks)."""
+    return _fork_server().cpu_seconds() if _fork_server.cache_info().currsize else 0.0
+
+
 def _start(workspace: Path, env: dict[str, str], args: list[str], fork: bool) -> _Child:
     """Fork the child from this process's fork server; start a new interpreter if that fails."""
     if fork:

@@ -486,15 +486,21 @@ def test_repr_hides_key(make: Make) -> None:
 # --- construction and lifecycle -----------------------------------------------------------
 
 
-def test_builds_own_http_client_and_closes_it() -> None:
+def test_builds_one_http_client_per_thread_and_closes_them_all() -> None:
     client = LLMClient(settings(llm_timeout=42.0), limiter=AdaptiveLimiter(2))
-    http = client._http
+    http = client._http()
+    assert client._http() is http  # the same thread keeps its client (and its connection)
     assert str(http.base_url) == BASE + "/"
     assert http.timeout.read == 42.0
     assert http.timeout.connect == 10.0
+    others: list[httpx.Client] = []
+    worker = threading.Thread(target=lambda: others.append(client._http()))
+    worker.start()
+    worker.join()
+    assert others[0] is not http
     with client as same:
         assert same is client
-    assert http.is_closed
+    assert http.is_closed and others[0].is_closed
 
 
 def test_injected_http_client_is_left_open(make: Make) -> None:
