@@ -142,7 +142,8 @@ class StepExecutor:
         if tool is None:  # the registry changed between the turn and now (a redeploy)
             result = ToolResult(f"Tool {name!r} is not available on this worker.", is_error=True)
         elif tool.uses_workspace:
-            with Workspace(claim.run_id, self._durable(lambda: self.store.artifacts(claim.run_id))) as ws:
+            files_now = self._durable(lambda: self.store.artifacts(claim.run_id)) if claim.run_has_files else {}
+            with Workspace(claim.run_id, files_now) as ws:
                 result = self._run_tool(tool, args, claim, ws.path)
                 files = ws.changed()
         else:

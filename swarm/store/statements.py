@@ -12,7 +12,7 @@ from sqlalchemy import and_, bindparam, exists, or_, select, update
 
 from swarm.domain.status import AgentStatus, RunStatus, StepStatus
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
+from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS
 
 S, A, R = STEPS.c, AGENTS.c, RUNS.c
 
@@ -25,7 +25,7 @@ CLAIM = (
     .values(status=StepStatus.RUNNING, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
             lease_until=db_now() + bindparam("b_lease"), started_at=bindparam("b_now"))
     .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
-               S.arguments)
+               S.arguments, exists().where(ARTIFACTS.c.run_id == S.run_id).label("run_has_files"))
 )
 
 #: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).

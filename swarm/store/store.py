@@ -199,7 +199,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             if row is None:
                 return None
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
-                         row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments)
+                         row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments,
+                         bool(row.run_has_files))
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         """Renew the leases of every step this owner is running (only of ``steps``, if given: a

@@ -35,6 +35,8 @@ class Claim:
     tool_name: str | None
     tool_call_id: str | None
     arguments: str | None
+    #: Whether the run had workspace files when the step was claimed (no need to read them if not).
+    run_has_files: bool = True
 
     def ref(self) -> StepRef:
         return StepRef(self.step_id, self.run_id, self.agent_id, self.kind, self.tool_name)

@@ -139,3 +139,31 @@ def test_an_idle_pooled_connection_killed_by_the_server_is_replaced_before_use(p
             assert conn.execute(text("select pg_backend_pid()")).scalar_one() != pid
     finally:
         store.engine.dispose()
+
+
+def test_a_claim_says_whether_the_run_has_workspace_files(tmp_path, store, db_url, sim):
+    """Tool steps of a run without files skip reading them; once a step wrote one, claims see it."""
+    s = make_settings(tmp_path, db_url, sim.url)
+    run_id, ref = first_step(store, s, "t #sim agents=1 tools=2 tool=python scenario=files")
+    with LLMClient(s) as llm:
+        ex = StepExecutor(store, llm, default_registry(s), s, owner_id())
+        seen: list[tuple[str | None, bool]] = []
+        claim = store.claim
+
+        def spy(*args, **kwargs):
+            c = claim(*args, **kwargs)
+            if c is not None:
+                seen.append((c.tool_name, c.run_has_files))
+            return c
+
+        store.claim = spy  # records what each claim returned; the steps run for real
+        try:
+            pending = [ref]
+            while pending:
+                pending = [r for p in pending for r in ex.execute(p.step_id)]
+        finally:
+            del store.claim
+    python = [has for name, has in seen if name == "python"]
+    assert python[0] is False and all(python[1:]), seen
+    assert store.run_summary(run_id).status == "succeeded"
+    assert store.artifacts(run_id)
