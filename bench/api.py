@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -37,9 +36,8 @@ from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import create_engine, text
 
-from swarm.store.migrate import upgrade
+from bench.common import cpu_seconds, scratch_postgres, write_results
 from swarm.store.store import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,27 +72,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its reaped children) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def postgres_db() -> Iterator[str]:
-    name = f"swarm_bench_api_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextmanager
@@ -282,7 +259,8 @@ class Bench:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     w1 = W1.format(agents=args.agents, tools=args.tools, latency=args.latency)
     # Logs stay in the temporary directory unless the bench fails; then their tails are printed.
-    with tempfile.TemporaryDirectory(prefix="swarm-bench-api-") as tmp, postgres_db() as db_url:
+    with (tempfile.TemporaryDirectory(prefix="swarm-bench-api-") as tmp,
+          scratch_postgres(PG_ADMIN_URL, "swarm_bench_api", migrate=True) as db_url):
         home = Path(tmp)
         try:
             return _run(args, w1, home, db_url)
@@ -293,9 +271,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, w1: str, home: Path, db_url: str) -> dict[str, Any]:
-    engine = create_engine(db_url)
-    upgrade(engine)
-    engine.dispose()
     store = StateStore.from_url(db_url)
     key = store.create_key("bench", "bench/api.py")[1]
     store.engine.dispose()
@@ -406,13 +381,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--mode", choices=["embedded", "cluster"], default="embedded",
                    help="embedded: the server runs the steps; cluster: a `swarm worker` node does (needs Redis).")
     p.add_argument("--broker", default="redis://127.0.0.1:6379/13", help="Redis for --mode cluster (flushed!).")
-    p.add_argument("--out", type=Path, default=None, help="Default: bench/results/api.json (api-cluster.json).")
+    p.add_argument("--out", type=Path, default=None,
+                   help="Default: bench/results/api.json (api-cluster.json); '-' for none.")
     p.add_argument("--no-docs", action="store_true", help="Do not update the table in docs/api.md.")
     args = p.parse_args(argv)
     result = run(args)
     out = args.out or (RESULTS if args.mode == "embedded" else RESULTS.with_name("api-cluster.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result, lambda msg: print(msg, file=sys.stderr))
     if not args.no_docs:
         write_docs(result)
     print(json.dumps({k: result[k] for k in ("submissions", "get_latency", "fanout")}, indent=2))

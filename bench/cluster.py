@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,14 +40,14 @@ if __package__ in (None, ""):  # `python bench/cluster.py`: make the repository 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
+from bench.common import scratch_postgres, write_results
 from swarm.config import Settings
 from swarm.dispatch.celery import CeleryDispatcher
 from swarm.domain.status import StepKind
 from swarm.runtime import run_spec
 from swarm.sim import SimConfig, SimServer
-from swarm.store.migrate import upgrade
 from swarm.store.models import Step
 from swarm.store.store import StateStore
 from tests.acceptance.cluster import (
@@ -77,28 +76,11 @@ class Bench:
         self.root = Path(tempfile.mkdtemp(prefix="swarm-cluster-bench-"))
 
     @contextmanager
-    def database(self) -> Iterator[str]:
-        name = f"swarm_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(self.a.pg_admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = f"{self.a.pg_admin_url.rsplit('/', 1)[0]}/{name}"
-        eng = create_engine(url)
-        upgrade(eng)
-        eng.dispose()
-        try:
-            yield url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-    @contextmanager
     def cluster(self, name: str, **extra_env: str) -> Iterator[tuple[Cluster, StateStore, CeleryDispatcher, Settings]]:
         client = redis.Redis.from_url(self.a.redis_url)
         client.flushdb()
         client.close()
-        with self.database() as url:
+        with scratch_postgres(self.a.pg_admin_url, "swarm_bench", migrate=True) as url:
             s = Settings(_env_file=None, home=self.root / name, database_url=url,
                          broker_url=self.a.redis_url, llm_base_url=self.sim.url)
             store = StateStore.from_url(url, pool_size=4)
@@ -421,12 +403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             log(f"== {name}")
             results[name] = runners[name](b)
     print(table(results))
-    if str(a.out) != "-":
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(a.out)
-        log(f"results written to {a.out}")
+    write_results(a.out, results, log)
 
 
 if __name__ == "__main__":

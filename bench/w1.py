@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from bench.common import cpu_seconds, write_results
 from bench.floor import FloorResult, budgets, run_floor, w1_task
 from swarm.config import Settings
 from swarm.runtime import LocalRuntime, run_spec
@@ -86,7 +87,8 @@ def _sim_thread_cpu() -> float:
 def _cpu_now() -> tuple[float, float, float]:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     # The python tool's children belong to its fork server, still running: count its CPU too.
-    tools = kids.ru_utime + kids.ru_stime + python_exec.fork_server_cpu_seconds()
+    server = python_exec.fork_server_pid()
+    tools = kids.ru_utime + kids.ru_stime + (cpu_seconds(server) if server else 0.0)
     return me.ru_utime + me.ru_stime, _sim_thread_cpu(), tools
 
 
@@ -575,12 +577,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     results = run(a, log)
-    if str(a.out) != "-":
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(a.out)
-        log(f"results written to {a.out}")
+    write_results(a.out, results, log)
     if a.json:
         print(json.dumps(results, indent=2))
     else:

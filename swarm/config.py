@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     python_timeout: float = Field(30.0, description="Seconds a python tool call may run.")
     python_memory_mb: int = Field(512, description="Address-space cap of a python tool call.")
     python_fork_server: bool = Field(
-        True, description="Fork each python tool call from a pre-started interpreter (~1 ms of CPU) instead of "
-                          "starting a new one (~10 ms). Off: a new interpreter per call.")
+        True, description="Fork each python tool call from a pre-started interpreter (~2 ms of CPU) instead of "
+                          "starting a new one (~12 ms). Off: a new interpreter per call.")
     tool_concurrency: int = Field(32, ge=1, description="Concurrent tool calls per process (embedded mode).")
 
     max_subagents: int = Field(c.DEFAULT_MAX_SUBAGENTS, ge=0)

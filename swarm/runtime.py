@@ -121,9 +121,13 @@ class LocalRuntime:
              on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if on_progress:
-                on_progress(self.store.run_summary(run_id))
-            if self.store.run_status(run_id) in RUN_TERMINAL:
+            if on_progress:  # the summary it shows carries the status too
+                summary = self.store.run_summary(run_id)
+                on_progress(summary)
+                status = summary.status
+            else:
+                status = self.store.run_status(run_id)
+            if status in RUN_TERMINAL:
                 return self.store.run_summary(run_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still running after {timeout} s")

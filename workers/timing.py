@@ -40,58 +40,61 @@ def instrument(store: StateStore) -> StateStore:
     return store
 
 
+def _now() -> tuple[float, float]:
+    """(wall, CPU of this thread): each phase is measured on both clocks."""
+    return time.perf_counter(), time.thread_time()
+
+
 def _timed(fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0, c0 = time.perf_counter(), time.thread_time()
+        start = _now()
         try:
             return fn(*args, **kwargs)
         finally:
             phases = getattr(_local, "phases", None)
             if phases is not None:
-                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
-                cpu = "cpu_" + phase
-                phases[cpu] = phases.get(cpu, 0.0) + time.thread_time() - c0
+                spent = phases.setdefault(phase, [0.0, 0.0])
+                for clock, (now, then) in enumerate(zip(_now(), start, strict=True)):
+                    spent[clock] += now - then
     return wrapper
 
 
 class StepTimer:
-    """Brackets one task: ``with StepTimer(...) as t: ...; t.mark_published()``."""
+    """Brackets one task: ``with StepTimer(...) as t: ...; t.executed(); publish``."""
 
     def __init__(self, **labels: Any) -> None:
         self.labels = labels
         self.on = enabled()
-        self._t0 = self._t_exec = self._c0 = self._c_exec = 0.0
+        self._start = self._executed = (0.0, 0.0)
 
     def __enter__(self) -> StepTimer:
         if self.on:
             _local.phases = {}
-            self._t0, self._c0 = time.perf_counter(), time.thread_time()
+            self._start = _now()
         return self
 
     def executed(self) -> None:
         if self.on:
-            self._t_exec, self._c_exec = time.perf_counter(), time.thread_time()
+            self._executed = _now()
+
+    def _breakdown(self, phases: dict[str, list[float]], clock: int, end: float) -> dict[str, float]:
+        start = self._start[clock]
+        executed = self._executed[clock] or end
+        out = {p: phases.get(p, [0.0, 0.0])[clock] for p in ("claim", "read", "commit")}
+        out["work"] = max(0.0, executed - start - sum(out.values()))
+        out["publish"] = end - executed
+        out["total"] = end - start
+        return out
 
     def __exit__(self, *exc: object) -> None:
         if not self.on:
             return
-        end, c_end = time.perf_counter(), time.thread_time()
-        phases: dict[str, float] = getattr(_local, "phases", None) or {}
+        end = _now()
+        phases: dict[str, list[float]] = getattr(_local, "phases", None) or {}
         _local.phases = None
-        executed = self._t_exec or end
-        total = executed - self._t0
-        wall_phases = {k: v for k, v in phases.items() if not k.startswith("cpu_")}
-        work = max(0.0, total - sum(wall_phases.values()))
-        c_exec = self._c_exec or c_end
-        cpu = {k: v for k, v in phases.items() if k.startswith("cpu_")}
-        cpu_phases = {p: sum(v for k, v in cpu.items() if k == "cpu_" + p) for p in ("claim", "read", "commit")}
-        line = {**self.labels, "pid": os.getpid(), "t": time.time(), "claim": phases.get("claim", 0.0),
-                "read": phases.get("read", 0.0), "commit": phases.get("commit", 0.0), "work": work,
-                "publish": end - executed if self._t_exec else 0.0, "total": end - self._t0,
-                "claimed": "commit" in phases or "read" in phases,
-                "cpu": {**cpu_phases, "work": max(0.0, c_exec - self._c0 - sum(cpu_phases.values())),
-                        "publish": c_end - c_exec if self._t_exec else 0.0, "total": c_end - self._c0}}
+        line = {**self.labels, "pid": os.getpid(), "t": time.time(), **self._breakdown(phases, 0, end[0]),
+                "claimed": "commit" in phases or "read" in phases, "cpu": self._breakdown(phases, 1, end[1])}
         path = os.environ.get(ENV, "")
         with _write_lock, open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

@@ -238,7 +238,7 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
     ending = True  # as in the SSE stream: over once terminal AND the last event is out
     while not stop():
         if ending:
-            if store.scoped_run_status(run_id) not in RUN_TERMINAL:
+            if store.run_status(run_id) not in RUN_TERMINAL:
                 ending = False
             elif store.last_run_event_id(run_id) <= last:
                 return

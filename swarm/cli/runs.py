@@ -133,7 +133,7 @@ def execute(s: Settings, submit: str | None, resume_id: str | None, json_out: bo
         if detach:
             return run_id
         if not json_out:
-            err_console.print(f"run [bold]{run_id}[/] submitted to the cluster")
+            err_console.print(f"run [bold]{run_id}[/] {'submitted to' if submit else 'resumed on'} the cluster")
         return _follow(store, run_id, json_out)
     if detach:
         fail("--detach needs a cluster: set SWARM_BROKER_URL (and run `swarm worker`) so the run "

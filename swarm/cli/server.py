@@ -164,7 +164,7 @@ class _LocalSource:
         from swarm.runtime import open_store
 
         self.store, self.run_id = open_store(s), run_id
-        self.store.scoped_run_status(run_id)  # NotFound now, not mid-render
+        self.store.run_status(run_id)  # NotFound now, not mid-render
 
     def summary(self) -> Any:
         return self.store.run_summary(self.run_id)

@@ -149,6 +149,9 @@ class LLMClient:
         assert self._given is not None
         return self._given
 
+    def _base_url(self) -> str:
+        return str(self._given.base_url) if self._given is not None else self._settings.llm_base_url
+
     def close(self) -> None:
         """Close the HTTP connection pools, unless the client was handed in by the caller."""
         if self._clients is not None:
@@ -169,7 +172,7 @@ class LLMClient:
         s = self._settings
         key = "set" if s.llm_api_key.get_secret_value() else "unset"
         return (
-            f"LLMClient(base_url={str(self._http().base_url)!r}, model={s.model!r}, "
+            f"LLMClient(base_url={self._base_url()!r}, model={s.model!r}, "
             f"flavor={s.llm_flavor!r}, thinking={s.llm_thinking}, api_key={key})"
         )
 

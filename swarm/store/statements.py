@@ -8,9 +8,9 @@ bare column names for the VALUES/SET clause.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, or_, select, update
 
-from swarm.domain.status import AgentStatus, RunStatus, StepStatus
+from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS
 
@@ -25,7 +25,10 @@ CLAIM = (
     .values(status=StepStatus.RUNNING, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
             lease_until=db_now() + bindparam("b_lease"), started_at=bindparam("b_now"))
     .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
-               S.arguments, exists().where(ARTIFACTS.c.run_id == S.run_id).label("run_has_files"))
+               S.arguments,
+               # Only a tool step may need the workspace; an LLM step's claim skips the lookup.
+               case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == S.run_id)),
+                    else_=False).label("run_has_files"))
 )
 
 #: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).

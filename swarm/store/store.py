@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -426,12 +426,12 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())
                                 .returning(*REF_COLS)).all()
-            refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
+            refs += _refs(rows)
             stale = conn.execute(update(STEPS).where(*mine, STEPS.c.status == StepStatus.READY,
                                                     STEPS.c.ready_at < db_now() - republish_after)
                                  .values(ready_at=db_now())
                                  .returning(*REF_COLS)).all()
-            refs += [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in stale]
+            refs += _refs(stale)
         for d in dead:
             claim = Claim(d.id, d.run_id, d.agent_id, StepKind.LLM, d.fence, max_attempts, 0, 0, "", None, None, None)
             with contextlib.suppress(FenceLost):  # somebody finished it after all
@@ -473,17 +473,16 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def _close_step(self, conn: Connection, claim: Claim, status: StepStatus, **values: Any) -> None:
         if status == StepStatus.SUCCEEDED and set(values) <= {"tokens_in", "tokens_out"}:
+            # The per-LLM-step case, as a prebuilt statement.
             n = conn.execute(sql.CLOSE_STEP, {"b_id": claim.step_id, "b_fence": claim.fence, "b_status": status,
                                               "b_now": time.time(), "b_tin": values.get("tokens_in", 0),
                                               "b_tout": values.get("tokens_out", 0)}).rowcount
-            if n != 1:
-                raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
-            return
-        if status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
-            values["finished_at"] = time.time()
-        n = conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
-                                            STEPS.c.status == StepStatus.RUNNING)
-                         .values(status=status, **values)).rowcount
+        else:
+            if status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+                values["finished_at"] = time.time()
+            n = conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
+                                                STEPS.c.status == StepStatus.RUNNING)
+                             .values(status=status, **values)).rowcount
         if n != 1:
             raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
 
@@ -548,9 +547,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         return StepRef(step_id, run_id, agent_id, StepKind.LLM)
 
     def _ready_refs(self, conn: Connection, run_id: str) -> list[StepRef]:
-        rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name).where(
-            STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.READY)).all()
-        return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
+        return _refs(conn.execute(select(*REF_COLS).where(STEPS.c.run_id == run_id,
+                                                          STEPS.c.status == StepStatus.READY)))
 
     def _has_open_steps(self, conn: Connection, run_id: str) -> bool:
         q = select(STEPS.c.id).where(STEPS.c.run_id == run_id, STEPS.c.status.in_(OPEN)).limit(1)
@@ -587,10 +585,15 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
         with self.read() as conn:
-            q = select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name).where(STEPS.c.run_id == run_id)
+            q = select(*REF_COLS).where(STEPS.c.run_id == run_id)
             if statuses:
                 q = q.where(STEPS.c.status.in_(list(statuses)))
-            return [StepRef(r.id, run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in conn.execute(q)]
+            return _refs(conn.execute(q))
+
+
+def _refs(rows: Iterable[Any]) -> list[StepRef]:
+    """StepRefs from rows of REF_COLS."""
+    return [StepRef(r.id, r.run_id, r.agent_id, StepKind(r.kind), r.tool_name) for r in rows]
 
 
 class _BudgetMoved(Exception):

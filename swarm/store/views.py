@@ -26,14 +26,6 @@ class ViewsMixin:
             crit, total = (self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps))
         return _summary(run, crit, total)
 
-    def run_status(self, run_id: str) -> str:
-        """Just the status: what a waiting loop polls (the summary computes critical steps)."""
-        with self.read() as conn:
-            status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
-        if status is None:
-            raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
-        return str(status)
-
     def list_runs(self, *, tenant: str | None = None, status: str | None = None, limit: int = 50,
                   offset: int = 0) -> list[RunSummary]:
         with self.read() as conn:
@@ -160,8 +152,9 @@ class LiveViewsMixin:
         with self.read() as conn:
             return int(conn.execute(select(func.max(EVENTS.c.id)).where(EVENTS.c.run_id == run_id)).scalar() or 0)
 
-    def scoped_run_status(self, run_id: str, tenant: str | None = None) -> str:
-        """Just the status, and a tenancy check (NotFound for another tenant's run)."""
+    def run_status(self, run_id: str, tenant: str | None = None) -> str:
+        """Just the status (what waiting loops poll; a summary computes critical steps), and a
+        tenancy check when ``tenant`` is given (NotFound for another tenant's run)."""
         with self.read() as conn:
             q = select(RUNS.c.status).where(RUNS.c.id == run_id)
             if tenant is not None:

@@ -216,19 +216,27 @@ class ForkServer:
         self._dir = ""
         self._lifeline = -1
         self._proc: subprocess.Popen[bytes] | None = None
+        self.failed = False
         atexit.register(self.close)
+        os.register_at_fork(after_in_child=self._forget)
 
     def launch(self, cwd: str, env: Mapping[str, str], args: Sequence[str]) -> ForkedChild:
-        """Fork a child that runs ``entry(args)`` in ``cwd`` with exactly ``env``."""
+        """Fork a child that runs ``entry(args)`` in ``cwd`` with exactly ``env``.
+
+        Raises OSError when the server cannot be started or reached twice in a row; from then on
+        :attr:`failed` is set and callers should use another way to run the code."""
         for attempt in (1, 2):
-            path = self._ensure_started()
             try:
-                return self._request(path, cwd, env, args)
+                return self._request(self._ensure_started(), cwd, env, args)
             except (ConnectionError, FileNotFoundError) as e:
                 # The server died (killed, OOM). Start a new one once; then give up.
                 self._stop()
                 if attempt == 2:
+                    self.failed = True
                     raise OSError(f"the python fork server is unreachable: {e}") from e
+            except OSError:
+                self.failed = True  # it cannot even be started here
+                raise
         raise AssertionError("unreachable")
 
     def _request(self, path: str, cwd: str, env: Mapping[str, str], args: Sequence[str]) -> ForkedChild:
@@ -254,11 +262,17 @@ class ForkServer:
             os.set_inheritable(fd, False)
         return ForkedChild(_INT.unpack(data)[0], ours[0], ours[1], ours[2], conn)
 
+    def _forget(self) -> None:
+        """In a forked child (a prefork worker): the server belongs to the parent. Drop our copy of
+        its lifeline, so the server still exits with the parent, and start afresh if needed."""
+        if self._lifeline >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lifeline)
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._pid, self._proc, self._lifeline, self._dir = 0, None, -1, ""
+
     def _ensure_started(self) -> str:
         with self._lock:
-            if self._pid != os.getpid():
-                # Inherited through a fork: that server belongs to the parent. Leave it alone.
-                self._pid, self._proc, self._lifeline, self._dir = 0, None, -1, ""
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             return os.path.join(self._dir, "s")
@@ -303,17 +317,10 @@ class ForkServer:
             shutil.rmtree(self._dir, ignore_errors=True)
         self._proc, self._lifeline, self._dir, self._pid = None, -1, "", 0
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the running server and of the children it has reaped (Linux; 0 if none)."""
-        proc = self._proc
-        if proc is None or self._pid != os.getpid():
-            return 0.0
-        try:
-            with open(f"/proc/{proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    @property
+    def pid(self) -> int | None:
+        """The running server's pid (None before the first call)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def close(self) -> None:
         self._stop()

@@ -245,7 +245,8 @@ def _exchange(child: _Child, code: bytes, deadline: float, out: _Capture, err: _
     """Feed stdin, drain stdout/stderr until the process is done; False if the deadline hit.
 
     The process group is killed as soon as the main process exits (before it is reaped, so its
-    pid cannot have been reused), which also ends background processes the code started.
+    pid cannot have been reused), which also ends background processes the code started. (A
+    forked child's group is killed by the fork server itself, before it reaps the child.)
     """
     view, pos = memoryview(code), 0
     exited = False
@@ -303,18 +304,18 @@ def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
     return f"killed by {name}"
 
 
-def fork_server_cpu_seconds() -> float:
-    """CPU used so far by this process's fork server and the calls it ran (for benchmarks)."""
-    return _fork_server().cpu_seconds() if _fork_server.cache_info().currsize else 0.0
+def fork_server_pid() -> int | None:
+    """This process's running fork server, if any (benchmarks measure its CPU)."""
+    return _fork_server().pid if _fork_server.cache_info().currsize else None
 
 
 def _start(workspace: Path, env: dict[str, str], args: list[str], fork: bool) -> _Child:
     """Fork the child from this process's fork server; start a new interpreter if that fails."""
-    if fork:
+    if fork and not _fork_server().failed:
         try:
             return _fork_server().launch(str(workspace), env, args)
         except OSError as e:
-            log.warning("python fork server unavailable (%s); starting a new interpreter per call", e)
+            log.warning("python fork server unavailable (%s); starting a new interpreter per call from now on", e)
     popen = subprocess.Popen([_interpreter(), *_FLAGS, "-c", _SPAWN_SRC, *args], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workspace, env=env, bufsize=0,
                              start_new_session=True, close_fds=True)

@@ -97,9 +97,9 @@ def get_timeline(run_id: RunId, auth: Auth, ctx: Ctx) -> Timeline:
 def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
     """Stop the run now: every open step is cancelled in one transaction, so no model or tool call
     of it starts anywhere afterwards, and calls in flight cannot commit. Idempotent."""
-    ctx.store.scoped_run_status(run_id, auth.scope)
+    ctx.store.run_status(run_id, auth.scope)
     changed = ctx.store.cancel_run(run_id)
-    return CancelOut(id=run_id, status=RunStatus(ctx.store.scoped_run_status(run_id)), changed=changed)
+    return CancelOut(id=run_id, status=RunStatus(ctx.store.run_status(run_id)), changed=changed)
 
 
 @router.post("/runs/{run_id}/resume", response_model=ResumeOut, summary="Resume a run",
@@ -107,9 +107,9 @@ def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
 def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
     """Continue a failed, cancelled or interrupted run from where it stood. Committed model and
     tool calls are reused, never repeated. 409 if it already succeeded."""
-    ctx.store.scoped_run_status(run_id, auth.scope)
+    ctx.store.run_status(run_id, auth.scope)
     n = ctx.backend.resume(run_id)
-    return ResumeOut(id=run_id, status=RunStatus(ctx.store.scoped_run_status(run_id)), dispatched=n)
+    return ResumeOut(id=run_id, status=RunStatus(ctx.store.run_status(run_id)), dispatched=n)
 
 
 @router.get("/info", response_model=ServerInfo, tags=["server"], summary="Who am I, and what is this server",

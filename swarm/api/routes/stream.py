@@ -46,7 +46,7 @@ async def run_events(
     agent_done, run_resumed, run_done. Ids never go backwards and none is skipped, even across
     reconnects (see docs/api.md, "Event stream")."""
     start = _start_id(last_event_id, after)
-    status = await run_in_threadpool(ctx.store.scoped_run_status, run_id, auth.scope)
+    status = await run_in_threadpool(ctx.store.run_status, run_id, auth.scope)
     sub = ctx.hub.subscribe(run_id)
     return StreamingResponse(_stream(ctx.store, ctx.hub, sub, start, terminal=status in RUN_TERMINAL,
                                      follow=follow),
@@ -79,7 +79,7 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
         ending = terminal
         while True:
             if ending:
-                status = await run_in_threadpool(store.scoped_run_status, sub.run_id)
+                status = await run_in_threadpool(store.run_status, sub.run_id)
                 if status not in RUN_TERMINAL:
                     ending = False
                 elif await run_in_threadpool(store.last_run_event_id, sub.run_id) <= last:
