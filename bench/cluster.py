@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # `python bench/cluster.py`: make the repository 
 import redis
 from sqlalchemy import func, select
 
-from bench.common import scratch_postgres, write_results
+from bench.common import cpu_by_group, process_table, scratch_postgres, write_results
 from swarm.config import Settings
 from swarm.dispatch.celery import CeleryDispatcher
 from swarm.domain.status import StepKind
@@ -163,10 +163,11 @@ def _cluster_w1(b: Bench, name: str) -> dict[str, Any]:
             c.start_node(f"n{i}", llm_concurrency=max(100 // a.nodes + 8, 16), tool_concurrency=a.tool_concurrency)
         c.start_sweeper()
         time.sleep(a.warmup)
-        t0, busy0 = time.time(), machine_busy_seconds()
+        t0, busy0, procs0 = time.time(), machine_busy_seconds(), process_table()
         run_id = b.submit(store, dispatcher, s, a.agents, a.tools, a.tool, a.latency)
         summary = wait_done(store, run_id, 1800, c)
         end_to_end, busy = time.time() - t0, machine_busy_seconds() - busy0
+        by_process = cpu_by_group(procs0, process_table(), process_group)
         with store.read() as conn:
             steps = conn.execute(select(func.count()).select_from(Step).where(Step.run_id == run_id)).scalar_one()
     ideal = summary.critical_steps * a.latency
@@ -177,9 +178,31 @@ def _cluster_w1(b: Bench, name: str) -> dict[str, Any]:
            # Every process on the machine (workers, Postgres, Redis, the sim, python children):
            # the cluster is CPU-bound on 2 cores, and this is the budget it competes for.
            "machine_cpu_seconds": round(busy, 1), "steps": steps,
-           "machine_cpu_ms_per_step": round(1000 * busy / max(steps, 1), 2)}
+           "machine_cpu_ms_per_step": round(1000 * busy / max(steps, 1), 2),
+           "cpu_ms_per_step_by_process": {k: round(1000 * v / max(steps, 1), 2) for k, v in by_process.items()
+                                          if v >= 0.05}}
     b.log(f"latency: cluster W1 {summary.wall_seconds:.1f} s, wall/(critical x latency) {res['wall_over_ideal']}")
     return res
+
+
+def process_group(pid: int, table: dict[int, tuple[int, str, float]]) -> str:
+    """Which part of the cluster a process is, for the CPU breakdown."""
+    ppid, cmd, _ = table[pid]
+    if pid == os.getpid():
+        return "bench process (the sim, submitting, polling)"
+    if cmd.startswith(("postgres", "/usr/lib/postgresql")):
+        return "postgres"
+    if cmd.startswith("redis-server"):
+        return "redis"
+    if " -I -S -B -c " in cmd:
+        return "python fork servers and their tool calls"
+    if "celery" in cmd and " beat " in cmd:
+        return "celery beat"
+    if "celery" in cmd and " worker " in cmd:
+        queue = cmd.split(" -Q ", 1)[1].split()[0] if " -Q " in cmd else "?"
+        child = ppid in table and table[ppid][1] == cmd
+        return f"worker {queue}" + (" pool children" if child else "")
+    return "other"
 
 
 def machine_busy_seconds() -> float:
@@ -325,6 +348,8 @@ def table(r: dict[str, Any]) -> str:
         if "machine_cpu_seconds" in sw:
             rows.append(("  machine CPU during the run", f"{sw['machine_cpu_seconds']:.1f} s = "
                                                        f"{sw['machine_cpu_ms_per_step']:.1f} ms per step"))
+        for group, ms in sw.get("cpu_ms_per_step_by_process", {}).items():
+            rows.append((f"    {group}", f"{ms:.2f} ms per step"))
         if lat.get("floor"):
             rows.append(("  floor wall / cluster wall / floor (median pair)",
                          f"{lat['floor']['wall_seconds']:.1f} s / {lat['wall_over_floor']:.3f}"))

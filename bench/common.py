@@ -50,3 +50,35 @@ def write_results(path: Path, results: dict[str, Any], log: Callable[[str], None
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(path)
     log(f"results written to {path}")
+
+
+def process_table() -> dict[int, tuple[int, str, float]]:
+    """Every live process: pid → (parent pid, command line, CPU seconds including reaped
+    children). Taken before and after a run, :func:`cpu_by_group` says where the CPU went."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        head, tail = stat.rsplit(")", 1)
+        fields = tail.split()
+        out[int(entry.name)] = (int(fields[1]), cmd or head.split("(", 1)[1], sum(int(x) for x in fields[11:15]) / tick)
+    return out
+
+
+def cpu_by_group(before: dict[int, tuple[int, str, float]], after: dict[int, tuple[int, str, float]],
+                 group: Callable[[int, dict[int, tuple[int, str, float]]], str]) -> dict[str, float]:
+    """CPU seconds spent between two :func:`process_table` snapshots, summed by ``group(pid,
+    table)``. A process that started and ended in between counts only through its reaper."""
+    totals: dict[str, float] = {}
+    for pid, (_, _, cpu) in after.items():
+        prev = before.get(pid)
+        spent = cpu - prev[2] if prev is not None and prev[1] == after[pid][1] else cpu
+        name = group(pid, after)
+        totals[name] = round(totals.get(name, 0.0) + spent, 2)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))

@@ -17,12 +17,13 @@ from swarm.constants import QUEUE_LLM
 from swarm.dispatch.celery import NO_BROKER, celery_config
 from swarm.exceptions import SwarmError
 from workers import context
+from workers.consumer import CONSUMER
 
 log = logging.getLogger(__name__)
 
 settings = Settings()
 app = Celery("swarm", set_as_current=True)
-app.conf.update(celery_config(settings, require_broker=False))
+app.conf.update(celery_config(settings, require_broker=False), worker_consumer=CONSUMER)
 
 
 def _refuse(message: str) -> NoReturn:
@@ -76,10 +77,20 @@ def _on_beat_init(**_: Any) -> None:
         _refuse(NO_BROKER)
 
 
+def _on_worker_ready(**_: Any) -> None:
+    # A threads-pool worker runs its steps in this process: build what they need now rather than
+    # on the first step, which would otherwise be late by the build (a prefork parent never runs
+    # steps and must not start threads or open connections before it forks).
+    if context.pool_runs_steps_in_main_process():
+        context.context().executor()
+
+
 def _on_process_init(**_: Any) -> None:
     # A forked pool child must build its own engine and heartbeat (brief §6: pooled
-    # connections never cross a fork); anything inherited is dropped, not closed.
+    # connections never cross a fork); anything inherited is dropped, not closed. It builds
+    # them now, so its first step does not wait for them (nothing connects yet).
     context.after_fork()
+    context.context().executor()
 
 
 def _on_process_shutdown(**_: Any) -> None:
@@ -100,6 +111,7 @@ def _on_setup_logger(loglevel: int | None = None, **_: Any) -> None:
 signals.worker_init.connect(_on_worker_init)
 signals.after_setup_logger.connect(_on_setup_logger)
 signals.beat_init.connect(_on_beat_init)
+signals.worker_ready.connect(_on_worker_ready)
 signals.worker_process_init.connect(_on_process_init)
 signals.worker_process_shutdown.connect(_on_process_shutdown)
 signals.worker_shutdown.connect(_on_worker_shutdown)

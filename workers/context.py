@@ -19,8 +19,10 @@ from swarm.dispatch.celery import CeleryDispatcher
 from swarm.engine.background import Periodic, heartbeat
 from swarm.engine.executor import StepExecutor
 from swarm.exceptions import ConfigError
+from swarm.llm.client import LLMClient
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
+from swarm.tools.builtin import default_registry
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ _pool = _Pool()
 def configure_pool(concurrency: int, threads: bool) -> None:
     """Recorded by the worker's main process at start-up; sizes the database pool."""
     _pool.concurrency, _pool.threads = max(1, concurrency), threads
+
+
+def pool_runs_steps_in_main_process() -> bool:
+    return _pool.threads
 
 
 def db_pool_size() -> int:
@@ -83,9 +89,6 @@ class WorkerContext:
         return self._executor
 
     def _make_executor(self) -> StepExecutor:
-        from swarm.llm.client import LLMClient
-        from swarm.tools.builtin import default_registry
-
         s = self.settings
         llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
         ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id())
