@@ -46,13 +46,15 @@ def pool_runs_steps_in_main_process() -> bool:
 
 
 def db_pool_size() -> int:
-    # A step holds a connection only for its short claim/read/commit transactions, never across
-    # the model call, so a 128-thread worker needs far fewer connections than threads. Kept small
-    # so several nodes fit under PostgreSQL's default max_connections=100 (the engine may
-    # overflow to 3x this under bursts).
+    # A step holds a connection only for its short claim/read/commit statements, never across
+    # the model call, so a many-threaded worker needs far fewer connections than threads. The
+    # pool never overflows (see WorkerContext.build): threads wait their turn for a connection
+    # rather than open one that is closed again when returned: under bursts that churn cost
+    # PostgreSQL a new backend process per step. Kept small so several nodes fit under
+    # PostgreSQL's default max_connections=100.
     if not _pool.threads:
         return 2  # prefork/solo: one task at a time, plus the heartbeat
-    return max(2, min(10, _pool.concurrency // 8))
+    return min(_pool.concurrency, max(4, _pool.concurrency // 4), 16)
 
 
 class _NoModel:
@@ -77,7 +79,7 @@ class WorkerContext:
         from workers.celery_app import app
         from workers.timing import instrument
 
-        store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size())))
+        store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size(), max_overflow=0)))
         return cls(settings, store, CeleryDispatcher(app))
 
     def executor(self) -> StepExecutor:

@@ -69,8 +69,12 @@ def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         raise DisconnectionError(f"stale pooled connection: {exc!r}") from exc  # the pool retries
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """An engine for *url*, configured for swarm's access pattern (many short transactions)."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None, echo: bool = False) -> Engine:
+    """An engine for *url*, configured for swarm's access pattern (many short transactions).
+
+    ``max_overflow`` (default: twice ``pool_size``) connections beyond the pool are opened under
+    load and closed again as soon as they are returned; 0 makes callers wait for a pooled one.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -80,7 +84,8 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
     if url.startswith("postgresql"):
-        eng = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+        overflow = pool_size * 2 if max_overflow is None else max_overflow
+        eng = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=overflow, pool_recycle=1800)
         event.listen(eng, "checkin", _note_checkin)
         event.listen(eng, "checkout", _ping_if_idle)
         return eng

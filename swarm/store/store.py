@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from swarm.constants import ASSIGN_TASK, MAX_STEP_ATTEMPTS, ORCHESTRATION_TOOLS
 from swarm.domain import limits
@@ -606,6 +607,8 @@ def _translated() -> Iterator[None]:
     failures and deadlocks → StoreConflict (retry the transaction); anything else as it was."""
     try:
         yield
+    except PoolTimeout as exc:  # every pooled connection busy for pool_timeout (30 s)
+        raise StoreUnavailable(f"no free database connection: {exc}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated or _is_connectivity(exc):
             raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc

@@ -148,7 +148,10 @@ def test_worker_db_pool_follows_the_pool_type():
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(workers.celery_app, "check_node", lambda *a: None)
             workers.celery_app._on_worker_init(Sender())
-            assert context.db_pool_size() == 10  # 128 threads share 10 (+20 overflow) connections
+            assert context.db_pool_size() == 16  # 128 threads share 16 connections, never more
+            Sender.concurrency = 8
+            workers.celery_app._on_worker_init(Sender())
+            assert context.db_pool_size() == 4
             Sender.pool_cls = get_implementation("prefork")
             workers.celery_app._on_worker_init(Sender())
             assert context.db_pool_size() == 2  # one task at a time per child, plus the heartbeat

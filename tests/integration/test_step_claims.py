@@ -167,3 +167,28 @@ def test_a_claim_says_whether_the_run_has_workspace_files(tmp_path, store, db_ur
     assert python[0] is False and all(python[1:]), seen
     assert store.run_summary(run_id).status == "succeeded"
     assert store.artifacts(run_id)
+
+
+@pytest.mark.postgres
+def test_a_worker_pool_never_opens_more_connections_than_its_size(pg_url):
+    """Threads wait for a pooled connection instead of opening (and soon closing) another one;
+    one that waits past the pool's timeout gets StoreUnavailable, which callers retry."""
+    from sqlalchemy import text
+
+    from swarm.exceptions import StoreUnavailable
+    from swarm.store.db import make_engine
+
+    engine = make_engine(pg_url, pool_size=2, max_overflow=0)
+    engine.pool._timeout = 0.2  # type: ignore[attr-defined]
+    store = StateStore(engine)
+    held: list[object] = []
+    try:
+        with store.read() as c1, store.read() as c2:
+            held += [c1.execute(text("select pg_backend_pid()")).scalar_one(),
+                     c2.execute(text("select pg_backend_pid()")).scalar_one()]
+            with pytest.raises(StoreUnavailable, match="no free database connection"), store.read():
+                pass
+        with store.read() as conn:  # a returned connection is reused, not replaced
+            assert conn.execute(text("select pg_backend_pid()")).scalar_one() in held
+    finally:
+        engine.dispose()
