@@ -43,7 +43,8 @@ CLOSE_STEP = (
 # (messages, steps) take on the run row, or they deadlock with us.
 LOCK_RUN = select(RUNS).where(R.id == bindparam("b_id")).with_for_update(key_share=True)
 
-AGENT = select(AGENTS).where(A.id == bindparam("b_id"))
+#: What committing a turn needs of its agent (not the prompt, not the result).
+AGENT_COUNTERS = select(A.next_seq, A.pending_tools, A.steps).where(A.id == bindparam("b_id"))
 #: What an LLM step needs of its agent and its run's limits, in one round trip.
 AGENT_AND_LIMITS = (
     select(A.name, A.depth, A.steps, R.max_steps_per_agent, R.max_depth, R.model)
@@ -56,7 +57,9 @@ INSERT_EVENT = EVENTS.insert()
 INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 
-RUN = select(RUNS).where(R.id == bindparam("b_id"))
+#: A run's tool-call and subagent budgets and what is used of them.
+RUN_BUDGETS = (select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents)
+               .where(R.id == bindparam("b_id")))
 
 #: Count one committed turn and its granted budget, only if the budget still allows it.
 COUNT_TURN = (

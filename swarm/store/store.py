@@ -256,7 +256,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             granted = (0, 0)
             self._close_step(conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in,
                              tokens_out=response.tokens_out)
-            agent = conn.execute(sql.AGENT, {"b_id": claim.agent_id}).one()
+            agent = conn.execute(sql.AGENT_COUNTERS, {"b_id": claim.agent_id}).one()
             seq = agent.next_seq
             self._message(conn, claim.run_id, claim.agent_id, seq, "assistant", response.content,
                           reasoning=response.reasoning_content,
@@ -266,7 +266,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
                 if run is None:
-                    run = conn.execute(sql.RUN, {"b_id": claim.run_id}).one()
+                    run = conn.execute(sql.RUN_BUDGETS, {"b_id": claim.run_id}).one()
                 pending, refs, granted = self._open_tool_steps(conn, claim, run, plan, seq)
                 conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 1 + len(plan.calls), "b_pending": pending})
                 if pending == 0:
