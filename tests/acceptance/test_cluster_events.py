@@ -14,12 +14,11 @@ import pytest
 from celery.events.receiver import EventReceiver
 from sqlalchemy import select
 
-from swarm.dispatch.celery import CeleryDispatcher
+from swarm.dispatch.celery import CeleryDispatcher, make_app
 from swarm.store.models import Step
 from swarm.store.store import StateStore
 from tests.acceptance.cluster import cluster, submit, w1_task, wait_done
 from tests.conftest import make_settings
-from workers.celery_app import app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -30,7 +29,7 @@ LIFECYCLE = ("task-sent", "task-received", "task-started", "task-succeeded")
 class Recorder(EventReceiver):  # type: ignore[misc]
     """Keeps every task event and the size of every message that carried them."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, app: Any) -> None:
         self.events: list[dict[str, Any]] = []
         self.message_sizes: list[int] = []
         super().__init__(connection, handlers={"*": self.events.append}, app=app)
@@ -45,8 +44,9 @@ def test_flower_sees_every_step_from_sent_to_succeeded_with_its_labels(tmp_path,
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=2)
     dispatcher = CeleryDispatcher.from_settings(s)
-    with app.connection_for_read(redis_url) as conn, cluster(tmp_path / "cluster", s) as c:
-        recorder = Recorder(conn)
+    app = make_app(s)  # Flower's own app: only the broker in common with the workers
+    with app.connection_for_read() as conn, cluster(tmp_path / "cluster", s) as c:
+        recorder = Recorder(conn, app)
         listening = threading.Thread(target=recorder.capture, kwargs={"limit": None, "timeout": None}, daemon=True)
         listening.start()
         c.start_node("n0", llm_concurrency=8)
@@ -67,8 +67,10 @@ def test_flower_sees_every_step_from_sent_to_succeeded_with_its_labels(tmp_path,
                 break
             time.sleep(0.2)
         recorder.should_stop = True
+        listening.join(timeout=10)  # before its connection closes, or it would reconnect
         dispatcher.close()
         store.engine.dispose()
+    app.close()
 
     assert set(sent) >= set(steps), f"{len(set(steps) - set(sent))} of {len(steps)} steps never shown as sent"
     for step_id, row in steps.items():

@@ -192,3 +192,47 @@ def test_a_worker_pool_never_opens_more_connections_than_its_size(pg_url):
             assert conn.execute(text("select pg_backend_pid()")).scalar_one() in held
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_cancel_racing_a_tool_commit_that_schedules_the_next_turn_leaves_no_open_step(tmp_path, pg_url, sim):
+    """The commit has delivered its result (holding the tool step's row) when the cancel starts,
+    and schedules the agent's next LLM step while the cancel waits: that step must not survive
+    the cancel as READY (a resume would run it next to the one resume creates)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import DBAPIError
+
+    from swarm.domain.status import StepStatus
+    from swarm.store import statements as sql
+    from swarm.store.store import OPEN
+
+    s = make_settings(tmp_path, pg_url, sim.url)
+    store = StateStore.from_url(pg_url, pool_size=4)
+    with LLMClient(s) as llm:
+        ex = StepExecutor(store, llm, default_registry(s), s, owner_id())
+        run_id, ref = first_step(store, s)
+        (tool_ref,) = ex.execute(ref.step_id)  # the orchestrator's turn: one create_subagent call
+    claim = store.claim(tool_ref.step_id, "w", lease=30)
+    assert claim is not None
+    cancelled: list[bool] = []
+    with store.engine.connect() as commit:  # the tool commit, statement by statement
+        commit.execute(sql.DELIVER, {"b_id": claim.step_id, "b_expected": StepStatus.RUNNING, "b_fence": claim.fence,
+                                     "b_result": "ok", "b_error": False, "b_now": 0.0})
+        canceller = threading.Thread(target=lambda: cancelled.append(store.cancel_run(run_id)))
+        canceller.start()
+        canceller.join(timeout=0.5)  # now waiting for the tool step's row lock
+        try:
+            left = commit.execute(sql.FAN_IN, {"b_id": claim.agent_id}).first()
+            if left is not None and left.pending_tools == 0:
+                commit.execute(sql.INSERT_READY_STEP, {"id": "n" * 32, "run_id": run_id, "agent_id": claim.agent_id,
+                                                       "kind": "llm", "turn": claim.turn + 1, "idx": 0,
+                                                       "attempt": 0, "fence": 0})
+            commit.commit()
+        except DBAPIError:  # PostgreSQL broke the deadlock by aborting the commit: the cancel goes on
+            commit.rollback()
+        canceller.join(timeout=30)
+    assert cancelled == [True]
+    with store.read() as conn:
+        open_steps = conn.execute(select(func.count()).where(Step.run_id == run_id, Step.status.in_(OPEN))).scalar()
+    assert open_steps == 0
+    store.engine.dispose()
