@@ -534,18 +534,19 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         if not n:
             return
         if status != RunStatus.SUCCEEDED:
-            # Agents first, then steps. A tool commit running concurrently may have delivered its
-            # result already and be about to schedule the agent's next step (fan-in): either it
-            # got there first, and the steps UPDATE (a later statement, so a later snapshot on
-            # READ COMMITTED) sees and cancels the new step; or its fan-in waits for our agent row
-            # lock and then finds the agent no longer running. The other order left that step
-            # READY in a cancelled run, to run again on resume. (If the two wait on each other,
-            # PostgreSQL aborts one and its caller retries.)
+            # Steps, agents, then steps again. Every commit in flight on this run holds its own
+            # step's row lock, so the first UPDATE waits for each of them to commit (or to find
+            # its step cancelled, if we got there first). What they created meanwhile (a child
+            # agent, the next step of a fan-in) is invisible to that statement's snapshot but not
+            # to the later statements' (READ COMMITTED): without them it stayed RUNNING / READY
+            # in a cancelled run, and a resume would have run it next to the step it creates.
+            cancel_steps = (update(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.status.in_(OPEN))
+                            .values(status=StepStatus.CANCELLED, owner=None, error=reason))
+            conn.execute(cancel_steps)
             conn.execute(update(AGENTS).where(AGENTS.c.run_id == run_id, AGENTS.c.status == AgentStatus.RUNNING)
                          .values(status=AgentStatus.CANCELLED if status == RunStatus.CANCELLED else AgentStatus.FAILED,
                                  reason=reason, finished_at=time.time()))
-            conn.execute(update(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.status.in_(OPEN)).values(
-                status=StepStatus.CANCELLED, owner=None, error=reason))
+            conn.execute(cancel_steps)
         self._event(conn, run_id, "run_done", None, None, {"status": status.value, "reason": reason})
 
     def _new_llm_step(self, conn: Connection, run_id: str, agent_id: str, turn: int) -> StepRef:

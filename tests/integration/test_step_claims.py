@@ -195,15 +195,18 @@ def test_a_worker_pool_never_opens_more_connections_than_its_size(pg_url):
 
 
 @pytest.mark.postgres
-def test_a_cancel_racing_a_tool_commit_that_schedules_the_next_turn_leaves_no_open_step(tmp_path, pg_url, sim):
-    """The commit has delivered its result (holding the tool step's row) when the cancel starts,
-    and schedules the agent's next LLM step while the cancel waits: that step must not survive
-    the cancel as READY (a resume would run it next to the one resume creates)."""
-    from sqlalchemy import func, select
+@pytest.mark.parametrize("commit_kind", ["fan_in", "launch"])
+def test_a_cancel_racing_a_commit_leaves_nothing_open(tmp_path, pg_url, sim, commit_kind):
+    """A commit holds its step's row (result delivered, or launch begun) when the cancel starts,
+    and while the cancel waits it schedules the agent's next LLM step (``fan_in``: the turn's
+    last tool result) or creates a child agent and its first step (``launch``). Nothing it made
+    may survive the cancel as READY / RUNNING: a resume would run it next to what it creates."""
+    from sqlalchemy import func, insert, select
     from sqlalchemy.exc import DBAPIError
 
     from swarm.domain.status import StepStatus
     from swarm.store import statements as sql
+    from swarm.store.models import Agent
     from swarm.store.store import OPEN
 
     s = make_settings(tmp_path, pg_url, sim.url)
@@ -215,24 +218,37 @@ def test_a_cancel_racing_a_tool_commit_that_schedules_the_next_turn_leaves_no_op
     claim = store.claim(tool_ref.step_id, "w", lease=30)
     assert claim is not None
     cancelled: list[bool] = []
-    with store.engine.connect() as commit:  # the tool commit, statement by statement
-        commit.execute(sql.DELIVER, {"b_id": claim.step_id, "b_expected": StepStatus.RUNNING, "b_fence": claim.fence,
-                                     "b_result": "ok", "b_error": False, "b_now": 0.0})
+    new_step = {"run_id": run_id, "kind": "llm", "idx": 0, "attempt": 0, "fence": 0}
+    with store.engine.connect() as commit:  # the commit, statement by statement, as the store runs it
+        if commit_kind == "fan_in":
+            commit.execute(sql.DELIVER, {"b_id": claim.step_id, "b_expected": StepStatus.RUNNING,
+                                         "b_fence": claim.fence, "b_result": "ok", "b_error": False, "b_now": 0.0})
+        else:
+            commit.execute(sql.CLOSE_STEP, {"b_id": claim.step_id, "b_fence": claim.fence,
+                                            "b_status": StepStatus.WAITING, "b_now": 0.0, "b_tin": 0, "b_tout": 0})
         canceller = threading.Thread(target=lambda: cancelled.append(store.cancel_run(run_id)))
         canceller.start()
-        canceller.join(timeout=0.5)  # now waiting for the tool step's row lock
+        canceller.join(timeout=0.5)  # now waiting for the step's row lock
         try:
-            left = commit.execute(sql.FAN_IN, {"b_id": claim.agent_id}).first()
-            if left is not None and left.pending_tools == 0:
-                commit.execute(sql.INSERT_READY_STEP, {"id": "n" * 32, "run_id": run_id, "agent_id": claim.agent_id,
-                                                       "kind": "llm", "turn": claim.turn + 1, "idx": 0,
-                                                       "attempt": 0, "fence": 0})
+            if commit_kind == "fan_in":
+                left = commit.execute(sql.FAN_IN, {"b_id": claim.agent_id}).first()
+                assert left is not None and left.pending_tools == 0
+                commit.execute(sql.INSERT_READY_STEP, {**new_step, "id": "n" * 32, "agent_id": claim.agent_id,
+                                                       "turn": claim.turn + 1})
+            else:
+                commit.execute(insert(Agent).values(
+                    id="c" * 32, run_id=run_id, parent_id=claim.agent_id, parent_step_id=claim.step_id,
+                    parent_turn=claim.turn, name="child", depth=1, status="running", steps=0, next_seq=2,
+                    pending_tools=0, tokens_in=0, tokens_out=0, created_at=0.0))
+                commit.execute(sql.INSERT_READY_STEP, {**new_step, "id": "n" * 32, "agent_id": "c" * 32, "turn": 0})
             commit.commit()
-        except DBAPIError:  # PostgreSQL broke the deadlock by aborting the commit: the cancel goes on
+        except DBAPIError:  # PostgreSQL broke a deadlock by aborting the commit: the cancel goes on
             commit.rollback()
         canceller.join(timeout=30)
     assert cancelled == [True]
     with store.read() as conn:
         open_steps = conn.execute(select(func.count()).where(Step.run_id == run_id, Step.status.in_(OPEN))).scalar()
-    assert open_steps == 0
+        running_agents = conn.execute(select(func.count()).where(Agent.run_id == run_id,
+                                                                 Agent.status == "running")).scalar()
+    assert (open_steps, running_agents) == (0, 0)
     store.engine.dispose()
