@@ -8,7 +8,9 @@ bare column names for the VALUES/SET clause.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, case, exists, or_, select, update
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
 
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.store.db import db_now
@@ -25,7 +27,7 @@ CLAIM = (
     .values(status=StepStatus.RUNNING, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
             lease_until=db_now() + bindparam("b_lease"), started_at=bindparam("b_now"))
     .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
-               S.arguments,
+               S.arguments, S.msg_seq, S.note,
                # Only a tool step may need the workspace; an LLM step's claim skips the lookup.
                case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == S.run_id)),
                     else_=False).label("run_has_files"))
@@ -94,3 +96,56 @@ FAN_IN = (
     .values(pending_tools=A.pending_tools - 1)
     .returning(A.pending_tools)
 )
+
+
+def _commit_tool() -> Any:
+    """A tool step's whole commit as one statement, for PostgreSQL (data-modifying CTEs): the
+    fenced result, the tool message, the event, the fan-in and, when this was the turn's last
+    call, the agent's next LLM step. Each part runs only if the fenced UPDATE matched; it locks
+    the step row, then the agent row, as the transaction of ``StateStore._deliver`` does.
+    Returns ``delivered`` (0 when the fence moved on) and ``next_step_id`` (NULL if none)."""
+    def typed(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
+
+    M, E = MESSAGES.c, EVENTS.c
+    delivered = (
+        update(STEPS)
+        .where(S.id == bindparam("b_id"), S.status == StepStatus.RUNNING, S.fence == bindparam("b_fence"))
+        .values(status=StepStatus.SUCCEEDED, result=bindparam("b_result"), is_error=bindparam("b_error"),
+                finished_at=bindparam("b_now"))
+        .returning(S.id).cte("delivered")
+    )
+    message = insert(MESSAGES).from_select(
+        ["run_id", "agent_id", "seq", "role", "content", "tool_call_id", "created_at"],
+        select(typed("b_run", M.run_id), typed("b_agent", M.agent_id), typed("b_seq", M.seq), literal("tool"),
+               typed("b_content", M.content), typed("b_tcid", M.tool_call_id), typed("b_now", M.created_at))
+        .select_from(delivered),
+        include_defaults=False,
+    ).cte("message")
+    event = insert(EVENTS).from_select(
+        ["run_id", "ts", "type", "agent_id", "step_id", "data"],
+        select(typed("b_run", E.run_id), typed("b_now", E.ts), literal("tool_done"), typed("b_agent", E.agent_id),
+               typed("b_id", E.step_id), typed("b_data", E.data)).select_from(delivered),
+        include_defaults=False,
+    ).cte("event")
+    fan_in = (
+        update(AGENTS)
+        .where(A.id == bindparam("b_agent"), A.status == AgentStatus.RUNNING, exists(select(delivered.c.id)))
+        .values(pending_tools=A.pending_tools - 1)
+        .returning(A.pending_tools).cte("fan_in")
+    )
+    # Column defaults are applied only when the INSERT is the statement itself: give them all.
+    next_step = insert(STEPS).from_select(
+        ["id", "run_id", "agent_id", "kind", "status", "turn", "idx", "attempt", "fence", "ready_at", "is_error",
+         "tokens_in", "tokens_out"],
+        select(typed("b_new", S.id), typed("b_run", S.run_id), typed("b_agent", S.agent_id),
+               literal(StepKind.LLM.value), literal(StepStatus.READY.value), typed("b_next_turn", S.turn),
+               literal(0), literal(0), literal(0), db_now(), literal(False), literal(0), literal(0))
+        .select_from(fan_in).where(fan_in.c.pending_tools == 0),
+        include_defaults=False,
+    ).returning(S.id).cte("next_step")
+    return select(select(func.count()).select_from(delivered).scalar_subquery().label("delivered"),
+                  select(next_step.c.id).scalar_subquery().label("next_step_id")).add_cte(message, event)
+
+
+COMMIT_TOOL = _commit_tool()

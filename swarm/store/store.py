@@ -201,7 +201,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 return None
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
                          row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments,
-                         bool(row.run_has_files))
+                         bool(row.run_has_files), row.msg_seq, row.note)
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         """Renew the leases of every step this owner is running (only of ``steps``, if given: a
@@ -336,6 +336,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def commit_tool(self, claim: Claim, content: str, is_error: bool,
                     files: dict[str, bytes] | None = None) -> list[StepRef]:
         """Commit a tool call's result (and the workspace files it changed)."""
+        if self._auto is not None and not files and claim.msg_seq is not None:
+            return self._commit_tool_at_once(claim, content, is_error)
         with self.tx() as conn:
             for path, data in (files or {}).items():
                 self._put_artifact(conn, claim.run_id, path, data)
@@ -343,6 +345,21 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             self._event(conn, claim.run_id, "tool_done", claim.agent_id, claim.step_id,
                         {"tool": claim.tool_name, "error": is_error})
             return refs
+
+    def _commit_tool_at_once(self, claim: Claim, content: str, is_error: bool) -> list[StepRef]:
+        """What commit_tool's transaction does, as one autocommit statement (PostgreSQL): the
+        commit of most tool steps costs one round trip instead of seven."""
+        next_id = new_id()
+        with self._single() as conn:
+            row = conn.execute(sql.COMMIT_TOOL, {
+                "b_id": claim.step_id, "b_fence": claim.fence, "b_result": content, "b_error": is_error,
+                "b_now": time.time(), "b_run": claim.run_id, "b_agent": claim.agent_id, "b_seq": claim.msg_seq,
+                "b_content": content if not claim.note else f"{content}\n{claim.note}",
+                "b_tcid": claim.tool_call_id, "b_data": {"tool": claim.tool_name, "error": is_error},
+                "b_new": next_id, "b_next_turn": claim.turn + 1}).one()
+        if not row.delivered:
+            raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
+        return [StepRef(next_id, claim.run_id, claim.agent_id, StepKind.LLM)] if row.next_step_id else []
 
     def create_subagent(self, claim: Claim, name: str, system_prompt: str) -> list[StepRef]:
         """``create_subagent``: record the subagent type; the result goes straight to the model."""

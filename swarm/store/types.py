@@ -37,6 +37,9 @@ class Claim:
     arguments: str | None
     #: Whether the run had workspace files when the step was claimed (no need to read them if not).
     run_has_files: bool = True
+    #: A tool step's place in the conversation, and the budget note its result carries.
+    msg_seq: int | None = None
+    note: str | None = None
 
     def ref(self) -> StepRef:
         return StepRef(self.step_id, self.run_id, self.agent_id, self.kind, self.tool_name)

@@ -252,3 +252,60 @@ def test_a_cancel_racing_a_commit_leaves_nothing_open(tmp_path, pg_url, sim, com
                                                                  Agent.status == "running")).scalar()
     assert (open_steps, running_agents) == (0, 0)
     store.engine.dispose()
+
+
+def _claim_first_echo_step(store, ex, run_id, refs):
+    queue = list(refs)
+    while queue:
+        ref = queue.pop(0)
+        if ref.tool_name == "echo":
+            return ref
+        queue += ex.execute(ref.step_id)
+    raise AssertionError(f"run {run_id} never reached an echo step")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("note", [None, "(2 of 3 tool calls used)"])
+def test_a_tool_commit_in_one_statement_records_what_the_transaction_records(tmp_path, pg_url, sim, note):
+    """On PostgreSQL a tool step commits as one statement; SQLite (and steps that wrote files)
+    take the transaction. Both must leave the same rows, and both refuse a moved fence."""
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from swarm.store.models import Event, Message
+
+    s = make_settings(tmp_path, pg_url, sim.url)
+    store = StateStore.from_url(pg_url, pool_size=4)
+    recorded = []
+    with LLMClient(s) as llm:
+        ex = StepExecutor(store, llm, default_registry(s), s, owner_id())
+        for at_once in (True, False):
+            run_id, refs = store.create_run(run_spec(s, "t #sim agents=1 tools=1 tool=echo"))
+            ref = _claim_first_echo_step(store, ex, run_id, refs)
+            with store.tx() as conn:
+                conn.execute(update(Step).where(Step.id == ref.step_id).values(note=note))
+            claim = store.claim(ref.step_id, "w", lease=30)
+            assert claim is not None and claim.msg_seq is not None and claim.note == note
+            if not at_once:
+                claim = dataclasses.replace(claim, msg_seq=None)  # what a claim without it gets: the transaction
+            with pytest.raises(FenceLost):
+                store.commit_tool(dataclasses.replace(claim, fence=claim.fence + 1), "late", False)
+            refs = store.commit_tool(claim, "echoed", False)
+            with store.read() as conn:
+                step = conn.execute(select(Step.status, Step.result, Step.is_error).where(Step.id == ref.step_id)).one()
+                msgs = conn.execute(select(Message.seq, Message.role, Message.content, Message.tool_call_id)
+                                    .where(Message.agent_id == ref.agent_id).order_by(Message.seq)).all()
+                events = conn.execute(select(Event.type, Event.agent_id, Event.step_id, Event.data)
+                                      .where(Event.run_id == run_id, Event.type == "tool_done")).all()
+                nxt = conn.execute(select(Step.kind, Step.status, Step.turn, Step.idx, Step.attempt, Step.fence,
+                                          Step.is_error, Step.tokens_in, Step.ready_at.is_not(None))
+                                   .where(Step.id == refs[0].step_id)).one()
+            recorded.append((tuple(step), [tuple(m) for m in msgs], [(e.type, e.data) for e in events],
+                             [(r.kind, r.tool_name) for r in refs], tuple(nxt)))
+            assert all(e.agent_id == ref.agent_id and e.step_id == ref.step_id for e in events)
+    assert recorded[0] == recorded[1]
+    step, msgs, _, refs_, _ = recorded[0]
+    assert step == ("succeeded", "echoed", False) and refs_ == [("llm", None)]
+    assert msgs[-1][1:] == ("tool", "echoed" if note is None else f"echoed\n{note}", "functions.echo:0")
+    store.engine.dispose()
