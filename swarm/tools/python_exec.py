@@ -150,7 +150,8 @@ _ENV = {
 @functools.cache
 def _fork_server() -> ForkServer:
     """This process's fork server (started on first use; a forked child starts its own)."""
-    return ForkServer(_interpreter, _FLAGS, _BOOT + "\nimport resource\n", "_swarm_boot",
+    # Imported once in the server, not in every child (what the boot function imports).
+    return ForkServer(_interpreter, _FLAGS, _BOOT + "\nimport resource, _sitebuiltins\n", "_swarm_boot",
                       {"PATH": os.environ.get("PATH", os.defpath), **_ENV})
 
 
