@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, literal_column, or_, select, update
 
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS
 
 S, A, R = STEPS.c, AGENTS.c, RUNS.c
+
+# The claimed step's columns, spelled out for subqueries in CLAIM's RETURNING: SQLite renders
+# RETURNING columns unqualified, and there an unqualified run_id inside a subquery on artifacts
+# means artifacts.run_id.
+_STEP_RUN: Any = literal_column("steps.run_id")
+_STEP_AGENT: Any = literal_column("steps.agent_id")
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
 CLAIM = (
@@ -29,8 +35,17 @@ CLAIM = (
     .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
                S.arguments, S.msg_seq, S.note,
                # Only a tool step may need the workspace; an LLM step's claim skips the lookup.
-               case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == S.run_id)),
-                    else_=False).label("run_has_files"))
+               case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == _STEP_RUN)),
+                    else_=False).label("run_has_files"),
+               # What an LLM step needs of its agent and run (AGENT_AND_LIMITS), in the same round
+               # trip; NULL for tool steps.
+               *(case((S.kind == StepKind.LLM, select(col).where(key == ref).scalar_subquery())).label(name)
+                 for name, col, key, ref in (("agent_name", A.name, A.id, _STEP_AGENT),
+                                             ("agent_depth", A.depth, A.id, _STEP_AGENT),
+                                             ("agent_steps", A.steps, A.id, _STEP_AGENT),
+                                             ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
+                                             ("max_depth", R.max_depth, R.id, _STEP_RUN),
+                                             ("model", R.model, R.id, _STEP_RUN))))
 )
 
 #: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).

@@ -47,7 +47,7 @@ from swarm.store.db import WriteGate, db_now, make_engine
 from swarm.store.export import ExportMixin
 from swarm.store.keys import KeysMixin
 from swarm.store.models import AGENTS, ARTIFACTS, DEFS, RUNS, STEPS
-from swarm.store.types import AgentContext, Claim, RunSpec, StepRef
+from swarm.store.types import AgentContext, AgentLimits, Claim, RunSpec, StepRef
 from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
@@ -201,7 +201,9 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 return None
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
                          row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments,
-                         bool(row.run_has_files), row.msg_seq, row.note)
+                         bool(row.run_has_files), row.msg_seq, row.note,
+                         AgentLimits(row.agent_name, row.agent_depth, row.agent_steps, row.max_steps, row.max_depth,
+                                     row.model) if row.agent_name is not None else None)
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         """Renew the leases of every step this owner is running (only of ``steps``, if given: a
@@ -231,11 +233,13 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def agent_context(self, claim: Claim) -> AgentContext:
         with self.read() as conn:
-            a = conn.execute(sql.AGENT_AND_LIMITS, {"b_id": claim.agent_id}).one()
+            a = claim.agent
+            if a is None:
+                row = conn.execute(sql.AGENT_AND_LIMITS, {"b_id": claim.agent_id}).one()
+                a = AgentLimits(row.name, row.depth, row.steps, row.max_steps_per_agent, row.max_depth, row.model)
             rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
-        return AgentContext(claim.run_id, claim.agent_id, a.name, a.depth, a.steps,
-                            a.max_steps_per_agent, a.max_depth, a.model,
-                            [conversation.to_openai(r) for r in rows])
+        return AgentContext(claim.run_id, claim.agent_id, a.name, a.depth, a.steps, a.max_steps, a.max_depth,
+                            a.model, [conversation.to_openai(r) for r in rows])
 
     def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
         """Commit one model turn: the assistant message, its tool steps (budget permitting) or the

@@ -20,6 +20,18 @@ class StepRef:
 
 
 @dataclass(frozen=True)
+class AgentLimits:
+    """What an LLM step needs of its agent and its run besides the conversation."""
+
+    name: str
+    depth: int
+    steps: int
+    max_steps: int
+    max_depth: int
+    model: str
+
+
+@dataclass(frozen=True)
 class Claim:
     """Proof that this worker holds a step: its commit must present ``fence``."""
 
@@ -40,6 +52,8 @@ class Claim:
     #: A tool step's place in the conversation, and the budget note its result carries.
     msg_seq: int | None = None
     note: str | None = None
+    #: An LLM step's agent and run limits, read with the claim (None: read them separately).
+    agent: AgentLimits | None = None
 
     def ref(self) -> StepRef:
         return StepRef(self.step_id, self.run_id, self.agent_id, self.kind, self.tool_name)

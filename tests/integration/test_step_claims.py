@@ -142,31 +142,33 @@ def test_an_idle_pooled_connection_killed_by_the_server_is_replaced_before_use(p
 
 
 def test_a_claim_says_whether_the_run_has_workspace_files(tmp_path, store, db_url, sim):
-    """Tool steps of a run without files skip reading them; once a step wrote one, claims see it."""
+    """Tool steps of a run without files skip reading them; once a step wrote one, claims see it.
+    Another run's files do not count (the second run starts while the first one has files)."""
     s = make_settings(tmp_path, db_url, sim.url)
-    run_id, ref = first_step(store, s, "t #sim agents=1 tools=2 tool=python scenario=files")
+    claim = store.claim
     with LLMClient(s) as llm:
         ex = StepExecutor(store, llm, default_registry(s), s, owner_id())
-        seen: list[tuple[str | None, bool]] = []
-        claim = store.claim
+        for _ in range(2):
+            run_id, ref = first_step(store, s, "t #sim agents=1 tools=2 tool=python scenario=files")
+            seen: list[tuple[str | None, bool]] = []
 
-        def spy(*args, **kwargs):
-            c = claim(*args, **kwargs)
-            if c is not None:
-                seen.append((c.tool_name, c.run_has_files))
-            return c
+            def spy(*args, seen=seen, **kwargs):
+                c = claim(*args, **kwargs)
+                if c is not None:
+                    seen.append((c.tool_name, c.run_has_files))
+                return c
 
-        store.claim = spy  # records what each claim returned; the steps run for real
-        try:
-            pending = [ref]
-            while pending:
-                pending = [r for p in pending for r in ex.execute(p.step_id)]
-        finally:
-            del store.claim
-    python = [has for name, has in seen if name == "python"]
-    assert python[0] is False and all(python[1:]), seen
-    assert store.run_summary(run_id).status == "succeeded"
-    assert store.artifacts(run_id)
+            store.claim = spy  # records what each claim returned; the steps run for real
+            try:
+                pending = [ref]
+                while pending:
+                    pending = [r for p in pending for r in ex.execute(p.step_id)]
+            finally:
+                del store.claim
+            python = [has for name, has in seen if name == "python"]
+            assert python[0] is False and all(python[1:]), seen
+            assert store.run_summary(run_id).status == "succeeded"
+            assert store.artifacts(run_id)
 
 
 @pytest.mark.postgres
@@ -309,3 +311,22 @@ def test_a_tool_commit_in_one_statement_records_what_the_transaction_records(tmp
     assert step == ("succeeded", "echoed", False) and refs_ == [("llm", None)]
     assert msgs[-1][1:] == ("tool", "echoed" if note is None else f"echoed\n{note}", "functions.echo:0")
     store.engine.dispose()
+
+
+def test_an_llm_claim_brings_its_agent_and_run_limits(tmp_path, store, db_url, sim):
+    """The claim of an LLM step reads the agent and the run's limits in its own round trip; the
+    context built from them is the one built by reading them separately. Tool claims carry none."""
+    import dataclasses
+
+    s = make_settings(tmp_path, db_url, sim.url, model="kimi-k2.5")
+    run_id, ref = first_step(store, s)
+    claim = store.claim(ref.step_id, "w", lease=30)
+    assert claim is not None and claim.agent is not None
+    assert (claim.agent.depth, claim.agent.steps, claim.agent.model) == (0, 0, "kimi-k2.5")
+    assert store.agent_context(claim) == store.agent_context(dataclasses.replace(claim, agent=None))
+    with LLMClient(s) as llm:
+        ex = StepExecutor(store, llm, default_registry(s), s, owner_id())
+        store.release(claim)
+        (tool_ref,) = ex.execute(ref.step_id)
+    tool_claim = store.claim(tool_ref.step_id, "w", lease=30)
+    assert tool_claim is not None and tool_claim.agent is None
