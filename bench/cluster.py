@@ -397,7 +397,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tool", choices=("python", "echo"), default="python", help="tool of the latency section")
     p.add_argument("--latency", type=float, default=1.0)
     p.add_argument("--repeat", type=int, default=3, help="alternated cluster/floor pairs of the latency section")
-    p.add_argument("--nodes", type=int, default=2, help="worker nodes (llm + tool worker each) for latency/zero")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="worker nodes (llm + tool worker each) for latency/zero; 1 is what `swarm worker` runs on "
+                        "one machine, 2 or more emulate that many machines on these cores")
     p.add_argument("--tool-concurrency", type=int, default=4, help="prefork processes per node's tool worker")
     p.add_argument("--scale-processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4])
     p.add_argument("--scale-threads", type=int, default=2, help="threads per LLM worker process (scale-out)")
