@@ -82,7 +82,7 @@ def _on_worker_ready(**_: Any) -> None:
     # on the first step, which would otherwise be late by the build (a prefork parent never runs
     # steps and must not start threads or open connections before it forks).
     if context.pool_runs_steps_in_main_process():
-        context.context().executor()
+        _build_early()
 
 
 def _on_process_init(**_: Any) -> None:
@@ -90,7 +90,14 @@ def _on_process_init(**_: Any) -> None:
     # connections never cross a fork); anything inherited is dropped, not closed. It builds
     # them now, so its first step does not wait for them (nothing connects yet).
     context.after_fork()
-    context.context().executor()
+    _build_early()
+
+
+def _build_early() -> None:
+    try:
+        context.context().executor()
+    except Exception:  # the first step builds it again and reports the error where it belongs
+        log.exception("could not prepare this worker process's step executor")
 
 
 def _on_process_shutdown(**_: Any) -> None:
