@@ -104,20 +104,20 @@ class StepExecutor:
 
     def available_tools(self, ctx: AgentContext) -> tuple[list[str], list[dict[str, Any]]]:
         schemas = list(self.tools.schemas())
-        if ctx.depth < ctx.max_depth:
+        if ctx.agent.depth < ctx.agent.max_depth:
             schemas = ORCHESTRATION_SCHEMAS + schemas
         return [s["function"]["name"] for s in schemas], schemas
 
     def _llm_step(self, claim: Claim) -> list[StepRef]:
         ctx = self._durable(lambda: self.store.agent_context(claim))
         names, schemas = self.available_tools(ctx)
-        last_step = ctx.steps + 1 >= ctx.max_steps
+        last_step = ctx.agent.steps + 1 >= ctx.agent.max_steps
         messages = list(ctx.messages)
         if last_step:
             messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
         try:
             response = self.llm.complete(messages, schemas, CallContext(claim.run_id, claim.agent_id, claim.step_id),
-                                         model=ctx.model, still_wanted=lambda: self.store.still_claimed(claim))
+                                         model=ctx.agent.model, still_wanted=lambda: self.store.still_claimed(claim))
         except (LLMAuthError, LLMQuotaExceeded) as exc:
             # Retrying cannot help and burns quota: end the whole run now, with the reason.
             error = f"{type(exc).__name__}: {exc}"

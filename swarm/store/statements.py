@@ -24,6 +24,11 @@ S, A, R = STEPS.c, AGENTS.c, RUNS.c
 _STEP_RUN: Any = literal_column("steps.run_id")
 _STEP_AGENT: Any = literal_column("steps.agent_id")
 
+#: An LLM step's agent and run limits (``types.AgentLimits``): label, column, and how it is keyed.
+_LIMITS = (("agent_name", A.name, A.id, _STEP_AGENT), ("agent_depth", A.depth, A.id, _STEP_AGENT),
+           ("agent_steps", A.steps, A.id, _STEP_AGENT), ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
+           ("max_depth", R.max_depth, R.id, _STEP_RUN), ("model", R.model, R.id, _STEP_RUN))
+
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
 CLAIM = (
     update(STEPS)
@@ -37,15 +42,10 @@ CLAIM = (
                # Only a tool step may need the workspace; an LLM step's claim skips the lookup.
                case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == _STEP_RUN)),
                     else_=False).label("run_has_files"),
-               # What an LLM step needs of its agent and run (AGENT_AND_LIMITS), in the same round
-               # trip; NULL for tool steps.
+               # What an LLM step needs of its agent and run (as AGENT_AND_LIMITS reads it), in the
+               # same round trip; NULL for tool steps.
                *(case((S.kind == StepKind.LLM, select(col).where(key == ref).scalar_subquery())).label(name)
-                 for name, col, key, ref in (("agent_name", A.name, A.id, _STEP_AGENT),
-                                             ("agent_depth", A.depth, A.id, _STEP_AGENT),
-                                             ("agent_steps", A.steps, A.id, _STEP_AGENT),
-                                             ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
-                                             ("max_depth", R.max_depth, R.id, _STEP_RUN),
-                                             ("model", R.model, R.id, _STEP_RUN))))
+                 for name, col, key, ref in _LIMITS))
 )
 
 #: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).
@@ -64,7 +64,7 @@ LOCK_RUN = select(RUNS).where(R.id == bindparam("b_id")).with_for_update(key_sha
 AGENT_COUNTERS = select(A.next_seq, A.pending_tools, A.steps).where(A.id == bindparam("b_id"))
 #: What an LLM step needs of its agent and its run's limits, in one round trip.
 AGENT_AND_LIMITS = (
-    select(A.name, A.depth, A.steps, R.max_steps_per_agent, R.max_depth, R.model)
+    select(*(col.label(name) for name, col, _, _ in _LIMITS))
     .join_from(AGENTS, RUNS, R.id == A.run_id).where(A.id == bindparam("b_id"))
 )
 MESSAGES_OF = select(MESSAGES).where(MESSAGES.c.agent_id == bindparam("b_id")).order_by(MESSAGES.c.seq)

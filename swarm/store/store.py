@@ -202,8 +202,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
                          row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments,
                          bool(row.run_has_files), row.msg_seq, row.note,
-                         AgentLimits(row.agent_name, row.agent_depth, row.agent_steps, row.max_steps, row.max_depth,
-                                     row.model) if row.agent_name is not None else None)
+                         _limits(row) if row.agent_name is not None else None)
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         """Renew the leases of every step this owner is running (only of ``steps``, if given: a
@@ -233,13 +232,9 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
 
     def agent_context(self, claim: Claim) -> AgentContext:
         with self.read() as conn:
-            a = claim.agent
-            if a is None:
-                row = conn.execute(sql.AGENT_AND_LIMITS, {"b_id": claim.agent_id}).one()
-                a = AgentLimits(row.name, row.depth, row.steps, row.max_steps_per_agent, row.max_depth, row.model)
+            agent = claim.agent or _limits(conn.execute(sql.AGENT_AND_LIMITS, {"b_id": claim.agent_id}).one())
             rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
-        return AgentContext(claim.run_id, claim.agent_id, a.name, a.depth, a.steps, a.max_steps, a.max_depth,
-                            a.model, [conversation.to_openai(r) for r in rows])
+        return AgentContext(claim.run_id, claim.agent_id, agent, [conversation.to_openai(r) for r in rows])
 
     def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
         """Commit one model turn: the assistant message, its tool steps (budget permitting) or the
@@ -358,7 +353,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             row = conn.execute(sql.COMMIT_TOOL, {
                 "b_id": claim.step_id, "b_fence": claim.fence, "b_result": content, "b_error": is_error,
                 "b_now": time.time(), "b_run": claim.run_id, "b_agent": claim.agent_id, "b_seq": claim.msg_seq,
-                "b_content": content if not claim.note else f"{content}\n{claim.note}",
+                "b_content": _with_note(content, claim.note),
                 "b_tcid": claim.tool_call_id, "b_data": {"tool": claim.tool_name, "error": is_error},
                 "b_new": next_id, "b_next_turn": claim.turn + 1}).one()
         if not row.delivered:
@@ -516,8 +511,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                                          "b_result": content, "b_error": is_error, "b_now": time.time()}).first()
         if row is None:
             raise FenceLost(f"step {step_id} was taken over or cancelled; result discarded")
-        text = content if not row.note else f"{content}\n{row.note}"
-        self._message(conn, row.run_id, row.agent_id, row.msg_seq, "tool", text, tool_call_id=row.tool_call_id)
+        self._message(conn, row.run_id, row.agent_id, row.msg_seq, "tool", _with_note(content, row.note),
+                      tool_call_id=row.tool_call_id)
         left = conn.execute(sql.FAN_IN, {"b_id": row.agent_id}).first()
         if left is not None and left.pending_tools == 0:
             return [self._new_llm_step(conn, row.run_id, row.agent_id, row.turn + 1)]
@@ -619,6 +614,16 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             if statuses:
                 q = q.where(STEPS.c.status.in_(list(statuses)))
             return _refs(conn.execute(q))
+
+
+def _limits(row: Any) -> AgentLimits:
+    """AgentLimits from a row labelled as statements._LIMITS (CLAIM, AGENT_AND_LIMITS)."""
+    return AgentLimits(row.agent_name, row.agent_depth, row.agent_steps, row.max_steps, row.max_depth, row.model)
+
+
+def _with_note(content: str, note: str | None) -> str:
+    """A tool result as the model reads it: with the budget note its step carries, if any."""
+    return content if not note else f"{content}\n{note}"
 
 
 def _refs(rows: Iterable[Any]) -> list[StepRef]:

@@ -87,12 +87,7 @@ class AgentContext:
 
     run_id: str
     agent_id: str
-    name: str
-    depth: int
-    steps: int
-    max_steps: int
-    max_depth: int
-    model: str
+    agent: AgentLimits
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
