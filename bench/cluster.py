@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # `python bench/cluster.py`: make the repository 
 import redis
 from sqlalchemy import func, select
 
-from bench.common import cpu_by_group, machine_speed_ms, process_table, scratch_postgres, write_results
+from bench.common import cpu_by_group, process_table, scratch_postgres, write_results
 from swarm.config import Settings
 from swarm.dispatch.celery import CeleryDispatcher
 from swarm.domain.status import StepKind
@@ -137,14 +137,14 @@ def latency_section(b: Bench) -> dict[str, Any]:
                                       "nodes": a.nodes, "llm_concurrency": max(100 // a.nodes + 8, 16),
                                       "tool_concurrency": a.tool_concurrency, "repeat": a.repeat}, "pairs": []}
     for i in range(a.repeat):
-        pair: dict[str, Any] = {"machine_speed_ms": machine_speed_ms(), "swarm": _cluster_w1(b, f"latency{i}")}
+        pair: dict[str, Any] = {"swarm": _cluster_w1(b, f"latency{i}")}
         floor = run_floor_wall(b.sim.url, a.agents, a.tools, a.tool, a.latency)
         if floor is not None:
             pair["floor"] = floor
             pair["wall_over_floor"] = round(pair["swarm"]["wall_seconds"] / floor["wall_seconds"], 3)
             b.log(f"latency [{i + 1}/{a.repeat}]: floor {floor['wall_seconds']:.1f} s → cluster/floor "
                   f"{pair['wall_over_floor']} (machine CPU {pair['swarm']['machine_cpu_ms_per_step']} ms per "
-                  f"step; speed probe {pair['machine_speed_ms']} ms)")
+                  "step)")
         out["pairs"].append(pair)
     ratios = sorted(out["pairs"], key=lambda p: p.get("wall_over_floor", p["swarm"]["wall_seconds"]))
     median = ratios[len(ratios) // 2]
@@ -358,8 +358,6 @@ def table(r: dict[str, Any]) -> str:
                                                               for p in lat.get("pairs", []) if "wall_over_floor" in p)))
             rows.append(("  all pairs: machine CPU ms per step", ", ".join(
                 f"{p['swarm']['machine_cpu_ms_per_step']:.1f}" for p in lat.get("pairs", []))))
-            rows.append(("  all pairs: speed probe ms (higher = slower)", ", ".join(
-                f"{p.get('machine_speed_ms', 0):.1f}" for p in lat.get("pairs", []))))
         else:
             rows.append(("  wall / floor", "not measured (bench/floor.py missing)"))
     if sc := r.get("scaleout"):

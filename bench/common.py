@@ -37,7 +37,12 @@ def scratch_postgres(admin_url: str, prefix: str, *, migrate: bool = False) -> I
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and of the children it has reaped, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())
+
+
+def _stat_cpu(fields: list[str]) -> float:
+    """CPU seconds from the fields after the command name of /proc/<pid>/stat: utime, stime,
+    cutime, cstime (what the process and its reaped children used)."""
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
@@ -55,7 +60,6 @@ def write_results(path: Path, results: dict[str, Any], log: Callable[[str], None
 def process_table() -> dict[int, tuple[int, str, float]]:
     """Every live process: pid → (parent pid, command line, CPU seconds including reaped
     children). Taken before and after a run, :func:`cpu_by_group` says where the CPU went."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[int, str, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -67,7 +71,7 @@ def process_table() -> dict[int, tuple[int, str, float]]:
             continue
         head, tail = stat.rsplit(")", 1)
         fields = tail.split()
-        out[int(entry.name)] = (int(fields[1]), cmd or head.split("(", 1)[1], sum(int(x) for x in fields[11:15]) / tick)
+        out[int(entry.name)] = (int(fields[1]), cmd or head.split("(", 1)[1], _stat_cpu(fields))
     return out
 
 
@@ -83,22 +87,3 @@ def cpu_by_group(before: dict[int, tuple[int, str, float]], after: dict[int, tup
         totals[name] = round(totals.get(name, 0.0) + spent, 2)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
-
-def machine_speed_ms() -> float:
-    """CPU milliseconds of a fixed pure-Python workload (best of three). On a shared VM the same
-    work costs up to ~30 % more CPU at some times than at others; a CPU-bound figure measured then
-    moves with it, so the benchmarks record this next to each measurement."""
-    import time
-
-    def work() -> int:
-        total = 0
-        for i in range(300_000):
-            total += i % 7
-        return total
-
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.process_time()
-        work()
-        best = min(best, time.process_time() - t0)
-    return round(1000 * best, 2)
