@@ -1,4 +1,4 @@
-# One image for every swarm service: api, workers, sweeper, migrate, flower and the simulated model.
+# One image for every swarm service: api, workers, executor, sweeper, migrate, flower and the simulated model.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -7,6 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+
+# bubblewrap: the sandbox the python tool runs model-written code in (the executor service).
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 
 # Dependencies first, so code changes do not reinstall them: install the project's declared
 # dependencies from a stub package, then the real code.

@@ -1,4 +1,8 @@
-"""Settings, read from ``SWARM_*`` environment variables (and a ``.env`` file if present).
+"""Settings, read from ``SWARM_*`` environment variables, and from a ``.env`` file only when one is
+named explicitly (``SWARM_ENV_FILE=/etc/swarm/swarm.env`` or ``swarm --env-file PATH``).
+
+A ``.env`` in the working directory is never read: a server's or worker's working directory may be
+writable by what it runs (tool code, a run's files), and configuration must not be.
 
 Everything has a default that works offline: a SQLite file under ``SWARM_HOME``, in-process
 workers and the simulated model. Setting ``SWARM_DATABASE_URL`` to PostgreSQL and
@@ -7,14 +11,30 @@ workers and the simulated model. Setting ``SWARM_DATABASE_URL`` to PostgreSQL an
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from swarm import constants as c
+
+#: The one way to have settings read from a ``.env`` file: its path in this variable.
+ENV_FILE_VAR = "SWARM_ENV_FILE"
+
+
+def explicit_env_file() -> Path | None:
+    """The ``.env`` file named by :data:`ENV_FILE_VAR`, or None. A named file that does not exist is
+    an error (pydantic-settings would silently ignore it)."""
+    raw = os.environ.get(ENV_FILE_VAR, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{ENV_FILE_VAR}={raw}: no such file")
+    return path
 
 
 def _default_home() -> Path:
@@ -24,11 +44,29 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """All of swarm's configuration. Field names map to ``SWARM_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="SWARM_", env_file=".env", extra="ignore")
+    # env_file=None: never a `.env` from the working directory; see settings_customise_sources.
+    model_config = SettingsConfigDict(env_prefix="SWARM_", env_file=None, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence as usual: arguments, then the environment, then the file. A file given in
+        # code (`Settings(_env_file=path)`) wins over SWARM_ENV_FILE.
+        if getattr(dotenv_settings, "env_file", None) is None and (path := explicit_env_file()) is not None:
+            dotenv_settings = DotEnvSettingsSource(settings_cls, env_file=path)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     home: Path = Field(default_factory=_default_home, description="Where the embedded database and workspaces live.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means sqlite:///$SWARM_HOME/swarm.db.")
     broker_url: str = Field("", description="Redis URL for Celery; empty means in-process workers.")
+    celery_remote_control: bool = Field(
+        False, description="Let workers obey Celery's remote control (inspect, ping, rate_limit, shutdown, ...) "
+                            "sent by anyone with broker access. Off: only swarm's tasks reach a worker; Flower "
+                            "still sees every task and worker through events, but its worker pages and "
+                            "pool/rate-limit/shutdown buttons need this on.")
 
     llm_base_url: str = Field(
         "", description="OpenAI-compatible endpoint, e.g. https://api.moonshot.ai/v1. Empty: simulated model.")
@@ -47,13 +85,42 @@ class Settings(BaseSettings):
         "", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured.")
     web_allow_hosts: list[str] = Field(
         default_factory=list, description="Hosts/CIDRs web_fetch may reach even if private or loopback.")
+    web_fetch_timeout: float = Field(
+        20.0, gt=0, description="Seconds one web_fetch call may take in all: name lookup, connecting, the headers, "
+                                "the body and every redirect.")
 
     python_timeout: float = Field(30.0, description="Seconds a python tool call may run.")
     python_memory_mb: int = Field(512, description="Address-space cap of a python tool call.")
-    python_fork_server: bool = Field(
-        True, description="Fork each python tool call from a pre-started interpreter (~2 ms of CPU) instead of "
-                          "starting a new one (~12 ms). Off: a new interpreter per call.")
+    python_isolation: Literal["bwrap", "off"] = Field(
+        "bwrap", description="How python tool code is isolated from swarm: 'bwrap' (bubblewrap: no network, "
+                             "read-only system, private workspace, a PID namespace and a user id per call) or "
+                             "'off' (runs as the worker's own user: only for trusted models).")
+    python_network: bool = Field(
+        False, description="Give python tool code the host's network (it then reaches whatever the worker can).")
+    python_max_processes: int = Field(64, ge=1, description="Processes (and threads) one python call may run.")
+    python_workspace_mb: int = Field(
+        256, ge=1, description="Size of the private tmpfs a python call works in (its copy of the run's files).")
+    python_tmp_mb: int = Field(64, ge=1, description="Size of the private /tmp of a python call.")
+    python_executor_url: str = Field(
+        "", description="A `swarm executor` (http://HOST:PORT) that runs python tool calls, so model code runs "
+                        "where no database, broker or model credentials are. Empty: run them in this process.")
+    executor_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token between workers and `swarm executor` (both sides set it).")
     tool_concurrency: int = Field(32, ge=1, description="Concurrent tool calls per process (embedded mode).")
+    workspace_max_bytes: int = Field(
+        c.WORKSPACE_MAX_BYTES, ge=0,
+        description="Total bytes of files one run keeps (its workspace). A file a tool call writes past this is not "
+                    "saved, and the call's result tells the model which files and why.")
+    workspace_max_files: int = Field(
+        c.WORKSPACE_MAX_FILES, ge=0, description="Most files one run keeps; beyond it new files are not saved "
+                                                 "(the model is told).")
+    workspace_max_file_bytes: int = Field(
+        c.WORKSPACE_MAX_FILE_BYTES, ge=0, description="Largest single file a tool call may save to its run "
+                                                      "(larger ones are not saved; the model is told).")
+    workspace_cache_bytes: int = Field(
+        c.WORKSPACE_CACHE_BYTES, ge=0,
+        description="Size of this machine's cache of run files (SWARM_HOME/cache, by sha256), which spares reading "
+                    "unchanged files from the database on every tool call. 0: no cache.")
 
     max_subagents: int = Field(c.DEFAULT_MAX_SUBAGENTS, ge=0)
     max_tool_calls: int = Field(c.DEFAULT_MAX_TOOL_CALLS, ge=0)
@@ -65,9 +132,18 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(c.HEARTBEAT_SECONDS, gt=0)
     sweep_interval: float = Field(c.SWEEP_INTERVAL_SECONDS, gt=0)
     republish_after: float = Field(c.REPUBLISH_AFTER_SECONDS, gt=0)
+    step_max_crashes: int = Field(
+        c.MAX_STEP_ATTEMPTS, ge=1,
+        description="How many times a step may crash its worker (the process died, or the step's lease ran out "
+                    "unfinished) before it is given up: a tool call then becomes a tool error for the model, "
+                    "an LLM step fails its agent. Without this, code that kills its worker would run forever.")
 
     api_url: str = Field("", description="A swarm server to talk to instead of the local database.")
     api_key: SecretStr = Field(SecretStr(""), description="API key for SWARM_API_URL.")
+    api_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024,
+        description="Largest request body the REST API accepts: a larger Content-Length is answered 413 before "
+                    "anything is read, and a chunked body is cut off at this size.")
 
     @field_validator("database_url")
     @classmethod

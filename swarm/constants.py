@@ -23,8 +23,9 @@ SWEEP_INTERVAL_SECONDS = 2.0
 #: A ready step not started after this long is re-published (lost publish, Redis flushed).
 REPUBLISH_AFTER_SECONDS = 5.0
 
-#: How many times a step may be claimed before it is declared dead.
-MAX_STEP_ATTEMPTS = 5
+#: How many times a step may be claimed before it is declared dead: a claim that ends in no commit
+#: crashed its worker, so this is also how many crashes a step may cause (SWARM_STEP_MAX_CRASHES).
+MAX_STEP_ATTEMPTS = 3
 
 #: Limits applied when a run does not set its own.
 DEFAULT_MAX_SUBAGENTS = 100
@@ -38,3 +39,11 @@ BUDGET_WARNING_FRACTION = 0.1
 
 #: Caps on what a tool may hand back to the model.
 MAX_TOOL_OUTPUT_CHARS = 20_000
+
+#: Per-run workspace quotas (SWARM_WORKSPACE_MAX_BYTES, _MAX_FILES, _MAX_FILE_BYTES): a file a tool
+#: call writes beyond them is not saved, and the call's result tells the model so.
+WORKSPACE_MAX_BYTES = 256 * 1024 * 1024
+WORKSPACE_MAX_FILES = 1000
+WORKSPACE_MAX_FILE_BYTES = 10 * 1024 * 1024
+#: A worker's local cache of run files by sha256 (SWARM_WORKSPACE_CACHE_BYTES).
+WORKSPACE_CACHE_BYTES = 1024 * 1024 * 1024

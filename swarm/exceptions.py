@@ -11,6 +11,7 @@
     │   └── FenceLost               another worker took the step over; our write is refused
     ├── StoreUnavailable            the database cannot be reached (retryable)
     │   └── StoreConflict           a deadlock or serialisation failure; the transaction may be retried
+    ├── StoreDataError              the database refused a value (too long, out of range, NUL); not retryable
     ├── LLMError                    anything at the model boundary
     │   ├── LLMRetryableError       worth retrying with backoff
     │   │   ├── LLMTimeout
@@ -66,6 +67,11 @@ class StoreUnavailable(SwarmError):
 
 class StoreConflict(StoreUnavailable):
     """Concurrent transactions conflicted (deadlock); retrying the transaction is safe."""
+
+
+class StoreDataError(SwarmError):
+    """The database refused the data of a write (a value too long, out of range or not storable).
+    Writing the same data again fails the same way: the step fails instead of being retried."""
 
 
 class LLMError(SwarmError):

@@ -16,7 +16,7 @@ from typing import Any
 
 from swarm.config import Settings
 from swarm.dispatch.local import LocalDispatcher
-from swarm.domain.status import RUN_TERMINAL
+from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
 from swarm.engine.executor import StepExecutor
 from swarm.store.store import StateStore, owner_id
@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 
 def open_store(settings: Settings, *, pool_size: int = 20) -> StateStore:
     """Open the configured database, creating the schema on the embedded SQLite default."""
+    from swarm.store.db import private_dir
     from swarm.store.migrate import ensure_schema
 
+    if not settings.database_url:  # the embedded database lives in SWARM_HOME: keep it private
+        private_dir(settings.home)
     store = StateStore.from_url(settings.db_url, pool_size=pool_size)
     ensure_schema(store.engine)
     return store
@@ -97,7 +100,7 @@ class LocalRuntime:
                       steps=self.executor.in_flight),
             # Only this process's runs: an abandoned run in the same database is not silently revived.
             sweeper(self.store, settings.sweep_interval, settings.republish_after, self.dispatcher.dispatch,
-                    runs=lambda: set(self._runs)),
+                    runs=lambda: set(self._runs), max_crashes=settings.step_max_crashes),
         ]
         for t in self._threads:
             t.start()
@@ -112,7 +115,12 @@ class LocalRuntime:
         return run_id
 
     def resume(self, run_id: str) -> None:
-        self.store.release_dead_owners(run_id, pid_is_dead)
+        was_running = self.store.run_status(run_id) == RunStatus.RUNNING
+        # A step whose dead owner was its last allowed crash is given up here, and that may end
+        # the run (an LLM step of the orchestrator): then it stays ended, with that reason.
+        self.store.release_dead_owners(run_id, pid_is_dead, self.settings.step_max_crashes)
+        if was_running and self.store.run_status(run_id) != RunStatus.RUNNING:
+            return
         refs = self.store.resume_run(run_id)
         self._runs.add(run_id)
         self.dispatch(refs)

@@ -77,6 +77,15 @@ def _on_beat_init(**_: Any) -> None:
         _refuse(NO_BROKER)
 
 
+def _harden(**_: Any) -> None:
+    # `settings` was read when this module was imported; from here on the secrets live only there.
+    # In the main process, before the pool forks: pool children inherit the scrubbed environment
+    # and the not-dumpable flag. (A handler of its own: tests call _on_worker_init in-process.)
+    from swarm.hardening import harden
+
+    harden()
+
+
 def _on_worker_ready(**_: Any) -> None:
     # A threads-pool worker runs its steps in this process: build what they need now rather than
     # on the first step, which would otherwise be late by the build (a prefork parent never runs
@@ -116,8 +125,10 @@ def _on_setup_logger(loglevel: int | None = None, **_: Any) -> None:
 
 # Connected explicitly (not as decorators) so the handlers keep their type annotations.
 signals.worker_init.connect(_on_worker_init)
+signals.worker_init.connect(_harden)
 signals.after_setup_logger.connect(_on_setup_logger)
 signals.beat_init.connect(_on_beat_init)
+signals.beat_init.connect(_harden)
 signals.worker_ready.connect(_on_worker_ready)
 signals.worker_process_init.connect(_on_process_init)
 signals.worker_process_shutdown.connect(_on_process_shutdown)

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -110,10 +110,18 @@ class Supervisor:
                     p.send_signal(signum)
 
     def run(self) -> int:
+        self.start()
+        return self.wait()
+
+    def start(self) -> None:
+        """Start every process; each gets this process's environment as it is now."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, self._signal)
         for cmd in self.commands:
             self.procs.append(subprocess.Popen(cmd, preexec_fn=_die_with_parent))  # noqa: PLW1509
+
+    def wait(self) -> int:
+        """Until one process exits (or a signal came); then stop the rest. The exit status."""
         done: list[subprocess.Popen[bytes]] = []
         while not done and not self._stopping:
             time.sleep(0.5)
@@ -137,10 +145,16 @@ class Supervisor:
         return code
 
 
-def run_node(plan: NodePlan) -> int:
+def run_node(plan: NodePlan, started: Callable[[], object] | None = None) -> int:
     """Run the node in the foreground. A single process is exec'd: then it is the container's
-    main process and gets signals directly."""
+    main process and gets signals directly. Otherwise ``started`` is called once the processes run
+    (``swarm worker`` drops its secrets then: its children got them with their environment, and
+    each ``celery`` process drops them itself once it has read its settings)."""
     cmds = plan.commands()
     if len(cmds) == 1:
         os.execv(cmds[0][0], cmds[0])
-    return Supervisor(cmds).run()
+    supervisor = Supervisor(cmds)
+    supervisor.start()
+    if started is not None:
+        started()
+    return supervisor.wait()

@@ -54,7 +54,7 @@ def run_sweep() -> int:
     --beat``) schedules it every SWARM_SWEEP_INTERVAL seconds on the swarm.control queue."""
     ctx = context()
     try:
-        refs = ctx.store.sweep(ctx.settings.republish_after)
+        refs = ctx.store.sweep(ctx.settings.republish_after, ctx.settings.step_max_crashes)
     except StoreUnavailable as exc:
         log.warning("sweep skipped: %s", exc)
         return 0

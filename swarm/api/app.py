@@ -18,6 +18,7 @@ from swarm.api import errors
 from swarm.api.backend import Backend, make_backend
 from swarm.api.context import ServerContext, flower_url
 from swarm.api.events import EventHub
+from swarm.api.limits import BodyLimit
 from swarm.api.metrics import make_registry
 from swarm.api.routes import dashboard, export, ops, runs, stream
 from swarm.config import Settings
@@ -72,7 +73,8 @@ def create_app(settings: Settings, *, store: StateStore | None = None, backend: 
     app.state.route_methods = [(r.path_regex, set(r.methods or ())) for m in modules for r in m.router.routes
                                if isinstance(r, APIRoute)]
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="static")
-    app.add_middleware(RequestLog)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(RequestLog)  # outermost: refused bodies are logged and counted too
     return app
 
 

@@ -123,6 +123,8 @@ def install(app: FastAPI) -> None:
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {400: "The body could not be read (not UTF-8 JSON).", 401: "Missing or unknown API key.",
                     403: "The API key was revoked.", 404: "No such run (or it belongs to another tenant).",
-                    409: "The run's state does not allow this.", 422: "Invalid input; `fields` says where.",
+                    409: "The run's state does not allow this.",
+                    413: "The request body is larger than the server accepts (SWARM_API_MAX_BODY_BYTES).",
+                    422: "Invalid input; `fields` says where.",
                     503: "The database (or broker) is unavailable."}
     return {c: {"model": ErrorBody, "description": descriptions.get(c, CODES.get(c, "error"))} for c in codes}

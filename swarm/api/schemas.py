@@ -195,6 +195,9 @@ class ServerInfo(BaseModel):
     admin: bool
     key_prefix: str
     flower_url: str | None
+    python_isolation: str = Field(
+        description="How python tool code is isolated: `bwrap`, `executor` (a separate service) or `off` (unsafe).")
+    python_isolation_available: bool = Field(description="False: python tool calls fail on this server.")
 
 
 class Health(BaseModel):

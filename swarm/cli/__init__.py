@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from swarm.cli import common
 from swarm.cli.common import app
 
 
 def main() -> None:
-    from swarm.cli import admin, runs  # noqa: F401  (registers commands)
+    from swarm.cli import admin, executor, runs  # noqa: F401  (registers commands)
+
+    common.PROCESS_ENTRY_POINT = True
 
     for optional in ("swarm.cli.worker", "swarm.cli.server"):
         try:

@@ -61,3 +61,42 @@ def sim_llm(
     console.print(f"simulated model on http://{host}:{port}/v1 (stats: /sim/stats)")
     serve(SimConfig(agents=agents, tools=tools, tool=tool, latency=latency, tool_latency=tool_latency,
                     host=host, port=port))
+
+
+@app.command()
+def doctor(json_out: bool = JSON_OPT) -> None:
+    """Check what this machine gives swarm: the database, the broker, the model endpoint and how model
+    code is isolated. Exit 1 if something needed is missing, with what to do about it."""
+    from swarm.tools.executor import python_report
+
+    s = settings()
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        from swarm.store.db import make_engine
+        from swarm.store.migrate import current_revision, head_revision
+
+        engine = make_engine(s.db_url)
+        cur, head = current_revision(engine), head_revision(engine)
+        engine.dispose()
+        if cur is None and not s.database_url:
+            checks["database"] = {"ok": True, "detail": f"embedded SQLite at {s.db_url}, created on the first run"}
+        else:
+            checks["database"] = {"ok": cur == head, "detail": f"revision {cur} (head {head})"
+                                  + ("" if cur == head else "; run `swarm db upgrade`")}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    checks["broker"] = {"ok": True, "detail": "cluster (Celery over SWARM_BROKER_URL)" if s.distributed
+                        else "embedded (in-process workers)"}
+    checks["model"] = {"ok": True, "detail": s.llm_base_url or "the built-in simulated model"}
+    isolation = python_report(s)
+    checks["python_isolation"] = {"ok": bool(isolation["available"]), "mode": isolation["python_isolation"],
+                                  "detail": isolation["detail"]}
+    ok = all(bool(c["ok"]) for c in checks.values())
+    if json_out:
+        emit_json({"ok": ok, "checks": checks})
+    else:
+        for name, c in checks.items():
+            mark = "[green]ok[/]  " if c["ok"] else "[red]FAIL[/]"
+            console.print(f"{mark} {name}: {c['detail']}", soft_wrap=True)
+    if not ok:
+        raise typer.Exit(1)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
-from swarm.config import Settings
+from swarm.config import ENV_FILE_VAR, Settings
 from swarm.exceptions import InputError, NotFound, StateError, SwarmError
 
 app = typer.Typer(name="swarm", help="Durable LLM agent swarms: run, watch and resume them.",
@@ -21,6 +23,30 @@ console = Console()
 err_console = Console(stderr=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+
+#: True in a process started as the ``swarm`` command (:func:`swarm.cli.main`); False while a test
+#: drives :data:`app` in its own process, whose environment must stay as it is.
+PROCESS_ENTRY_POINT = False
+
+
+@app.callback()
+def _options(env_file: Path = typer.Option(
+        None, "--env-file", exists=True, dir_okay=False,
+        help=f"Read settings from this .env file (like {ENV_FILE_VAR}=PATH). No .env is read otherwise, "
+             "not even one in the working directory.")) -> None:
+    """Durable LLM agent swarms: run, watch and resume them."""
+    if env_file is not None:
+        # An environment variable, not a parameter: `swarm worker`'s celery processes read it too.
+        os.environ[ENV_FILE_VAR] = str(env_file.resolve())
+
+
+def harden_process() -> None:
+    """For the commands that run tool code or serve tenants, once they hold their settings: drop
+    the secrets from this process's environment and make it not dumpable (:mod:`swarm.hardening`)."""
+    if PROCESS_ENTRY_POINT:
+        from swarm.hardening import harden
+
+        harden()
 
 
 def settings() -> Settings:

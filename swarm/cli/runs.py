@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING
 import typer
 from rich.live import Live
 
-from swarm.cli.common import JSON_OPT, app, console, emit_json, err_console, errors, fail, settings, setup_logging
+from swarm.cli.common import (
+    JSON_OPT,
+    app,
+    console,
+    emit_json,
+    err_console,
+    errors,
+    fail,
+    harden_process,
+    settings,
+    setup_logging,
+)
 from swarm.cli.render import RunProgress, agent_tree, summary_table
 from swarm.cli.server import API_OPT
 from swarm.config import Settings
@@ -72,11 +83,11 @@ def _exit_code(s: RunSummary) -> None:
         raise typer.Exit(4)
 
 
-def _client(api: str | None) -> ApiClient | None:
+def _client(api: str | None, s: Settings | None = None) -> ApiClient | None:
     """A client for the configured server, or None to work on the local database."""
     from swarm.api.client import ApiClient
 
-    return ApiClient.from_settings(settings(), api)
+    return ApiClient.from_settings(s or settings(), api)
 
 
 def _remote_follow(client: ApiClient, run_id: str, json_out: bool) -> RunSummary:
@@ -172,12 +183,14 @@ def run(
         model=model, max_subagents=max_subagents, max_tool_calls=max_tool_calls, max_steps=max_steps,
         max_depth=max_depth, max_wall_seconds=max_wall, attachments=attach)
     with errors():
-        client = _client(api)
+        s = settings()
+        client = _client(api, s)
+        harden_process()  # settings are read once: from here on they live only in `s`
         if client is not None:
             out = _remote_execute(client, task, None, json_out=json_out, detach=detach,
                                   spec_kwargs=spec_kwargs)
         else:
-            out = execute(settings(), task, None, json_out, detach, spec_kwargs)
+            out = execute(s, task, None, json_out, detach, spec_kwargs)
     if isinstance(out, str):
         emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
         return
@@ -195,7 +208,11 @@ def demo(
 ) -> None:
     """Run the standard workload W1 on the built-in simulated model: no services, no API key."""
     setup_logging()
-    s = settings().model_copy(update={"llm_base_url": ""}) if not settings().distributed else settings()
+    s = settings()
+    if not s.distributed:
+        s = s.model_copy(update={"llm_base_url": ""})
+        s = _demo_isolation(s, tool, json_out)
+    harden_process()
     task = W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
     with errors():
         out = execute(s, task, None, json_out, False, {"max_subagents": max(agents, s.max_subagents),
@@ -205,17 +222,33 @@ def demo(
     _exit_code(out)
 
 
+def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
+    """The embedded demo's model is swarm's own simulator, whose python calls are known and benign:
+    where bubblewrap is missing it runs them without isolation rather than failing, and says so."""
+    from swarm.tools.sandbox import probe
+
+    if tool != "python" or s.python_isolation == "off" or (why := probe(s.python_network)) is None:
+        return s
+    if not json_out:
+        err_console.print(f"[yellow]note:[/] the python sandbox is unavailable ({why.split(';')[0]}); the demo's "
+                          "simulated model runs its own known code without it. Real runs refuse python calls "
+                          "until it is installed.")
+    return s.model_copy(update={"python_isolation": "off"})
+
+
 @app.command()
 def resume(run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT,
            api: str = API_OPT) -> None:
     """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
     setup_logging()
     with errors():
-        client = _client(api)
+        s = settings()
+        client = _client(api, s)
+        harden_process()
         if client is not None:
             out = _remote_execute(client, None, run_id, json_out=json_out, detach=detach)
         else:
-            out = execute(settings(), None, run_id, json_out, detach)
+            out = execute(s, None, run_id, json_out, detach)
     if isinstance(out, str):
         emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
         return

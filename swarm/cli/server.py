@@ -13,7 +13,17 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from swarm.cli.common import JSON_OPT, app, console, emit_json, err_console, errors, settings, setup_logging
+from swarm.cli.common import (
+    JSON_OPT,
+    app,
+    console,
+    emit_json,
+    err_console,
+    errors,
+    harden_process,
+    settings,
+    setup_logging,
+)
 
 API_OPT = typer.Option(None, "--api", help="Talk to this swarm server instead of the local database "
                                            "(default: SWARM_API_URL; key from SWARM_API_KEY).")
@@ -41,6 +51,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.
         logging.getLogger(noisy).setLevel(logging.WARNING)
     with errors():
         s = settings()
+        harden_process()  # tenants' runs execute in this process without a broker
         err_console.print(f"swarm API on http://{host}:{port}  (dashboard: /dashboard/, docs: /docs)")
         run_server(s, host, port, log_level.lower())
 

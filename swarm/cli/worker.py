@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, fail, settings, setup_logging
+from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, fail, harden_process, settings, setup_logging
 from swarm.config import Settings
 
 
@@ -64,8 +64,10 @@ def worker(
             emit_json(report)
         else:
             console.print(f"ok: schema {report['schema']}, broker reachable, queues {', '.join(plan.queues)}")
+            if "python_isolation" in report:
+                console.print(f"python tool: {report['python_isolation']['detail']}")
         return
-    raise typer.Exit(run_node(plan))
+    raise typer.Exit(run_node(plan, started=harden_process))
 
 
 def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[str, Any]:
@@ -75,6 +77,13 @@ def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[s
 
     check_node(s, {QUEUE_NAMES[q] for q in queues})
     report: dict[str, Any] = {"ok": True, "queues": list(queues), "schema": "up to date"}
+    if "tool" in queues:
+        from swarm.tools.executor import python_report
+
+        isolation = python_report(s)  # with SWARM_PYTHON_EXECUTOR_URL, no sandbox is needed here
+        report["python_isolation"] = isolation
+        if not isolation["available"]:
+            fail(f"the python tool cannot run here: {isolation['detail']}")
     if ping_broker:
         try:
             with celery_app.connection_for_write() as conn:

@@ -78,6 +78,10 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         # Flower sees a task from the moment it is published, not only once a worker takes it.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
+        # Remote control (inspect, ping, rate_limit, pool_restart, shutdown, ... over the broker's
+        # pidbox) lets anything that can write to the broker steer the workers: off unless the
+        # operator wants Flower's worker pages and buttons (SWARM_CELERY_REMOTE_CONTROL=true).
+        "worker_enable_remote_control": settings.celery_remote_control,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]

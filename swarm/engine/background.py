@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
 
+from swarm.constants import MAX_STEP_ATTEMPTS
 from swarm.exceptions import StoreUnavailable
 from swarm.store.store import StateStore
 from swarm.store.types import StepRef
@@ -45,10 +46,11 @@ def heartbeat(store: StateStore, owner: str, interval: float, lease: float,
 
 def sweeper(store: StateStore, interval: float, republish_after: float,
             dispatch: Callable[[Sequence[StepRef]], None],
-            runs: Callable[[], Collection[str]] | None = None) -> Periodic:
-    """Re-dispatch steps of dead workers and ready steps nobody started (of ``runs()`` only, if given)."""
+            runs: Callable[[], Collection[str]] | None = None, max_crashes: int = MAX_STEP_ATTEMPTS) -> Periodic:
+    """Re-dispatch steps of dead workers and ready steps nobody started (of ``runs()`` only, if
+    given); give up steps that crashed their worker ``max_crashes`` times."""
     def sweep() -> None:
-        refs = store.sweep(republish_after, run_ids=None if runs is None else runs())
+        refs = store.sweep(republish_after, max_crashes, run_ids=None if runs is None else runs())
         if refs:
             log.info("sweeper re-dispatching %d step(s)", len(refs))
             dispatch(refs)

@@ -5,6 +5,7 @@ The same code runs in the in-process dispatcher and in Celery workers; neither k
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -13,20 +14,23 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from swarm.config import Settings
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, MAX_STEP_ATTEMPTS
+from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.domain import sanitize
 from swarm.domain.status import StepKind
 from swarm.engine import prompts
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
-from swarm.engine.workspace import Workspace
+from swarm.engine.workspace import FileCache, Quota, Workspace
 from swarm.exceptions import (
     FenceLost,
     LLMAuthError,
     LLMError,
     LLMQuotaExceeded,
+    StoreDataError,
     StoreUnavailable,
 )
 from swarm.llm.types import CallContext, LLMResponse
+from swarm.store.db import private_dir
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
 from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
@@ -49,12 +53,27 @@ class LLMProtocol(Protocol):
                  still_wanted: Callable[[], bool] | None = None) -> LLMResponse: ...
 
 
+def _file_cache(settings: Settings) -> FileCache | None:
+    """This machine's cache of run files, in SWARM_HOME; None if it is off or SWARM_HOME unusable
+    (tool calls then read every file from the database)."""
+    if settings.workspace_cache_bytes <= 0:
+        return None
+    try:
+        root = private_dir(settings.home) / "cache" / "files"
+    except OSError as exc:
+        log.warning("no local cache of run files (%s): %s", settings.home, exc)
+        return None
+    return FileCache(root, settings.workspace_cache_bytes)
+
+
 class StepExecutor:
     def __init__(self, store: StateStore, llm: LLMProtocol, tools: ToolRegistry, settings: Settings,
                  owner: str) -> None:
         self.store, self.llm, self.tools, self.settings, self.owner = store, llm, tools, settings, owner
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
+        self.quota = Quota.from_settings(settings)
+        self.file_cache = _file_cache(settings)
 
     def in_flight(self) -> list[str]:
         """Steps being worked on right now: the only leases this owner's heartbeat may renew."""
@@ -66,16 +85,22 @@ class StepExecutor:
 
         A duplicate delivery finds the step already claimed or done and returns nothing.
         """
-        claim = self.store.claim(step_id, self.owner, self.settings.lease_seconds, MAX_STEP_ATTEMPTS)
+        # Each claim that ends neither in a commit nor in a release crashed its worker: after
+        # step_max_crashes of them nobody claims the step again and the sweeper gives it up.
+        claim = self.store.claim(step_id, self.owner, self.settings.lease_seconds, self.settings.step_max_crashes)
         if claim is None:
             return []
         extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
         with self._lock:
             self._in_flight.add(step_id)
         try:
-            if claim.kind == StepKind.LLM:
-                return self._llm_step(claim)
-            return self._tool_step(claim)
+            try:
+                if claim.kind == StepKind.LLM:
+                    return self._llm_step(claim)
+                return self._tool_step(claim)
+            except StoreDataError as exc:
+                log.warning("the database refused the data of step %s: %s", step_id, exc, extra=extra)
+                return self._refused(claim, exc)
         except FenceLost:
             log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
             return []
@@ -86,6 +111,17 @@ class StepExecutor:
         finally:
             with self._lock:
                 self._in_flight.discard(step_id)
+
+    def _refused(self, claim: Claim, exc: StoreDataError) -> list[StepRef]:
+        """The database refused what this step would commit. Committing the same data again
+        would fail the same way (after paying for the model call or tool run again), so the step
+        ends now: a tool call's result becomes a tool error; an LLM step fails its agent."""
+        if claim.kind == StepKind.TOOL:
+            text = sanitize.text(prompts.TOOL_RESULT_REFUSED.format(name=claim.tool_name, error=exc))
+            with contextlib.suppress(StoreDataError):
+                return self._durable(lambda: self.store.commit_tool(claim, text, True))
+        error = f"the database refused this step's data, so it is not retried ({exc})"
+        return self._durable(lambda: self.store.fail_step(claim, error))
 
     def _durable(self, fn: Callable[[], T]) -> T:
         """Call the store, riding out a database outage of up to STORE_RETRY_SECONDS. Safe to
@@ -125,6 +161,7 @@ class StepExecutor:
         except LLMError as exc:
             error = f"model call failed: {type(exc).__name__}: {exc}"
             return self._durable(lambda: self.store.fail_step(claim, error))
+        response = sanitize.response(response)  # what the database cannot store never reaches it
         plan = plan_turn(response, names, last_step=last_step)
         return self._durable(lambda: self.store.commit_llm(claim, response, plan))
 
@@ -133,22 +170,34 @@ class StepExecutor:
     def _tool_step(self, claim: Claim) -> list[StepRef]:
         name = claim.tool_name or ""
         args: dict[str, Any] = json.loads(claim.arguments or "{}") if (claim.arguments or "").strip() else {}
+        # Parsed arguments may hold what their JSON text escaped (a "\u0000" is a NUL).
         if name == CREATE_SUBAGENT:
-            return self._durable(lambda: self.store.create_subagent(claim, args["name"], args["system_prompt"]))
+            return self._durable(lambda: self.store.create_subagent(
+                claim, args["name"], sanitize.text(args["system_prompt"])))
         if name == ASSIGN_TASK:
-            return self._durable(lambda: self.store.launch_subagent(claim, args["agent"], args["prompt"]))
+            return self._durable(lambda: self.store.launch_subagent(
+                claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"])))
         tool = self.tools.get(name)
-        files: dict[str, bytes] = {}
+        if tool is not None and tool.uses_workspace:
+            return self._workspace_tool_step(claim, tool, args)
         if tool is None:  # the registry changed between the turn and now (a redeploy)
             result = ToolResult(f"Tool {name!r} is not available on this worker.", is_error=True)
-        elif tool.uses_workspace:
-            files_now = self._durable(lambda: self.store.artifacts(claim.run_id)) if claim.run_has_files else {}
-            with Workspace(claim.run_id, files_now) as ws:
-                result = self._run_tool(tool, args, claim, ws.path)
-                files = ws.changed()
         else:
             result = self._run_tool(tool, args, claim, None)
-        return self._durable(lambda: self.store.commit_tool(claim, result.content, result.is_error, files))
+        content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
+        return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
+
+    def _workspace_tool_step(self, claim: Claim, tool: Any, args: dict[str, Any]) -> list[StepRef]:
+        """A tool call in the run's files. They are restored to disk about 1 MiB at a time (or from
+        this machine's cache), and the workspace stays until the commit has read the changed files,
+        one at a time: memory does not grow with the run's files."""
+        with Workspace(claim.run_id, quota=self.quota, cache=self.file_cache) as ws:
+            if claim.run_has_files:
+                self._durable(lambda: ws.restore(self.store))
+            result = self._run_tool(tool, args, claim, ws.path)
+            changes = ws.changed()
+            content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
+            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
         ctx = ToolContext(claim.run_id, claim.agent_id, claim.step_id, path, self.settings)

@@ -5,13 +5,13 @@ The store applies a :class:`TurnPlan` in one transaction; nothing here touches I
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.domain import sanitize
 from swarm.engine import orchestration, prompts
 from swarm.llm.types import LLMResponse
 
@@ -49,10 +49,13 @@ def parse_arguments(name: str, raw: str) -> tuple[dict[str, Any] | None, str | N
     """Parse a tool call's JSON arguments; an empty string means no arguments."""
     if not raw.strip():
         return {}, None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return None, prompts.BAD_JSON.format(name=name, error=exc.msg)
+    value, problem = sanitize.load_arguments(raw)
+    if problem == "size":
+        return None, prompts.ARGUMENTS_TOO_LARGE.format(name=name, size=len(raw), limit=sanitize.MAX_ARGUMENT_CHARS)
+    if problem == "depth":
+        return None, prompts.ARGUMENTS_TOO_DEEP.format(name=name, limit=sanitize.MAX_ARGUMENT_DEPTH)
+    if problem is not None:
+        return None, prompts.BAD_JSON.format(name=name, error=problem)
     if not isinstance(value, dict):
         return None, prompts.NOT_AN_OBJECT.format(name=name, kind=type(value).__name__)
     return value, None

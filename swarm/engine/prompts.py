@@ -28,6 +28,14 @@ UNKNOWN_TOOL = "Unknown tool {name!r}. Available tools: {available}."
 BAD_JSON = ("The arguments of your {name} call are not valid JSON ({error}). Send the call again "
             "with a JSON object as arguments.")
 NOT_AN_OBJECT = "The arguments of your {name} call must be a JSON object, got {kind}."
+ARGUMENTS_TOO_LARGE = ("The arguments of your {name} call are too large ({size} characters; the limit is {limit}). "
+                       "Send smaller arguments, e.g. build large data in several calls.")
+ARGUMENTS_TOO_DEEP = ("The arguments of your {name} call are nested too deeply (the limit is {limit} levels). "
+                      "Send flatter arguments.")
+TOOL_CRASHED = ("The {name} tool call crashed the worker running it {times} times in a row (the process "
+                "died), so it is not retried. Do not repeat it; try another approach.")
+TOOL_RESULT_REFUSED = ("The result of your {name} call could not be stored ({error}), so it is lost. Do not "
+                       "repeat the call as it was; try another approach.")
 UNKNOWN_AGENT = ("No subagent named {name!r} exists in this run. Create it first with "
                  "create_subagent(name, system_prompt), or use one of: {available}.")
 AGENT_EXISTS = ("A subagent named {name!r} already exists in this run; reuse it with "

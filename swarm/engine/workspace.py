@@ -2,32 +2,368 @@
 
 The database holds the truth (:class:`swarm.store.models.Artifact`), so a step may run on any
 machine: the files are restored before the call and what the tool changed is saved with its result.
+
+Memory stays bounded whatever the size of a run's files. A restore writes them to disk about a MiB
+of database reads at a time (:meth:`StateStore.artifact_contents`), or copies them from this
+machine's :class:`FileCache`. :meth:`Workspace.changed` finds what changed by file status and by
+sha256 computed in chunks, and the commit reads the changed files one at a time.
+
+Quotas (:class:`Quota`: files, bytes in total, bytes per file) bound what a run keeps. A file that
+would take the run past them is not saved, and the tool result tells the model which and why
+(:meth:`Changes.note_on`): never silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
+import re
 import shutil
+import stat
 import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Protocol
 
-#: Files larger than this are not saved back (the model is told via the tool's own output).
-MAX_FILE_BYTES = 10 * 1024 * 1024
-MAX_FILES = 1000
+from swarm import constants as c
+from swarm.config import Settings
+from swarm.domain import sanitize
+from swarm.exceptions import StoreConflict
+from swarm.store.types import ArtifactInfo
+
+#: The default quotas (the settings' defaults; kept under their old names).
+MAX_FILE_BYTES = c.WORKSPACE_MAX_FILE_BYTES
+MAX_FILES = c.WORKSPACE_MAX_FILES
+#: ``artifacts.path`` is VARCHAR(512).
+MAX_PATH_CHARS = 512
+#: Files are hashed and copied in pieces of this size.
+CHUNK_BYTES = 1024 * 1024
+#: How many refused files a note names one by one (the rest are counted).
+NOTE_NAMES = 20
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactSource(Protocol):
+    """Where a run's files come from (:class:`swarm.store.store.StateStore`)."""
+
+    def artifact_index(self, run_id: str) -> list[ArtifactInfo]: ...
+
+    def artifact_contents(self, run_id: str, files: Sequence[ArtifactInfo]) -> Iterator[tuple[str, str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What one run may keep of the files its tool calls write."""
+
+    max_bytes: int = c.WORKSPACE_MAX_BYTES
+    max_files: int = c.WORKSPACE_MAX_FILES
+    max_file_bytes: int = c.WORKSPACE_MAX_FILE_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quota:
+        return cls(settings.workspace_max_bytes, settings.workspace_max_files, settings.workspace_max_file_bytes)
+
+
+class Tally:
+    """A run's files (path → size) and whether a new version of one of them fits the quota."""
+
+    def __init__(self, quota: Quota, sizes: Mapping[str, int]) -> None:
+        self.quota = quota
+        self.sizes = dict(sizes)
+        self.total = sum(self.sizes.values())
+
+    def refusal(self, path: str, size: int) -> str | None:
+        """Why ``size`` bytes at ``path`` cannot be kept, or None. What does not make the run's
+        files more or larger is kept even past a quota (one lowered since they were saved)."""
+        q = self.quota
+        if size > q.max_file_bytes:
+            return f"larger than the limit of {human_bytes(q.max_file_bytes)} per file"
+        old = self.sizes.get(path)
+        if old is None and len(self.sizes) >= q.max_files:
+            return f"the run already keeps the most files it may ({q.max_files})"
+        grow = size - (old or 0)
+        if grow > 0 and self.total + grow > q.max_bytes:
+            return (f"the run's files would exceed {human_bytes(q.max_bytes)} in total "
+                    f"({human_bytes(self.total)} already kept)")
+        return None
+
+    def add(self, path: str, size: int) -> None:
+        self.total += size - self.sizes.get(path, 0)
+        self.sizes[path] = size
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A file the call created or modified, read from disk only when it is saved."""
+
+    path: str
+    source: Path
+    sha256: str
+    size: int
+
+    def read(self, limit: int) -> bytes:
+        """The file as it is now: at most ``limit + 1`` bytes (more than ``limit``: it grew too large)."""
+        fd = os.open(self.source, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            return f.read(limit + 1)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file that was not saved, and why."""
+
+    path: str
+    size: int
+    reason: str
+
+
+@dataclass
+class Changes:
+    """What a tool call changed in its workspace: the files to save, and those refused already."""
+
+    quota: Quota
+    files: dict[str, FileChange] = field(default_factory=dict)
+    #: The first NOTE_NAMES refused files; ``unlisted`` counts the others.
+    refused: list[Refused] = field(default_factory=list)
+    unlisted: int = 0
+
+    def refuse(self, path: str, size: int, reason: str) -> None:
+        if len(self.refused) < NOTE_NAMES:
+            self.refused.append(Refused(path, size, reason))
+        else:
+            self.unlisted += 1
+
+    def note_on(self, content: str, more: Sequence[Refused] = ()) -> str:
+        """``content`` (a tool result) with a note naming every file that was not saved: those
+        refused here and ``more`` (refused when committing)."""
+        refused = [*self.refused, *more]
+        if not refused:
+            return content
+        note = refusal_note(refused, self.unlisted, self.quota)
+        return f"{content.rstrip()}\n\n{note}" if content.strip() else note
+
+
+def refusal_note(refused: Sequence[Refused], unlisted: int, quota: Quota) -> str:
+    n = len(refused) + unlisted
+    files = "1 file" if n == 1 else f"{n} files"
+    lines = [f"[workspace: {files} written by this call {'was' if n == 1 else 'were'} NOT saved and will be "
+             f"missing from later calls. A run keeps at most {quota.max_files} files, "
+             f"{human_bytes(quota.max_bytes)} in total and {human_bytes(quota.max_file_bytes)} per file; "
+             "write fewer or smaller files (e.g. compress them, or keep only results).]"]
+    for r in refused[:NOTE_NAMES]:
+        shown = r.path if len(r.path) <= 200 else r.path[:200] + "…"
+        lines.append(f"- {shown} ({human_bytes(r.size)}): {r.reason}")
+    rest = n - min(len(refused), NOTE_NAMES)
+    if rest:
+        lines.append(f"- and {rest} more")
+    return "\n".join(lines)
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return "1 byte" if n == 1 else f"{n} bytes"
+
+
+# --------------------------------------------------------------------------- the local cache
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: A temporary file of the cache older than this was left by a process that died while writing it.
+_STALE_TMP_SECONDS = 3600.0
+
+
+class FileCache:
+    """This machine's copies of run files by content (``<root>/<sha[:2]>/<sha256>``), shared by its
+    worker processes: a file restored or saved here before is copied from disk instead of being
+    read from the database again. An entry is verified as it is copied out, so a damaged one is a
+    miss, never wrong content. Entries appear by atomic rename; the least recently used are
+    dropped once the cache is past ``max_bytes`` (checked after this process added to it)."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self._added = 0
+        self._lock = threading.Lock()
+
+    def _entry(self, sha: str) -> Path:
+        if not _SHA256.match(sha):
+            raise ValueError(f"not a sha256: {sha!r}")
+        return self.root / sha[:2] / sha
+
+    def copy_out(self, sha: str, target: Path) -> bool:
+        """Write the file with content ``sha`` to ``target``; False if the cache has no good copy."""
+        entry = self._entry(sha)
+        try:
+            src = open(entry, "rb")  # noqa: SIM115 - closed below, with the target
+        except OSError:
+            return False
+        digest = hashlib.sha256()
+        with src, open(target, "wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                digest.update(chunk)
+                dst.write(chunk)
+        if digest.hexdigest() != sha:
+            log.warning("cached file %s is damaged; dropping it", sha)
+            with contextlib.suppress(OSError):
+                entry.unlink()
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(entry)  # recently used
+        return True
+
+    def add(self, source: Path, sha: str) -> None:
+        """Keep a copy of ``source``, whose content hashes to ``sha``. Best effort: a full disk or a
+        race with another process only means no copy."""
+        entry = self._entry(sha)
+        if entry.exists():
+            with contextlib.suppress(OSError):
+                os.utime(entry)
+            return
+        tmp: str | None = None
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
+            os.close(fd)
+            shutil.copyfile(source, tmp)  # a kernel-side copy: no Python buffers
+            size = os.stat(tmp).st_size
+            os.replace(tmp, entry)
+            tmp = None
+        except OSError as exc:
+            log.warning("could not cache a workspace file: %s", exc)
+            return
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        with self._lock:
+            self._added += size
+
+    def trim(self) -> None:
+        """Drop the least recently used entries until the cache is back under 90% of ``max_bytes``."""
+        with self._lock:
+            if not self._added:
+                return
+            self._added = 0
+        entries: list[tuple[float, int, str]] = []
+        now = time.time()
+        with contextlib.suppress(OSError), os.scandir(self.root) as subdirs:
+            for sub in subdirs:
+                if not sub.is_dir(follow_symlinks=False):
+                    continue
+                with contextlib.suppress(OSError), os.scandir(sub.path) as files:
+                    for e in files:
+                        with contextlib.suppress(OSError):
+                            st = e.stat(follow_symlinks=False)
+                            if e.name.startswith(".tmp-") and now - st.st_mtime < _STALE_TMP_SECONDS:
+                                continue  # another process is writing it
+                            entries.append((st.st_mtime, st.st_size, e.path))
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes * 0.9:
+                break
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= size
+
+
+# --------------------------------------------------------------------------- the workspace
+
+
+@dataclass(frozen=True)
+class _Restored:
+    sha256: str
+    #: inode, size, mtime and ctime as restored: while all four are unchanged, so is the file.
+    status: tuple[int, int, int, int]
+
+
+def _status(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class _MemorySource:
+    """path → (sha256, bytes), as tests hand files over (the given sha256 is recomputed)."""
+
+    def __init__(self, files: Mapping[str, tuple[str, bytes]]) -> None:
+        self._files = {path: data for path, (_sha, data) in files.items()}
+
+    def artifact_index(self, run_id: str) -> list[ArtifactInfo]:
+        now = time.time()
+        return [ArtifactInfo(p, hashlib.sha256(d).hexdigest(), len(d), now) for p, d in self._files.items()]
+
+    def artifact_contents(self, run_id: str, files: Sequence[ArtifactInfo]) -> Iterator[tuple[str, str, bytes]]:
+        for info in files:
+            yield info.path, info.sha256, self._files[info.path]
+
+
+class _Writer:
+    """One restored file being written, piece by piece, and hashed as it goes."""
+
+    def __init__(self, path: str, sha: str, target: Path | None) -> None:
+        self.path, self.sha, self.target = path, sha, target
+        self.digest = hashlib.sha256()
+        self.file: IO[bytes] | None = None
+        if target is not None:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(target, "wb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:  # e.g. a file and a directory of the same name
+                log.warning("workspace file %r not restored: %s", path, exc)
+
+    def write(self, piece: bytes) -> None:
+        self.digest.update(piece)
+        if self.file is not None:
+            self.file.write(piece)
+
+    def close(self) -> bool:
+        """Whether the file was written whole."""
+        if self.file is None:
+            return False
+        self.file.close()
+        self.file = None
+        if self.digest.hexdigest() != self.sha:
+            # Read in several pieces while another call saved a new version: read it again.
+            raise StoreConflict(f"workspace file {self.path!r} changed while it was being read")
+        return True
 
 
 class Workspace:
-    def __init__(self, run_id: str, files: dict[str, tuple[str, bytes]]) -> None:
-        self._files = files
-        self.path = Path(tempfile.mkdtemp(prefix=f"swarm-{run_id[:12]}-"))
+    """A temporary directory holding a run's files for one tool call.
+
+    ``source`` (the store, or for tests a mapping path → (sha256, bytes)) is restored on enter;
+    or call :meth:`restore` inside the ``with`` (e.g. under a retry). :meth:`changed` tells what
+    the call created or modified, within ``quota``. The directory is removed on exit.
+    """
+
+    def __init__(self, run_id: str, source: ArtifactSource | Mapping[str, tuple[str, bytes]] | None = None, *,
+                 quota: Quota | None = None, cache: FileCache | None = None) -> None:
+        self.run_id = run_id
+        self.quota = quota or Quota()
+        self._source = _MemorySource(source) if isinstance(source, Mapping) else source
+        self._cache = cache
+        #: Every file the run has (path → size, as the index said): what the quota counts.
+        self._sizes: dict[str, int] = {}
+        #: The files written by the restore (by their path relative to the workspace).
+        self._restored: dict[str, _Restored] = {}
+        self.path = Path(tempfile.mkdtemp(prefix=f"swarm-{run_id[:12]}-")).resolve()
 
     def __enter__(self) -> Workspace:
-        for rel, (_sha, data) in self._files.items():
-            target = self._safe(rel)
-            if target is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+        if self._source is not None:
+            try:
+                self.restore(self._source)
+            except BaseException:
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -35,20 +371,135 @@ class Workspace:
 
     def _safe(self, rel: str) -> Path | None:
         target = (self.path / rel).resolve()
-        return target if target.is_relative_to(self.path.resolve()) else None
+        return target if target.is_relative_to(self.path) and target != self.path else None
 
-    def changed(self) -> dict[str, bytes]:
-        """Files created or modified since the workspace was restored."""
-        out: dict[str, bytes] = {}
-        root = self.path.resolve()
-        for p in sorted(root.rglob("*")):
-            if len(out) >= MAX_FILES:
-                break
-            if not p.is_file() or p.is_symlink() or p.stat().st_size > MAX_FILE_BYTES:
+    def restore(self, source: ArtifactSource) -> None:
+        """Write the run's files here: from this machine's cache where it has them, else from the
+        database, about a MiB at a time. Safe to repeat (after a database error)."""
+        index = source.artifact_index(self.run_id)
+        self._sizes = {info.path: info.size for info in index}
+        self._restored = {}
+        saved_at = {info.path: info.updated_at for info in index}
+        missing: list[ArtifactInfo] = []
+        for info in index:
+            target = self._safe(info.path)
+            if target is None:
+                log.warning("workspace file %r not restored: its path leaves the workspace", info.path)
+            elif self._cache is not None and self._from_cache(info, target):
+                self._mark(target, info.sha256, info.updated_at)
+            else:
+                missing.append(info)
+        writer: _Writer | None = None
+        try:
+            for path, sha, piece in source.artifact_contents(self.run_id, missing):
+                if writer is None or writer.path != path:
+                    if writer is not None:
+                        self._finish(writer, saved_at)
+                    writer = _Writer(path, sha, self._safe(path))
+                writer.write(piece)
+            if writer is not None:
+                self._finish(writer, saved_at)
+                writer = None
+        finally:
+            if writer is not None and writer.file is not None:
+                writer.file.close()
+        if self._cache is not None:
+            self._cache.trim()
+
+    def _from_cache(self, info: ArtifactInfo, target: Path) -> bool:
+        assert self._cache is not None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return self._cache.copy_out(info.sha256, target)
+        except (OSError, ValueError):
+            return False
+
+    def _finish(self, writer: _Writer, saved_at: Mapping[str, float]) -> None:
+        if writer.close() and writer.target is not None:
+            self._mark(writer.target, writer.sha, saved_at.get(writer.path, time.time()))
+            if self._cache is not None:
+                self._cache.add(writer.target, writer.sha)
+
+    def _mark(self, target: Path, sha: str, saved_at: float) -> None:
+        """Remember a restored file as it is now. Its mtime becomes the time it was saved: any later
+        write changes mtime and ctime (and ctime cannot be set back), so an unchanged status means
+        unchanged content without reading it."""
+        ns = int(saved_at * 1e9)
+        os.utime(target, ns=(ns, ns))
+        rel = target.relative_to(self.path).as_posix()
+        self._restored[rel] = _Restored(sha, _status(os.lstat(target)))
+
+    def changed(self) -> Changes:
+        """Files created or modified since the restore, each read once in chunks to hash it (never
+        whole into memory), and those the run's quota has no room for (they are not read)."""
+        changes = Changes(self.quota)
+        tally = Tally(self.quota, self._sizes)
+        for entry in self._files(changes):
+            rel = os.path.relpath(entry.path, self.path).replace(os.sep, "/")
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
                 continue
-            rel = p.relative_to(root).as_posix()
-            data = p.read_bytes()
-            old = self._files.get(rel)
-            if old is None or old[0] != hashlib.sha256(data).hexdigest():
-                out[rel] = data
-        return out
+            restored = self._restored.get(rel)
+            if restored is not None and restored.status == _status(st):
+                continue  # untouched since the restore
+            name = sanitize.text(rel)
+            if len(rel) > MAX_PATH_CHARS or name != rel:
+                # artifacts.path is VARCHAR(512), and a name that is not UTF-8 cannot be stored at all.
+                changes.refuse(name, st.st_size, f"its path cannot be stored (not UTF-8, or over {MAX_PATH_CHARS} "
+                                                 "characters)")
+                continue
+            if st.st_size != tally.sizes.get(rel) and (reason := tally.refusal(rel, st.st_size)):
+                changes.refuse(rel, st.st_size, reason)  # not even read
+                continue
+            try:
+                sha, size = _hash_file(entry.path)
+            except OSError:
+                continue  # gone, or made unreadable: there is nothing to save
+            if restored is not None and sha == restored.sha256:
+                continue  # rewritten with the same content (e.g. copied back by a sandbox)
+            if reason := tally.refusal(rel, size):
+                changes.refuse(rel, size, reason)
+                continue
+            tally.add(rel, size)
+            changes.files[rel] = FileChange(rel, Path(entry.path), sha, size)
+            if self._cache is not None:
+                self._cache.add(Path(entry.path), sha)
+        if self._cache is not None:
+            self._cache.trim()
+        return changes
+
+    def _files(self, changes: Changes) -> Iterator[os.DirEntry[str]]:
+        """The regular files under the workspace (symlinks and special files are never followed or
+        saved), listed lazily: a call that made a million files costs no memory for the listing."""
+        stack = [os.scandir(self.path)]
+        try:
+            while stack:
+                entry = next(stack[-1], None)
+                if entry is None:
+                    stack.pop().close()
+                elif entry.is_dir(follow_symlinks=False):
+                    try:
+                        stack.append(os.scandir(entry.path))
+                    except OSError as exc:
+                        rel = sanitize.text(os.path.relpath(entry.path, self.path))
+                        changes.refuse(rel + "/", 0, f"the directory could not be read ({exc.strerror})")
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry
+        finally:
+            for it in stack:
+                it.close()
+
+
+def _hash_file(path: str) -> tuple[str, int]:
+    """sha256 and size of a file, read in chunks; a symlink is refused (O_NOFOLLOW)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size

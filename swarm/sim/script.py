@@ -8,6 +8,7 @@ retries, which is what lets tests detect a repeated LLM call as a byte-identical
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -103,6 +104,10 @@ class SimParams:
     http: str | None = None
     thinking: bool = True
     scenario: str | None = None
+    #: ``call=<tool> args=<base64url JSON>``: the orchestrator makes exactly this one tool call, then
+    #: answers with its result (any tool: a probe for the sandbox, an MCP or plugin tool).
+    call: str | None = None
+    args: str | None = None
 
     @property
     def http_fault(self) -> HttpFault | None:
@@ -127,6 +132,26 @@ class SimParams:
 
 
 _INVALID = object()
+_TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def encode_args(args: Mapping[str, Any]) -> str:
+    """A tool call's arguments as a directive value (base64url of the JSON, no padding)."""
+    raw = json.dumps(dict(args), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_args(value: str) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (ValueError, TypeError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def call_directive(tool: str, args: Mapping[str, Any]) -> str:
+    """``#sim call=… args=…``: the orchestrator calls ``tool`` with ``args`` once, then reports the result."""
+    return f"#sim call={tool} args={encode_args(args)}"
 
 
 def _float(raw: str) -> object:
@@ -168,6 +193,10 @@ def _convert(key: str, raw: str) -> object:
         if low in _NONE:
             return None
         return low if low in SCENARIOS else _INVALID
+    if key == "call":
+        return raw.strip() if _TOOL_NAME_RE.match(raw.strip()) else _INVALID
+    if key == "args":
+        return raw.strip() if decode_args(raw.strip()) is not None else _INVALID
     if key == "thinking":
         if low in _TRUE:
             return True
@@ -383,7 +412,18 @@ def _orchestrator_turn_index(messages: Sequence[Mapping[str, Any]], fault: str |
     return turn
 
 
+def scripted_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
+    """The ``call=`` directive: one given tool call, then its result as the final answer."""
+    results = [message_text(t.get("content")) for t in _role_messages(messages, "tool")]
+    if results:
+        return Turn(f"Tool {params.call} returned: {results[-1]}", "The call is done; reporting its result.")
+    args = decode_args(params.args or "") or {}
+    return Turn("", f"Calling {params.call} as directed.", (_call(str(params.call), args),))
+
+
 def orchestrator_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
+    if params.call:
+        return scripted_turn(messages, params)
     fault = params.fault
     turn = _orchestrator_turn_index(messages, fault)
     if turn == 0:

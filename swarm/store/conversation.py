@@ -6,6 +6,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
+from swarm.domain import sanitize
 from swarm.llm.types import LLMResponse
 from swarm.store.types import Attachment
 
@@ -34,17 +35,39 @@ def tool_calls_json(response: LLMResponse) -> list[dict[str, Any]]:
 
 def user_content(task: str, attachments: Sequence[Attachment]) -> Any:
     """The first user message: plain text, or content parts when files are attached. Images go to
-    the model as image parts (Kimi K2.5 is natively multimodal); text files as text."""
+    the model as image parts (Kimi K2.5 is natively multimodal); text files as text; any other
+    file (a PDF, an archive: not UTF-8 text) is only named: its bytes are in the workspace, and
+    inlined they would be noise to the model (and NULs PostgreSQL refuses)."""
+    task = sanitize.text(task)
     if not attachments:
         return task
     parts: list[dict[str, Any]] = [{"type": "text", "text": task}]
     for att in attachments:
+        name = sanitize.text(att.name)
         if att.mime.startswith("image/"):
-            url = f"data:{att.mime};base64,{base64.b64encode(att.data).decode()}"
+            url = f"data:{sanitize.text(att.mime)};base64,{base64.b64encode(att.data).decode()}"
             parts.append({"type": "image_url", "image_url": {"url": url}})
-        else:
-            text = att.data.decode("utf-8", errors="replace")
-            if len(text) > MAX_INLINE_TEXT:
-                text = text[:MAX_INLINE_TEXT] + f"\n[... truncated; full file is {att.name} in the workspace]"
-            parts.append({"type": "text", "text": f"Attached file {att.name}:\n{text}"})
+            continue
+        text = _utf8_text(att.data)
+        if text is None:
+            parts.append({"type": "text", "text": binary_note(name, att.mime, len(att.data))})
+            continue
+        if len(text) > MAX_INLINE_TEXT:
+            text = text[:MAX_INLINE_TEXT] + f"\n[... truncated; full file is {name} in the workspace]"
+        parts.append({"type": "text", "text": f"Attached file {name}:\n{text}"})
     return parts
+
+
+def binary_note(name: str, mime: str, size: int) -> str:
+    return (f"Attached file {name} ({sanitize.text(mime)}, {size} bytes) is binary, so it is not shown here; "
+            f"it is in the workspace as {name}, where the python tool can read it.")
+
+
+def _utf8_text(data: bytes) -> str | None:
+    """The file as text, or None if it is binary: not UTF-8, or holding NUL bytes."""
+    if b"\x00" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

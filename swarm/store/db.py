@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Float, create_engine, event
+from sqlalchemy import Engine, Float, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.functions import FunctionElement
 
 from swarm.exceptions import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class db_now(FunctionElement[float]):
@@ -76,9 +80,9 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = Non
     load and closed again as soon as they are returned; 0 makes callers wait for a pooled one.
     """
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_file(Path(path))
         eng = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
                             pool_size=pool_size, max_overflow=pool_size * 4)
         event.listen(eng, "connect", _sqlite_pragmas)
@@ -92,6 +96,46 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = Non
     if not url:
         raise ConfigError("SWARM_DATABASE_URL is empty")
     return create_engine(url, echo=echo, poolclass=NullPool)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter (0700): SWARM_HOME holds the database and
+    the run files. Created so when missing; an existing one of ours that others may enter is
+    tightened (with a warning), unless it is a shared directory (sticky, like /tmp)."""
+    path = path.expanduser()
+    try:
+        path.mkdir(mode=0o700, parents=True)
+        os.chmod(path, 0o700)  # whatever the umask
+        return path
+    except FileExistsError:
+        pass
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode) and mode & 0o077 and st.st_uid == os.getuid():
+        if st.st_mode & stat.S_ISVTX:
+            log.warning("%s is a shared directory (mode %o): it is not made private", path, mode)
+        else:
+            os.chmod(path, 0o700)
+            log.warning("%s was open to other users (mode %o); it is now 0700", path, mode)
+    return path
+
+
+def private_file(db: Path) -> None:
+    """An SQLite database file readable by its owner only (0600): created so before SQLite opens
+    it (SQLite gives its -wal and -shm files the database file's mode), or tightened if it exists
+    (with the -wal, -shm and -journal files beside it). A missing directory is created 0700."""
+    if not db.parent.exists():
+        private_dir(db.parent)
+    os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+    for path in (db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(path, 0o600)
+            log.warning("%s was readable by other users (mode %o); it is now 0600", path, mode)
 
 
 class WriteGate:

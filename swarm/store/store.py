@@ -13,7 +13,6 @@ Concurrency rules, which all methods follow:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
@@ -23,12 +22,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, LargeBinary, and_, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from swarm.constants import ASSIGN_TASK, MAX_STEP_ATTEMPTS, ORCHESTRATION_TOOLS
-from swarm.domain import limits
+from swarm.domain import limits, sanitize
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import (
     AgentStatus,
@@ -39,7 +40,8 @@ from swarm.domain.status import (
 )
 from swarm.engine import prompts
 from swarm.engine.planner import TurnKind, TurnPlan
-from swarm.exceptions import FenceLost, NotFound, StateError, StoreConflict, StoreUnavailable
+from swarm.engine.workspace import Changes, Refused, Tally
+from swarm.exceptions import FenceLost, NotFound, StateError, StoreConflict, StoreDataError, StoreUnavailable
 from swarm.llm.types import LLMResponse
 from swarm.store import conversation
 from swarm.store import statements as sql
@@ -47,12 +49,23 @@ from swarm.store.db import WriteGate, db_now, make_engine
 from swarm.store.export import ExportMixin
 from swarm.store.keys import KeysMixin
 from swarm.store.models import AGENTS, ARTIFACTS, DEFS, RUNS, STEPS
-from swarm.store.types import AgentContext, AgentLimits, Claim, RunSpec, StepRef
+from swarm.store.types import AgentContext, AgentLimits, ArtifactInfo, Claim, RunSpec, StepRef
 from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
 REF_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)
 TIME_LIMIT = "time limit: the run exceeded its max wall time"
+#: A restore reads a run's files at most this many bytes at a time (several small files in one
+#: query, a larger file in pieces of this size): its memory does not grow with the files. (A
+#: piece costs several times its size on the way: the driver's buffer holds bytea as hex text.)
+ARTIFACT_READ_BYTES = 1024 * 1024
+#: What :meth:`StateStore._give_up` needs of a step.
+GIVE_UP_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.fence,
+                STEPS.c.attempt, STEPS.c.tool_name)
+
+
+def crashed_reason(times: int) -> str:
+    return f"step crashed its worker {times} times; not retried"
 
 
 def new_id() -> str:
@@ -108,7 +121,8 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.tx() as conn:
             conn.execute(insert(RUNS).values(
-                id=run_id, tenant=spec.tenant, task=spec.task, status=RunStatus.RUNNING, model=spec.model,
+                id=run_id, tenant=spec.tenant, task=sanitize.text(spec.task), status=RunStatus.RUNNING,
+                model=spec.model,
                 max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
                 max_steps_per_agent=spec.max_steps_per_agent, max_wall_seconds=spec.max_wall_seconds,
                 max_depth=spec.max_depth, subagents=0, tool_calls=0, llm_calls=0, tokens_in=0,
@@ -123,10 +137,10 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 max_steps=spec.max_steps_per_agent)
             self._message(conn, run_id, orch_id, 0, "system", system)
             self._message(conn, run_id, orch_id, 1, "user", conversation.user_content(spec.task, spec.attachments))
-            for att in spec.attachments:
-                self._put_artifact(conn, run_id, att.name, att.data)
+            for att in spec.attachments:  # named as user_content names them to the model
+                self._put_artifact(conn, run_id, sanitize.text(att.name), att.data)
             ref = self._new_llm_step(conn, run_id, orch_id, 0)
-            self._event(conn, run_id, "run_created", orch_id, None, {"task": spec.task[:500]})
+            self._event(conn, run_id, "run_created", orch_id, None, {"task": sanitize.text(spec.task[:500])})
         return run_id, [ref]
 
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
@@ -333,13 +347,18 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         return len(refs), refs, (g.tool_calls - tools_left, g.subagents - subs_left)
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool,
-                    files: dict[str, bytes] | None = None) -> list[StepRef]:
-        """Commit a tool call's result (and the workspace files it changed)."""
+                    changes: Changes | None = None) -> list[StepRef]:
+        """Commit a tool call's result and the workspace files it changed (``changes``: read from
+        disk one at a time inside the transaction, and kept only within the run's quota). A file
+        that was not kept is named in the result, with the reason, for the model to read."""
+        files = changes.files if changes is not None else {}
+        if changes is not None and not files:
+            content = changes.note_on(content)
         if self._auto is not None and not files and claim.msg_seq is not None:
             return self._commit_tool_at_once(claim, content, is_error)
         with self.tx() as conn:
-            for path, data in (files or {}).items():
-                self._put_artifact(conn, claim.run_id, path, data)
+            if changes is not None and files:
+                content = changes.note_on(content, self._save_files(conn, claim.run_id, changes))
             refs = self._deliver(conn, claim.step_id, content, is_error, StepStatus.RUNNING, claim.fence)
             self._event(conn, claim.run_id, "tool_done", claim.agent_id, claim.step_id,
                         {"tool": claim.tool_name, "error": is_error})
@@ -410,6 +429,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def fail_step(self, claim: Claim, error: str, *, fail_run: bool = False) -> list[StepRef]:
         """A step failed for good. Its agent fails (the parent hears of it as a tool error); with
         ``fail_run`` (bad credentials, no quota) the whole run ends at once."""
+        error = sanitize.text(error)  # it may quote what the model or a tool sent
         with self.tx() as conn:
             self._lock_run(conn, claim.run_id)
             self._close_step(conn, claim, StepStatus.FAILED, error=error)
@@ -425,6 +445,12 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
               run_ids: Collection[str] | None = None) -> list[StepRef]:
         """Find work that is stuck and return it for re-dispatch: steps whose lease expired (their
         worker died), ready steps never started (lost publish, Redis flushed), overdue runs.
+
+        A step may be claimed ``max_attempts`` times (SWARM_STEP_MAX_CRASHES). A claim ends in a
+        commit, a failure or a release, or else its lease expires because its worker is gone: an
+        expired step that has used every attempt crashed its worker that many times (a poison
+        step) and is given up (:meth:`_give_up`) instead of being handed to the next worker to
+        kill. A ready step with no attempt left (nobody could claim it) is given up too.
         ``run_ids`` limits the sweep to those runs (the embedded mode sweeps only its own)."""
         refs: list[StepRef] = []
         if run_ids is not None and not run_ids:
@@ -438,47 +464,70 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 self._lock_run(conn, run_id)
                 self._finish_run(conn, run_id, RunStatus.FAILED, None, TIME_LIMIT)
             expired = and_(*mine, STEPS.c.status == StepStatus.RUNNING, STEPS.c.lease_until < db_now())
-            dead = conn.execute(select(STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.fence)
-                                .where(expired, STEPS.c.attempt >= max_attempts)).all()
+            crashed = conn.execute(select(*GIVE_UP_COLS).where(expired, STEPS.c.attempt >= max_attempts)).all()
             rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())
                                 .returning(*REF_COLS)).all()
             refs += _refs(rows)
-            stale = conn.execute(update(STEPS).where(*mine, STEPS.c.status == StepStatus.READY,
-                                                    STEPS.c.ready_at < db_now() - republish_after)
-                                 .values(ready_at=db_now())
-                                 .returning(*REF_COLS)).all()
-            refs += _refs(stale)
-        for d in dead:
-            claim = Claim(d.id, d.run_id, d.agent_id, StepKind.LLM, d.fence, max_attempts, 0, 0, "", None, None, None)
-            with contextlib.suppress(FenceLost):  # somebody finished it after all
-                refs += self._fail_dead(claim, max_attempts)
+            stale = and_(*mine, STEPS.c.status == StepStatus.READY, STEPS.c.ready_at < db_now() - republish_after)
+            exhausted = conn.execute(select(*GIVE_UP_COLS).where(stale, STEPS.c.attempt >= max_attempts)).all()
+            rows = conn.execute(update(STEPS).where(stale, STEPS.c.attempt < max_attempts)
+                                .values(ready_at=db_now())
+                                .returning(*REF_COLS)).all()
+            refs += _refs(rows)
+        for row in crashed:
+            refs += self._give_up(row, crashed_reason(row.attempt), crashed=True)
+        for row in exhausted:
+            refs += self._give_up(row, f"step used up its {row.attempt} attempts without finishing; not retried",
+                                  crashed=False)
         return refs
 
-    def _fail_dead(self, claim: Claim, attempts: int) -> list[StepRef]:
-        with self.tx() as conn:
-            self._lock_run(conn, claim.run_id)
-            n = conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
-                                                STEPS.c.status == StepStatus.RUNNING)
-                             .values(status=StepStatus.FAILED, finished_at=time.time(),
-                                     error=f"gave up after {attempts} attempts (workers kept dying)")).rowcount
-            if not n:
-                raise FenceLost()
-            return self._finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None,
-                                      f"a step failed {attempts} times in a row (worker crashes?)")
+    def _give_up(self, row: Any, reason: str, *, crashed: bool) -> list[StepRef]:
+        """End a step (a row of GIVE_UP_COLS) that must not run again. A tool call's result
+        becomes a tool error saying why, so the model hears of it and the run goes on; an LLM
+        step fails, and its agent with it (a subagent's parent hears of that as a tool error)."""
+        try:
+            with self.tx() as conn:
+                self._lock_run(conn, row.run_id)
+                if row.kind == StepKind.TOOL:
+                    text = (prompts.TOOL_CRASHED.format(name=row.tool_name, times=row.attempt) if crashed
+                            else f"The {row.tool_name} tool call could not be run: {reason}.")
+                    refs = self._deliver(conn, row.id, text, True, StepStatus(row.status), row.fence)
+                    conn.execute(update(STEPS).where(STEPS.c.id == row.id).values(error=reason))
+                    self._event(conn, row.run_id, "tool_done", row.agent_id, row.id,
+                                {"tool": row.tool_name, "error": True, "reason": reason})
+                    return refs
+                n = conn.execute(update(STEPS).where(STEPS.c.id == row.id, STEPS.c.fence == row.fence,
+                                                    STEPS.c.status == row.status)
+                                 .values(status=StepStatus.FAILED, owner=None, finished_at=time.time(),
+                                         error=reason)).rowcount
+                if not n:
+                    return []  # somebody finished it (or the run ended) after all
+                self._event(conn, row.run_id, "step_failed", row.agent_id, row.id, {"error": reason})
+                return self._finish_agent(conn, row.agent_id, AgentStatus.FAILED, None, reason)
+        except FenceLost:
+            return []  # somebody finished it (or the run ended) after all
 
-    def release_dead_owners(self, run_id: str, is_dead: Callable[[str], bool]) -> int:
+    def release_dead_owners(self, run_id: str, is_dead: Callable[[str], bool],
+                            max_attempts: int = MAX_STEP_ATTEMPTS) -> int:
         """Free steps held by owners known to be dead (same-host pid check) without waiting for
-        their leases to expire: what `swarm resume` does after a kill -9 of `swarm run`."""
+        their leases to expire: what `swarm resume` does after a kill -9 of `swarm run`, and the
+        server on start for the runs it adopts. A step whose dead owner held its last attempt
+        crashed its worker ``max_attempts`` times and is given up, as :meth:`sweep` does: code
+        that kills the server is not run again on every start. Returns how many steps were freed."""
         with self.tx() as conn:
             owners = {o for (o,) in conn.execute(select(STEPS.c.owner).distinct().where(
                 STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.RUNNING)) if o}
             gone = [o for o in owners if is_dead(o)]
             if not gone:
                 return 0
-            return conn.execute(update(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.RUNNING,
-                                                   STEPS.c.owner.in_(gone))
-                                .values(status=StepStatus.READY, owner=None, ready_at=db_now())).rowcount
+            held = and_(STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.RUNNING, STEPS.c.owner.in_(gone))
+            crashed = conn.execute(select(*GIVE_UP_COLS).where(held, STEPS.c.attempt >= max_attempts)).all()
+            freed = conn.execute(update(STEPS).where(held, STEPS.c.attempt < max_attempts)
+                                 .values(status=StepStatus.READY, owner=None, ready_at=db_now())).rowcount
+        for row in crashed:
+            self._give_up(row, crashed_reason(row.attempt), crashed=True)
+        return freed
 
     # --------------------------------------------------------------- helpers
 
@@ -594,15 +643,94 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
     def _put_artifact(self, conn: Connection, run_id: str, path: str, data: bytes) -> None:
         sha = hashlib.sha256(data).hexdigest()
         values = {"data": data, "sha256": sha, "size": len(data), "updated_at": time.time()}
-        n = conn.execute(update(ARTIFACTS).where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path)
-                         .values(**values)).rowcount
-        if not n:
-            conn.execute(insert(ARTIFACTS).values(run_id=run_id, path=path, **values))
+        # An upsert: two parallel tool steps creating the same new file must not collide on
+        # the unique (run_id, path) key (an IntegrityError, which fails a step).
+        upsert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        conn.execute(upsert(ARTIFACTS).values(run_id=run_id, path=path, **values)
+                     .on_conflict_do_update(index_elements=[ARTIFACTS.c.run_id, ARTIFACTS.c.path], set_=values))
 
     # ------------------------------------------------------------- artifacts
 
+    def _save_files(self, conn: Connection, run_id: str, changes: Changes) -> list[Refused]:
+        """Save the changed files that fit the run's quota, reading one at a time; return those
+        that did not fit. The quota is checked against the run's files as committed: writers of
+        one run's files take turns (a transaction-scoped advisory lock on PostgreSQL; SQLite has a
+        single writer), so parallel tool calls cannot exceed it together."""
+        if self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(f"artifacts:{run_id}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(select(func.pg_advisory_xact_lock(key)))
+        sizes = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.size).where(ARTIFACTS.c.run_id == run_id)).all()
+        tally = Tally(changes.quota, {r.path: r.size for r in sizes})
+        refused: list[Refused] = []
+        for change in changes.files.values():
+            try:
+                data = change.read(changes.quota.max_file_bytes)
+            except OSError as exc:
+                refused.append(Refused(change.path, change.size, f"it could not be read ({exc.strerror or exc})"))
+                continue
+            if reason := tally.refusal(change.path, len(data)):
+                refused.append(Refused(change.path, len(data), reason))
+                continue
+            self._put_artifact(conn, run_id, change.path, data)
+            tally.add(change.path, len(data))
+            del data
+        return refused
+
+    def artifact_index(self, run_id: str) -> list[ArtifactInfo]:
+        """A run's workspace files, without their bytes."""
+        with self.read() as conn:
+            rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at)
+                                .where(ARTIFACTS.c.run_id == run_id).order_by(ARTIFACTS.c.path)).all()
+        return [ArtifactInfo(r.path, r.sha256, r.size, r.updated_at) for r in rows]
+
+    def artifact_contents(self, run_id: str, files: Sequence[ArtifactInfo], *,
+                          read_bytes: int = ARTIFACT_READ_BYTES) -> Iterator[tuple[str, str, bytes]]:
+        """``(path, sha256, piece)`` for each of ``files``, reading at most about ``read_bytes`` at a
+        time: small files several per query, a larger one in consecutive pieces (its own queries).
+        A file's pieces concatenate to its bytes; one read while a new version was being saved
+        has a different sha256 (the reader should try again). Files since removed are skipped."""
+        batch: list[str] = []
+        batch_bytes = 0
+        for info in files:
+            if info.size > read_bytes:
+                yield from self._artifact_pieces(run_id, info.path, read_bytes)
+                continue
+            if batch and (batch_bytes + info.size > read_bytes or len(batch) >= 500):
+                yield from self._artifact_batch(run_id, batch)
+                batch, batch_bytes = [], 0
+            batch.append(info.path)
+            batch_bytes += info.size
+        if batch:
+            yield from self._artifact_batch(run_id, batch)
+
+    def _artifact_batch(self, run_id: str, paths: list[str]) -> Iterator[tuple[str, str, bytes]]:
+        with self.read() as conn:
+            rows = list(conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
+                                     .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path.in_(paths))))
+        while rows:  # each row let go once written
+            r = rows.pop()
+            yield r.path, r.sha256, bytes(r.data)
+
+    def _artifact_pieces(self, run_id: str, path: str, read_bytes: int) -> Iterator[tuple[str, str, bytes]]:
+        offset = 0
+        while True:
+            # substr counts from 1, in bytes for bytea (PostgreSQL) and BLOB (SQLite).
+            piece = func.substr(ARTIFACTS.c.data, offset + 1, read_bytes, type_=LargeBinary)
+            with self.read() as conn:
+                row = conn.execute(select(ARTIFACTS.c.sha256, ARTIFACTS.c.size, piece.label("piece"))
+                                   .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path)).first()
+            if row is None:
+                return
+            data = bytes(row.piece or b"")
+            if offset == 0 or data:
+                yield path, row.sha256, data
+            offset += len(data)
+            if not data or offset >= row.size:
+                return
+
     def artifacts(self, run_id: str) -> dict[str, tuple[str, bytes]]:
-        """path → (sha256, bytes) of a run's workspace files."""
+        """path → (sha256, bytes) of a run's workspace files, all in memory: for inspection and
+        tests. Tool calls restore files with :meth:`artifact_contents`, about a MiB at a time."""
         with self.read() as conn:
             rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
                                 .where(ARTIFACTS.c.run_id == run_id)).all()
@@ -638,7 +766,9 @@ class _BudgetMoved(Exception):
 @contextmanager
 def _translated() -> Iterator[None]:
     """Database errors as swarm sees them: connectivity → StoreUnavailable, serialisation
-    failures and deadlocks → StoreConflict (retry the transaction); anything else as it was."""
+    failures and deadlocks → StoreConflict (retry the transaction); refused data (a value too
+    long, out of range or unstorable, a constraint violated) → StoreDataError, which retrying
+    cannot cure; anything else as it was."""
     try:
         yield
     except PoolTimeout as exc:  # every pooled connection busy for pool_timeout (30 s)
@@ -648,7 +778,17 @@ def _translated() -> Iterator[None]:
             raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
         if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):
             raise StoreConflict(f"transaction conflict, retry: {exc.orig!r}") from exc
+        if isinstance(exc, DataError | IntegrityError):
+            raise StoreDataError(f"the database refused the data: {_first_line(exc.orig)}") from exc
         raise
+    except (OverflowError, UnicodeEncodeError) as exc:  # the driver refused a value before sending it
+        raise StoreDataError(f"the database refused the data: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """An error's first line, short: enough to say what was refused without echoing the data."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= 300 else line[:300] + "…"
 
 
 def _is_connectivity(exc: DBAPIError) -> bool:

@@ -60,6 +60,16 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ArtifactInfo:
+    """A file of a run's workspace, without its bytes (those are read one file at a time)."""
+
+    path: str
+    sha256: str
+    size: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
 class Attachment:
     name: str
     data: bytes

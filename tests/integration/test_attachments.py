@@ -40,7 +40,7 @@ def test_attachments_become_content_parts_and_workspace_files(tmp_path, sqlite_u
         assert (ws.path / "notes.txt").read_text() == "the secret number is 42\n"
         assert (ws.path / "pixel.png").read_bytes() == PNG
         (ws.path / "out.csv").write_text("a,b\n")
-        assert set(ws.changed()) == {"out.csv"}
+        assert set(ws.changed().files) == {"out.csv"}
 
 
 def test_workspace_refuses_paths_escaping_it(tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -68,6 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", "text/plain", {"Location": "/loop"})
         elif parts.path == "/secret":
             self._send(200, b"TOP-SECRET", "text/plain")
+        elif parts.path == "/slowloop":
+            time.sleep(0.6)
+            self._send(302, b"", "text/plain", {"Location": "/slowloop"})
         else:
             self._send(404, b"no such path", "text/plain")
 
@@ -288,3 +293,113 @@ def test_https_uses_sni_and_verifies_the_host_name(tmp_path: Path,
         bad = tool.run({"url": f"https://127.0.0.1:{server.port}/host"}, ctx)
         assert bad.is_error
         assert "CERTIFICATE_VERIFY_FAILED" in bad.content, bad.content
+
+
+# --------------------------------------------------------------------------- one deadline per call
+
+SLOW_HEADERS = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Filler: " + b"z" * 200
+                + b"\r\nContent-Length: 2\r\n\r\nok")
+
+
+class _Trickler:
+    """A server on 127.0.0.1 that answers every request with ``head`` at once, then ``slow`` one
+    byte per ``interval`` seconds: each read returns quickly, so no per-read timeout ever fires."""
+
+    def __init__(self, head: bytes, slow: bytes, interval: float, tls: ssl.SSLContext | None = None) -> None:
+        self.head, self.slow, self.interval, self.tls = head, slow, interval, tls
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.sent: list[int] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> _Trickler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(None)
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            conn.sendall(self.head)
+            for i in range(len(self.slow)):
+                if self.stop.wait(self.interval):
+                    return
+                conn.sendall(self.slow[i:i + 1])
+                self.sent.append(i)
+        except OSError:
+            return  # the client gave up: what the tests want
+        finally:
+            conn.close()
+
+
+def _timed_fetch(tmp_path: Path, url: str, **tool_args: object) -> tuple[str, bool, float]:
+    settings = Settings(home=tmp_path, web_allow_hosts=["127.0.0.1/32", "localhost"], web_fetch_timeout=2.0)
+    ctx = ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path, settings=settings)
+    t0 = time.monotonic()
+    result = WebFetchTool(settings, **tool_args).run({"url": url}, ctx)  # type: ignore[arg-type]
+    return result.content, result.is_error, time.monotonic() - t0
+
+
+def test_headers_trickled_a_byte_a_second_cannot_hold_a_call_past_its_deadline(tmp_path: Path) -> None:
+    with _Trickler(b"", SLOW_HEADERS, interval=1.0) as slow:  # would take over 4 minutes
+        content, is_error, took = _timed_fetch(tmp_path, f"http://127.0.0.1:{slow.port}/")
+    assert is_error
+    assert "did not answer within 2 s" in content
+    assert took < 3.5, took
+    assert 0 < len(slow.sent) < 10
+
+
+def test_a_body_trickled_past_the_deadline_is_cut_and_shown_as_far_as_it_came(tmp_path: Path) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+    with _Trickler(head, b"abcdefghij" * 100, interval=0.1) as slow:
+        content, is_error, took = _timed_fetch(tmp_path, f"http://127.0.0.1:{slow.port}/")
+    assert not is_error, content
+    assert "Status: 200 OK" in content and "\n\nabcdefghij" in content
+    assert "[download stopped at" in content and "or 2 s)" in content
+    assert took < 3.5, took
+
+
+def test_redirects_share_the_one_deadline(tmp_path: Path, server: _Server) -> None:
+    """Each hop answers within any per-request timeout (0.6 s), but together they may not pass the
+    call's 2 s: it stops during the fourth hop, long before the redirect limit (six hops, 3.6 s)."""
+    content, is_error, took = _timed_fetch(tmp_path, server.url("/slowloop"))
+    assert is_error
+    assert "did not answer within 2 s" in content
+    assert took < 3.0, took
+    assert 3 <= len(server.hits) <= 4
+
+
+def test_tls_headers_trickled_cannot_hold_a_call_past_its_deadline(tmp_path: Path,
+                                                                    cert: tuple[Path, Path]) -> None:
+    key, crt = cert
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(crt, key)
+    client_ctx = ssl.create_default_context(cafile=str(crt))
+    with _Trickler(b"", SLOW_HEADERS, interval=1.0, tls=server_ctx) as slow:
+        content, is_error, took = _timed_fetch(tmp_path, f"https://localhost:{slow.port}/", ssl_context=client_ctx)
+    assert is_error
+    assert "did not answer within 2 s" in content
+    assert took < 3.5, took
+    assert slow.sent  # the handshake succeeded: it was the trickle that was cut

@@ -8,6 +8,7 @@ import contextlib
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import pytest
@@ -18,7 +19,9 @@ from celery import Celery
 from swarm.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-LONG_RUNNING = ("postgres", "redis", "api", "worker", "sweeper", "flower", "sim")
+LONG_RUNNING = ("postgres", "redis", "api", "worker", "executor", "sweeper", "flower", "sim")
+#: What model-written code must never be able to reach (settings that carry credentials).
+SECRET_SETTINGS = ("SWARM_DATABASE_URL", "SWARM_BROKER_URL", "SWARM_LLM_API_KEY", "SWARM_API_KEY")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def cli() -> Any:
     from swarm.cli import (  # noqa: F401
         admin,
+        executor,
         main,
         runs,
         worker,
@@ -65,7 +69,7 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_all_services_present(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "sweeper", "flower", "sim"}
+    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "executor", "sweeper", "flower", "sim"}
     assert services["sim"]["profiles"] == ["sim"]
 
 
@@ -110,7 +114,7 @@ def test_services_agree_on_database_and_broker(services: dict[str, dict[str, Any
     db = _env(services["worker"])["SWARM_DATABASE_URL"]
     assert db.startswith("postgresql://") and "@postgres:5432/" in db
     assert Settings(_env_file=None, database_url=db).database_url.startswith("postgresql+psycopg://")
-    assert _env(services["worker"])["SWARM_BROKER_URL"].startswith("redis://redis:6379/")
+    assert _env(services["worker"])["SWARM_BROKER_URL"].startswith("redis://:${REDIS_PASSWORD:?")
 
 
 def test_celery_app_loads_as_compose_uses_it(services: dict[str, dict[str, Any]]) -> None:
@@ -142,6 +146,47 @@ def test_workers_scale_and_restart(services: dict[str, dict[str, Any]]) -> None:
         assert dep["migrate"]["condition"] == "service_completed_successfully", name
 
 
+def _interpolate(text: str, values: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} with *values* (an unset :? raises)."""
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        if values.get(name):
+            return values[name]
+        assert op != ":?", f"${{{name}}} is mandatory: {arg}"
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{([A-Z0-9_]+)(?:(:[-?])([^}]*))?\}", one, text)
+
+
+def test_redis_requires_a_password_every_client_sends(services: dict[str, dict[str, Any]]) -> None:
+    redis_cmd = _command(services["redis"])
+    password = redis_cmd[redis_cmd.index("--requirepass") + 1]
+    assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?.+\}", password), "the Redis password must be mandatory"
+    with pytest.raises(AssertionError, match="mandatory"):
+        _interpolate(password, {})
+    # The healthcheck's redis-cli authenticates (REDISCLI_AUTH), without the password in its argv.
+    assert _interpolate(_env(services["redis"])["REDISCLI_AUTH"], {"REDIS_PASSWORD": "pw"}) == "pw"
+    assert "PONG" in " ".join(services["redis"]["healthcheck"]["test"])
+    clients = [n for n, s in services.items() if "SWARM_BROKER_URL" in _env(s)]
+    assert {"api", "worker", "sweeper", "flower", "migrate"} <= set(clients)
+    for name in clients:
+        url = urlsplit(_interpolate(_env(services[name])["SWARM_BROKER_URL"], {"REDIS_PASSWORD": "s3cret"}))
+        assert (url.scheme, url.hostname, url.port, url.password) == ("redis", "redis", 6379, "s3cret"), name
+    # Flower's broker is the app's (`-A workers`): no --broker option that could drop the password.
+    assert not any(a.startswith("--broker") for a in _command(services["flower"]))
+
+
+def test_celery_remote_control_is_off_unless_enabled(services: dict[str, dict[str, Any]]) -> None:
+    from swarm.dispatch.celery import celery_config
+
+    for name in ("worker", "sweeper", "flower"):
+        value = _interpolate(_env(services[name])["SWARM_CELERY_REMOTE_CONTROL"], {})
+        s = Settings(_env_file=None, broker_url="redis://:pw@redis:6379/0", celery_remote_control=value)
+        assert celery_config(s)["worker_enable_remote_control"] is False, name
+        on = _interpolate(_env(services[name])["SWARM_CELERY_REMOTE_CONTROL"], {"SWARM_CELERY_REMOTE_CONTROL": "true"})
+        s = Settings(_env_file=None, broker_url="redis://:pw@redis:6379/0", celery_remote_control=on)
+        assert celery_config(s)["worker_enable_remote_control"] is True, name
+
+
 def test_redis_keeps_its_queues_and_never_evicts(services: dict[str, dict[str, Any]]) -> None:
     cmd = " ".join(_command(services["redis"]))
     assert "--appendonly yes" in cmd
@@ -169,3 +214,71 @@ def test_dockerfile_installs_the_package() -> None:
         assert f"COPY {part} ./{part}" in text
     assert re.search(r"pip install (--no-deps )?\.", text)
     assert "USER swarm" in text
+
+
+def _networks(service: dict[str, Any]) -> set[str]:
+    return set(service.get("networks") or ["default"])
+
+
+def test_model_code_runs_in_an_executor_that_holds_no_secrets(compose: dict[str, Any],
+                                                              services: dict[str, dict[str, Any]]) -> None:
+    executor = services["executor"]
+    cmd = _command(executor)
+    assert cmd[:2] == ["swarm", "executor"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    env = _env(executor)
+    assert "env_file" not in executor
+    for var, value in env.items():
+        assert var not in SECRET_SETTINGS and not var.startswith(("SWARM_LLM_", "POSTGRES", "REDIS")), var
+        assert "POSTGRES_PASSWORD" not in value and "REDIS_PASSWORD" not in value and "LLM" not in value, var
+    # Listening beyond loopback needs the token: compose refuses to start without one.
+    assert re.fullmatch(r"\$\{SWARM_EXECUTOR_TOKEN:\?.+\}", env["SWARM_EXECUTOR_TOKEN"])
+
+
+def test_executor_shares_no_network_with_the_database_or_broker(compose: dict[str, Any],
+                                                                 services: dict[str, dict[str, Any]]) -> None:
+    nets = _networks(services["executor"])
+    assert nets and "default" not in nets
+    for name, svc in services.items():
+        if name not in ("executor", "worker"):
+            assert not nets & _networks(svc), f"{name} shares a network with the executor"
+    for net in nets:
+        assert compose["networks"][net].get("internal") is True, f"{net}: no route out of the sandbox network"
+
+
+def test_tool_workers_send_python_calls_to_the_executor(services: dict[str, dict[str, Any]]) -> None:
+    executor, worker = services["executor"], services["worker"]
+    assert "tool" in _command(worker)[_command(worker).index("--queues") + 1].split(",")
+    wenv, xenv = _env(worker), _env(executor)
+    url = urlsplit(wenv["SWARM_PYTHON_EXECUTOR_URL"])
+    port = _command(executor)[_command(executor).index("--port") + 1]
+    assert (url.scheme, url.hostname, url.port) == ("http", "executor", int(port))
+    assert wenv["SWARM_EXECUTOR_TOKEN"] == xenv["SWARM_EXECUTOR_TOKEN"]
+    for var in xenv:  # the same limits on both sides (the worker's timeout waits for the executor's)
+        if var.startswith("SWARM_PYTHON_"):
+            assert wenv.get(var) == xenv[var], var
+    assert _networks(worker) >= {"default"} and _networks(worker) & _networks(executor)
+    assert worker["depends_on"]["executor"]["condition"] == "service_healthy"
+    s = Settings(_env_file=None, python_executor_url=wenv["SWARM_PYTHON_EXECUTOR_URL"], executor_token="t")
+    assert s.python_executor_url == "http://executor:8790"
+    # Every other service that consumes the tool queue would run model code itself.
+    for name, svc in services.items():
+        cmd = _command(svc)
+        if cmd[:2] == ["swarm", "worker"] and "tool" in cmd[cmd.index("--queues") + 1].split(","):
+            assert "SWARM_PYTHON_EXECUTOR_URL" in _env(svc), name
+
+
+def test_executor_can_make_sandboxes_without_being_privileged(services: dict[str, dict[str, Any]]) -> None:
+    executor = services["executor"]
+    assert not executor.get("privileged")
+    assert str(executor["user"]).split(":")[0] not in ("0", "root")
+    assert executor["cap_drop"] == ["ALL"] and executor["cap_add"] == ["SYS_ADMIN"]
+    opts = set(executor["security_opt"])
+    assert {"no-new-privileges:true", "apparmor=unconfined", "systempaths=unconfined"} <= opts
+    assert not any(o.startswith("seccomp") for o in opts), "keep Docker's seccomp profile"
+    assert "/healthz" in " ".join(executor["healthcheck"]["test"])
+
+
+def test_dockerfile_installs_bubblewrap_before_dropping_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    install = text.index("apt-get install -y --no-install-recommends bubblewrap")
+    assert install < text.index("USER swarm")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Response
 from swarm import __version__
 from swarm.api.auth import Auth, Ctx
 from swarm.api.errors import error_responses
+from swarm.api.limits import ThreadedBodyRoute
 from swarm.api.schemas import (
     RUN_ID_PATTERN,
     AgentOut,
@@ -28,8 +29,10 @@ from swarm.api.schemas import (
 )
 from swarm.domain.status import RunStatus
 from swarm.runtime import run_spec
+from swarm.tools.executor import python_report
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+# A run's body may carry megabytes of base64 attachments: parsed and validated on a worker thread.
+router = APIRouter(prefix="/v1", tags=["runs"], route_class=ThreadedBodyRoute)
 
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="A run id (32 hex characters).")]
 
@@ -41,7 +44,7 @@ def links(run_id: str) -> dict[str, str]:
 
 
 @router.post("/runs", status_code=202, response_model=RunAccepted, summary="Submit a run",
-             responses=error_responses(400, 401, 403, 422, 503))
+             responses=error_responses(400, 401, 403, 413, 422, 503))
 def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> RunAccepted:
     """Start a swarm on `task`. Returns at once (202) with the run id; follow it with
     `GET /v1/runs/{id}/events`."""
@@ -115,5 +118,8 @@ def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
 @router.get("/info", response_model=ServerInfo, tags=["server"], summary="Who am I, and what is this server",
             responses=error_responses(401, 403))
 def info(auth: Auth, ctx: Ctx) -> ServerInfo:
+    isolation = python_report(ctx.settings)
     return ServerInfo(version=__version__, mode=ctx.backend.mode, tenant=auth.tenant, admin=auth.key.admin,
-                      key_prefix=auth.key.prefix, flower_url=ctx.flower_url or None)
+                      key_prefix=auth.key.prefix, flower_url=ctx.flower_url or None,
+                      python_isolation=str(isolation["python_isolation"]),
+                      python_isolation_available=bool(isolation["available"]))

@@ -1,0 +1,443 @@
+"""Where model-written code runs: a fork server inside bubblewrap, isolated from swarm itself.
+
+The ``python`` tool runs code a model wrote, and a model can be steered by anything it reads. So by
+default (``SWARM_PYTHON_ISOLATION=bwrap``) that code runs in a bubblewrap sandbox that has
+
+* no network (``SWARM_PYTHON_NETWORK=true`` shares the host's, database and broker included);
+* a read-only view of the system and of the Python installation only — not swarm's home, its
+  database file, its working directory (a ``.env``) or any other run's workspace;
+* its own PID namespace per call, so ``/proc`` shows no other process and every process the code
+  started is killed when the call ends;
+* a size-capped private tmpfs as its workspace and another as ``/tmp``;
+* a user id of its own, no capabilities, ``no_new_privs``, and limits on memory, CPU, file size,
+  open files and processes.
+
+Everything is fixed when the server starts (:mod:`swarm.tools.sandbox_server` says how a call runs);
+a request carries only file descriptors. Where bubblewrap is missing or the kernel refuses it,
+python calls fail with a tool error that says so, ``swarm doctor`` and ``swarm worker --check`` say
+why, and only ``SWARM_PYTHON_ISOLATION=off`` (reported in the logs and by ``/v1/info``) runs code
+without isolation.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import site
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from swarm.tools import sandbox_server as _server_module
+
+log = logging.getLogger(__name__)
+
+_INT_SIZE = 4
+#: How long a started server may take to fork a call before it is presumed wedged and replaced.
+_START_TIMEOUT = 30.0
+HARD_TIMEOUT_EXIT = _server_module.HARD_TIMEOUT_EXIT
+SOFT_TIMEOUT_EXIT = _server_module.SOFT_TIMEOUT_EXIT
+SETUP_FAILED_EXIT = _server_module.SETUP_FAILED_EXIT
+
+#: Read by the interpreter at start-up, so the same for every call; HOME is set per call.
+CHILD_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    # Numeric libraries start one thread (and arena) per core, which would eat the
+    # address-space limit before any user code runs.
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MALLOC_ARENA_MAX": "2",
+    "MPLBACKEND": "Agg",
+}
+_FLAGS = ("-I", "-S", "-B")
+#: What of /etc a Python program may need (shared libraries, time zone, certificates, fonts).
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "alternatives", "ssl",
+        "ca-certificates", "fonts", "mime.types", "passwd", "group", "nsswitch.conf", "matplotlibrc")
+_TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+class SandboxUnavailable(OSError):
+    """Isolation was asked for but cannot be had on this machine (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Fixed when a server starts: no request can change them."""
+
+    memory: int
+    cpu: int
+    fsize: int
+    nofile: int
+    nproc: int
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a server is started with; one server per distinct spec in a process."""
+
+    isolate: bool
+    network: bool
+    limits: Limits
+    soft_timeout: float
+    hard_timeout: float
+    work_bytes: int
+    tmp_bytes: int
+
+
+def interpreter() -> str:
+    # Never "python" from PATH: a pyenv shim costs ~100 ms per spawn. realpath() resolves any
+    # symlink to the real binary, except inside a venv, where the symlink is what finds
+    # pyvenv.cfg (and with it the venv's packages) and costs nothing extra.
+    if sys.prefix != sys.base_prefix:
+        return sys.executable
+    return os.path.realpath(sys.executable)
+
+
+@functools.cache
+def site_dirs(with_pth: bool) -> tuple[str, ...]:
+    """The site-packages directories (and, outside the sandbox, what their ``.pth`` files add).
+
+    Children run with ``-S`` because executing ``.pth`` files (editable-install finders,
+    setuptools' distutils hack, ...) can triple the interpreter's start-up time. In the sandbox only
+    real site-packages are visible: a ``.pth`` line may point anywhere, a source checkout with its
+    ``.env`` included.
+    """
+    dirs: list[str] = []
+    for d in site.getsitepackages():
+        if not os.path.isdir(d):
+            continue
+        dirs.append(d)
+        if not with_pth:
+            continue
+        for pth in sorted(Path(d).glob("*.pth")):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                for raw in pth.read_text("utf-8").splitlines():
+                    line = raw.strip()
+                    if not line or line.startswith(("#", "import ", "import\t")):
+                        continue
+                    extra = os.path.join(d, line)
+                    if os.path.isdir(extra) and extra not in dirs:
+                        dirs.append(extra)
+    return tuple(dirs)
+
+
+def _python_roots() -> list[str]:
+    """Directories that hold the interpreter, its standard library and site-packages."""
+    roots: list[str] = []
+    for d in (sys.base_prefix, sys.prefix, *site_dirs(False), os.path.dirname(interpreter())):
+        real = os.path.realpath(d)
+        for p in {d, real}:
+            if p.startswith("/usr/") or any(p == r or p.startswith(r + "/") for r in roots):
+                continue
+            roots.append(p)
+    return roots
+
+
+def bwrap_argv(bwrap: str, spec: SandboxSpec, as_root: bool) -> list[str]:
+    """The bubblewrap command line the server runs under (a pure function of its inputs)."""
+    # No --die-with-parent: it is tied to the *thread* that started bubblewrap (PR_SET_PDEATHSIG), so a
+    # worker thread ending would kill the server under every other thread's calls. The server exits
+    # instead when its control socket reaches EOF, i.e. when the process that started it is gone,
+    # and the whole sandbox (its PID namespace) goes with it.
+    argv = [bwrap, "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try"]
+    if not spec.network:
+        argv.append("--unshare-net")
+    # The server keeps what it needs to give each call its own namespaces and user id; the code
+    # it runs drops all of it (sandbox_server._become_user).
+    caps = ["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL", "CAP_DAC_READ_SEARCH"] if as_root \
+        else ["CAP_SYS_ADMIN"]
+    if as_root:
+        argv += ["--cap-drop", "ALL"]
+    else:
+        argv += ["--unshare-user", "--uid", "65534", "--gid", "65534"]
+    for cap in caps:
+        argv += ["--cap-add", cap]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for top in _TOP_DIRS:
+        path = "/" + top
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    for name in _ETC:
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    made: set[str] = set()
+    for root in _python_roots():
+        # Parents are created traversable: a 0700 home (/root/.pyenv/...) would otherwise be copied
+        # as it is, and the call's own user id could not reach the standard library.
+        parent = os.path.dirname(root)
+        ancestors = []
+        while parent not in ("/", "") and parent not in made and not parent.startswith("/usr"):
+            ancestors.append(parent)
+            parent = os.path.dirname(parent)
+        for d in reversed(ancestors):
+            argv += ["--perms", "0755", "--dir", d]
+            made.add(d)
+        argv += ["--ro-bind", root, root]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/work", "--dir", "/tmp", "--chdir", "/", "--clearenv"]
+    return argv
+
+
+def _server_config(spec: SandboxSpec) -> str:
+    as_root = os.geteuid() == 0
+    return json.dumps({
+        "isolate": spec.isolate, "root": as_root, "limits": asdict(spec.limits),
+        "soft_timeout": spec.soft_timeout, "hard_timeout": spec.hard_timeout,
+        "work_bytes": spec.work_bytes, "tmp_bytes": spec.tmp_bytes,
+        "site_paths": list(site_dirs(not spec.isolate)), "env": CHILD_ENV,
+        # Per-call user ids of this process's server: an unused range far above real accounts.
+        "uid_base": 1_000_000_000 + (os.getpid() % 100_000) * 1000, "uid_span": 1000,
+    })
+
+
+@functools.cache
+def _source() -> str:
+    return Path(_server_module.__file__).read_text("utf-8").replace('if __name__ == "__main__":', "if True:")
+
+
+def server_command(spec: SandboxSpec, control_fd: int) -> list[str]:
+    cmd = [interpreter(), *_FLAGS, "-c", _source(), _server_config(spec), str(control_fd)]
+    if not spec.isolate:
+        return cmd
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt-get install "
+                                 "bubblewrap) or set SWARM_PYTHON_ISOLATION=off to run model code without "
+                                 "isolation (unsafe for untrusted models)")
+    return [*bwrap_argv(bwrap, spec, os.geteuid() == 0), "--", *cmd]
+
+
+class SandboxChild:
+    """One call's process, as seen from the requester. ``exit_fd`` turns readable once it was reaped."""
+
+    def __init__(self, pid: int, pidfd: int, stdin: int, stdout: int, stderr: int, chan: socket.socket) -> None:
+        self.pid, self._pidfd = pid, pidfd
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self._chan = chan
+        self.returncode: int | None = None
+        self._done = False
+
+    @property
+    def exit_fd(self) -> int:
+        return self._chan.fileno()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code once the call ended, like ``Popen.wait`` (raises ``subprocess.TimeoutExpired``).
+        None if the server died before reporting it."""
+        if not self._done:
+            if not select.select([self._chan], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired("python", timeout or 0.0)
+            data = self._chan.recv(_INT_SIZE, socket.MSG_WAITALL)
+            self.returncode = int.from_bytes(data, "big", signed=True) if len(data) == _INT_SIZE else None
+            self._done = True
+        return self.returncode
+
+    def kill(self) -> None:
+        """Kill the call: with isolation its whole PID namespace goes with it."""
+        if self._pidfd >= 0 and not self._done:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def close_stdin(self) -> None:
+        if self.stdin >= 0:
+            os.close(self.stdin)
+            self.stdin = -1
+
+    def close(self) -> None:
+        self._chan.close()
+        for fd in (self.stdin, self.stdout, self.stderr, self._pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self.stdin = self.stdout = self.stderr = self._pidfd = -1
+
+
+def _check_started(msg: bytes, fds: list[int]) -> None:
+    if len(msg) != _INT_SIZE or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionResetError("the python sandbox closed the call's channel")
+
+
+class SandboxServer:
+    """Starts the server lazily (once per process and spec, again after a fork or a crash)."""
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._owner = 0
+        self._control: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        atexit.register(self.close)
+        os.register_at_fork(after_in_child=self._forget)
+
+    def launch(self, workspace: Path) -> SandboxChild:
+        """Start one call with ``workspace`` as its files; retried once on a fresh server."""
+        for attempt in (1, 2):
+            control = self._ensure_started()
+            try:
+                return self._request(control, workspace)
+            except (ConnectionError, BrokenPipeError) as e:
+                self._stop()
+                if attempt == 2:
+                    raise SandboxUnavailable(f"the python sandbox is unreachable: {e}") from e
+        raise AssertionError("unreachable")
+
+    def _request(self, control: socket.socket, workspace: Path) -> SandboxChild:
+        pipes = [os.pipe() for _ in range(3)]
+        ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
+        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        mine, chan = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ws = -1
+        try:
+            ws = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            socket.send_fds(control, [b"run"], [*theirs, ws, chan.fileno()])
+            mine.settimeout(_START_TIMEOUT)
+            try:
+                msg, fds, _, _ = socket.recv_fds(mine, _INT_SIZE, 1)
+            except TimeoutError as e:
+                raise ConnectionResetError("the python sandbox did not start the call") from e
+            mine.settimeout(None)
+            _check_started(msg, fds)
+        except BaseException:
+            mine.close()
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            chan.close()
+            if ws >= 0:
+                os.close(ws)
+            for fd in theirs:
+                os.close(fd)
+        for fd in ours:
+            os.set_inheritable(fd, False)
+        return SandboxChild(int.from_bytes(msg, "big", signed=True), fds[0], ours[0], ours[1], ours[2], mine)
+
+    def _forget(self) -> None:
+        """In a forked child (a prefork worker): the server belongs to the parent. Drop our end of
+        its control socket, so it still exits with the parent, and start afresh if needed."""
+        if self._control is not None:
+            with contextlib.suppress(OSError):
+                self._control.close()
+        self._lock = threading.Lock()
+        self._owner, self._proc, self._control = 0, None, None
+
+    def _ensure_started(self) -> socket.socket:
+        with self._lock:
+            if self._proc is None or self._control is None or self._proc.poll() is not None:
+                self._start()
+            assert self._control is not None
+            return self._control
+
+    def _start(self) -> None:
+        self._stop_locked()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            cmd = server_command(self.spec, theirs.fileno())
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                                          start_new_session=True, env={})
+        except OSError as e:
+            ours.close()
+            if isinstance(e, SandboxUnavailable):
+                raise
+            raise SandboxUnavailable(f"could not start the python sandbox: {e}") from e
+        finally:
+            theirs.close()
+        ours.set_inheritable(False)
+        self._owner, self._control = os.getpid(), ours
+        if self.spec.isolate:
+            log.debug("python sandbox server %d started", self._proc.pid)
+        else:
+            log.warning("python tool code runs WITHOUT isolation (SWARM_PYTHON_ISOLATION=off): it can reach "
+                        "everything this process can; server %d", self._proc.pid)
+
+    def _stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        if self._proc is not None and self._owner == os.getpid():
+            if self._control is not None:
+                self._control.close()  # the server sees EOF and exits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=2)
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc, self._control, self._owner = None, None, 0
+
+    @property
+    def pid(self) -> int | None:
+        """The running server's pid (None before the first call)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def close(self) -> None:
+        self._stop()
+
+
+_servers: dict[SandboxSpec, SandboxServer] = {}
+_servers_lock = threading.Lock()
+
+
+def server_for(spec: SandboxSpec) -> SandboxServer:
+    with _servers_lock:
+        server = _servers.get(spec)
+        if server is None:
+            server = _servers[spec] = SandboxServer(spec)
+        return server
+
+
+def running_server_pids() -> list[int]:
+    """This process's running sandbox servers (benchmarks measure their CPU)."""
+    with _servers_lock:
+        return [pid for s in _servers.values() if (pid := s.pid) is not None]
+
+
+@functools.cache
+def probe(network: bool = False) -> str | None:
+    """None if bubblewrap isolation works on this machine, else why not (cached per process)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return ("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap); set "
+                "SWARM_PYTHON_ISOLATION=off to run model code without isolation (unsafe)")
+    spec = SandboxSpec(isolate=True, network=network, limits=Limits(1 << 30, 5, 1 << 20, 64, 64),
+                       soft_timeout=5.0, hard_timeout=5.0, work_bytes=1 << 20, tmp_bytes=1 << 20)
+    argv = [*bwrap_argv(bwrap, spec, os.geteuid() == 0), "--", interpreter(), *_FLAGS, "-c",
+            "import ctypes; print('ok')"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={}, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bubblewrap could not be run: {e}"
+    if out.returncode != 0 or out.stdout.strip() != "ok":
+        detail = (out.stderr or out.stdout).strip().splitlines()
+        return (f"bubblewrap refused to start a sandbox ({detail[-1] if detail else f'exit {out.returncode}'}); "
+                "the kernel may forbid user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run the "
+                "worker in a container that allows them); set SWARM_PYTHON_ISOLATION=off to run model code "
+                "without isolation (unsafe)")
+    return None
+
+
+def isolation_report(mode: str, network: bool) -> dict[str, object]:
+    """What ``swarm doctor``, ``swarm worker --check`` and ``/v1/info`` say about model code."""
+    if mode == "off":
+        return {"python_isolation": "off", "available": True, "network": True,
+                "detail": "python tool code runs as swarm's own user, without isolation (SWARM_PYTHON_ISOLATION=off)"}
+    why = probe(network)
+    return {"python_isolation": mode, "available": why is None, "network": network,
+            "detail": why or "bubblewrap sandbox: no network, read-only system, private workspace, "
+                             "a PID namespace and a user id per call"}

@@ -1,0 +1,463 @@
+"""The program that runs model-written Python: a fork server, started once per worker process.
+
+This file is not imported by swarm: :mod:`swarm.tools.sandbox` reads its source and starts it as
+``python -I -S -B -c <source> <config> <control fd>``, inside bubblewrap when isolation is on. It
+uses the standard library only, and never runs user code itself; it forks a fresh child per call.
+
+Why a fork server: starting CPython costs ~10 ms of CPU even with ``-I -S``, forking a started one
+~1 ms (docs/benchmarks.md). Why inside the sandbox: the server is then as confined as its children
+(no network, read-only system, no view of swarm's files or processes), and every limit is fixed
+when it starts — a request carries file descriptors, never limits.
+
+Protocol, over a ``SOCK_SEQPACKET`` socketpair inherited at start (no path anyone could connect to):
+
+    requester → server   one message b"run" + five fds: stdin, stdout, stderr, the workspace
+                         directory (an ``O_DIRECTORY`` fd), the call's own channel socket
+    server → channel     4 bytes: the child's pid, with a pidfd of it (to kill it from outside)
+    server → channel     4 bytes: the exit code (``128 + N``: killed by signal N; 125: time limit)
+
+EOF on the control socket (the requester's process died) ends the server.
+
+With isolation, each call is three processes:
+
+* **M** (forked by the server) enters a new PID and mount namespace and waits for G;
+* **G** is PID 1 of that namespace: it mounts a fresh ``/proc``, a size-capped tmpfs on ``/work``
+  and on ``/tmp``, copies the workspace in through the directory fd, starts U, and when U ends (or
+  the time limit hits) kills every process left in the namespace, copies ``/work`` back and exits.
+  When PID 1 exits the kernel kills whatever is left, so nothing outlives the call;
+* **U** drops every privilege (a user id of its own — or a user namespace of its own when the
+  server is not root — no capabilities, ``no_new_privs``, resource limits including a process
+  count) and runs the code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+from typing import Any
+
+INT = struct.Struct("!i")
+#: Exit code of a call that hit its hard time limit (the soft limit raises inside the code).
+HARD_TIMEOUT_EXIT = 125
+#: Exit code of a call that the boot code ended because its soft time limit fired.
+SOFT_TIMEOUT_EXIT = 124
+#: Exit code when the sandbox itself could not be set up for a call.
+SETUP_FAILED_EXIT = 126
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_REC, _MS_PRIVATE = 0x4000, 1 << 18
+_PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
+_CAP_LAST = 63
+
+_libc: Any = None
+
+
+def _sys(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _unshare(flags: int) -> None:
+    _sys(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _sys(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                     ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+
+
+def _prctl(option: int, arg: int) -> None:
+    _sys(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                     ctypes.c_ulong(0)), "prctl")
+
+
+def _drop_bounding_set() -> None:
+    """No capability can ever be regained (needs CAP_SETPCAP; a no-op without it)."""
+    for cap in range(_CAP_LAST + 1):
+        failed = _libc.prctl(ctypes.c_int(_PR_CAPBSET_DROP), ctypes.c_ulong(cap), 0, 0, 0) != 0
+        if failed and ctypes.get_errno() == 22:  # EINVAL: past the last capability this kernel knows
+            break
+
+
+def _drop_capabilities() -> None:
+    """Empty the permitted, effective and inheritable sets of this thread."""
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    data = (ctypes.c_uint32 * 6)()
+    _sys(_libc.capset(header, data), "capset")
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- workspace copies
+
+
+def _copy_file(src: str, dst: str, mode: int) -> None:
+    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            while os.sendfile(dfd, sfd, None, 1 << 20):
+                pass
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def _copy_tree(src: str, dst: str, file_mode: int, dir_mode: int,
+               unchanged: dict[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, int]]:
+    """Regular files and directories only: symlinks, devices and fifos are never followed or copied.
+
+    Files whose (size, mtime) in ``src`` equal ``unchanged``'s are skipped, so the worker does not
+    see (and hash) every file as written again. Returns the (size, mtime) of the copies in ``dst``.
+    """
+    copied: dict[str, tuple[int, int]] = {}
+    for root, _dirs, files in os.walk(src, followlinks=False):
+        rel = os.path.relpath(root, src)
+        target = dst if rel == "." else os.path.join(dst, rel)
+        if rel != ".":
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(target, dir_mode)
+        for name in files:
+            path = os.path.join(root, name)
+            key = os.path.normpath(os.path.join(rel, name))
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if unchanged is not None and unchanged.get(key) == (st.st_size, st.st_mtime_ns):
+                    continue
+                out = os.path.join(target, name)
+                _copy_file(path, out, file_mode)
+                copied_st = os.stat(out)
+                copied[key] = (copied_st.st_size, copied_st.st_mtime_ns)
+            except OSError:
+                pass  # a file the code made unreadable or that vanished is simply not kept
+    return copied
+
+
+# --------------------------------------------------------------------------- the user's process
+
+
+def _limit(cfg: dict[str, Any]) -> None:
+    import resource as r
+
+    lim = cfg["limits"]
+    for kind, wanted in ((r.RLIMIT_AS, lim["memory"]), (r.RLIMIT_CPU, lim["cpu"]), (r.RLIMIT_FSIZE, lim["fsize"]),
+                         (r.RLIMIT_NOFILE, lim["nofile"]), (r.RLIMIT_NPROC, lim["nproc"]), (r.RLIMIT_CORE, 0)):
+        hard = r.getrlimit(kind)[1]
+        value = wanted if hard == r.RLIM_INFINITY else min(wanted, hard)
+        r.setrlimit(kind, (value, value))
+
+
+def _become_user(cfg: dict[str, Any], uid: int) -> None:
+    """Drop to an identity that owns nothing of swarm's and can gain nothing back."""
+    if cfg["root"]:
+        # A user id of the call's own: RLIMIT_NPROC then counts this call's processes only, and
+        # nothing on the host belongs to it. Changing every uid away from 0 clears capabilities.
+        _drop_bounding_set()
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    else:
+        # Not root: a user namespace of the call's own gives RLIMIT_NPROC the same meaning.
+        outer_uid, outer_gid = os.getuid(), os.getgid()
+        _unshare(_CLONE_NEWUSER)
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{outer_uid} {outer_uid} 1")
+        _write("/proc/self/gid_map", f"{outer_gid} {outer_gid} 1")
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _drop_capabilities()
+
+
+def _user(fds: list[int], cfg: dict[str, Any], uid: int, cwd: str | None) -> None:
+    """The user's process (U): never returns."""
+    code = SETUP_FAILED_EXIT
+    try:
+        os.setsid()
+        os.chdir("/work" if cwd is None else cwd)
+        for i, fd in enumerate(fds[:3]):
+            os.dup2(fd, i)
+        os.closerange(3, 1 << 16)
+        if cwd is None:
+            _become_user(cfg, uid)
+        else:
+            _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        os.umask(0o022)
+        _limit(cfg)
+        os.environ.clear()
+        os.environ.update(cfg["env"])
+        os.environ["HOME"] = os.getcwd()
+        code = _boot(cfg)
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(2, f"could not run the code: {type(e).__name__}: {e}\n".encode())
+    finally:
+        os._exit(code & 0xFF)
+
+
+def _boot(cfg: dict[str, Any]) -> int:
+    """Run the code read from stdin in a clean ``__main__``, like ``python -c`` would."""
+    import _signal
+    import _sitebuiltins
+    import builtins
+
+    soft_timeout = float(cfg["soft_timeout"])
+    sys.argv[:] = ["<code>"]
+    # What site.py would have provided; models do call exit().
+    builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+    builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+    builtins.help = _sitebuiltins._Helper()
+    cwd = os.getcwd()
+    sys.path[:] = [cwd, *sys.path, *cfg["site_paths"]]
+
+    class TimeLimitExceeded(BaseException):
+        pass
+
+    TimeLimitExceeded.__qualname__ = TimeLimitExceeded.__name__ = "TimeLimitExceeded"
+    TimeLimitExceeded.__module__ = "builtins"
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeLimitExceeded(f"the code ran longer than the {soft_timeout:g} s time limit")
+
+    src = sys.stdin.buffer.read().decode("utf-8", "replace")
+    # A clean __main__ of the code's own (this program's globals live in the old one), so pickling,
+    # tracebacks and ``if __name__ == "__main__"`` behave as under ``python -c``.
+    module = type(sys)("__main__")
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = module
+    main = module.__dict__
+    status: int = 0
+    try:
+        code = compile(src, "<code>", "exec")
+        _signal.signal(_signal.SIGALRM, on_alarm)
+        _signal.setitimer(_signal.ITIMER_REAL, soft_timeout)
+        try:
+            exec(code, main)
+        finally:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+    except SystemExit as e:
+        if e.code is None:
+            status = 0
+        elif isinstance(e.code, int):
+            status = e.code
+        else:
+            print(e.code, file=sys.stderr)
+            status = 1
+    except BaseException as e:
+        if isinstance(e, MemoryError):
+            main.clear()  # free the user's objects so the traceback can be printed
+        # The workspace must not shadow the modules that print the traceback.
+        sys.path[:] = [p for p in sys.path if p != cwd]
+        import linecache
+        import traceback
+
+        linecache.cache["<code>"] = (len(src), None, src.splitlines(True), "<code>")
+        entries, tb = [], e.__traceback__
+        while tb is not None:
+            entries.append(tb)
+            tb = tb.tb_next
+        if isinstance(e, TimeLimitExceeded) and len(entries) > 2:
+            entries[-2].tb_next = None  # hide on_alarm
+        traceback.print_exception(type(e), e, entries[1] if len(entries) > 1 else None)
+        status = SOFT_TIMEOUT_EXIT if isinstance(e, TimeLimitExceeded) else 1
+    # What interpreter shutdown would do: join threads, run atexit, flush.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+    return status
+
+
+# --------------------------------------------------------------------------- one isolated call
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else SETUP_FAILED_EXIT
+
+
+def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
+    """PID 1 of the call's namespace (G): never runs user code; never returns."""
+    code = SETUP_FAILED_EXIT
+    try:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.umask(0)
+        ws = f"/proc/self/fd/{fds[3]}"
+        _mount("none", "/", None, _MS_REC | _MS_PRIVATE)
+        opts = _MS_NOSUID | _MS_NODEV
+        _mount("tmpfs", "/work", "tmpfs", opts, f"size={cfg['work_bytes']},mode=0777")
+        _mount("tmpfs", "/tmp", "tmpfs", opts, f"size={cfg['tmp_bytes']},mode=1777")
+        restored = _copy_tree(ws, "/work", 0o666, 0o777)
+        _mount("proc", "/proc", "proc", opts | _MS_NOEXEC)
+        user = os.fork()
+        if user == 0:
+            _user(fds, cfg, uid, None)
+        os.close(fds[0])
+        pidfd = os.pidfd_open(user)
+        timed_out = not select.select([pidfd], [], [], float(cfg["hard_timeout"]))[0]
+        os.close(pidfd)
+        # PID 1 is not hit by kill(-1): this ends everything the code started, daemons included.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
+        status = None
+        while True:
+            try:
+                pid, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == user:
+                status = st
+        _copy_tree("/work", f"/proc/self/fd/{fds[3]}", 0o644, 0o755, unchanged=restored)
+        code = HARD_TIMEOUT_EXIT if timed_out else (_exit_code(status) if status is not None else SETUP_FAILED_EXIT)
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(fds[2], f"could not set up the sandbox for this call: {type(e).__name__}: {e}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def _isolated_call(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
+    """M: a new PID and mount namespace for the call, then wait for its PID 1 (G)."""
+    code = SETUP_FAILED_EXIT
+    try:
+        _unshare(_CLONE_NEWPID | _CLONE_NEWNS)
+        init = os.fork()
+        if init == 0:
+            _init(fds, cfg, uid)
+        for fd in fds[:4]:
+            os.close(fd)
+        code = _exit_code(os.waitpid(init, 0)[1])
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(fds[2], f"could not start the sandbox for this call: {type(e).__name__}: {e}\n".encode())
+    finally:
+        os._exit(code)
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _child(fds: list[int], cfg: dict[str, Any], seq: int) -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    # Only this call's descriptors: another call's channel held open here would keep its requester
+    # from ever seeing EOF if the server died.
+    keep = set(fds[:4])
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    if cfg["isolate"]:
+        _isolated_call(fds, cfg, cfg["uid_base"] + seq % cfg["uid_span"])
+    else:
+        _user(fds, cfg, 0, f"/proc/self/fd/{fds[3]}")
+
+
+def serve(config: str, control_fd: int) -> None:
+    """The server's loop: fork a child per request, report pids and exit codes on the call's channel."""
+    global _libc
+    cfg = json.loads(config)
+    _libc = ctypes.CDLL(None, use_errno=True)
+    # The first compile() in a process initialises parser state; done here it is shared by every
+    # child. Frozen objects stay out of the children's collections (which would copy every page).
+    exec(compile("pass", "<warm-up>", "exec"), {})
+    import _sitebuiltins  # noqa: F401  (what the children's boot imports)
+    import resource  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    control = socket.socket(fileno=control_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *a: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    running: dict[int, socket.socket] = {}
+    seq = 0
+    while True:
+        ready = select.select([control.fileno(), wake_r], [], [])[0]
+        if wake_r in ready:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    break
+                if info is None:
+                    break
+                pid = info.si_pid
+                if not cfg["isolate"]:
+                    # Kill what the code left in its session while its id cannot be reused yet.
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, signal.SIGKILL)
+                status = os.waitpid(pid, 0)[1]
+                chan = running.pop(pid, None)
+                if chan is not None:
+                    with contextlib.suppress(OSError):
+                        chan.sendall(INT.pack(_exit_code(status)))
+                    chan.close()
+        if control.fileno() in ready:
+            try:
+                msg, fds, _, _ = socket.recv_fds(control, 64, 5)
+            except OSError:
+                os._exit(0)
+            if not msg and not fds:
+                os._exit(0)  # the requester is gone
+            if len(fds) != 5:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            seq += 1
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                _child(fds, cfg, seq)
+            for fd in fds[:4]:
+                os.close(fd)
+            chan = socket.socket(fileno=fds[4])
+            running[pid] = chan
+            try:
+                pidfd = os.pidfd_open(pid)
+                try:
+                    socket.send_fds(chan, [INT.pack(pid)], [pidfd])
+                finally:
+                    os.close(pidfd)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
