@@ -87,3 +87,19 @@ def cpu_by_group(before: dict[int, tuple[int, str, float]], after: dict[int, tup
         totals[name] = round(totals.get(name, 0.0) + spent, 2)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and every live descendant (each including the children it reaped):
+    the python sandbox's calls are reaped inside bubblewrap, below the process swarm started."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            total += table[pid][2]
+            todo.extend(children.get(pid, ()))
+    return total

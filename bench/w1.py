@@ -42,13 +42,13 @@ from typing import Any
 
 import httpx
 
-from bench.common import cpu_seconds, write_results
+from bench.common import tree_cpu_seconds, write_results
 from bench.floor import FloorResult, budgets, run_floor, w1_task
 from swarm.config import Settings
 from swarm.runtime import LocalRuntime, run_spec
 from swarm.sim import SimConfig, SimServer
 from swarm.store.types import RunSummary
-from swarm.tools import python_exec
+from swarm.tools import sandbox
 from swarm.tools.base import ToolContext
 from swarm.tools.python_exec import PythonTool
 
@@ -65,7 +65,7 @@ class Cpu:
     Unlike wall time, CPU time hardly moves when other work shares the machine, so it is the
     steadier way to compare the two players: ``driver_seconds`` is what the floor or swarm itself
     burnt (this process minus the in-process model server's thread), ``children_seconds`` the
-    python tool's processes (interpreters started per call, or the fork server and its children).
+    python tool's processes (its sandbox servers and every call they ran).
     """
 
     self_seconds: float = 0.0
@@ -86,9 +86,8 @@ def _sim_thread_cpu() -> float:
 
 def _cpu_now() -> tuple[float, float, float]:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    # The python tool's children belong to its fork server, still running: count its CPU too.
-    server = python_exec.fork_server_pid()
-    tools = kids.ru_utime + kids.ru_stime + (cpu_seconds(server) if server else 0.0)
+    # The python tool's calls belong to its sandbox servers, still running: count their trees too.
+    tools = kids.ru_utime + kids.ru_stime + sum(tree_cpu_seconds(pid) for pid in sandbox.running_server_pids())
     return me.ru_utime + me.ru_stime, _sim_thread_cpu(), tools
 
 

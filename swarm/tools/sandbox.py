@@ -38,6 +38,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from swarm.retry import RetryPolicy
+from swarm.tools import sandbox_boot as _boot_module
 from swarm.tools import sandbox_server as _server_module
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,11 @@ log = logging.getLogger(__name__)
 _INT_SIZE = 4
 #: How long a started server may take to fork a call before it is presumed wedged and replaced.
 _START_TIMEOUT = 30.0
+#: A call the server could not take (it died, or hung past _START_TIMEOUT) is tried once more on
+#: a fresh server, at once.
+LAUNCH_RETRY = RetryPolicy(attempts=2, base=0.0, cap=0.0)
 HARD_TIMEOUT_EXIT = _server_module.HARD_TIMEOUT_EXIT
-SOFT_TIMEOUT_EXIT = _server_module.SOFT_TIMEOUT_EXIT
+SOFT_TIMEOUT_EXIT = _boot_module.SOFT_TIMEOUT_EXIT
 SETUP_FAILED_EXIT = _server_module.SETUP_FAILED_EXIT
 
 #: Read by the interpreter at start-up, so the same for every call; HOME is set per call.
@@ -67,6 +72,16 @@ _FLAGS = ("-I", "-S", "-B")
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "alternatives", "ssl",
         "ca-certificates", "fonts", "mime.types", "passwd", "group", "nsswitch.conf", "matplotlibrc")
 _TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+#: Where each call mounts a fresh tmpfs. A Python installation under one of them (a virtual
+#: environment in /tmp, say) is also bound at a stash path, and bound back over the fresh tmpfs.
+_PER_CALL_MOUNTS = ("/work", "/tmp")
+_STASH = "/.swarm-python"
+
+
+def hidden_roots() -> list[tuple[str, str]]:
+    """(stash path, real path) of the Python directories a call's own tmpfs would hide."""
+    under = [r for r in _python_roots() if any(r == m or r.startswith(m + "/") for m in _PER_CALL_MOUNTS)]
+    return [(f"{_STASH}/{i}", r) for i, r in enumerate(under)]
 
 
 class SandboxUnavailable(OSError):
@@ -188,6 +203,8 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, as_root: bool) -> list[str]:
             argv += ["--perms", "0755", "--dir", d]
             made.add(d)
         argv += ["--ro-bind", root, root]
+    for stash, root in hidden_roots():
+        argv += ["--ro-bind", root, stash]
     argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/work", "--dir", "/tmp", "--chdir", "/", "--clearenv"]
     return argv
 
@@ -195,7 +212,7 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, as_root: bool) -> list[str]:
 def _server_config(spec: SandboxSpec) -> str:
     as_root = os.geteuid() == 0
     return json.dumps({
-        "isolate": spec.isolate, "root": as_root, "limits": asdict(spec.limits),
+        "isolate": spec.isolate, "root": as_root, "limits": asdict(spec.limits), "rebind": hidden_roots(),
         "soft_timeout": spec.soft_timeout, "hard_timeout": spec.hard_timeout,
         "work_bytes": spec.work_bytes, "tmp_bytes": spec.tmp_bytes,
         "site_paths": list(site_dirs(not spec.isolate)), "env": CHILD_ENV,
@@ -204,9 +221,18 @@ def _server_config(spec: SandboxSpec) -> str:
     })
 
 
+_BOOT_IMPORT = "from swarm.tools.sandbox_boot import boot"
+_FUTURE = "from __future__ import annotations\n"
+
+
 @functools.cache
 def _source() -> str:
-    return Path(_server_module.__file__).read_text("utf-8").replace('if __name__ == "__main__":', "if True:")
+    """The server's program: the boot's source, then the server's without its import of it."""
+    boot = Path(_boot_module.__file__).read_text("utf-8")
+    server = Path(_server_module.__file__).read_text("utf-8")
+    assert _BOOT_IMPORT in server and _FUTURE in server
+    server = server.replace(_BOOT_IMPORT, "").replace(_FUTURE, "")
+    return boot + "\n" + server.replace('if __name__ == "__main__":', "if True:")
 
 
 def server_command(spec: SandboxSpec, control_fd: int) -> list[str]:
@@ -285,16 +311,19 @@ class SandboxServer:
         os.register_at_fork(after_in_child=self._forget)
 
     def launch(self, workspace: Path) -> SandboxChild:
-        """Start one call with ``workspace`` as its files; retried once on a fresh server."""
-        for attempt in (1, 2):
-            control = self._ensure_started()
+        """Start one call with ``workspace`` as its files; retried (LAUNCH_RETRY) on a fresh server."""
+        def once() -> SandboxChild:
+            control = self._ensure_started()  # raises SandboxUnavailable, never retried
             try:
                 return self._request(control, workspace)
-            except (ConnectionError, BrokenPipeError) as e:
+            except ConnectionError:  # BrokenPipeError included
                 self._stop()
-                if attempt == 2:
-                    raise SandboxUnavailable(f"the python sandbox is unreachable: {e}") from e
-        raise AssertionError("unreachable")
+                raise
+
+        try:
+            return LAUNCH_RETRY.call(once, (ConnectionError,))
+        except ConnectionError as e:
+            raise SandboxUnavailable(f"the python sandbox is unreachable: {e}") from e
 
     def _request(self, control: socket.socket, workspace: Path) -> SandboxChild:
         pipes = [os.pipe() for _ in range(3)]

@@ -45,11 +45,11 @@ import struct
 import sys
 from typing import Any
 
+from swarm.tools.sandbox_boot import boot  # the boot's source is prepended at start
+
 INT = struct.Struct("!i")
 #: Exit code of a call that hit its hard time limit (the soft limit raises inside the code).
 HARD_TIMEOUT_EXIT = 125
-#: Exit code of a call that the boot code ended because its soft time limit fired.
-SOFT_TIMEOUT_EXIT = 124
 #: Exit code when the sandbox itself could not be set up for a call.
 SETUP_FAILED_EXIT = 126
 
@@ -57,6 +57,7 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
 _MS_REC, _MS_PRIVATE = 0x4000, 1 << 18
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _CAP_LAST = 63
@@ -207,90 +208,12 @@ def _user(fds: list[int], cfg: dict[str, Any], uid: int, cwd: str | None) -> Non
         os.environ.clear()
         os.environ.update(cfg["env"])
         os.environ["HOME"] = os.getcwd()
-        code = _boot(cfg)
+        code = boot(cfg)
     except BaseException as e:
         with contextlib.suppress(BaseException):
             os.write(2, f"could not run the code: {type(e).__name__}: {e}\n".encode())
     finally:
         os._exit(code & 0xFF)
-
-
-def _boot(cfg: dict[str, Any]) -> int:
-    """Run the code read from stdin in a clean ``__main__``, like ``python -c`` would."""
-    import _signal
-    import _sitebuiltins
-    import builtins
-
-    soft_timeout = float(cfg["soft_timeout"])
-    sys.argv[:] = ["<code>"]
-    # What site.py would have provided; models do call exit().
-    builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
-    builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
-    builtins.help = _sitebuiltins._Helper()
-    cwd = os.getcwd()
-    sys.path[:] = [cwd, *sys.path, *cfg["site_paths"]]
-
-    class TimeLimitExceeded(BaseException):
-        pass
-
-    TimeLimitExceeded.__qualname__ = TimeLimitExceeded.__name__ = "TimeLimitExceeded"
-    TimeLimitExceeded.__module__ = "builtins"
-
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeLimitExceeded(f"the code ran longer than the {soft_timeout:g} s time limit")
-
-    src = sys.stdin.buffer.read().decode("utf-8", "replace")
-    # A clean __main__ of the code's own (this program's globals live in the old one), so pickling,
-    # tracebacks and ``if __name__ == "__main__"`` behave as under ``python -c``.
-    module = type(sys)("__main__")
-    module.__builtins__ = builtins  # type: ignore[attr-defined]
-    sys.modules["__main__"] = module
-    main = module.__dict__
-    status: int = 0
-    try:
-        code = compile(src, "<code>", "exec")
-        _signal.signal(_signal.SIGALRM, on_alarm)
-        _signal.setitimer(_signal.ITIMER_REAL, soft_timeout)
-        try:
-            exec(code, main)
-        finally:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-    except SystemExit as e:
-        if e.code is None:
-            status = 0
-        elif isinstance(e.code, int):
-            status = e.code
-        else:
-            print(e.code, file=sys.stderr)
-            status = 1
-    except BaseException as e:
-        if isinstance(e, MemoryError):
-            main.clear()  # free the user's objects so the traceback can be printed
-        # The workspace must not shadow the modules that print the traceback.
-        sys.path[:] = [p for p in sys.path if p != cwd]
-        import linecache
-        import traceback
-
-        linecache.cache["<code>"] = (len(src), None, src.splitlines(True), "<code>")
-        entries, tb = [], e.__traceback__
-        while tb is not None:
-            entries.append(tb)
-            tb = tb.tb_next
-        if isinstance(e, TimeLimitExceeded) and len(entries) > 2:
-            entries[-2].tb_next = None  # hide on_alarm
-        traceback.print_exception(type(e), e, entries[1] if len(entries) > 1 else None)
-        status = SOFT_TIMEOUT_EXIT if isinstance(e, TimeLimitExceeded) else 1
-    # What interpreter shutdown would do: join threads, run atexit, flush.
-    threading = sys.modules.get("threading")
-    if threading is not None:
-        threading._shutdown()
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BaseException):
-            stream.flush()
-    return status
 
 
 # --------------------------------------------------------------------------- one isolated call
@@ -313,6 +236,10 @@ def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
         opts = _MS_NOSUID | _MS_NODEV
         _mount("tmpfs", "/work", "tmpfs", opts, f"size={cfg['work_bytes']},mode=0777")
         _mount("tmpfs", "/tmp", "tmpfs", opts, f"size={cfg['tmp_bytes']},mode=1777")
+        for stash, path in cfg["rebind"]:  # a Python installation the tmpfs just hid
+            os.makedirs(path, 0o755, exist_ok=True)
+            _mount(stash, path, None, _MS_BIND | _MS_REC)
+            _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_REC)
         restored = _copy_tree(ws, "/work", 0o666, 0o777)
         _mount("proc", "/proc", "proc", opts | _MS_NOEXEC)
         user = os.fork()

@@ -62,7 +62,9 @@ def test_a_chunked_body_is_cut_off_at_the_cap(api):
     with _connect(api) as sock:
         sock.sendall(_head(api.key(), "Transfer-Encoding: chunked\r\n"))
         sock.sendall(b'4\r\n{"a"\r\n')
-        for _ in range(2 * CAP // len(chunk)):
+        # Four bytes past the cap, then nothing more (no final chunk): a byte the server never reads
+        # would make its close a reset, which can discard the answer before it is read.
+        for _ in range(CAP // len(chunk)):
             sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
         status, body = _response(sock)
     assert status == 413 and body["error"] == "too_large"
