@@ -225,7 +225,7 @@ def demo(
 def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
     """The embedded demo's model is swarm's own simulator, whose python calls are known and benign:
     where bubblewrap is missing it runs them without isolation rather than failing, and says so."""
-    from swarm.tools.sandbox import probe
+    from swarm.tools.sandbox_spec import probe
 
     if tool != "python" or s.python_isolation == "off" or (why := probe(s.python_network)) is None:
         return s

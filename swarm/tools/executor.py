@@ -230,7 +230,7 @@ def python_report(settings: Settings) -> dict[str, object]:
         return {"python_isolation": "executor", "available": True, "network": False,
                 "detail": f"python tool code runs in the executor at {settings.python_executor_url} "
                           "(its own sandbox, without this worker's credentials)"}
-    from swarm.tools.sandbox import isolation_report
+    from swarm.tools.sandbox_spec import isolation_report
 
     return isolation_report(settings.python_isolation, settings.python_network)
 

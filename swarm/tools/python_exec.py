@@ -24,16 +24,8 @@ from typing import Any
 from swarm.config import Settings
 from swarm.constants import MAX_TOOL_OUTPUT_CHARS
 from swarm.tools.base import ToolContext, ToolResult
-from swarm.tools.sandbox import (
-    HARD_TIMEOUT_EXIT,
-    SETUP_FAILED_EXIT,
-    SOFT_TIMEOUT_EXIT,
-    Limits,
-    SandboxChild,
-    SandboxSpec,
-    probe,
-    server_for,
-)
+from swarm.tools.sandbox import HARD_TIMEOUT_EXIT, SETUP_FAILED_EXIT, SOFT_TIMEOUT_EXIT, SandboxChild, server_for
+from swarm.tools.sandbox_spec import Limits, SandboxSpec, probe
 
 log = logging.getLogger(__name__)
 

@@ -100,6 +100,12 @@ def _drop_capabilities() -> None:
     _sys(_libc.capset(header, data), "capset")
 
 
+def _say(fd: int, what: str, exc: BaseException) -> None:
+    """Tell the requester (on the call's stderr) why a call's process is about to exit."""
+    with contextlib.suppress(BaseException):
+        os.write(fd, f"{what}: {type(exc).__name__}: {exc}\n".encode())
+
+
 def _write(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -210,8 +216,7 @@ def _user(fds: list[int], cfg: dict[str, Any], uid: int, cwd: str | None) -> Non
         os.environ["HOME"] = os.getcwd()
         code = boot(cfg)
     except BaseException as e:
-        with contextlib.suppress(BaseException):
-            os.write(2, f"could not run the code: {type(e).__name__}: {e}\n".encode())
+        _say(2, "could not run the code", e)
     finally:
         os._exit(code & 0xFF)
 
@@ -263,8 +268,7 @@ def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
         _copy_tree("/work", f"/proc/self/fd/{fds[3]}", 0o644, 0o755, unchanged=restored)
         code = HARD_TIMEOUT_EXIT if timed_out else (_exit_code(status) if status is not None else SETUP_FAILED_EXIT)
     except BaseException as e:
-        with contextlib.suppress(BaseException):
-            os.write(fds[2], f"could not set up the sandbox for this call: {type(e).__name__}: {e}\n".encode())
+        _say(fds[2], "could not set up the sandbox for this call", e)
     finally:
         os._exit(code)
 
@@ -281,8 +285,7 @@ def _isolated_call(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
             os.close(fd)
         code = _exit_code(os.waitpid(init, 0)[1])
     except BaseException as e:
-        with contextlib.suppress(BaseException):
-            os.write(fds[2], f"could not start the sandbox for this call: {type(e).__name__}: {e}\n".encode())
+        _say(fds[2], "could not start the sandbox for this call", e)
     finally:
         os._exit(code)
 

@@ -179,13 +179,13 @@ def test_engine_run_with_python_on_the_executor_finishes_with_its_files(
 
 
 def test_worker_check_needs_no_local_sandbox_when_calls_go_to_an_executor(monkeypatch: pytest.MonkeyPatch) -> None:
-    from swarm.tools import sandbox
+    from swarm.tools import sandbox_spec
     from swarm.tools.executor import python_report
 
     def no_local_probe(*_: object) -> dict[str, object]:
         raise AssertionError("a worker with an executor must not need bubblewrap itself")
 
-    monkeypatch.setattr(sandbox, "isolation_report", no_local_probe)
+    monkeypatch.setattr(sandbox_spec, "isolation_report", no_local_probe)
     report = python_report(Settings(_env_file=None, python_executor_url="http://executor:8790"))
     assert report["available"] is True and report["python_isolation"] == "executor"
     assert "http://executor:8790" in str(report["detail"])

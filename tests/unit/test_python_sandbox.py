@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from swarm.config import Settings
-from swarm.tools import sandbox
+from swarm.tools import sandbox, sandbox_spec
 from swarm.tools.base import ToolContext
 from swarm.tools.python_exec import PythonTool
 
 
 @pytest.fixture(params=["bwrap", "off"])
 def isolation(request: pytest.FixtureRequest) -> str:
-    if request.param == "bwrap" and sandbox.probe() is not None:
-        pytest.fail(f"bubblewrap isolation is unavailable here: {sandbox.probe()}")
+    if request.param == "bwrap" and sandbox_spec.probe() is not None:
+        pytest.fail(f"bubblewrap isolation is unavailable here: {sandbox_spec.probe()}")
     return str(request.param)
 
 
@@ -113,7 +114,7 @@ def test_a_killed_server_is_replaced_on_the_next_call(tmp_path: Path, isolation:
     assert spec_server.pid not in (None, first)
 
 
-def PythonTool_spec(ctx: ToolContext) -> sandbox.SandboxSpec:
+def PythonTool_spec(ctx: ToolContext) -> sandbox_spec.SandboxSpec:
     from swarm.tools.python_exec import _spec
 
     return _spec(ctx.settings)
@@ -151,7 +152,7 @@ def test_the_server_exits_with_the_process_that_started_it(tmp_path: Path, isola
     script = textwrap.dedent(f"""\
         from pathlib import Path
         from swarm.config import Settings
-        from swarm.tools import sandbox
+        from swarm.tools import sandbox, sandbox_spec
         from swarm.tools.base import ToolContext
         from swarm.tools.python_exec import PythonTool
         ws = Path({str(tmp_path)!r}) / "ws"
@@ -197,9 +198,9 @@ def test_a_forked_worker_process_starts_a_server_of_its_own(tmp_path: Path, isol
 
 
 def test_bubblewrap_command_gives_no_network_and_no_view_of_swarm(tmp_path: Path) -> None:
-    spec = sandbox.SandboxSpec(isolate=True, network=False, limits=sandbox.Limits(1, 1, 1, 1, 1), soft_timeout=1,
-                               hard_timeout=1, work_bytes=1, tmp_bytes=1)
-    argv = sandbox.bwrap_argv("/usr/bin/bwrap", spec, as_root=True)
+    spec = sandbox_spec.SandboxSpec(isolate=True, network=False, limits=sandbox_spec.Limits(1, 1, 1, 1, 1),
+                                    soft_timeout=1, hard_timeout=1, work_bytes=1, tmp_bytes=1)
+    argv = sandbox_spec.bwrap_argv("/usr/bin/bwrap", spec, as_root=True)
     assert "--unshare-net" in argv
     assert "--unshare-pid" in argv
     assert "--clearenv" in argv
@@ -208,8 +209,7 @@ def test_bubblewrap_command_gives_no_network_and_no_view_of_swarm(tmp_path: Path
     assert "--bind" not in argv
     assert str(Path.home()) not in binds
     assert os.getcwd() not in binds
-    networked = sandbox.bwrap_argv("/usr/bin/bwrap", sandbox.SandboxSpec(**{**spec.__dict__, "network": True}),
-                                   as_root=True)
+    networked = sandbox_spec.bwrap_argv("/usr/bin/bwrap", dataclasses.replace(spec, network=True), as_root=True)
     assert "--unshare-net" not in networked
 
 
