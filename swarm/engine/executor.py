@@ -17,10 +17,12 @@ from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
 from swarm.domain import sanitize
 from swarm.domain.status import StepKind
+from swarm.domain.workspace import Quota
 from swarm.engine import prompts
+from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
-from swarm.engine.workspace import FileCache, Quota, Workspace
+from swarm.engine.workspace import Workspace
 from swarm.exceptions import (
     FenceLost,
     LLMAuthError,

@@ -15,37 +15,27 @@ would take the run past them is not saved, and the tool result tells the model w
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import re
 import shutil
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
 
-from swarm import constants as c
-from swarm.config import Settings
 from swarm.domain import sanitize
+from swarm.domain.workspace import Changes, FileChange, Quota, Tally
+from swarm.engine.file_cache import CHUNK_BYTES, FileCache
 from swarm.exceptions import StoreConflict
 from swarm.store.types import ArtifactInfo
 
-#: The default quotas (the settings' defaults; kept under their old names).
-MAX_FILE_BYTES = c.WORKSPACE_MAX_FILE_BYTES
-MAX_FILES = c.WORKSPACE_MAX_FILES
 #: ``artifacts.path`` is VARCHAR(512).
 MAX_PATH_CHARS = 512
-#: Files are hashed and copied in pieces of this size.
-CHUNK_BYTES = 1024 * 1024
-#: How many refused files a note names one by one (the rest are counted).
-NOTE_NAMES = 20
 
 log = logging.getLogger(__name__)
 
@@ -56,225 +46,6 @@ class ArtifactSource(Protocol):
     def artifact_index(self, run_id: str) -> list[ArtifactInfo]: ...
 
     def artifact_contents(self, run_id: str, files: Sequence[ArtifactInfo]) -> Iterator[tuple[str, str, bytes]]: ...
-
-
-@dataclass(frozen=True)
-class Quota:
-    """What one run may keep of the files its tool calls write."""
-
-    max_bytes: int = c.WORKSPACE_MAX_BYTES
-    max_files: int = c.WORKSPACE_MAX_FILES
-    max_file_bytes: int = c.WORKSPACE_MAX_FILE_BYTES
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Quota:
-        return cls(settings.workspace_max_bytes, settings.workspace_max_files, settings.workspace_max_file_bytes)
-
-
-class Tally:
-    """A run's files (path → size) and whether a new version of one of them fits the quota."""
-
-    def __init__(self, quota: Quota, sizes: Mapping[str, int]) -> None:
-        self.quota = quota
-        self.sizes = dict(sizes)
-        self.total = sum(self.sizes.values())
-
-    def refusal(self, path: str, size: int) -> str | None:
-        """Why ``size`` bytes at ``path`` cannot be kept, or None. What does not make the run's
-        files more or larger is kept even past a quota (one lowered since they were saved)."""
-        q = self.quota
-        if size > q.max_file_bytes:
-            return f"larger than the limit of {human_bytes(q.max_file_bytes)} per file"
-        old = self.sizes.get(path)
-        if old is None and len(self.sizes) >= q.max_files:
-            return f"the run already keeps the most files it may ({q.max_files})"
-        grow = size - (old or 0)
-        if grow > 0 and self.total + grow > q.max_bytes:
-            return (f"the run's files would exceed {human_bytes(q.max_bytes)} in total "
-                    f"({human_bytes(self.total)} already kept)")
-        return None
-
-    def add(self, path: str, size: int) -> None:
-        self.total += size - self.sizes.get(path, 0)
-        self.sizes[path] = size
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """A file the call created or modified, read from disk only when it is saved."""
-
-    path: str
-    source: Path
-    sha256: str
-    size: int
-
-    def read(self, limit: int) -> bytes:
-        """The file as it is now: at most ``limit + 1`` bytes (more than ``limit``: it grew too large)."""
-        fd = os.open(self.source, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            return f.read(limit + 1)
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A file that was not saved, and why."""
-
-    path: str
-    size: int
-    reason: str
-
-
-@dataclass
-class Changes:
-    """What a tool call changed in its workspace: the files to save, and those refused already."""
-
-    quota: Quota
-    files: dict[str, FileChange] = field(default_factory=dict)
-    #: The first NOTE_NAMES refused files; ``unlisted`` counts the others.
-    refused: list[Refused] = field(default_factory=list)
-    unlisted: int = 0
-
-    def refuse(self, path: str, size: int, reason: str) -> None:
-        if len(self.refused) < NOTE_NAMES:
-            self.refused.append(Refused(path, size, reason))
-        else:
-            self.unlisted += 1
-
-    def note_on(self, content: str, more: Sequence[Refused] = ()) -> str:
-        """``content`` (a tool result) with a note naming every file that was not saved: those
-        refused here and ``more`` (refused when committing)."""
-        refused = [*self.refused, *more]
-        if not refused:
-            return content
-        note = refusal_note(refused, self.unlisted, self.quota)
-        return f"{content.rstrip()}\n\n{note}" if content.strip() else note
-
-
-def refusal_note(refused: Sequence[Refused], unlisted: int, quota: Quota) -> str:
-    n = len(refused) + unlisted
-    files = "1 file" if n == 1 else f"{n} files"
-    lines = [f"[workspace: {files} written by this call {'was' if n == 1 else 'were'} NOT saved and will be "
-             f"missing from later calls. A run keeps at most {quota.max_files} files, "
-             f"{human_bytes(quota.max_bytes)} in total and {human_bytes(quota.max_file_bytes)} per file; "
-             "write fewer or smaller files (e.g. compress them, or keep only results).]"]
-    for r in refused[:NOTE_NAMES]:
-        shown = r.path if len(r.path) <= 200 else r.path[:200] + "…"
-        lines.append(f"- {shown} ({human_bytes(r.size)}): {r.reason}")
-    rest = n - min(len(refused), NOTE_NAMES)
-    if rest:
-        lines.append(f"- and {rest} more")
-    return "\n".join(lines)
-
-
-def human_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return "1 byte" if n == 1 else f"{n} bytes"
-
-
-# --------------------------------------------------------------------------- the local cache
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-#: A temporary file of the cache older than this was left by a process that died while writing it.
-_STALE_TMP_SECONDS = 3600.0
-
-
-class FileCache:
-    """This machine's copies of run files by content (``<root>/<sha[:2]>/<sha256>``), shared by its
-    worker processes: a file restored or saved here before is copied from disk instead of being
-    read from the database again. An entry is verified as it is copied out, so a damaged one is a
-    miss, never wrong content. Entries appear by atomic rename; the least recently used are
-    dropped once the cache is past ``max_bytes`` (checked after this process added to it)."""
-
-    def __init__(self, root: Path, max_bytes: int) -> None:
-        self.root = root
-        self.max_bytes = max_bytes
-        self._added = 0
-        self._lock = threading.Lock()
-
-    def _entry(self, sha: str) -> Path:
-        if not _SHA256.match(sha):
-            raise ValueError(f"not a sha256: {sha!r}")
-        return self.root / sha[:2] / sha
-
-    def copy_out(self, sha: str, target: Path) -> bool:
-        """Write the file with content ``sha`` to ``target``; False if the cache has no good copy."""
-        entry = self._entry(sha)
-        try:
-            src = open(entry, "rb")  # noqa: SIM115 - closed below, with the target
-        except OSError:
-            return False
-        digest = hashlib.sha256()
-        with src, open(target, "wb") as dst:
-            while chunk := src.read(CHUNK_BYTES):
-                digest.update(chunk)
-                dst.write(chunk)
-        if digest.hexdigest() != sha:
-            log.warning("cached file %s is damaged; dropping it", sha)
-            with contextlib.suppress(OSError):
-                entry.unlink()
-            return False
-        with contextlib.suppress(OSError):
-            os.utime(entry)  # recently used
-        return True
-
-    def add(self, source: Path, sha: str) -> None:
-        """Keep a copy of ``source``, whose content hashes to ``sha``. Best effort: a full disk or a
-        race with another process only means no copy."""
-        entry = self._entry(sha)
-        if entry.exists():
-            with contextlib.suppress(OSError):
-                os.utime(entry)
-            return
-        tmp: str | None = None
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
-            os.close(fd)
-            shutil.copyfile(source, tmp)  # a kernel-side copy: no Python buffers
-            size = os.stat(tmp).st_size
-            os.replace(tmp, entry)
-            tmp = None
-        except OSError as exc:
-            log.warning("could not cache a workspace file: %s", exc)
-            return
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        with self._lock:
-            self._added += size
-
-    def trim(self) -> None:
-        """Drop the least recently used entries until the cache is back under 90% of ``max_bytes``."""
-        with self._lock:
-            if not self._added:
-                return
-            self._added = 0
-        entries: list[tuple[float, int, str]] = []
-        now = time.time()
-        with contextlib.suppress(OSError), os.scandir(self.root) as subdirs:
-            for sub in subdirs:
-                if not sub.is_dir(follow_symlinks=False):
-                    continue
-                with contextlib.suppress(OSError), os.scandir(sub.path) as files:
-                    for e in files:
-                        with contextlib.suppress(OSError):
-                            st = e.stat(follow_symlinks=False)
-                            if e.name.startswith(".tmp-") and now - st.st_mtime < _STALE_TMP_SECONDS:
-                                continue  # another process is writing it
-                            entries.append((st.st_mtime, st.st_size, e.path))
-        total = sum(size for _, size, _ in entries)
-        if total <= self.max_bytes:
-            return
-        for _, size, path in sorted(entries):
-            if total <= self.max_bytes * 0.9:
-                break
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                total -= size
 
 
 # --------------------------------------------------------------------------- the workspace

@@ -38,9 +38,9 @@ from swarm.domain.status import (
     StepStatus,
     check_run_move,
 )
+from swarm.domain.workspace import Changes, Refused, Tally
 from swarm.engine import prompts
 from swarm.engine.planner import TurnKind, TurnPlan
-from swarm.engine.workspace import Changes, Refused, Tally
 from swarm.exceptions import FenceLost, NotFound, StateError, StoreConflict, StoreDataError, StoreUnavailable
 from swarm.llm.types import LLMResponse
 from swarm.store import conversation

@@ -31,7 +31,6 @@ from typing import IO, Any
 import httpx
 
 from swarm.config import Settings
-from swarm.engine.workspace import MAX_FILE_BYTES, MAX_FILES
 from swarm.tools.base import ToolContext, ToolResult
 
 log = logging.getLogger(__name__)
@@ -39,6 +38,8 @@ log = logging.getLogger(__name__)
 PATH = "/v1/python"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _SLACK_BYTES = 16 * 1024 * 1024  # tar headers, the code and result.json on top of the files
+#: Members a message may hold: far more files than a workspace tmpfs of reasonable size holds.
+_MAX_MEMBERS = 100_000
 _CLIENT_SLACK_SECONDS = 30.0  # the executor's grace, a wait for a free slot, the transfer
 _SLOT_WAIT_SECONDS = 10.0
 _DRAIN_BYTES = 1024 * 1024  # a refused request this small is read first, so the reply is not lost to a reset
@@ -58,19 +59,17 @@ def body_limit(settings: Settings) -> int:
 
 
 def _files_of(root: Path) -> Iterator[tuple[str, Path]]:
-    """(relative path, path) of the plain files under *root*, as the engine would save them."""
-    count = 0
+    """(relative path, path) of the plain files under *root*. Every one is sent: what the run may
+    keep is decided once, by the worker's workspace, which tells the model what it did not keep
+    (the request and answer are bounded by :func:`body_limit` as a whole)."""
     for p in sorted(root.rglob("*")):
-        if count >= MAX_FILES:
-            return
-        if p.is_symlink() or not p.is_file() or p.stat().st_size > MAX_FILE_BYTES:
+        if p.is_symlink() or not p.is_file():
             continue
         rel = p.relative_to(root).as_posix()
         try:
             rel.encode("utf-8")
         except UnicodeEncodeError:  # not storable anyway (Workspace.changed skips it)
             continue
-        count += 1
         yield rel, p
 
 
@@ -109,14 +108,14 @@ def _write(root: Path, rel: str, data: bytes) -> bool:
     return True
 
 
-def _members(tar: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:
+def _members(tar: tarfile.TarFile, limit: int) -> Iterator[tuple[str, bytes]]:
     """(name, data) of the tar's plain-file members, bounded in size and number."""
     for n, member in enumerate(tar):
-        if n > MAX_FILES + 1:
+        if n > _MAX_MEMBERS:
             raise _BadMessage("too many members")
         if not member.isreg():
             continue
-        if member.size > max(MAX_FILE_BYTES, _SLACK_BYTES):
+        if member.size > limit:
             raise _BadMessage(f"member {member.name!r} is too large")
         f = tar.extractfile(member)
         if f is not None:
@@ -186,21 +185,21 @@ def run_remote(code: str, ctx: ToolContext) -> ToolResult:
             return _unavailable(url, f"its answer is too large ({exc})")
     try:
         with answer, tarfile.open(fileobj=answer, mode="r:") as tar:
-            return _read_answer(tar, workspace)
+            return _read_answer(tar, workspace, limit)
     except (tarfile.TarError, _BadMessage, ValueError, OSError) as exc:
         return _unavailable(url, f"it sent a malformed answer ({exc})")
 
 
-def _read_answer(tar: tarfile.TarFile, workspace: Path) -> ToolResult:
+def _read_answer(tar: tarfile.TarFile, workspace: Path, limit: int) -> ToolResult:
     result: ToolResult | None = None
-    for name, data in _members(tar):
+    for name, data in _members(tar, limit):
         if name == "result.json":
             raw = json.loads(data)
             if not (isinstance(raw, dict) and isinstance(raw.get("content"), str)
                     and isinstance(raw.get("is_error"), bool) and isinstance(raw.get("meta", {}), dict)):
                 raise _BadMessage("result.json is not a tool result")
             result = ToolResult(raw["content"], raw["is_error"], raw.get("meta", {}))
-        elif (rel := _rel(name)) is not None and len(data) <= MAX_FILE_BYTES and not _write(workspace, rel, data):
+        elif (rel := _rel(name)) is not None and not _write(workspace, rel, data):
             log.warning("python executor returned %r, which cannot be written to the workspace", rel)
     if result is None:
         raise _BadMessage("no result.json")
@@ -266,7 +265,7 @@ class ExecutorServer(ThreadingHTTPServer):
             code: str | None = None
             sent: dict[str, str] = {}
             with tarfile.open(fileobj=body, mode="r:") as tar:
-                for name, data in _members(tar):
+                for name, data in _members(tar, self.limit):
                     if name == "code":
                         code = data.decode("utf-8", "replace")
                     elif (rel := _rel(name)) is not None and _write(tmp, rel, data):

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from swarm.domain.workspace import Quota
 from swarm.engine.executor import StepExecutor
-from swarm.engine.workspace import FileCache, Quota, Workspace
+from swarm.engine.file_cache import FileCache
+from swarm.engine.workspace import Workspace
 from swarm.llm.client import LLMClient
 from swarm.runtime import LocalRuntime, run_spec
 from swarm.sim.script import call_directive
