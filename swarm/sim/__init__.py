@@ -4,7 +4,7 @@
 ``#sim agents=100 tools=15 latency=1.0`` line in a run's prompt reshapes the swarm per run.
 """
 
-from swarm.sim.script import SimParams, parse_directive
+from swarm.sim.params import SimParams, parse_directive
 from swarm.sim.server import SimConfig, SimServer, create_app, serve
 
 __all__ = ["SimConfig", "SimParams", "SimServer", "create_app", "parse_directive", "serve"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from swarm.sim.script import FAULTS, SIM_TOOLS
+from swarm.sim.params import FAULTS, SIM_TOOLS
 from swarm.sim.server import SimConfig, serve
 
 

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from swarm.sim import script
-from swarm.sim.script import SimParams
+from swarm.sim.params import HttpFault, SimParams
 from swarm.threaded_server import ThreadedServer
 
 #: Bounds memory of a long-running sim; far above any test's request count.
@@ -123,7 +123,7 @@ _FAULT_MESSAGES = {
 }
 
 
-def _fault_response(fault: script.HttpFault) -> JSONResponse:
+def _fault_response(fault: HttpFault) -> JSONResponse:
     headers = None if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
     message = _FAULT_MESSAGES.get(fault.error_type, "simulated server error")
     return _error(fault.status, message, fault.error_type, headers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from swarm.sim.script import call_directive
+from swarm.sim.params import call_directive
 
 
 def task(code: str) -> str:

@@ -18,7 +18,7 @@ from swarm.engine.file_cache import FileCache
 from swarm.engine.workspace import Workspace
 from swarm.llm.client import LLMClient
 from swarm.runtime import LocalRuntime, run_spec
-from swarm.sim.script import call_directive
+from swarm.sim.params import call_directive
 from swarm.store.models import Message
 from swarm.store.store import StateStore, owner_id
 from swarm.store.types import Attachment

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from swarm.sim import script
-from swarm.sim.script import SimParams, parse_directive
+from swarm.sim import params, script
+from swarm.sim.params import SimParams, parse_directive
 
 ORCH_SYSTEM = "You are the orchestrator."
 DEFAULTS = SimParams()
@@ -112,20 +112,20 @@ def test_merged_applies_valid_values_and_ignores_the_rest() -> None:
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
-    ("429x2", script.HttpFault(429, "rate_limit_reached_error", 2)),
-    ("500x1", script.HttpFault(500, "server_error", 1)),
-    ("401", script.HttpFault(401, "invalid_authentication_error")),
-    ("403", script.HttpFault(403, "permission_denied_error")),
-    ("quota", script.HttpFault(429, "exceeded_current_quota_error")),
+    ("429x2", params.HttpFault(429, "rate_limit_reached_error", 2)),
+    ("500x1", params.HttpFault(500, "server_error", 1)),
+    ("401", params.HttpFault(401, "invalid_authentication_error")),
+    ("403", params.HttpFault(403, "permission_denied_error")),
+    ("quota", params.HttpFault(429, "exceeded_current_quota_error")),
     ("200", None), ("oops", None), (None, None),
 ])
-def test_parse_http_fault(spec: str | None, expected: script.HttpFault | None) -> None:
-    assert script.parse_http_fault(spec) == expected
+def test_parse_http_fault(spec: str | None, expected: params.HttpFault | None) -> None:
+    assert params.parse_http_fault(spec) == expected
 
 
 def test_only_transient_rate_limits_suggest_retry_after() -> None:
-    assert script.HttpFault(429, "rate_limit_reached_error", 2).retry_after == 0.05
-    assert script.HttpFault(429, "exceeded_current_quota_error").retry_after is None
+    assert params.HttpFault(429, "rate_limit_reached_error", 2).retry_after == 0.05
+    assert params.HttpFault(429, "exceeded_current_quota_error").retry_after is None
 
 
 # --------------------------------------------------------------------------- orchestrator
@@ -280,7 +280,7 @@ def test_fault_empty() -> None:
     assert "tool_calls" not in msg
 
 
-@pytest.mark.parametrize("fault", script.FAULTS)
+@pytest.mark.parametrize("fault", params.FAULTS)
 def test_every_fault_costs_one_extra_turn_then_the_swarm_completes(fault: str) -> None:
     engine = Engine(SimParams(agents=2, tools=1))
     final = engine.converse(ORCH_SYSTEM, f"Work.\n#sim fault={fault}")
