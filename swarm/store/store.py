@@ -13,7 +13,6 @@ Concurrency rules, which all methods follow:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -22,9 +21,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, LargeBinary, and_, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -38,27 +35,23 @@ from swarm.domain.status import (
     StepStatus,
     check_run_move,
 )
-from swarm.domain.workspace import Changes, Refused, Tally
+from swarm.domain.workspace import Changes
 from swarm.engine import prompts
 from swarm.engine.planner import TurnKind, TurnPlan
 from swarm.exceptions import FenceLost, NotFound, StateError, StoreConflict, StoreDataError, StoreUnavailable
 from swarm.llm.types import LLMResponse
-from swarm.store import conversation
+from swarm.store import artifacts, conversation
 from swarm.store import statements as sql
 from swarm.store.db import WriteGate, db_now, make_engine
 from swarm.store.export import ExportMixin
 from swarm.store.keys import KeysMixin
-from swarm.store.models import AGENTS, ARTIFACTS, DEFS, RUNS, STEPS
+from swarm.store.models import AGENTS, DEFS, RUNS, STEPS
 from swarm.store.types import AgentContext, AgentLimits, ArtifactInfo, Claim, RunSpec, StepRef
 from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
 REF_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)
 TIME_LIMIT = "time limit: the run exceeded its max wall time"
-#: A restore reads a run's files at most this many bytes at a time (several small files in one
-#: query, a larger file in pieces of this size): its memory does not grow with the files. (A
-#: piece costs several times its size on the way: the driver's buffer holds bytea as hex text.)
-ARTIFACT_READ_BYTES = 1024 * 1024
 #: What :meth:`StateStore._give_up` needs of a step.
 GIVE_UP_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.fence,
                 STEPS.c.attempt, STEPS.c.tool_name)
@@ -85,6 +78,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         # snapshot per statement anyway) autocommit saves the BEGIN and COMMIT/ROLLBACK round
         # trips of every claim and read. SQLite keeps transactions so writes stay behind the gate.
         self._auto = engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else None
+        self._files = artifacts.Reads(self.read)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:
@@ -138,7 +132,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             self._message(conn, run_id, orch_id, 0, "system", system)
             self._message(conn, run_id, orch_id, 1, "user", conversation.user_content(spec.task, spec.attachments))
             for att in spec.attachments:  # named as user_content names them to the model
-                self._put_artifact(conn, run_id, sanitize.text(att.name), att.data)
+                artifacts.put(conn, self.dialect, run_id, sanitize.text(att.name), att.data)
             ref = self._new_llm_step(conn, run_id, orch_id, 0)
             self._event(conn, run_id, "run_created", orch_id, None, {"task": sanitize.text(spec.task[:500])})
         return run_id, [ref]
@@ -358,7 +352,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             return self._commit_tool_at_once(claim, content, is_error)
         with self.tx() as conn:
             if changes is not None and files:
-                content = changes.note_on(content, self._save_files(conn, claim.run_id, changes))
+                content = changes.note_on(content, artifacts.save(conn, self.dialect, claim.run_id, changes))
             refs = self._deliver(conn, claim.step_id, content, is_error, StepStatus.RUNNING, claim.fence)
             self._event(conn, claim.run_id, "tool_done", claim.agent_id, claim.step_id,
                         {"tool": claim.tool_name, "error": is_error})
@@ -640,101 +634,17 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
         conn.execute(sql.INSERT_EVENT, {"run_id": run_id, "ts": time.time(), "type": type_, "agent_id": agent_id,
                                         "step_id": step_id, "data": data})
 
-    def _put_artifact(self, conn: Connection, run_id: str, path: str, data: bytes) -> None:
-        sha = hashlib.sha256(data).hexdigest()
-        values = {"data": data, "sha256": sha, "size": len(data), "updated_at": time.time()}
-        # An upsert: two parallel tool steps creating the same new file must not collide on
-        # the unique (run_id, path) key (an IntegrityError, which fails a step).
-        upsert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        conn.execute(upsert(ARTIFACTS).values(run_id=run_id, path=path, **values)
-                     .on_conflict_do_update(index_elements=[ARTIFACTS.c.run_id, ARTIFACTS.c.path], set_=values))
-
     # ------------------------------------------------------------- artifacts
 
-    def _save_files(self, conn: Connection, run_id: str, changes: Changes) -> list[Refused]:
-        """Save the changed files that fit the run's quota, reading one at a time; return those
-        that did not fit. The quota is checked against the run's files as committed: writers of
-        one run's files take turns (a transaction-scoped advisory lock on PostgreSQL; SQLite has a
-        single writer), so parallel tool calls cannot exceed it together."""
-        if self.dialect == "postgresql":
-            key = int.from_bytes(hashlib.sha256(f"artifacts:{run_id}".encode()).digest()[:8], "big", signed=True)
-            conn.execute(select(func.pg_advisory_xact_lock(key)))
-        sizes = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.size).where(ARTIFACTS.c.run_id == run_id)).all()
-        tally = Tally(changes.quota, {r.path: r.size for r in sizes})
-        refused: list[Refused] = []
-        for change in changes.files.values():
-            try:
-                data = change.read(changes.quota.max_file_bytes)
-            except OSError as exc:
-                refused.append(Refused(change.path, change.size, f"it could not be read ({exc.strerror or exc})"))
-                continue
-            if reason := tally.refusal(change.path, len(data)):
-                refused.append(Refused(change.path, len(data), reason))
-                continue
-            self._put_artifact(conn, run_id, change.path, data)
-            tally.add(change.path, len(data))
-            del data
-        return refused
-
     def artifact_index(self, run_id: str) -> list[ArtifactInfo]:
-        """A run's workspace files, without their bytes."""
-        with self.read() as conn:
-            rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at)
-                                .where(ARTIFACTS.c.run_id == run_id).order_by(ARTIFACTS.c.path)).all()
-        return [ArtifactInfo(r.path, r.sha256, r.size, r.updated_at) for r in rows]
+        return self._files.index(run_id)
 
     def artifact_contents(self, run_id: str, files: Sequence[ArtifactInfo], *,
-                          read_bytes: int = ARTIFACT_READ_BYTES) -> Iterator[tuple[str, str, bytes]]:
-        """``(path, sha256, piece)`` for each of ``files``, reading at most about ``read_bytes`` at a
-        time: small files several per query, a larger one in consecutive pieces (its own queries).
-        A file's pieces concatenate to its bytes; one read while a new version was being saved
-        has a different sha256 (the reader should try again). Files since removed are skipped."""
-        batch: list[str] = []
-        batch_bytes = 0
-        for info in files:
-            if info.size > read_bytes:
-                yield from self._artifact_pieces(run_id, info.path, read_bytes)
-                continue
-            if batch and (batch_bytes + info.size > read_bytes or len(batch) >= 500):
-                yield from self._artifact_batch(run_id, batch)
-                batch, batch_bytes = [], 0
-            batch.append(info.path)
-            batch_bytes += info.size
-        if batch:
-            yield from self._artifact_batch(run_id, batch)
-
-    def _artifact_batch(self, run_id: str, paths: list[str]) -> Iterator[tuple[str, str, bytes]]:
-        with self.read() as conn:
-            rows = list(conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
-                                     .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path.in_(paths))))
-        while rows:  # each row let go once written
-            r = rows.pop()
-            yield r.path, r.sha256, bytes(r.data)
-
-    def _artifact_pieces(self, run_id: str, path: str, read_bytes: int) -> Iterator[tuple[str, str, bytes]]:
-        offset = 0
-        while True:
-            # substr counts from 1, in bytes for bytea (PostgreSQL) and BLOB (SQLite).
-            piece = func.substr(ARTIFACTS.c.data, offset + 1, read_bytes, type_=LargeBinary)
-            with self.read() as conn:
-                row = conn.execute(select(ARTIFACTS.c.sha256, ARTIFACTS.c.size, piece.label("piece"))
-                                   .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path)).first()
-            if row is None:
-                return
-            data = bytes(row.piece or b"")
-            if offset == 0 or data:
-                yield path, row.sha256, data
-            offset += len(data)
-            if not data or offset >= row.size:
-                return
+                          read_bytes: int = artifacts.READ_BYTES) -> Iterator[tuple[str, str, bytes]]:
+        return self._files.contents(run_id, files, read_bytes=read_bytes)
 
     def artifacts(self, run_id: str) -> dict[str, tuple[str, bytes]]:
-        """path → (sha256, bytes) of a run's workspace files, all in memory: for inspection and
-        tests. Tool calls restore files with :meth:`artifact_contents`, about a MiB at a time."""
-        with self.read() as conn:
-            rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
-                                .where(ARTIFACTS.c.run_id == run_id)).all()
-        return {r.path: (r.sha256, bytes(r.data)) for r in rows}
+        return self._files.all(run_id)
 
     def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
         with self.read() as conn:
