@@ -14,7 +14,7 @@ from rich.tree import Tree
 from swarm.store.types import RunSummary
 
 STATUS_STYLE = {"running": "yellow", "succeeded": "green", "failed": "red", "cancelled": "magenta",
-                "queued": "cyan"}
+                "ready": "cyan", "waiting": "blue"}
 
 
 def styled(status: str) -> Text:

@@ -8,7 +8,6 @@ from swarm.exceptions import InvalidTransition
 
 
 class RunStatus(StrEnum):
-    QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -42,7 +41,6 @@ STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.C
 STEP_OPEN = frozenset({StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING})
 
 _RUN_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
     RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
     # Resume: a failed or cancelled run goes back to running and reuses what it committed.
     RunStatus.FAILED: frozenset({RunStatus.RUNNING}),

@@ -1,0 +1,19 @@
+"""The events a run records, one name each: the store writes them, the API streams them, the CLI's
+live view and the dashboard read them. The values are the wire format (``"type"`` in the events
+table, in SSE and in exports), so they never change once released."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    RUN_CREATED = "run_created"
+    RUN_RESUMED = "run_resumed"
+    RUN_DONE = "run_done"
+    SUBAGENT_DEFINED = "subagent_defined"
+    AGENT_STARTED = "agent_started"
+    AGENT_DONE = "agent_done"
+    LLM_DONE = "llm_done"
+    TOOL_DONE = "tool_done"
+    STEP_FAILED = "step_failed"
