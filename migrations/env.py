@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection, text
 
 from swarm.store.db import make_engine
+from swarm.store.migrate import sqlite_foreign_keys_off
 from swarm.store.models import Base
 
 config = context.config
@@ -37,7 +38,7 @@ def run_migrations_online() -> None:
         _run(conn)
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
-    with engine.connect() as connection:
+    with engine.connect() as connection, sqlite_foreign_keys_off(connection):
         _run(connection)
     engine.dispose()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from swarm.exceptions import ConfigError
 
@@ -32,11 +34,49 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+@contextmanager
+def sqlite_foreign_keys_off(conn: Connection) -> Iterator[None]:
+    """Foreign keys off on a SQLite connection for the duration, then as they were.
+
+    A SQLite migration that alters a table recreates it (copy, DROP, rename); with foreign keys on,
+    dropping ``runs`` would cascade and delete every agent, step and message of every run. SQLite
+    ignores the pragma inside a transaction, so it is set (and checked) before one begins.
+    No-op on other databases.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    was_on = conn.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    still_on = conn.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    conn.commit()
+    if still_on:
+        raise ConfigError("cannot turn SQLite foreign keys off for the migration (a transaction is open)")
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if was_on else 'OFF'}")
+        conn.commit()
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
+    with engine.connect() as conn, sqlite_foreign_keys_off(conn), conn.begin():
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        if down:
+            command.downgrade(cfg, revision)
+        else:
+            command.upgrade(cfg, revision)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    _migrate(engine, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Back to *revision* (operators' escape hatch, and the migration tests)."""
+    _migrate(engine, revision, down=True)
 
 
 def ensure_schema(engine: Engine, *, upgrade_if_needed: bool = True) -> None:

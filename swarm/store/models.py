@@ -7,12 +7,14 @@ Times are Unix epoch seconds (float). Lease and readiness times are set from the
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -26,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 
 #: JSONB on PostgreSQL, JSON text elsewhere.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -45,8 +49,19 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
+    """A CHECK that *column* holds one of the enum's values, named ``ck_<table>_<column>``.
+
+    Built from the enum so the database refuses exactly what the status machine does not know; a
+    change to the enum needs a migration (tests/integration/test_migrations.py compares the two).
+    """
+    listed = ", ".join(f"'{member.value}'" for member in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
+
+
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (one_of("status", RunStatus),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -79,6 +94,7 @@ class Run(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
+    __table_args__ = (one_of("status", AgentStatus),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -143,6 +159,8 @@ class Step(Base):
         UniqueConstraint("agent_id", "kind", "turn", "idx"),
         Index("ix_steps_open", "status", "lease_until"),
         Index("ix_steps_run_status", "run_id", "status"),
+        one_of("status", StepStatus),
+        one_of("kind", StepKind),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
