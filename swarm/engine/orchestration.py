@@ -1,11 +1,19 @@
-"""The orchestrator's tools, exactly as Kimi K2.5 defines them, and their argument checks."""
+"""The orchestrator's tools, exactly as Kimi K2.5 defines them, and their argument checks.
+
+The schemas are literal, not generated from the argument models below: they are Kimi's wire
+contract, trained into the model, and must reach it byte for byte (tests/unit/test_tool_arguments.py
+pins them and checks that the models validate the same fields).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.tools.arguments import Arguments, NonBlank
 from swarm.tools.base import tool_schema
 
 CREATE_SUBAGENT_SCHEMA = tool_schema(
@@ -35,21 +43,45 @@ ORCHESTRATION_SCHEMAS = [CREATE_SUBAGENT_SCHEMA, ASSIGN_TASK_SCHEMA]
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]{1,64}$")
 
 
+def _agent_name(name: str) -> str:
+    # Python's re, as always: pydantic's pattern= (Rust regex) reads "$" differently.
+    if not _NAME.match(name):
+        raise ValueError("not a usable agent name")
+    return name
+
+
+class CreateSubagentArgs(Arguments):
+    name: Annotated[str, AfterValidator(_agent_name)]
+    system_prompt: NonBlank
+
+    problems = {
+        "name": "create_subagent needs 'name': 1-64 letters, digits, spaces, '_', '-' or '.'. Got {value!r}.",
+        "system_prompt": "create_subagent needs a non-empty 'system_prompt' string.",
+    }
+
+
+def _non_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+class AssignTaskArgs(Arguments):
+    agent: Annotated[str, AfterValidator(_non_empty)]
+    prompt: NonBlank
+
+    problems = {
+        "agent": "assign_task needs 'agent': the name given to create_subagent.",
+        "prompt": "assign_task needs a non-empty 'prompt' string describing the task.",
+    }
+
+
 def check_create_subagent(args: dict[str, Any]) -> str | None:
     """An error message for the model, or None when the arguments are usable."""
-    name, prompt = args.get("name"), args.get("system_prompt")
-    if not isinstance(name, str) or not _NAME.match(name):
-        return ("create_subagent needs 'name': 1-64 letters, digits, spaces, '_', '-' or '.'. "
-                f"Got {name!r}.")
-    if not isinstance(prompt, str) or not prompt.strip():
-        return "create_subagent needs a non-empty 'system_prompt' string."
-    return None
+    parsed = CreateSubagentArgs.parse(args)
+    return None if isinstance(parsed, CreateSubagentArgs) else parsed
 
 
 def check_assign_task(args: dict[str, Any]) -> str | None:
-    agent, prompt = args.get("agent"), args.get("prompt")
-    if not isinstance(agent, str) or not agent:
-        return "assign_task needs 'agent': the name given to create_subagent."
-    if not isinstance(prompt, str) or not prompt.strip():
-        return "assign_task needs a non-empty 'prompt' string describing the task."
-    return None
+    parsed = AssignTaskArgs.parse(args)
+    return None if isinstance(parsed, AssignTaskArgs) else parsed

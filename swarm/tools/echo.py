@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import Field
 
+from swarm.tools.arguments import Arguments, ArgumentsTool
 from swarm.tools.base import ToolContext, ToolResult
 
 
-class EchoTool:
+class EchoArgs(Arguments):
+    text: str = Field(description="Text to return.")
+
+    problems = {"text": "argument 'text' is required and must be a string"}
+
+
+class EchoTool(ArgumentsTool[EchoArgs]):
     """Returns ``text`` unchanged."""
 
     name = "echo"
     description = "Return the given text unchanged."
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {"text": {"type": "string", "description": "Text to return."}},
-        "required": ["text"],
-        "additionalProperties": False,
-    }
-    uses_workspace = False
+    arguments = EchoArgs
 
-    def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        text = args.get("text")
-        if not isinstance(text, str):
-            return ToolResult("argument 'text' is required and must be a string", is_error=True)
-        return ToolResult(text)
+    def call(self, args: EchoArgs, ctx: ToolContext) -> ToolResult:
+        return ToolResult(args.text)

@@ -19,10 +19,12 @@ import subprocess
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+
+from pydantic import Field
 
 from swarm.config import Settings
 from swarm.constants import MAX_TOOL_OUTPUT_CHARS
+from swarm.tools.arguments import Arguments, ArgumentsTool, NonBlank
 from swarm.tools.base import ToolContext, ToolResult
 from swarm.tools.sandbox import HARD_TIMEOUT_EXIT, SETUP_FAILED_EXIT, SOFT_TIMEOUT_EXIT, SandboxChild, server_for
 from swarm.tools.sandbox_spec import Limits, SandboxSpec, probe
@@ -162,7 +164,13 @@ def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
     return f"killed by {name}"
 
 
-class PythonTool:
+class PythonArgs(Arguments):
+    code: NonBlank = Field(description="Python 3 source to run.")
+
+    problems = {"code": "argument 'code' is required and must be a non-empty string of Python source"}
+
+
+class PythonTool(ArgumentsTool[PythonArgs]):
     """Runs Python 3 code in a fresh, isolated process in the run's workspace."""
 
     name = "python"
@@ -172,19 +180,11 @@ class PythonTool:
         "calls and other agents. Only what the code prints (stdout/stderr) comes back, so "
         "print() every value you want to see. Time, memory and output size are limited; "
         "background processes are stopped when the code finishes.")
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {"code": {"type": "string", "description": "Python 3 source to run."}},
-        "required": ["code"],
-        "additionalProperties": False,
-    }
+    arguments = PythonArgs
     uses_workspace = True
 
-    def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        code = args.get("code")
-        if not isinstance(code, str) or not code.strip():
-            return ToolResult("argument 'code' is required and must be a non-empty string of "
-                              "Python source", is_error=True)
+    def call(self, args: PythonArgs, ctx: ToolContext) -> ToolResult:
+        code = args.code
         settings = ctx.settings
         if settings.python_executor_url:  # model code runs in `swarm executor`, not next to our credentials
             from swarm.tools.executor import run_remote

@@ -15,10 +15,12 @@ from typing import Any
 
 import httpcore
 import httpx
+from pydantic import Field
 
 from swarm.config import Settings
 from swarm.constants import MAX_TOOL_OUTPUT_CHARS
 from swarm.exceptions import ToolError
+from swarm.tools.arguments import Arguments, ArgumentsTool, NonBlank, WholeNumber
 from swarm.tools.base import ToolContext, ToolResult
 from swarm.tools.netguard import resolve_checked, split_url
 
@@ -259,7 +261,18 @@ def _read_body(resp: httpx.Response, deadline: _Deadline) -> tuple[bytes, bool]:
     return bytes(buf), False
 
 
-class WebFetchTool:
+class WebFetchArgs(Arguments):
+    url: NonBlank = Field(description="Absolute http:// or https:// URL.")
+    max_chars: WholeNumber = Field(
+        DEFAULT_MAX_CHARS, ge=1, description=f"Most characters of text to return (default {DEFAULT_MAX_CHARS}).")
+
+    problems = {
+        "url": "argument 'url' is required and must be a non-empty string (an absolute http:// or https:// URL)",
+        "max_chars": "argument 'max_chars' must be a positive integer",
+    }
+
+
+class WebFetchTool(ArgumentsTool[WebFetchArgs]):
     """GETs a public http(s) URL and returns its text, refusing private and local addresses."""
 
     name = "web_fetch"
@@ -268,18 +281,7 @@ class WebFetchTool:
         "text: HTML is converted to plain text, JSON and text are returned as is, binary files "
         "are only described. Redirects are followed. Private, local and cloud-metadata "
         "addresses are refused. Long documents are cut to max_chars.")
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "url": {"type": "string", "description": "Absolute http:// or https:// URL."},
-            "max_chars": {"type": "integer", "minimum": 1,
-                          "description": f"Most characters of text to return "
-                                         f"(default {DEFAULT_MAX_CHARS})."},
-        },
-        "required": ["url"],
-        "additionalProperties": False,
-    }
-    uses_workspace = False
+    arguments = WebFetchArgs
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
@@ -359,16 +361,8 @@ class WebFetchTool:
                     resp.close()
         raise ToolError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {raw_url}")
 
-    def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        raw_url = args.get("url")
-        if not isinstance(raw_url, str) or not raw_url.strip():
-            return ToolResult("argument 'url' is required and must be a non-empty string "
-                              "(an absolute http:// or https:// URL)", is_error=True)
-        max_chars = args.get("max_chars", DEFAULT_MAX_CHARS)
-        if isinstance(max_chars, float) and max_chars.is_integer():
-            max_chars = int(max_chars)
-        if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-            return ToolResult("argument 'max_chars' must be a positive integer", is_error=True)
+    def call(self, args: WebFetchArgs, ctx: ToolContext) -> ToolResult:
+        raw_url, max_chars = args.url, args.max_chars
         deadline = _Deadline(self.timeout)
         try:
             page = self._fetch(raw_url.strip(), deadline)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
+from pydantic import Field
 
 from swarm.config import Settings
 from swarm.exceptions import ToolError
+from swarm.tools.arguments import Arguments, ArgumentsTool, NonBlank, WholeNumber, at_most
 from swarm.tools.base import ToolContext, ToolResult
 
 DEFAULT_MAX_RESULTS = 5
@@ -92,24 +94,26 @@ def format_hits(query: str, hits: list[SearchHit]) -> str:
     return "\n".join(lines)
 
 
-class WebSearchTool:
+class WebSearchArgs(Arguments):
+    query: NonBlank = Field(description="What to search for.")
+    max_results: Annotated[WholeNumber, at_most(MAX_RESULTS)] = Field(
+        DEFAULT_MAX_RESULTS, ge=1, json_schema_extra={"maximum": MAX_RESULTS},
+        description=f"How many results (default {DEFAULT_MAX_RESULTS}).")
+
+    problems = {
+        "query": "argument 'query' is required and must be a non-empty string",
+        "max_results": f"argument 'max_results' must be an integer from 1 to {MAX_RESULTS}",
+    }
+
+
+class WebSearchTool(ArgumentsTool[WebSearchArgs]):
     """Searches the web through the configured :class:`SearchProvider`."""
 
     name = "web_search"
     description = (
         "Search the web. Returns a numbered list of results (title, URL, snippet); use "
         "web_fetch on a result's URL to read the page.")
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "query": {"type": "string", "description": "What to search for."},
-            "max_results": {"type": "integer", "minimum": 1, "maximum": MAX_RESULTS,
-                            "description": f"How many results (default {DEFAULT_MAX_RESULTS})."},
-        },
-        "required": ["query"],
-        "additionalProperties": False,
-    }
-    uses_workspace = False
+    arguments = WebSearchArgs
 
     def __init__(self, settings: Settings, provider: SearchProvider | None = None) -> None:
         if provider is None and settings.web_search_url:
@@ -117,19 +121,13 @@ class WebSearchTool:
         self.provider = provider
 
     def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        if self.provider is None:
+        if self.provider is None:  # said before any argument is looked at: no retry can help
             return ToolResult(NOT_CONFIGURED, is_error=True)
-        query = args.get("query")
-        if not isinstance(query, str) or not query.strip():
-            return ToolResult("argument 'query' is required and must be a non-empty string",
-                              is_error=True)
-        n = args.get("max_results", DEFAULT_MAX_RESULTS)
-        if isinstance(n, float) and n.is_integer():
-            n = int(n)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            return ToolResult(f"argument 'max_results' must be an integer from 1 to "
-                              f"{MAX_RESULTS}", is_error=True)
-        n = min(n, MAX_RESULTS)
+        return super().run(args, ctx)
+
+    def call(self, args: WebSearchArgs, ctx: ToolContext) -> ToolResult:
+        assert self.provider is not None  # run() answered for a missing one
+        query, n = args.query, args.max_results
         try:
             hits = self.provider.search(query.strip(), n)
         except ToolError as e:
