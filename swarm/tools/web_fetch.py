@@ -132,7 +132,7 @@ class _Borrowed(httpx.BaseTransport):
         return self._inner.handle_request(request)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class _Page:
     url: httpx.URL
     status: int
@@ -354,9 +354,9 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
                         body, truncated = b"", False
                     else:
                         body, truncated = _read_body(resp, deadline)
-                    return _Page(url, resp.status_code, resp.reason_phrase, ctype, body,
-                                 truncated, _kind(mime, body), resp.headers.get("content-length"),
-                                 hop)
+                    return _Page(url=url, status=resp.status_code, reason=resp.reason_phrase,
+                                 content_type=ctype, body=body, truncated=truncated, kind=_kind(mime, body),
+                                 length=resp.headers.get("content-length"), redirects=hop)
                 finally:
                     resp.close()
         raise ToolError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {raw_url}")
