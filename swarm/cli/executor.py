@@ -21,7 +21,8 @@ def executor(host: str = typer.Option("127.0.0.1", help="Address to listen on (0
 
     Give this process no database, broker or model settings: it needs none.
     """
-    from swarm.tools.executor import LOOPBACK, serve
+    from swarm.tools.executor import LOOPBACK
+    from swarm.tools.executor_server import serve
     from swarm.tools.sandbox_spec import isolation_report
 
     setup_logging(True)

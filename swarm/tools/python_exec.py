@@ -26,6 +26,7 @@ from swarm.config import Settings
 from swarm.constants import MAX_TOOL_OUTPUT_CHARS
 from swarm.tools.arguments import Arguments, ArgumentsTool, NonBlank
 from swarm.tools.base import ToolContext, ToolResult
+from swarm.tools.executor import run_remote
 from swarm.tools.sandbox import HARD_TIMEOUT_EXIT, SETUP_FAILED_EXIT, SOFT_TIMEOUT_EXIT, SandboxChild, server_for
 from swarm.tools.sandbox_spec import Limits, SandboxSpec, probe
 
@@ -187,8 +188,6 @@ class PythonTool(ArgumentsTool[PythonArgs]):
         code = args.code
         settings = ctx.settings
         if settings.python_executor_url:  # model code runs in `swarm executor`, not next to our credentials
-            from swarm.tools.executor import run_remote
-
             return run_remote(code, ctx)
         spec = _spec(settings)
         if spec.isolate and (why := probe(spec.network)) is not None:
