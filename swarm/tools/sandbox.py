@@ -77,7 +77,7 @@ CHILD_ENV = {
 def _server_config(spec: SandboxSpec) -> str:
     as_root = os.geteuid() == 0
     return json.dumps({
-        "isolate": spec.isolate, "root": as_root, "limits": asdict(spec.limits), "rebind": hidden_roots(),
+        "isolate": spec.isolate, "root": as_root, "limits": asdict(spec.limits), "relocate": hidden_roots(),
         "soft_timeout": spec.soft_timeout, "hard_timeout": spec.hard_timeout,
         "work_bytes": spec.work_bytes, "tmp_bytes": spec.tmp_bytes,
         "site_paths": list(site_dirs(not spec.isolate)), "env": CHILD_ENV,

@@ -57,7 +57,6 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
-_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 1, 32, 4096
 _MS_REC, _MS_PRIVATE = 0x4000, 1 << 18
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _CAP_LAST = 63
@@ -165,6 +164,38 @@ def _copy_tree(src: str, dst: str, file_mode: int, dir_mode: int,
 # --------------------------------------------------------------------------- the user's process
 
 
+def _relocate(cfg: dict[str, Any]) -> None:
+    """Point this interpreter at the stash paths of the Python directories the call's tmpfs hid.
+
+    A virtual environment under ``/work`` or ``/tmp`` disappears under the call's own tmpfs. It is
+    not bound back in place: under ``/work`` it would show up among the code's files (and be copied
+    out with them). The sandbox binds each such directory read-only at a stash path instead, and
+    the interpreter's paths (``sys.path``, the site directories, ``sys.executable`` for
+    subprocesses, and the search path of packages already imported) move there.
+    """
+    moves: list[tuple[str, str]] = [(str(path), str(stash)) for stash, path in cfg["relocate"]]
+    if not moves:
+        return
+
+    def moved(p: str) -> str:
+        for old, new in moves:
+            if p == old or p.startswith(old + "/"):
+                return new + p[len(old):]
+        return p
+
+    sys.path[:] = [moved(p) for p in sys.path]
+    cfg["site_paths"] = [moved(p) for p in cfg["site_paths"]]
+    for name in ("executable", "_base_executable", "prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+        value = getattr(sys, name, None)
+        if isinstance(value, str):
+            setattr(sys, name, moved(value))
+    for module in list(sys.modules.values()):
+        search = getattr(module, "__path__", None)
+        if isinstance(search, list):
+            search[:] = [moved(p) for p in search]
+    sys.path_importer_cache.clear()
+
+
 def _limit(cfg: dict[str, Any]) -> None:
     import resource as r
 
@@ -241,10 +272,7 @@ def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
         opts = _MS_NOSUID | _MS_NODEV
         _mount("tmpfs", "/work", "tmpfs", opts, f"size={cfg['work_bytes']},mode=0777")
         _mount("tmpfs", "/tmp", "tmpfs", opts, f"size={cfg['tmp_bytes']},mode=1777")
-        for stash, path in cfg["rebind"]:  # a Python installation the tmpfs just hid
-            os.makedirs(path, 0o755, exist_ok=True)
-            _mount(stash, path, None, _MS_BIND | _MS_REC)
-            _mount("none", path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_REC)
+        _relocate(cfg)
         restored = _copy_tree(ws, "/work", 0o666, 0o777)
         _mount("proc", "/proc", "proc", opts | _MS_NOEXEC)
         user = os.fork()

@@ -24,7 +24,8 @@ _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "a
         "ca-certificates", "fonts", "mime.types", "passwd", "group", "nsswitch.conf", "matplotlibrc")
 _TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: Where each call mounts a fresh tmpfs. A Python installation under one of them (a virtual
-#: environment in /tmp, say) is also bound at a stash path, and bound back over the fresh tmpfs.
+#: environment in /tmp, say) is also bound at a stash path, where the call's interpreter finds it
+#: (sandbox_server._relocate).
 _PER_CALL_MOUNTS = ("/work", "/tmp")
 _STASH = "/.swarm-python"
 
@@ -154,7 +155,10 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, as_root: bool) -> list[str]:
             argv += ["--perms", "0755", "--dir", d]
             made.add(d)
         argv += ["--ro-bind", root, root]
-    for stash, root in hidden_roots():
+    if stashed := hidden_roots():
+        # Traversable by the call's own user id, which owns nothing here (bubblewrap makes 0700).
+        argv += ["--perms", "0755", "--dir", _STASH]
+    for stash, root in stashed:
         argv += ["--ro-bind", root, stash]
     argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/work", "--dir", "/tmp", "--chdir", "/", "--clearenv"]
     return argv

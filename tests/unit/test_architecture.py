@@ -76,10 +76,11 @@ def _imports(module: str, path: Path) -> Iterator[str]:
         else:
             continue
         for name in names:
-            while name and name not in MODULES:
-                name = name.rpartition(".")[0]
-            if name and name != module:
-                yield name
+            target = name
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                yield target
 
 
 GRAPH = {module: sorted(set(_imports(module, path))) for module, path in MODULES.items()}

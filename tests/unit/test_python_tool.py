@@ -218,10 +218,12 @@ def test_no_output_hint_and_site_builtins(tool: PythonTool, tmp_path: Path) -> N
 
 
 def test_runs_under_main_with_real_interpreter(tool: PythonTool, tmp_path: Path) -> None:
-    code = ("import sys\nif __name__ == '__main__':\n"
-            "    print(sys.executable, sys.flags.isolated)")
+    # The interpreter must exist where the code sees it (in the sandbox, a virtual environment under
+    # /work or /tmp is seen at a stash path), so that ``subprocess.run([sys.executable, ...])`` works.
+    code = ("import os, sys\nif __name__ == '__main__':\n"
+            "    print(sys.executable, sys.flags.isolated, os.path.exists(sys.executable))")
     r = tool.run({"code": code}, _ctx(tmp_path))
-    exe, isolated = r.content.split()
+    exe, isolated, exists = r.content.split()
     assert "shims" not in exe
-    assert os.path.exists(exe)
+    assert exists == "True"
     assert isolated == "1"
