@@ -167,11 +167,9 @@ def _copy_tree(src: str, dst: str, file_mode: int, dir_mode: int,
 def _relocate(cfg: dict[str, Any]) -> None:
     """Point this interpreter at the stash paths of the Python directories the call's tmpfs hid.
 
-    A virtual environment under ``/work`` or ``/tmp`` disappears under the call's own tmpfs. It is
-    not bound back in place: under ``/work`` it would show up among the code's files (and be copied
-    out with them). The sandbox binds each such directory read-only at a stash path instead, and
-    the interpreter's paths (``sys.path``, the site directories, ``sys.executable`` for
-    subprocesses, and the search path of packages already imported) move there.
+    Not bound back in place: a virtual environment under ``/work`` would then be among the code's
+    files (and copied out with them). ``sys.path``, the site directories, ``sys.executable`` (for
+    subprocesses) and the search paths of packages already imported move to the stash instead.
     """
     moves: list[tuple[str, str]] = [(str(path), str(stash)) for stash, path in cfg["relocate"]]
     if not moves:
