@@ -15,10 +15,10 @@ from typing import Any, Protocol, TypeVar
 
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import sanitize
+from swarm.domain import prompts, sanitize
+from swarm.domain.llm import CallContext, LLMResponse
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
-from swarm.engine import prompts
 from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
@@ -31,7 +31,6 @@ from swarm.exceptions import (
     StoreDataError,
     StoreUnavailable,
 )
-from swarm.llm.types import CallContext, LLMResponse
 from swarm.store.db import private_dir
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef

@@ -26,8 +26,9 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from swarm.constants import ASSIGN_TASK, MAX_STEP_ATTEMPTS, ORCHESTRATION_TOOLS
-from swarm.domain import limits, sanitize
+from swarm.domain import limits, prompts, sanitize
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
+from swarm.domain.llm import LLMResponse
 from swarm.domain.status import (
     AgentStatus,
     RunStatus,
@@ -35,11 +36,9 @@ from swarm.domain.status import (
     StepStatus,
     check_run_move,
 )
+from swarm.domain.turns import TurnKind, TurnPlan
 from swarm.domain.workspace import Changes
-from swarm.engine import prompts
-from swarm.engine.planner import TurnKind, TurnPlan
 from swarm.exceptions import FenceLost, NotFound, StateError, StoreConflict, StoreDataError, StoreUnavailable
-from swarm.llm.types import LLMResponse
 from swarm.store import artifacts, conversation
 from swarm.store import statements as sql
 from swarm.store.db import WriteGate, db_now, make_engine
@@ -51,14 +50,9 @@ from swarm.store.views import LiveViewsMixin, ViewsMixin
 
 OPEN = (StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING)
 REF_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)
-TIME_LIMIT = "time limit: the run exceeded its max wall time"
 #: What :meth:`StateStore._give_up` needs of a step.
 GIVE_UP_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.fence,
                 STEPS.c.attempt, STEPS.c.tool_name)
-
-
-def crashed_reason(times: int) -> str:
-    return f"step crashed its worker {times} times; not retried"
 
 
 def new_id() -> str:
@@ -287,7 +281,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 if plan.kind == TurnKind.FINAL:
                     refs = self._finish_agent(conn, claim.agent_id, AgentStatus.SUCCEEDED, plan.final_text, None)
                 else:
-                    reason = f"step limit: used all {agent.steps + 1} allowed steps without a final answer"
+                    reason = prompts.STEP_LIMIT.format(steps=agent.steps + 1)
                     refs = self._finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
             self._event(conn, claim.run_id, "llm_done", claim.agent_id, claim.step_id,
                         {"turn": claim.turn, "kind": plan.kind.value, "tool_calls": len(plan.calls),
@@ -384,7 +378,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             conn.execute(insert(DEFS).values(run_id=claim.run_id, name=name, system_prompt=system_prompt,
                                                  created_by=claim.agent_id, created_at=time.time()))
             self._event(conn, claim.run_id, "subagent_defined", claim.agent_id, claim.step_id, {"name": name})
-            text = f"Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
+            text = prompts.AGENT_CREATED.format(name=name)
             return self._deliver(conn, claim.step_id, text, False, StepStatus.RUNNING, claim.fence)
 
     def launch_subagent(self, claim: Claim, agent_name: str, prompt: str) -> list[StepRef]:
@@ -456,7 +450,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 overdue = overdue.where(RUNS.c.id.in_(list(run_ids)))
             for (run_id,) in conn.execute(overdue).all():
                 self._lock_run(conn, run_id)
-                self._finish_run(conn, run_id, RunStatus.FAILED, None, TIME_LIMIT)
+                self._finish_run(conn, run_id, RunStatus.FAILED, None, prompts.TIME_LIMIT)
             expired = and_(*mine, STEPS.c.status == StepStatus.RUNNING, STEPS.c.lease_until < db_now())
             crashed = conn.execute(select(*GIVE_UP_COLS).where(expired, STEPS.c.attempt >= max_attempts)).all()
             rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
@@ -470,9 +464,9 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                                 .returning(*REF_COLS)).all()
             refs += _refs(rows)
         for row in crashed:
-            refs += self._give_up(row, crashed_reason(row.attempt), crashed=True)
+            refs += self._give_up(row, prompts.crashed_reason(row.attempt), crashed=True)
         for row in exhausted:
-            refs += self._give_up(row, f"step used up its {row.attempt} attempts without finishing; not retried",
+            refs += self._give_up(row, prompts.ATTEMPTS_USED.format(times=row.attempt),
                                   crashed=False)
         return refs
 
@@ -485,7 +479,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
                 self._lock_run(conn, row.run_id)
                 if row.kind == StepKind.TOOL:
                     text = (prompts.TOOL_CRASHED.format(name=row.tool_name, times=row.attempt) if crashed
-                            else f"The {row.tool_name} tool call could not be run: {reason}.")
+                            else prompts.TOOL_NOT_RUN.format(name=row.tool_name, reason=reason))
                     refs = self._deliver(conn, row.id, text, True, StepStatus(row.status), row.fence)
                     conn.execute(update(STEPS).where(STEPS.c.id == row.id).values(error=reason))
                     self._event(conn, row.run_id, "tool_done", row.agent_id, row.id,
@@ -520,7 +514,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             freed = conn.execute(update(STEPS).where(held, STEPS.c.attempt < max_attempts)
                                  .values(status=StepStatus.READY, owner=None, ready_at=db_now())).rowcount
         for row in crashed:
-            self._give_up(row, crashed_reason(row.attempt), crashed=True)
+            self._give_up(row, prompts.crashed_reason(row.attempt), crashed=True)
         return freed
 
     # --------------------------------------------------------------- helpers
@@ -576,7 +570,7 @@ class StateStore(ViewsMixin, LiveViewsMixin, KeysMixin, ExportMixin):
             return []
         if status == AgentStatus.SUCCEEDED:
             return self._deliver(conn, agent.parent_step_id, result or "", False, StepStatus.WAITING, None)
-        text = f"Subagent {agent.name!r} failed: {reason}"
+        text = prompts.SUBAGENT_FAILED.format(name=agent.name, reason=reason)
         try:
             return self._deliver(conn, agent.parent_step_id, text, True, StepStatus.WAITING, None)
         except FenceLost:
