@@ -154,7 +154,7 @@ def _commit_tool() -> Any:
     """A tool step's whole commit as one statement, for PostgreSQL (data-modifying CTEs): the
     fenced result, the tool message, the event, the fan-in and, when this was the turn's last
     call, the agent's next LLM step. Each part runs only if the fenced UPDATE matched; it locks
-    the step row, then the agent row, as the transaction of ``StateStore._deliver`` does.
+    the step row, then the agent row, as the transaction of ``outcomes.deliver`` does.
     Returns ``delivered`` (0 when the fence moved on) and ``next_step_id`` (NULL if none)."""
     def typed(name: str, column: Any) -> Any:
         return bindparam(name, type_=column.type)
