@@ -70,7 +70,7 @@ class StateStore:
         self.leases = Leases(self.session)
         self.commits = Commits(self.session)
         self.subagents = Subagents(self.session)
-        self.files = artifacts.Reads(self.session.read)
+        self.files = artifacts.Reads(self.session)
         self.views = Views(self.session)
         self.live = LiveViews(self.session)
         self.keys = Keys(self.session)
@@ -84,12 +84,26 @@ class StateStore:
     def dialect(self) -> str:
         return self.session.dialect
 
-    def tx(self) -> AbstractContextManager[Connection]:
-        """One write transaction; database connectivity errors become :class:`StoreUnavailable`."""
-        return self.session.tx()
+    # The session's tx and read, for callers outside the store. Assigning either replaces it for
+    # every part of the store (tests simulate a database outage so).
 
-    def read(self) -> AbstractContextManager[Connection]:
-        return self.session.read()
+    @property
+    def tx(self) -> Callable[[], AbstractContextManager[Connection]]:
+        """One write transaction; database connectivity errors become :class:`StoreUnavailable`."""
+        return self.session.tx
+
+    @tx.setter
+    def tx(self, fn: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self.session.tx = fn  # type: ignore[method-assign, assignment]
+
+    @property
+    def read(self) -> Callable[[], AbstractContextManager[Connection]]:
+        """One read-only connection (autocommit on PostgreSQL)."""
+        return self.session.read
+
+    @read.setter
+    def read(self, fn: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self.session.read = fn  # type: ignore[method-assign, assignment]
 
     # ------------------------------------------------------------------ runs
 
