@@ -46,6 +46,11 @@ UNKNOWN_AGENT = ("No subagent named {name!r} exists in this run. Create it first
 AGENT_EXISTS = ("A subagent named {name!r} already exists in this run; reuse it with "
                 "assign_task(agent={name!r}, prompt=...) or pick another name.")
 DEPTH_LIMIT = "Subagents may not launch subagents here (max depth {max_depth}). Do the work yourself."
+TOOL_UNAVAILABLE = "Tool {name!r} is not available on this worker."
+TOOL_FAILED = "The {name} tool crashed: {error}"
+OVER_BUDGET = ("Refused: this run's limit of {limit} {what} is reached. Do not retry this call; "
+               "finish the task with the results you have.")
+BUDGET_NOTE = "[swarm: {left} of {limit} {what} left in this run; plan to finish.]"
 AGENT_CREATED = "Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
 SUBAGENT_FAILED = "Subagent {name!r} failed: {reason}"
 TOOL_NOT_RUN = "The {name} tool call could not be run: {reason}."

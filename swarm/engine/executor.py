@@ -182,7 +182,7 @@ class StepExecutor:
         if tool is not None and tool.uses_workspace:
             return self._workspace_tool_step(claim, tool, args)
         if tool is None:  # the registry changed between the turn and now (a redeploy)
-            result = ToolResult(f"Tool {name!r} is not available on this worker.", is_error=True)
+            result = ToolResult(prompts.TOOL_UNAVAILABLE.format(name=name), is_error=True)
         else:
             result = self._run_tool(tool, args, claim, None)
         content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
@@ -206,5 +206,6 @@ class StepExecutor:
             result: ToolResult = tool.run(args, ctx)
         except Exception as exc:  # a tool bug must not kill the run: the model hears about it
             log.exception("tool %s crashed", tool.name)
-            result = ToolResult(f"The {tool.name} tool crashed: {type(exc).__name__}: {exc}", is_error=True)
+            result = ToolResult(prompts.TOOL_FAILED.format(name=tool.name, error=f"{type(exc).__name__}: {exc}"),
+                                is_error=True)
         return result
