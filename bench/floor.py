@@ -43,7 +43,7 @@ import httpx
 from swarm.cli.runs import W1_TASK
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, ORCHESTRATION_TOOLS
-from swarm.engine import prompts
+from swarm.domain import prompts
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.llm.client import INSTANT_TEMPERATURE, THINKING_TEMPERATURE
 from swarm.tools.base import ToolContext, ToolRegistry, ToolResult

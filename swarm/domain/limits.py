@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarm.constants import BUDGET_WARNING_FRACTION
+from swarm.domain import prompts
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,9 @@ def budget_note(used: int, limit: int, what: str) -> str | None:
     """A warning for the model once a budget is nearly spent, else None."""
     left = limit - used
     if limit > 0 and left <= max(1, int(limit * BUDGET_WARNING_FRACTION)):
-        return f"[swarm: {left} of {limit} {what} left in this run; plan to finish.]"
+        return prompts.BUDGET_NOTE.format(left=left, limit=limit, what=what)
     return None
 
 
 def over_budget_message(what: str, limit: int) -> str:
-    return (f"Refused: this run's limit of {limit} {what} is reached. Do not retry this call; "
-            "finish the task with the results you have.")
+    return prompts.OVER_BUDGET.format(limit=limit, what=what)

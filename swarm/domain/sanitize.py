@@ -19,7 +19,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from swarm.llm.types import LLMResponse, ToolCall
+from swarm.domain.llm import LLMResponse, ToolCall
 
 #: What a character the database cannot store becomes in text.
 REPLACEMENT = "\ufffd"

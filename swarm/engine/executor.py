@@ -15,10 +15,10 @@ from typing import Any, Protocol, TypeVar
 
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import sanitize
+from swarm.domain import prompts, sanitize
+from swarm.domain.llm import CallContext, LLMResponse
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
-from swarm.engine import prompts
 from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
@@ -31,7 +31,6 @@ from swarm.exceptions import (
     StoreDataError,
     StoreUnavailable,
 )
-from swarm.llm.types import CallContext, LLMResponse
 from swarm.store.db import private_dir
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
@@ -183,7 +182,7 @@ class StepExecutor:
         if tool is not None and tool.uses_workspace:
             return self._workspace_tool_step(claim, tool, args)
         if tool is None:  # the registry changed between the turn and now (a redeploy)
-            result = ToolResult(f"Tool {name!r} is not available on this worker.", is_error=True)
+            result = ToolResult(prompts.TOOL_UNAVAILABLE.format(name=name), is_error=True)
         else:
             result = self._run_tool(tool, args, claim, None)
         content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
@@ -207,5 +206,6 @@ class StepExecutor:
             result: ToolResult = tool.run(args, ctx)
         except Exception as exc:  # a tool bug must not kill the run: the model hears about it
             log.exception("tool %s crashed", tool.name)
-            result = ToolResult(f"The {tool.name} tool crashed: {type(exc).__name__}: {exc}", is_error=True)
+            result = ToolResult(prompts.TOOL_FAILED.format(name=tool.name, error=f"{type(exc).__name__}: {exc}"),
+                                is_error=True)
         return result

@@ -1,87 +1,22 @@
-"""What an assistant turn means: pure decisions over one model response.
-
-The store applies a :class:`TurnPlan` in one transaction; nothing here touches I/O.
-"""
+"""The turn planner as the engine runs it: :func:`swarm.domain.turns.plan_turn` with the
+orchestration tools' argument checks (their pydantic models live with the tools)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from collections.abc import Collection, Mapping
 
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import sanitize
-from swarm.engine import orchestration, prompts
-from swarm.llm.types import LLMResponse
+from swarm.domain import turns
+from swarm.domain.llm import LLMResponse
+from swarm.engine import orchestration
+
+#: The argument checks the planner applies before a call is run (a refusal goes back to the model).
+CHECKS: Mapping[str, turns.Check] = {
+    CREATE_SUBAGENT: orchestration.check_create_subagent,
+    ASSIGN_TASK: orchestration.check_assign_task,
+}
 
 
-class TurnKind(StrEnum):
-    TOOLS = "tools"          # run the tool calls, then ask the model again
-    FINAL = "final"          # the agent's answer
-    NUDGE = "nudge"          # empty reply: tell the model and ask again
-    STEP_LIMIT = "step_limit"  # wanted more tools on its last allowed step
-
-
-@dataclass(frozen=True)
-class PlannedCall:
-    idx: int
-    call_id: str
-    name: str
-    arguments: str
-    args: dict[str, Any] | None
-    #: Set when the call is refused before running; it goes back to the model as a tool error.
-    error: str | None
-
-    @property
-    def launches_subagent(self) -> bool:
-        return self.error is None and self.name == ASSIGN_TASK
-
-
-@dataclass(frozen=True)
-class TurnPlan:
-    kind: TurnKind
-    calls: tuple[PlannedCall, ...] = ()
-    final_text: str | None = None
-
-
-def parse_arguments(name: str, raw: str) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse a tool call's JSON arguments; an empty string means no arguments."""
-    if not raw.strip():
-        return {}, None
-    value, problem = sanitize.load_arguments(raw)
-    if problem == "size":
-        return None, prompts.ARGUMENTS_TOO_LARGE.format(name=name, size=len(raw), limit=sanitize.MAX_ARGUMENT_CHARS)
-    if problem == "depth":
-        return None, prompts.ARGUMENTS_TOO_DEEP.format(name=name, limit=sanitize.MAX_ARGUMENT_DEPTH)
-    if problem is not None:
-        return None, prompts.BAD_JSON.format(name=name, error=problem)
-    if not isinstance(value, dict):
-        return None, prompts.NOT_AN_OBJECT.format(name=name, kind=type(value).__name__)
-    return value, None
-
-
-def plan_call(idx: int, call_id: str, name: str, raw: str, available: Collection[str]) -> PlannedCall:
-    if name not in available:
-        unknown = prompts.UNKNOWN_TOOL.format(name=name, available=", ".join(sorted(available)))
-        return PlannedCall(idx, call_id, name, raw, None, unknown)
-    args, err = parse_arguments(name, raw)
-    if args is not None and name == CREATE_SUBAGENT:
-        err = orchestration.check_create_subagent(args)
-    elif args is not None and name == ASSIGN_TASK:
-        err = orchestration.check_assign_task(args)
-    return PlannedCall(idx, call_id, name, raw, args, err)
-
-
-def plan_turn(response: LLMResponse, available: Collection[str], *, last_step: bool) -> TurnPlan:
-    """Decide what the model's reply asks for. ``available`` names the tools this agent has."""
-    text = (response.content or "").strip()
-    if last_step and (response.tool_calls or not text):
-        return TurnPlan(TurnKind.STEP_LIMIT)
-    if response.tool_calls:
-        calls = tuple(plan_call(i, tc.id or f"call_{i}", tc.name, tc.arguments, available)
-                      for i, tc in enumerate(response.tool_calls))
-        return TurnPlan(TurnKind.TOOLS, calls)
-    if not text:
-        return TurnPlan(TurnKind.NUDGE)
-    return TurnPlan(TurnKind.FINAL, final_text=response.content)
+def plan_turn(response: LLMResponse, available: Collection[str], *, last_step: bool) -> turns.TurnPlan:
+    """Decide what the model's reply asks for (see :func:`swarm.domain.turns.plan_turn`)."""
+    return turns.plan_turn(response, available, last_step=last_step, checks=CHECKS)

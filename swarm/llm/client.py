@@ -14,11 +14,11 @@ from typing import Any, Self
 import httpx
 
 from swarm.config import Settings
+from swarm.domain.llm import CallContext, LLMResponse, ToolCall
 from swarm.exceptions import ConfigError, FenceLost, LLMError, LLMRateLimited
 from swarm.llm.errors import map_response_error, map_transport_errors, unusable_response
 from swarm.llm.limiter import AdaptiveLimiter, shared_limiter
 from swarm.llm.retry import backoff_delay, should_retry
-from swarm.llm.types import CallContext, LLMResponse, ToolCall
 
 log = logging.getLogger(__name__)
 

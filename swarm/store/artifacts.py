@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import Connection, LargeBinary, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -14,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from swarm.domain.workspace import Changes, Refused, Tally
 from swarm.store.models import ARTIFACTS
+from swarm.store.session import Session
 from swarm.store.types import ArtifactInfo
 
 #: A restore reads a run's files at most this many bytes at a time (several small files in one
@@ -59,14 +59,14 @@ def save(conn: Connection, dialect: str, run_id: str, changes: Changes) -> list[
 
 
 class Reads:
-    """Reading a run's files, each query on a short connection of its own (``read``)."""
+    """Reading a run's files, each query on a short connection of its own (``session.read``)."""
 
-    def __init__(self, read: Callable[[], AbstractContextManager[Connection]]) -> None:
-        self._read = read
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def index(self, run_id: str) -> list[ArtifactInfo]:
         """A run's workspace files, without their bytes."""
-        with self._read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at)
                                 .where(ARTIFACTS.c.run_id == run_id).order_by(ARTIFACTS.c.path)).all()
         return [ArtifactInfo(r.path, r.sha256, r.size, r.updated_at) for r in rows]
@@ -92,7 +92,7 @@ class Reads:
             yield from self._batch(run_id, batch)
 
     def _batch(self, run_id: str, paths: list[str]) -> Iterator[tuple[str, str, bytes]]:
-        with self._read() as conn:
+        with self.session.read() as conn:
             rows = list(conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
                                      .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path.in_(paths))))
         while rows:  # each row let go once written
@@ -104,7 +104,7 @@ class Reads:
         while True:
             # substr counts from 1, in bytes for bytea (PostgreSQL) and BLOB (SQLite).
             piece = func.substr(ARTIFACTS.c.data, offset + 1, read_bytes, type_=LargeBinary)
-            with self._read() as conn:
+            with self.session.read() as conn:
                 row = conn.execute(select(ARTIFACTS.c.sha256, ARTIFACTS.c.size, piece.label("piece"))
                                    .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path)).first()
             if row is None:
@@ -119,7 +119,7 @@ class Reads:
     def all(self, run_id: str) -> dict[str, tuple[str, bytes]]:
         """path → (sha256, bytes) of a run's workspace files, all in memory: for inspection and
         tests. Tool calls restore files with :meth:`contents`, about a MiB at a time."""
-        with self._read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
                                 .where(ARTIFACTS.c.run_id == run_id)).all()
         return {r.path: (r.sha256, bytes(r.data)) for r in rows}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarm.domain import sanitize
-from swarm.llm.types import LLMResponse
+from swarm.domain.llm import LLMResponse
 from swarm.store.types import Attachment
 
 #: Text attachments larger than this are cut when inlined into the prompt (the file itself is

@@ -19,15 +19,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from sqlalchemy import select
 
 from swarm.domain.critical import AgentSteps
 from swarm.store.models import Agent, Message, Step
-
-if TYPE_CHECKING:
-    from swarm.store.store import StateStore
+from swarm.store.session import Session
+from swarm.store.views import Views
 
 FORMAT = "swarm.trajectory.v1"
 
@@ -83,34 +82,38 @@ def stages(agents: Iterable[AgentSteps]) -> list[Stage]:
     return out
 
 
-class ExportMixin:
-    """Mixed into :class:`swarm.store.store.StateStore`: ``store.trajectory(run_id)``."""
+class Export:
+    """A run's trajectory, read through the store's session and views."""
+
+    def __init__(self, session: Session, views: Views) -> None:
+        self.session = session
+        self.views = views
 
     def trajectory(self, run_id: str, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """The run's records in export order. Raises NotFound (before yielding) for an unknown run."""
-        return trajectory(cast("StateStore", self), run_id, tenant)
+        return trajectory(self.session, self.views, run_id, tenant)
 
     def trajectory_jsonl(self, run_id: str, tenant: str | None = None) -> Iterator[str]:
         """:meth:`trajectory` as JSON lines."""
         return (json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.trajectory(run_id, tenant))
 
 
-def trajectory(store: StateStore, run_id: str, tenant: str | None = None) -> Iterator[dict[str, Any]]:
+def trajectory(session: Session, views: Views, run_id: str, tenant: str | None = None) -> Iterator[dict[str, Any]]:
     # Read everything that can fail (unknown run, tenancy) before the first record goes out, so
     # an HTTP handler can still answer 404 instead of a broken stream.
-    summary = store.run_summary(run_id, tenant)
-    tree = store.agent_tree(run_id, tenant)
-    steps_by_agent = _steps(store, run_id)
-    return _records(store, run_id, summary.as_dict(), tree, steps_by_agent)
+    summary = views.run_summary(run_id, tenant)
+    tree = views.agent_tree(run_id, tenant)
+    steps_by_agent = _steps(session, run_id)
+    return _records(session, run_id, summary.as_dict(), tree, steps_by_agent)
 
 
-def _records(store: StateStore, run_id: str, header: dict[str, Any], tree: list[dict[str, Any]],
+def _records(session: Session, run_id: str, header: dict[str, Any], tree: list[dict[str, Any]],
              steps_by_agent: dict[str, list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     header.update(type="run", format=FORMAT, exported_at=time.time(), agents=len(tree),
                   steps=sum(len(v) for v in steps_by_agent.values()))
     yield header
-    messages = _messages(store, run_id)
-    results = _results(store, run_id)
+    messages = _messages(session, run_id)
+    results = _results(session, run_id)
     for a in tree:
         # "steps" is the list of steps here; the tree's count of LLM steps becomes step_count.
         record = {k: v for k, v in a.items() if k != "steps"}
@@ -123,8 +126,8 @@ def _records(store: StateStore, run_id: str, header: dict[str, Any], tree: list[
                "longest_subagent_steps": st.longest_subagent_steps, "critical_steps": st.critical_steps}
 
 
-def _messages(store: StateStore, run_id: str) -> dict[str, list[dict[str, Any]]]:
-    with store.read() as conn:
+def _messages(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    with session.read() as conn:
         rows = conn.execute(select(Message.agent_id, Message.seq, Message.role, Message.content,
                                    Message.reasoning_content, Message.tool_calls, Message.tool_call_id,
                                    Message.created_at)
@@ -132,16 +135,16 @@ def _messages(store: StateStore, run_id: str) -> dict[str, list[dict[str, Any]]]
     return {agent_id: [_message(r) for r in group] for agent_id, group in groupby(rows, key=lambda r: r.agent_id)}
 
 
-def _steps(store: StateStore, run_id: str) -> dict[str, list[dict[str, Any]]]:
-    with store.read() as conn:
+def _steps(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    with session.read() as conn:
         rows = conn.execute(select(Step).where(Step.run_id == run_id)
                             .order_by(Step.agent_id, Step.turn, Step.kind, Step.idx)).all()
     return {agent_id: [_step(r) for r in group] for agent_id, group in groupby(rows, key=lambda r: r.agent_id)}
 
 
-def _results(store: StateStore, run_id: str) -> dict[str, str | None]:
+def _results(session: Session, run_id: str) -> dict[str, str | None]:
     # agent_tree truncates results for display; the export wants them whole.
-    with store.read() as conn:
+    with session.read() as conn:
         return {i: r for i, r in conn.execute(select(Agent.id, Agent.result).where(Agent.run_id == run_id)).all()}
 
 

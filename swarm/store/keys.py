@@ -19,6 +19,7 @@ from sqlalchemy import insert, or_, select, update
 
 from swarm.exceptions import InputError, NotFound
 from swarm.store.models import ApiKey
+from swarm.store.session import Session
 
 KEY_SCHEME = "swk"
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,12 +56,11 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
-class KeysMixin:
-    """Mixed into :class:`swarm.store.store.StateStore`; needs its ``tx()`` and ``read()``."""
+class Keys:
+    """API keys: create, list, revoke, authenticate."""
 
-    def tx(self) -> Any: ...  # provided by StateStore
-
-    def read(self) -> Any: ...  # provided by StateStore
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def create_key(self, tenant: str = "default", name: str | None = None, *,
                    admin: bool = False) -> tuple[KeyInfo, str]:
@@ -71,14 +71,14 @@ class KeysMixin:
         prefix = secrets.token_hex(4)
         key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
         info = KeyInfo(uuid.uuid4().hex, prefix, tenant, name, admin, time.time(), None)
-        with self.tx() as conn:
+        with self.session.tx() as conn:
             conn.execute(insert(ApiKey).values(
                 id=info.id, prefix=prefix, key_hash=hash_key(key), tenant=tenant, name=name, admin=admin,
                 created_at=info.created_at, revoked_at=None))
         return info, key
 
     def list_keys(self, *, tenant: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:
-        with self.read() as conn:
+        with self.session.read() as conn:
             q = select(ApiKey).order_by(ApiKey.created_at)
             if tenant is not None:
                 q = q.where(ApiKey.tenant == tenant)
@@ -88,7 +88,7 @@ class KeysMixin:
 
     def revoke_key(self, ref: str) -> KeyInfo:
         """Revoke a key by its id or prefix. Revoking twice is harmless."""
-        with self.tx() as conn:
+        with self.session.tx() as conn:
             row = conn.execute(select(ApiKey).where(or_(ApiKey.id == ref, ApiKey.prefix == ref))).first()
             if row is None:
                 raise NotFound(f"no API key {ref!r}; `swarm keys list` shows their prefixes")
@@ -101,7 +101,7 @@ class KeysMixin:
         """The record of *key* (revoked or not), or None if it was never issued."""
         if not key.startswith(f"{KEY_SCHEME}_") or len(key) > 200:
             return None
-        with self.read() as conn:
+        with self.session.read() as conn:
             row = conn.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
         return None if row is None else _info(row)
 

@@ -4,19 +4,56 @@ Every step runs a handful of these; building a SQLAlchemy statement (and its cac
 Python time than executing it on SQLite, so the ones run per step are constructed at import and
 executed with bound parameters. Parameter names carry a ``b_`` prefix because SQLAlchemy reserves
 bare column names for the VALUES/SET clause.
+
+Every status condition of a move is :func:`guard` of a named transition of
+``swarm.domain.status``: the SQL allows exactly the moves the status machine declares.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
-from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
+from swarm.domain.status import (
+    STEP_CLAIM,
+    STEP_DELIVER,
+    STEP_SUCCEED,
+    STEP_TAKE_OVER,
+    AgentStatus,
+    RunStatus,
+    StepKind,
+    StepStatus,
+    Transition,
+)
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS
 
 S, A, R = STEPS.c, AGENTS.c, RUNS.c
+
+
+def guard(column: Any, transition: Transition[Any]) -> ColumnElement[bool]:
+    """The WHERE condition under which ``column`` (a status column) may make ``transition``:
+    ``status = 'x'`` for one source status (the SQL the hot path always ran), else
+    ``status IN ('x', 'y')`` in a stable order."""
+    sources = sorted(transition.sources)
+    if len(sources) == 1:
+        return column == sources[0]  # type: ignore[no-any-return]
+    return column.in_(sources)  # type: ignore[no-any-return]
+
 
 # The claimed step's columns, spelled out for subqueries in CLAIM's RETURNING: SQLite renders
 # RETURNING columns unqualified, and there an unqualified run_id inside a subquery on artifacts
@@ -34,8 +71,8 @@ CLAIM = (
     update(STEPS)
     .where(S.id == bindparam("b_id"), S.attempt < bindparam("b_max"),
            exists().where(R.id == S.run_id, R.status == RunStatus.RUNNING, R.deadline >= db_now()),
-           or_(S.status == StepStatus.READY, and_(S.status == StepStatus.RUNNING, S.lease_until < db_now())))
-    .values(status=StepStatus.RUNNING, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
+           or_(guard(S.status, STEP_CLAIM), and_(guard(S.status, STEP_TAKE_OVER), S.lease_until < db_now())))
+    .values(status=STEP_CLAIM.target, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
             lease_until=db_now() + bindparam("b_lease"), started_at=bindparam("b_now"))
     .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
                S.arguments, S.msg_seq, S.note,
@@ -51,7 +88,7 @@ CLAIM = (
 #: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).
 CLOSE_STEP = (
     update(STEPS)
-    .where(S.id == bindparam("b_id"), S.fence == bindparam("b_fence"), S.status == StepStatus.RUNNING)
+    .where(S.id == bindparam("b_id"), S.fence == bindparam("b_fence"), guard(S.status, STEP_SUCCEED))
     .values(status=bindparam("b_status"), finished_at=bindparam("b_now"), tokens_in=bindparam("b_tin"),
             tokens_out=bindparam("b_tout"))
 )
@@ -100,7 +137,7 @@ DELIVER = (
     update(STEPS)
     .where(S.id == bindparam("b_id"), S.status == bindparam("b_expected"),
            or_(bindparam("b_fence", type_=S.fence.type).is_(None), S.fence == bindparam("b_fence")))
-    .values(status=StepStatus.SUCCEEDED, result=bindparam("b_result"), is_error=bindparam("b_error"),
+    .values(status=STEP_DELIVER.target, result=bindparam("b_result"), is_error=bindparam("b_error"),
             finished_at=bindparam("b_now"))
     .returning(S.run_id, S.agent_id, S.msg_seq, S.tool_call_id, S.turn, S.note)
 )
@@ -117,7 +154,7 @@ def _commit_tool() -> Any:
     """A tool step's whole commit as one statement, for PostgreSQL (data-modifying CTEs): the
     fenced result, the tool message, the event, the fan-in and, when this was the turn's last
     call, the agent's next LLM step. Each part runs only if the fenced UPDATE matched; it locks
-    the step row, then the agent row, as the transaction of ``StateStore._deliver`` does.
+    the step row, then the agent row, as the transaction of ``outcomes.deliver`` does.
     Returns ``delivered`` (0 when the fence moved on) and ``next_step_id`` (NULL if none)."""
     def typed(name: str, column: Any) -> Any:
         return bindparam(name, type_=column.type)
@@ -125,8 +162,8 @@ def _commit_tool() -> Any:
     M, E = MESSAGES.c, EVENTS.c
     delivered = (
         update(STEPS)
-        .where(S.id == bindparam("b_id"), S.status == StepStatus.RUNNING, S.fence == bindparam("b_fence"))
-        .values(status=StepStatus.SUCCEEDED, result=bindparam("b_result"), is_error=bindparam("b_error"),
+        .where(S.id == bindparam("b_id"), guard(S.status, STEP_SUCCEED), S.fence == bindparam("b_fence"))
+        .values(status=STEP_SUCCEED.target, result=bindparam("b_result"), is_error=bindparam("b_error"),
                 finished_at=bindparam("b_now"))
         .returning(S.id).cte("delivered")
     )

@@ -1,26 +1,31 @@
-"""Read models for the CLI, the API and live views. Read-only queries; part of the state store."""
+"""Read models for the CLI, the API and live views. Read-only queries; part of the state store,
+each taking the store's :class:`~swarm.store.session.Session`."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, case, func, select, text
 
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
-from swarm.domain.status import RunStatus, StepKind
+from swarm.domain.status import RunStatus, StepKind, StepStatus
 from swarm.exceptions import NotFound
+from swarm.store import writes
 from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
-from swarm.store.types import RunSummary
+from swarm.store.session import Session
+from swarm.store.types import RunSummary, StepRef
 
 
-class ViewsMixin:
-    """Mixed into :class:`swarm.store.store.StateStore`; needs its ``read()``."""
+class Views:
+    """Runs, agents, steps and events as the CLI and the API show them."""
 
-    def read(self) -> Any: ...  # provided by StateStore
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def run_summary(self, run_id: str, tenant: str | None = None) -> RunSummary:
-        with self.read() as conn:
+        with self.session.read() as conn:
             run = self._run_row(conn, run_id, tenant)
             live = run.status == RunStatus.RUNNING or run.critical_steps is None
             crit, total = (self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps))
@@ -28,7 +33,7 @@ class ViewsMixin:
 
     def list_runs(self, *, tenant: str | None = None, status: str | None = None, limit: int = 50,
                   offset: int = 0) -> list[RunSummary]:
-        with self.read() as conn:
+        with self.session.read() as conn:
             q = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit).offset(offset)
             if tenant is not None:
                 q = q.where(RUNS.c.tenant == tenant)
@@ -39,10 +44,10 @@ class ViewsMixin:
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
         """Every agent of a run with its status and counts, parents before children."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             self._run_row(conn, run_id, tenant)
             agents = conn.execute(select(AGENTS).where(AGENTS.c.run_id == run_id).order_by(AGENTS.c.created_at)).all()
-            tools = dict(conn.execute(select(STEPS.c.agent_id, func.count()).where(
+            tools: dict[str, int] = dict(conn.execute(select(STEPS.c.agent_id, func.count()).where(
                 STEPS.c.run_id == run_id, STEPS.c.kind == StepKind.TOOL).group_by(STEPS.c.agent_id)).all())
         return [{"id": a.id, "parent_id": a.parent_id, "name": a.name, "depth": a.depth, "status": a.status,
                  "reason": a.reason, "steps": a.steps, "tool_calls": int(tools.get(a.id, 0)),
@@ -52,20 +57,20 @@ class ViewsMixin:
 
     def agent_counts(self, run_id: str) -> dict[str, int]:
         """How many agents of a run are in each status (cheap enough to poll)."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(AGENTS.c.status, func.count()).where(AGENTS.c.run_id == run_id)
                                 .group_by(AGENTS.c.status)).all()
         return {str(status): int(n) for status, n in rows}
 
     def events_since(self, run_id: str, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
-        with self.read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id)
                                 .order_by(EVENTS.c.id).limit(limit)).all()
         return [{"id": e.id, "ts": e.ts, "type": e.type, "agent_id": e.agent_id, "step_id": e.step_id,
                  "data": e.data} for e in rows]
 
     def steps_timeline(self, run_id: str) -> list[dict[str, Any]]:
-        with self.read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.turn,
                                        STEPS.c.idx,
                                        STEPS.c.tool_name, STEPS.c.started_at, STEPS.c.finished_at, STEPS.c.attempt,
@@ -73,10 +78,17 @@ class ViewsMixin:
                                 .where(STEPS.c.run_id == run_id).order_by(STEPS.c.started_at)).all()
         return [dict(r._mapping) for r in rows]
 
+    def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
+        with self.session.read() as conn:
+            q = select(*writes.REF_COLS).where(STEPS.c.run_id == run_id)
+            if statuses:
+                q = q.where(STEPS.c.status.in_(list(statuses)))
+            return writes.refs(conn.execute(q))
+
     def storage_rows(self, run_id: str) -> dict[str, int]:
         """Row counts per table for one run: proves storage grows linearly with work."""
         tables: dict[str, Any] = {"messages": MESSAGES, "steps": STEPS, "events": EVENTS, "agents": AGENTS}
-        with self.read() as conn:
+        with self.session.read() as conn:
             return {name: int(conn.execute(select(func.count()).select_from(t)
                                            .where(t.c.run_id == run_id)).scalar_one())
                     for name, t in tables.items()}
@@ -109,24 +121,24 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
 
 
 # --------------------------------------------------------------------------- live views (API)
-# Appended for the REST API, the event stream and /metrics; StateStore mixes this in too.
 
 
-class LiveViewsMixin:
-    """Event-stream and metrics reads. Needs ``read()`` (StateStore)."""
+class LiveViews:
+    """Event-stream and metrics reads, for the REST API, the event stream and /metrics."""
 
-    def read(self) -> Any: ...  # provided by StateStore
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         """Events of ALL runs with id > ``after_id``, in id order: the event stream's gap check
         needs the global sequence, because ids of other runs' events sit between a run's own."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(EVENTS).where(EVENTS.c.id > after_id).order_by(EVENTS.c.id).limit(limit)).all()
         return [_event_dict(e) for e in rows]
 
     def run_events_between(self, run_id: str, after_id: int, upto_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         """A run's events with ``after_id < id <= upto_id``, in id order (catch-up of a stream)."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id,
                                                     EVENTS.c.id <= upto_id).order_by(EVENTS.c.id).limit(limit)).all()
         return [_event_dict(e) for e in rows]
@@ -134,7 +146,7 @@ class LiveViewsMixin:
     def xid_snapshot(self) -> tuple[int, int | None] | None:
         """PostgreSQL's writers in progress right now: (xmin, the newest in-progress transaction id
         or None). Every transaction id below xmin has ended. None on other databases."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             if conn.dialect.name != "postgresql":
                 return None
             xmin, xip_max = conn.execute(text(
@@ -144,18 +156,18 @@ class LiveViewsMixin:
 
     def recent_event_heads(self, limit: int = 5000) -> list[tuple[int, float]]:
         """(id, ts) of the newest events, newest first: where a new event follower may start."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             return [(int(i), float(t)) for i, t in conn.execute(
                 select(EVENTS.c.id, EVENTS.c.ts).order_by(EVENTS.c.id.desc()).limit(limit)).all()]
 
     def last_run_event_id(self, run_id: str) -> int:
-        with self.read() as conn:
+        with self.session.read() as conn:
             return int(conn.execute(select(func.max(EVENTS.c.id)).where(EVENTS.c.run_id == run_id)).scalar() or 0)
 
     def run_status(self, run_id: str, tenant: str | None = None) -> str:
         """Just the status (what waiting loops poll; a summary computes critical steps), and a
         tenancy check when ``tenant`` is given (NotFound for another tenant's run)."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             q = select(RUNS.c.status).where(RUNS.c.id == run_id)
             if tenant is not None:
                 q = q.where(RUNS.c.tenant == tenant)
@@ -167,7 +179,7 @@ class LiveViewsMixin:
     def metrics_snapshot(self, buckets: tuple[float, ...]) -> dict[str, Any]:
         """Aggregates for /metrics, each one grouped query: runs and agents by status, steps by
         kind and status, step latency and queue wait as histogram bucket counts, token totals."""
-        with self.read() as conn:
+        with self.session.read() as conn:
             runs = conn.execute(select(RUNS.c.status, func.count(), func.coalesce(func.sum(RUNS.c.tokens_in), 0),
                                        func.coalesce(func.sum(RUNS.c.tokens_out), 0)).group_by(RUNS.c.status)).all()
             active_agents = conn.execute(

@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from swarm.config import Settings
+from swarm.domain.llm import CallContext
 from swarm.exceptions import (
     ConfigError,
     LLMAuthError,
@@ -28,7 +29,6 @@ from swarm.exceptions import (
 from swarm.llm.client import LLMClient
 from swarm.llm.errors import map_response_error, map_transport_errors
 from swarm.llm.limiter import AdaptiveLimiter
-from swarm.llm.types import CallContext
 
 KEY = "sk-test-SUPERSECRET0123456789"
 BASE = "https://llm.test/v1"

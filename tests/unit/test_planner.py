@@ -1,7 +1,8 @@
 import pytest
 
-from swarm.engine.planner import TurnKind, plan_turn
-from swarm.llm.types import LLMResponse, ToolCall
+from swarm.domain.llm import LLMResponse, ToolCall
+from swarm.domain.turns import TurnKind
+from swarm.engine.planner import plan_turn
 
 TOOLS = {"create_subagent", "assign_task", "python", "echo"}
 

@@ -8,8 +8,9 @@ import pytest
 
 from swarm.config import Settings
 from swarm.domain import sanitize
-from swarm.engine.planner import TurnKind, plan_turn
-from swarm.llm.types import LLMResponse, ToolCall
+from swarm.domain.llm import LLMResponse, ToolCall
+from swarm.domain.turns import TurnKind
+from swarm.engine.planner import plan_turn
 from swarm.store.conversation import user_content
 from swarm.store.models import ARTIFACTS, MESSAGES, STEPS
 from swarm.store.types import Attachment

@@ -1,4 +1,9 @@
-"""Words swarm says to models. Kept together so they can be reviewed (and tuned) in one place."""
+"""Words swarm says to models. Kept together so they can be reviewed (and tuned) in one place.
+
+Every sentence a model reads from swarm is here: system prompts, nudges, the tool errors the
+planner and the store write as tool results, and the reasons an agent or run ends with (a
+subagent's reason reaches its parent model as a tool error).
+"""
 
 from __future__ import annotations
 
@@ -41,7 +46,27 @@ UNKNOWN_AGENT = ("No subagent named {name!r} exists in this run. Create it first
 AGENT_EXISTS = ("A subagent named {name!r} already exists in this run; reuse it with "
                 "assign_task(agent={name!r}, prompt=...) or pick another name.")
 DEPTH_LIMIT = "Subagents may not launch subagents here (max depth {max_depth}). Do the work yourself."
+TOOL_UNAVAILABLE = "Tool {name!r} is not available on this worker."
+TOOL_FAILED = "The {name} tool crashed: {error}"
+OVER_BUDGET = ("Refused: this run's limit of {limit} {what} is reached. Do not retry this call; "
+               "finish the task with the results you have.")
+BUDGET_NOTE = "[swarm: {left} of {limit} {what} left in this run; plan to finish.]"
+AGENT_CREATED = "Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
+SUBAGENT_FAILED = "Subagent {name!r} failed: {reason}"
+TOOL_NOT_RUN = "The {name} tool call could not be run: {reason}."
+
+#: Why a run past its max wall time failed.
+TIME_LIMIT = "time limit: the run exceeded its max wall time"
+#: Why an agent that wanted more tools on its last allowed step failed.
+STEP_LIMIT = "step limit: used all {steps} allowed steps without a final answer"
+#: Why a ready step that nobody could claim any more was given up.
+ATTEMPTS_USED = "step used up its {times} attempts without finishing; not retried"
 
 
 def subagent_system(system_prompt: str, max_steps: int) -> str:
     return system_prompt + SUBAGENT_SUFFIX.format(max_steps=max_steps)
+
+
+def crashed_reason(times: int) -> str:
+    """Why a step that crashed its worker ``times`` times (a poison step) is not run again."""
+    return f"step crashed its worker {times} times; not retried"

@@ -1,0 +1,118 @@
+"""A run's lifecycle: create, cancel, resume."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from swarm.constants import ASSIGN_TASK
+from swarm.domain import prompts, sanitize
+from swarm.domain.events import EventType
+from swarm.domain.status import (
+    AGENT_REOPEN,
+    RUN_CANCEL,
+    RUN_RESUME,
+    STEP_REOPEN,
+    STEP_REWAIT,
+    AgentStatus,
+    RunStatus,
+    StepStatus,
+)
+from swarm.exceptions import InvalidTransition, StateError
+from swarm.store import artifacts, conversation, outcomes, writes
+from swarm.store.db import db_now
+from swarm.store.models import AGENTS, RUNS, STEPS
+from swarm.store.session import Session, new_id
+from swarm.store.statements import guard
+from swarm.store.types import RunSpec, StepRef
+
+
+class Runs:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def create(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
+        """A new running run with its orchestrator and the orchestrator's first step."""
+        run_id, orch_id, now = new_id(), new_id(), time.time()
+        with self.session.tx() as conn:
+            conn.execute(insert(RUNS).values(
+                id=run_id, tenant=spec.tenant, task=sanitize.text(spec.task), status=RunStatus.RUNNING,
+                model=spec.model,
+                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
+                max_steps_per_agent=spec.max_steps_per_agent, max_wall_seconds=spec.max_wall_seconds,
+                max_depth=spec.max_depth, subagents=0, tool_calls=0, llm_calls=0, tokens_in=0,
+                tokens_out=0, created_at=now, started_at=now, wall_before=0.0,
+                deadline=db_now() + spec.max_wall_seconds))
+            conn.execute(insert(AGENTS).values(
+                id=orch_id, run_id=run_id, parent_id=None, parent_step_id=None, parent_turn=None,
+                name="orchestrator", depth=0, status=AgentStatus.RUNNING, steps=0, next_seq=2,
+                pending_tools=0, tokens_in=0, tokens_out=0, created_at=now))
+            system = prompts.ORCHESTRATOR_SYSTEM.format(
+                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
+                max_steps=spec.max_steps_per_agent)
+            writes.message(conn, run_id, orch_id, 0, "system", system)
+            writes.message(conn, run_id, orch_id, 1, "user", conversation.user_content(spec.task, spec.attachments))
+            for att in spec.attachments:  # named as user_content names them to the model
+                artifacts.put(conn, self.session.dialect, run_id, sanitize.text(att.name), att.data)
+            ref = writes.new_llm_step(conn, run_id, orch_id, 0)
+            writes.event(conn, run_id, EventType.RUN_CREATED, orch_id, None, {"task": sanitize.text(spec.task[:500])})
+        return run_id, [ref]
+
+    def cancel(self, run_id: str, reason: str) -> bool:
+        """Cancel a running run (False, changing nothing, if it had already ended): every open step
+        is cancelled in the same transaction, so no worker can commit (fence) or start (claim
+        checks the run) anything of it afterwards. A deadlock lost against a committing step is
+        retried (:data:`swarm.store.session.CONFLICT_RETRY`)."""
+        return self.session.retrying_conflicts(lambda: self._cancel(run_id, reason))
+
+    def _cancel(self, run_id: str, reason: str) -> bool:
+        with self.session.tx() as conn:
+            run = writes.lock_run(conn, run_id)
+            if not RUN_CANCEL.allows(run.status):
+                return False
+            outcomes.finish_run(conn, run_id, RUN_CANCEL.target, None, reason)
+            return True
+
+    def resume(self, run_id: str) -> list[StepRef]:
+        """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch.
+        Everything committed stays: only steps that never finished run again. A succeeded run
+        cannot be resumed (InvalidTransition, changing nothing)."""
+        with self.session.tx() as conn:
+            run = writes.lock_run(conn, run_id)
+            status = RunStatus(run.status)
+            if status == RunStatus.SUCCEEDED:
+                sources = " or ".join(sorted(RUN_RESUME.sources))
+                raise InvalidTransition(f"run {run_id} already succeeded; there is nothing to resume (resume "
+                                        f"moves a run only from {sources} to {RUN_RESUME.target})")
+            if RUN_RESUME.allows(status):  # else running: interrupted, its work is still open
+                self._reopen(conn, run)
+            refs = writes.ready_refs(conn, run_id)
+            if not refs and not writes.has_open_steps(conn, run_id):
+                raise StateError(f"run {run_id} has no unfinished work to resume ({run.reason or status})")
+            writes.event(conn, run_id, EventType.RUN_RESUMED, None, None, {})
+            return refs
+
+    def _reopen(self, conn: Connection, run: Any) -> None:
+        agents = conn.execute(select(AGENTS.c.id, AGENTS.c.parent_step_id).where(
+            AGENTS.c.run_id == run.id, guard(AGENTS.c.status, AGENT_REOPEN))).all()
+        delivered = {sid for (sid,) in conn.execute(select(STEPS.c.id).where(
+            STEPS.c.run_id == run.id, STEPS.c.status == StepStatus.SUCCEEDED,
+            STEPS.c.tool_name == ASSIGN_TASK)).all()}
+        reopen = [a.id for a in agents if a.parent_step_id is None or a.parent_step_id not in delivered]
+        if reopen:
+            conn.execute(update(AGENTS).where(AGENTS.c.id.in_(reopen)).values(
+                status=AGENT_REOPEN.target, reason=None, finished_at=None))
+            mine = STEPS.c.agent_id.in_(reopen)
+            # An assign_task whose subagent exists goes back to waiting for it, never re-launches.
+            conn.execute(update(STEPS).where(mine, guard(STEPS.c.status, STEP_REWAIT),
+                                             STEPS.c.child_agent_id.is_not(None))
+                         .values(status=STEP_REWAIT.target, owner=None, error=None))
+            conn.execute(update(STEPS).where(mine, guard(STEPS.c.status, STEP_REOPEN)).values(
+                status=STEP_REOPEN.target, owner=None, attempt=0, error=None, ready_at=db_now()))
+        wall = (run.finished_at or time.time()) - (run.started_at or run.created_at)
+        conn.execute(update(RUNS).where(RUNS.c.id == run.id, guard(RUNS.c.status, RUN_RESUME)).values(
+            status=RUN_RESUME.target, reason=None, finished_at=None, started_at=time.time(),
+            wall_before=RUNS.c.wall_before + max(0.0, wall),
+            deadline=db_now() + RUNS.c.max_wall_seconds))
