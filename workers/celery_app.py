@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 settings = Settings()
 app = Celery("swarm", set_as_current=True)
 app.conf.update(celery_config(settings, require_broker=False), worker_consumer=CONSUMER)
+context.bind(app, settings)
 
 
 def _refuse(message: str) -> NoReturn:
