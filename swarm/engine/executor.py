@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
 from swarm.domain import sanitize
@@ -100,24 +101,26 @@ class StepExecutor:
         extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
         with self._lock:
             self._in_flight.add(step_id)
-        try:
+        # Whatever the model client or a tool logs meanwhile is about this step too.
+        with logs.bound(**extra):
             try:
-                if claim.kind == StepKind.LLM:
-                    return self._llm_step(claim)
-                return self._tool_step(claim)
-            except StoreDataError as exc:
-                log.warning("the database refused the data of step %s: %s", step_id, exc, extra=extra)
-                return self._refused(claim, exc)
-        except FenceLost:
-            log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
-            return []
-        except StoreUnavailable:
-            # The lease will expire and the sweeper will hand the step to someone else.
-            log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
-            raise
-        finally:
-            with self._lock:
-                self._in_flight.discard(step_id)
+                try:
+                    if claim.kind == StepKind.LLM:
+                        return self._llm_step(claim)
+                    return self._tool_step(claim)
+                except StoreDataError as exc:
+                    log.warning("the database refused the data of step %s: %s", step_id, exc, extra=extra)
+                    return self._refused(claim, exc)
+            except FenceLost:
+                log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
+                return []
+            except StoreUnavailable:
+                # The lease will expire and the sweeper will hand the step to someone else.
+                log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
+                raise
+            finally:
+                with self._lock:
+                    self._in_flight.discard(step_id)
 
     def _refused(self, claim: Claim, exc: StoreDataError) -> list[StepRef]:
         """The database refused what this step would commit. Committing the same data again
@@ -203,6 +206,6 @@ class StepExecutor:
         try:
             result: ToolResult = tool.run(args, ctx)
         except Exception as exc:  # a tool bug must not kill the run: the model hears about it
-            log.exception("tool %s crashed", tool.name)
+            log.exception("tool %s crashed", tool.name)  # with the step's ids (logs.bound in execute)
             result = ToolResult(f"The {tool.name} tool crashed: {type(exc).__name__}: {exc}", is_error=True)
         return result
