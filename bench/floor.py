@@ -64,7 +64,7 @@ def w1_task(agents: int, tools: int, tool: str, latency: float) -> str:
     return W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FloorResult:
     """What one floor run did and how long it took."""
 
@@ -225,7 +225,8 @@ class _Driver:
         return result.content, 0
 
     async def _run_tool(self, tool: Any, args: dict[str, Any], agent_id: str) -> ToolResult:
-        ctx = ToolContext(self.run_id, agent_id, uuid.uuid4().hex, self.workspace, self.settings)
+        ctx = ToolContext(run_id=self.run_id, agent_id=agent_id, step_id=uuid.uuid4().hex, workspace=self.workspace,
+                          settings=self.settings)
         if not tool.uses_workspace:
             # echo is a pure in-memory function: a bare driver just calls it.
             return tool.run(args, ctx)  # type: ignore[no-any-return]

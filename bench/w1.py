@@ -117,7 +117,7 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- the two players
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SwarmResult:
     """One embedded swarm run of W1, with the same counters as :class:`bench.floor.FloorResult`."""
 
@@ -240,7 +240,8 @@ def serial_tool_seconds(tool: str, calls: int) -> dict[str, float]:
         return {"calls": 0, "mean_seconds": 0.0}
     py = PythonTool()
     with tempfile.TemporaryDirectory(prefix="swarm-serial-") as tmp:
-        ctx = ToolContext("serial", "serial", "serial", Path(tmp), Settings(_env_file=None))
+        ctx = ToolContext(run_id="serial", agent_id="serial", step_id="serial", workspace=Path(tmp),
+                          settings=Settings(_env_file=None))
         py.run({"code": "print(0)"}, ctx)  # warm-up: site-path scan, page cache
         started = time.perf_counter()
         for i in range(calls):

@@ -91,7 +91,7 @@ class _NoModel:
         raise ConfigError("this worker has no SWARM_LLM_BASE_URL; LLM steps belong on swarm.llm workers")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WorkerContext:
     settings: Settings
     store: StateStore
@@ -104,7 +104,7 @@ class WorkerContext:
     @classmethod
     def build(cls, app: Celery, settings: Settings) -> WorkerContext:
         store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size(), max_overflow=0)))
-        return cls(settings, store, CeleryDispatcher(app))
+        return cls(settings=settings, store=store, dispatcher=CeleryDispatcher(app))
 
     def executor(self) -> StepExecutor:
         """The step executor and this process's lease heartbeat, created on the first step."""

@@ -202,7 +202,8 @@ class StepExecutor:
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
-        ctx = ToolContext(claim.run_id, claim.agent_id, claim.step_id, path, self.settings)
+        ctx = ToolContext(run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path,
+                          settings=self.settings)
         try:
             result: ToolResult = tool.run(args, ctx)
         except Exception as exc:  # a tool bug must not kill the run: the model hears about it
