@@ -381,7 +381,8 @@ def sim_idle_roundtrip_ms(sim_url: str, calls: int = 10) -> float:
     """Mean time of one small keep-alive request to the idle model server (GET /models).
 
     Recorded with every result because it is a fixed cost inside every LLM call of both players:
-    a server whose responses wait on Nagle's algorithm shows ~40 ms here instead of ~1 ms.
+    a server whose responses wait on Nagle's algorithm shows it here at once (docs/benchmarks.md,
+    "Measured design choices").
     """
     with httpx.Client(base_url=sim_url, timeout=10.0) as http:
         http.get("/models")

@@ -64,7 +64,8 @@ class SandboxSpec:
 
 
 def interpreter() -> str:
-    # Never "python" from PATH: a pyenv shim costs ~100 ms per spawn. realpath() resolves any
+    # Never "python" from PATH: a pyenv shim is a shell script that makes every spawn slow
+    # (docs/benchmarks.md, "Measured design choices"). realpath() resolves any
     # symlink to the real binary, except inside a venv, where the symlink is what finds
     # pyvenv.cfg (and with it the venv's packages) and costs nothing extra.
     if sys.prefix != sys.base_prefix:
