@@ -1,12 +1,19 @@
-"""SWARM_LOG_FORMAT=json in a real worker node: every line its Celery processes log is one JSON object,
-and the lines about a step (Celery's own "succeeded" line included) carry the run's and the step's ids."""
+"""SWARM_LOG_FORMAT=json in real processes: every line a worker node's Celery processes log is one JSON
+object, and the lines about a step (Celery's own "succeeded" line included) carry the run's and the
+step's ids; `swarm serve` (the API under uvicorn) logs JSON lines only."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -16,8 +23,6 @@ from swarm.store.store import StateStore
 from tests.acceptance.cluster import Proc, cluster, submit, w1_task, wait_done
 from tests.conftest import make_settings
 from workers.launch import NodePlan
-
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 def _records(path: Path) -> list[dict[str, object]]:
@@ -32,6 +37,8 @@ def _records(path: Path) -> list[dict[str, object]]:
     return records
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 @pytest.mark.timeout(180)
 def test_a_worker_node_logs_json_lines_that_carry_the_run(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
@@ -69,3 +76,38 @@ def test_a_worker_node_logs_json_lines_that_carry_the_run(tmp_path, pg_url, redi
     assert {r.get("run_id") for r in done} == {run_id}
     assert all(r.get("agent_id") for r in done)
     assert {r.get("step_id") for r in done} == step_ids
+
+
+@pytest.mark.timeout(120)
+def test_the_api_server_logs_json_lines(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "CELERY_"))}
+    env |= {"SWARM_HOME": str(tmp_path / "home"), "SWARM_LOG_FORMAT": "json"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err_file:
+        server = subprocess.Popen([sys.executable, "-m", "swarm", "serve", "--port", str(port)], env=env,
+                                  cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "swarm serve did not start"
+            time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    records = _records(log)
+    loggers = {r["logger"] for r in records}
+    assert {"swarm.api", "uvicorn.error"} <= loggers  # swarm's lines and uvicorn's own
+    assert any(str(r["message"]).startswith("GET /healthz 200") for r in records)  # the request log
