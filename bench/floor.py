@@ -64,7 +64,7 @@ def w1_task(agents: int, tools: int, tool: str, latency: float) -> str:
     return W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FloorResult:
     """What one floor run did and how long it took."""
 
@@ -122,7 +122,8 @@ class _Driver:
         self.worker_schemas = registry.schemas()
         self.orchestrator_schemas = ORCHESTRATION_SCHEMAS + self.worker_schemas
         # One TLS context for all clients: httpx builds (and loads CA certificates into) a new
-        # one per client otherwise, ~20 ms of CPU each, and the sim speaks plain HTTP anyway.
+        # one per client otherwise, which costs CPU the floor must not spend (docs/benchmarks.md,
+        # "Measured design choices"), and the sim speaks plain HTTP anyway.
         self._tls = ssl.create_default_context()
 
     def new_client(self) -> httpx.AsyncClient:
@@ -130,9 +131,9 @@ class _Driver:
 
         Not one client shared by all agents: httpcore's connection pool scans every connection
         (a poll() and getpeername() syscall each, through anyio's attribute machinery) on every
-        request, so with 100 agents in flight a shared AsyncClient spent ~70% of the event
-        loop's time in pool bookkeeping and doubled the round-trip time (measured: mean 2.6 s
-        per call at 1.0 s model latency). A floor that slow would flatter swarm.
+        request, so with a swarm's agents in flight a shared AsyncClient spends most of the event
+        loop's time in pool bookkeeping and its round trips grow accordingly (docs/benchmarks.md,
+        "Measured design choices"). A floor that slow would flatter swarm.
         """
         s = self.settings
         return httpx.AsyncClient(base_url=self.sim_url, verify=self._tls,
@@ -225,7 +226,8 @@ class _Driver:
         return result.content, 0
 
     async def _run_tool(self, tool: Any, args: dict[str, Any], agent_id: str) -> ToolResult:
-        ctx = ToolContext(self.run_id, agent_id, uuid.uuid4().hex, self.workspace, self.settings)
+        ctx = ToolContext(run_id=self.run_id, agent_id=agent_id, step_id=uuid.uuid4().hex, workspace=self.workspace,
+                          settings=self.settings)
         if not tool.uses_workspace:
             # echo is a pure in-memory function: a bare driver just calls it.
             return tool.run(args, ctx)  # type: ignore[no-any-return]
@@ -236,8 +238,8 @@ class _Driver:
         # way. The thread only waits in select() on the child's pipes with the GIL released, so
         # it adds next to nothing over an asyncio subprocess. The pool is as wide as the number
         # of W1 tool calls that can be in flight at once (one per subagent, see run_floor), so
-        # no call queues; capping it at swarm's tool_concurrency (32) instead made no measurable
-        # difference to the floor's wall (25.2 s vs 24.7 s for W1 at 1.0 s latency).
+        # no call queues; capping it at swarm's tool_concurrency instead made no difference beyond
+        # noise to the floor's wall (docs/benchmarks.md, "Measured design choices").
         # The one difference, by design: one working directory for the whole run, where swarm
         # restores a fresh per-call workspace from its database (that is persistence overhead).
         loop = asyncio.get_running_loop()

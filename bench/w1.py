@@ -117,7 +117,7 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- the two players
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SwarmResult:
     """One embedded swarm run of W1, with the same counters as :class:`bench.floor.FloorResult`."""
 
@@ -240,7 +240,8 @@ def serial_tool_seconds(tool: str, calls: int) -> dict[str, float]:
         return {"calls": 0, "mean_seconds": 0.0}
     py = PythonTool()
     with tempfile.TemporaryDirectory(prefix="swarm-serial-") as tmp:
-        ctx = ToolContext("serial", "serial", "serial", Path(tmp), Settings(_env_file=None))
+        ctx = ToolContext(run_id="serial", agent_id="serial", step_id="serial", workspace=Path(tmp),
+                          settings=Settings(_env_file=None))
         py.run({"code": "print(0)"}, ctx)  # warm-up: site-path scan, page cache
         started = time.perf_counter()
         for i in range(calls):
@@ -380,7 +381,8 @@ def sim_idle_roundtrip_ms(sim_url: str, calls: int = 10) -> float:
     """Mean time of one small keep-alive request to the idle model server (GET /models).
 
     Recorded with every result because it is a fixed cost inside every LLM call of both players:
-    a server whose responses wait on Nagle's algorithm shows ~40 ms here instead of ~1 ms.
+    a server whose responses wait on Nagle's algorithm shows it here at once (docs/benchmarks.md,
+    "Measured design choices").
     """
     with httpx.Client(base_url=sim_url, timeout=10.0) as http:
         http.get("/models")

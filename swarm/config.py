@@ -68,6 +68,10 @@ class Settings(BaseSettings):
                             "still sees every task and worker through events, but its worker pages and "
                             "pool/rate-limit/shutdown buttons need this on.")
 
+    log_format: Literal["text", "json"] = Field(
+        "text", description="How swarm's processes (CLI, API, workers) write their log: 'text' lines, or 'json': one "
+                            "JSON object a line. Both carry the run, agent and step ids a line is about.")
+
     llm_base_url: str = Field(
         "", description="OpenAI-compatible endpoint, e.g. https://api.moonshot.ai/v1. Empty: simulated model.")
     llm_api_key: SecretStr = Field(

@@ -33,8 +33,9 @@ class ThreadedServer:
 
     def start(self) -> Self:
         # Bind here so the port is known before the thread starts (no race for it). An explicit
-        # IPPROTO_TCP makes asyncio set TCP_NODELAY; without it every kept-alive response
-        # stalls ~40 ms on Nagle + delayed ACK.
+        # IPPROTO_TCP makes asyncio set TCP_NODELAY; without it every kept-alive response waits
+        # on Nagle's algorithm and the client's delayed ACK (docs/benchmarks.md, "Measured design
+        # choices").
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

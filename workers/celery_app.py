@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from contextvars import Token
 from typing import Any, NoReturn
 
 from celery import Celery, signals
+from celery.utils.log import get_multiprocessing_logger
 
+from swarm import logs
 from swarm.config import Settings
 from swarm.constants import QUEUE_LLM
 from swarm.dispatch.celery import NO_BROKER, celery_config
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 settings = Settings()
 app = Celery("swarm", set_as_current=True)
 app.conf.update(celery_config(settings, require_broker=False), worker_consumer=CONSUMER)
+context.bind(app, settings)
 
 
 def _refuse(message: str) -> NoReturn:
@@ -72,6 +77,15 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     context.configure_pool(int(getattr(sender, "concurrency", 1) or 1), "thread" in pool_name)
 
 
+def _on_celeryd_init(instance: Any = None, **_: Any) -> None:
+    # Before Celery sets up its logging, and before its first warnings (e.g. about running as
+    # root): in JSON, those must be JSON lines too, and the start-up banner (not a log line) goes.
+    if settings.log_format == "json":
+        logs.configure("json")
+        if instance is not None:
+            instance.quiet = True
+
+
 def _on_beat_init(**_: Any) -> None:
     if not settings.broker_url:
         _refuse(NO_BROKER)
@@ -117,16 +131,49 @@ def _on_worker_shutdown(**_: Any) -> None:
     context.shutdown()
 
 
-def _on_setup_logger(loglevel: int | None = None, **_: Any) -> None:
+def _on_setup_logger(logger: logging.Logger | None = None, loglevel: int | None = None, format: str | None = None,
+                     **_: Any) -> None:
     # httpx logs every model call at INFO, drowning Celery's own task lines; keep it for DEBUG.
     if (loglevel or logging.INFO) > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Celery has set up its handlers (stderr or --logfile) with its line format; swarm's formatter
+    # keeps that format for text and adds the ids (SWARM_LOG_FORMAT, swarm.logs).
+    for target in (logger, get_multiprocessing_logger()):
+        if target is not None:
+            logs.adopt(target, settings.log_format, format or logs.TEXT_FORMAT)
+
+
+def _on_setup_task_logger(logger: logging.Logger | None = None, **_: Any) -> None:
+    # Celery's task logger (celery.task, for get_task_logger) has a text format of its own that
+    # only Celery's formatter can fill; in JSON it is dressed like the rest.
+    if logger is not None and settings.log_format == "json":
+        logs.adopt(logger, "json")
+
+
+#: The ids bound for the task each thread runs (swarm.step's labels), from task_prerun to
+#: task_postrun, so that Celery's own lines about the task (e.g. "succeeded in") carry them too.
+_task_ids: dict[str, Token[Mapping[str, str]]] = {}
+
+
+def _on_task_prerun(task_id: str = "", kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    kw = kwargs or {}
+    _task_ids[task_id] = logs.bind(run_id=kw.get("run_id"), agent_id=kw.get("agent_id"), step_id=kw.get("step_id"))
+
+
+def _on_task_postrun(task_id: str = "", **_: Any) -> None:
+    token = _task_ids.pop(task_id, None)
+    if token is not None:
+        logs.unbind(token)
 
 
 # Connected explicitly (not as decorators) so the handlers keep their type annotations.
+signals.celeryd_init.connect(_on_celeryd_init)
 signals.worker_init.connect(_on_worker_init)
 signals.worker_init.connect(_harden)
 signals.after_setup_logger.connect(_on_setup_logger)
+signals.after_setup_task_logger.connect(_on_setup_task_logger)
+signals.task_prerun.connect(_on_task_prerun)
+signals.task_postrun.connect(_on_task_postrun)
 signals.beat_init.connect(_on_beat_init)
 signals.beat_init.connect(_harden)
 signals.worker_ready.connect(_on_worker_ready)

@@ -2,7 +2,8 @@
 
 A worker buffers its ``task-received``/``-started``/``-succeeded`` events and Celery flushes the
 buffer on every turn of its event loop, so a busy node published about one small ``task.multi``
-message per step: a third of a prefork tool worker's main-process CPU. Flushing at most every
+message per step, a large share of a prefork tool worker's main-process CPU (docs/benchmarks.md,
+"Measured design choices"). Flushing at most every
 :data:`EVENT_FLUSH_SECONDS` (or when the buffer holds ``buffer_limit`` events, as before) sends
 the same events, in the same order, in fewer messages; Flower shows them that much later.
 """

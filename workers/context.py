@@ -1,5 +1,8 @@
 """What a worker process needs to run steps, built lazily once per process.
 
+The Celery application hands itself and its settings over at import (:func:`bind`), so this module
+never imports the application module back.
+
 Per process, never shared across a fork: SQLAlchemy pools, the HTTP client and the heartbeat
 thread all belong to the process that created them. A prefork child therefore builds its own on
 its first task; a threads-pool worker builds one and shares it among its threads (all of these
@@ -14,6 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery import Celery
+
 from swarm.config import Settings
 from swarm.dispatch.celery import CeleryDispatcher
 from swarm.engine.background import Periodic, heartbeat
@@ -23,6 +28,7 @@ from swarm.llm.client import LLMClient
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
 from swarm.tools.builtin import default_registry
+from workers.timing import instrument
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,27 @@ class _Pool:
 
 
 _pool = _Pool()
+
+
+@dataclass
+class _Binding:
+    app: Celery | None = None
+    settings: Settings | None = None
+
+
+_binding = _Binding()
+
+
+def bind(app: Celery, settings: Settings) -> None:
+    """Called once by :mod:`workers.celery_app`: the application steps are published through and the
+    settings every context of this process is built from."""
+    _binding.app, _binding.settings = app, settings
+
+
+def _bound() -> tuple[Celery, Settings]:
+    if _binding.app is None or _binding.settings is None:
+        raise RuntimeError("workers.context is not bound to a Celery app: import workers.celery_app first")
+    return _binding.app, _binding.settings
 
 
 def configure_pool(concurrency: int, threads: bool) -> None:
@@ -64,7 +91,7 @@ class _NoModel:
         raise ConfigError("this worker has no SWARM_LLM_BASE_URL; LLM steps belong on swarm.llm workers")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WorkerContext:
     settings: Settings
     store: StateStore
@@ -75,12 +102,9 @@ class WorkerContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings) -> WorkerContext:
-        from workers.celery_app import app
-        from workers.timing import instrument
-
+    def build(cls, app: Celery, settings: Settings) -> WorkerContext:
         store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size(), max_overflow=0)))
-        return cls(settings, store, CeleryDispatcher(app))
+        return cls(settings=settings, store=store, dispatcher=CeleryDispatcher(app))
 
     def executor(self) -> StepExecutor:
         """The step executor and this process's lease heartbeat, created on the first step."""
@@ -138,9 +162,7 @@ class _ProcessSlot:
             if self.ctx is None or self.pid != os.getpid():
                 if self.ctx is not None:
                     self.ctx.forget()
-                from workers.celery_app import settings
-
-                self.ctx, self.pid = WorkerContext.build(settings), os.getpid()
+                self.ctx, self.pid = WorkerContext.build(*_bound()), os.getpid()
             return self.ctx
 
     def after_fork(self) -> None:

@@ -49,7 +49,7 @@ def parse_queues(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodePlan:
     queues: tuple[str, ...] = DEFAULT_QUEUES
     llm_concurrency: int = 128

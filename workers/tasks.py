@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from swarm.dispatch.celery import STEP_TASK, SWEEP_TASK
 from swarm.exceptions import StoreUnavailable
@@ -18,9 +17,6 @@ from workers.context import context
 from workers.timing import StepTimer
 
 log = logging.getLogger(__name__)
-
-#: Attempts at a step while the database is unreachable before leaving it to the sweeper.
-DB_ATTEMPTS = 4
 
 
 def run_step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "", tool: str | None = None) -> int:
@@ -31,18 +27,16 @@ def run_step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "",
     ctx = context()
     executor = ctx.executor()
     with StepTimer(step_id=step_id, kind=kind, tool=tool) as timer:
-        for attempt in range(DB_ATTEMPTS):
-            try:
-                refs = executor.execute(step_id)
-                break
-            except StoreUnavailable as exc:
-                # Nothing committed. If our claim went through, the step's lease lapses (it is not
-                # in flight, so not renewed) and the sweeper hands it out again.
-                if attempt == DB_ATTEMPTS - 1:
-                    log.warning("step %s: database unavailable (%s); leaving it to the sweeper", step_id, exc,
-                                extra={"run_id": run_id})
-                    return 0
-                time.sleep(0.5 * 2 ** attempt)
+        try:
+            refs = executor.execute(step_id)
+        except StoreUnavailable as exc:
+            # The executor has already ridden out what it could (swarm.engine.executor's retry
+            # policies); retrying here would only wrap one retry loop in another. Nothing committed:
+            # if our claim went through, the step's lease lapses (it is not in flight, so not
+            # renewed) and the sweeper hands it out again.
+            log.warning("step %s: database unavailable (%s); leaving it to the sweeper", step_id, exc,
+                        extra={"run_id": run_id, "agent_id": agent_id, "step_id": step_id})
+            return 0
         timer.executed()
         # Only now, after the commit: a published step is always visible to whoever takes it.
         ctx.dispatcher.dispatch(refs)

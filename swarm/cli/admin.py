@@ -56,11 +56,11 @@ def sim_llm(
     Point swarm at it with SWARM_LLM_BASE_URL=http://HOST:PORT/v1. A `#sim agents=N tools=K
     latency=S` line in a task overrides these defaults for that run.
     """
-    from swarm.sim import SimConfig, serve
+    from swarm.sim import SimConfig, SimParams, serve
 
     console.print(f"simulated model on http://{host}:{port}/v1 (stats: /sim/stats)")
-    serve(SimConfig(agents=agents, tools=tools, tool=tool, latency=latency, tool_latency=tool_latency,
-                    host=host, port=port))
+    params = SimParams(agents=agents, tools=tools, tool=tool, latency=latency, tool_latency=tool_latency)
+    serve(SimConfig(params=params, host=host, port=port))
 
 
 @app.command()

@@ -79,5 +79,7 @@ def errors() -> Iterator[None]:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    """The command's log on stderr, in SWARM_LOG_FORMAT (:mod:`swarm.logs`)."""
+    from swarm import logs
+
+    logs.configure(settings().log_format, logging.INFO if verbose else logging.WARNING)

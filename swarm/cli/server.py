@@ -52,7 +52,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.
     with errors():
         s = settings()
         harden_process()  # tenants' runs execute in this process without a broker
-        err_console.print(f"swarm API on http://{host}:{port}  (dashboard: /dashboard/, docs: /docs)")
+        if s.log_format == "json":  # a JSON log holds nothing but JSON lines
+            logging.getLogger("swarm.api").info("swarm API on http://%s:%d", host, port)
+        else:
+            err_console.print(f"swarm API on http://{host}:{port}  (dashboard: /dashboard/, docs: /docs)")
         run_server(s, host, port, log_level.lower())
 
 

@@ -9,10 +9,10 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
 from swarm.domain import prompts, sanitize
@@ -31,6 +31,7 @@ from swarm.exceptions import (
     StoreDataError,
     StoreUnavailable,
 )
+from swarm.retry import RetryPolicy
 from swarm.store.db import private_dir
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
@@ -40,10 +41,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How long a claimed step keeps retrying its reads and its commit through a database outage
-#: (connections killed, a Postgres restart). The model call or tool run is already paid for;
+#: How a claimed step rides out a database outage (connections killed, a Postgres restart) in its
+#: reads and its commit: for up to a minute. The model call or tool run is already paid for;
 #: giving up means doing it again on another worker. The heartbeat keeps the lease meanwhile.
-STORE_RETRY_SECONDS = 60.0
+STORE_OUTAGE = RetryPolicy(deadline=60.0, base=0.1, cap=2.0)
+#: How the claim rides out an outage (or a worker pool with no free connection). Nothing is paid
+#: for yet, so it gives up after a few seconds and leaves the step to the sweeper.
+CLAIM_OUTAGE = RetryPolicy(attempts=4, base=0.5, cap=2.0)
 
 
 class LLMProtocol(Protocol):
@@ -88,30 +92,34 @@ class StepExecutor:
         """
         # Each claim that ends neither in a commit nor in a release crashed its worker: after
         # step_max_crashes of them nobody claims the step again and the sweeper gives it up.
-        claim = self.store.claim(step_id, self.owner, self.settings.lease_seconds, self.settings.step_max_crashes)
+        s = self.settings
+        claim = CLAIM_OUTAGE.call(lambda: self.store.claim(step_id, self.owner, s.lease_seconds, s.step_max_crashes),
+                                  (StoreUnavailable,))
         if claim is None:
             return []
         extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
         with self._lock:
             self._in_flight.add(step_id)
-        try:
+        # Whatever the model client or a tool logs meanwhile is about this step too.
+        with logs.bound(**extra):
             try:
-                if claim.kind == StepKind.LLM:
-                    return self._llm_step(claim)
-                return self._tool_step(claim)
-            except StoreDataError as exc:
-                log.warning("the database refused the data of step %s: %s", step_id, exc, extra=extra)
-                return self._refused(claim, exc)
-        except FenceLost:
-            log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
-            return []
-        except StoreUnavailable:
-            # The lease will expire and the sweeper will hand the step to someone else.
-            log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
-            raise
-        finally:
-            with self._lock:
-                self._in_flight.discard(step_id)
+                try:
+                    if claim.kind == StepKind.LLM:
+                        return self._llm_step(claim)
+                    return self._tool_step(claim)
+                except StoreDataError as exc:
+                    log.warning("the database refused the data of step %s: %s", step_id, exc, extra=extra)
+                    return self._refused(claim, exc)
+            except FenceLost:
+                log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
+                return []
+            except StoreUnavailable:
+                # The lease will expire and the sweeper will hand the step to someone else.
+                log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
+                raise
+            finally:
+                with self._lock:
+                    self._in_flight.discard(step_id)
 
     def _refused(self, claim: Claim, exc: StoreDataError) -> list[StepRef]:
         """The database refused what this step would commit. Committing the same data again
@@ -125,17 +133,9 @@ class StepExecutor:
         return self._durable(lambda: self.store.fail_step(claim, error))
 
     def _durable(self, fn: Callable[[], T]) -> T:
-        """Call the store, riding out a database outage of up to STORE_RETRY_SECONDS. Safe to
-        repeat: a commit that did land but whose reply was lost fails the fence on retry."""
-        deadline, delay = time.monotonic() + STORE_RETRY_SECONDS, 0.1
-        while True:
-            try:
-                return fn()
-            except StoreUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """Call the store, riding out a database outage (:data:`STORE_OUTAGE`). Safe to repeat: a
+        commit that did land but whose reply was lost fails the fence on retry."""
+        return STORE_OUTAGE.call(fn, (StoreUnavailable,))
 
     # ------------------------------------------------------------------ LLM
 
@@ -201,11 +201,12 @@ class StepExecutor:
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
-        ctx = ToolContext(claim.run_id, claim.agent_id, claim.step_id, path, self.settings)
+        ctx = ToolContext(run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path,
+                          settings=self.settings)
         try:
             result: ToolResult = tool.run(args, ctx)
         except Exception as exc:  # a tool bug must not kill the run: the model hears about it
-            log.exception("tool %s crashed", tool.name)
+            log.exception("tool %s crashed", tool.name)  # with the step's ids (logs.bound in execute)
             result = ToolResult(prompts.TOOL_FAILED.format(name=tool.name, error=f"{type(exc).__name__}: {exc}"),
                                 is_error=True)
         return result

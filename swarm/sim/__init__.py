@@ -1,6 +1,6 @@
 """A deterministic, OpenAI-compatible stand-in for Kimi K2.5 playing an agent swarm.
 
-``with SimServer(SimConfig(agents=3)) as sim:`` gives a real HTTP endpoint at ``sim.url``; a
+``with SimServer(SimConfig(params=SimParams(agents=3))) as sim:`` gives a real HTTP endpoint at ``sim.url``; a
 ``#sim agents=100 tools=15 latency=1.0`` line in a run's prompt reshapes the swarm per run.
 """
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from swarm.sim.params import FAULTS, SIM_TOOLS
+from swarm.sim.params import FAULTS, SIM_TOOLS, SimParams
 from swarm.sim.server import SimConfig, serve
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
-    d = SimConfig()
+    d, dp = SimConfig(), SimParams()
     p = argparse.ArgumentParser(prog="python -m swarm.sim",
                                 description="Deterministic OpenAI-compatible Kimi swarm simulator.")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--agents", type=int, default=d.agents, help="subagent tasks per run (N)")
-    p.add_argument("--tools", type=int, default=d.tools, help="tool calls per subagent (K)")
-    p.add_argument("--tool", choices=SIM_TOOLS, default=d.tool)
-    p.add_argument("--latency", type=float, default=d.latency, help="seconds per completion")
-    p.add_argument("--tool-latency", type=float, default=d.tool_latency,
+    p.add_argument("--agents", type=int, default=dp.agents, help="subagent tasks per run (N)")
+    p.add_argument("--tools", type=int, default=dp.tools, help="tool calls per subagent (K)")
+    p.add_argument("--tool", choices=SIM_TOOLS, default=dp.tool)
+    p.add_argument("--latency", type=float, default=dp.latency, help="seconds per completion")
+    p.add_argument("--tool-latency", type=float, default=dp.tool_latency,
                    help="seconds each python tool call sleeps")
     p.add_argument("--fault", choices=FAULTS, default=None)
     p.add_argument("--http", default=None, help='HTTP fault: "429x2", "500x1", "401", "quota"...')
@@ -27,9 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
                    help="reply without reasoning_content")
     p.add_argument("--model", default=d.model)
     a = p.parse_args(argv)
-    return SimConfig(agents=a.agents, tools=a.tools, tool=a.tool, latency=a.latency,
-                     tool_latency=a.tool_latency, fault=a.fault, http=a.http,
-                     thinking=a.thinking, host=a.host, port=a.port, model=a.model)
+    params = SimParams(agents=a.agents, tools=a.tools, tool=a.tool, latency=a.latency, tool_latency=a.tool_latency,
+                       fault=a.fault, http=a.http, thinking=a.thinking)
+    return SimConfig(params=params, host=a.host, port=a.port, model=a.model)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -73,7 +73,7 @@ def parse_http_fault(spec: str | None) -> HttpFault | None:
     return HttpFault(status, _ERROR_TYPES.get(status, "server_error"), times)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SimParams:
     """How the simulated swarm behaves. Server defaults, overridable per conversation by a
     ``#sim key=value ...`` directive in its first user message."""

@@ -30,30 +30,18 @@ from swarm.threaded_server import ThreadedServer
 LOG_LIMIT = 200_000
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SimConfig:
-    """Server-wide defaults for :class:`SimParams`, plus where to listen."""
+    """Where the sim listens, the model name it answers as, and the :class:`SimParams` every
+    conversation starts from (a ``#sim`` directive changes them for its conversation)."""
 
-    agents: int = 3
-    tools: int = 2
-    tool: str = "python"
-    latency: float = 0.0
-    tool_latency: float = 0.0
-    fault: str | None = None
-    http: str | None = None
-    thinking: bool = True
+    params: SimParams = field(default_factory=SimParams)
     host: str = "127.0.0.1"
     port: int = 8765
     model: str = script.DEFAULT_MODEL
 
-    @property
-    def params(self) -> SimParams:
-        return SimParams(agents=self.agents, tools=self.tools, tool=self.tool,
-                         latency=self.latency, tool_latency=self.tool_latency,
-                         fault=self.fault, http=self.http, thinking=self.thinking)
 
-
-@dataclass
+@dataclass(kw_only=True)
 class SimState:
     """The request ledger. Written from the server's event loop, read from test threads."""
 
@@ -252,7 +240,7 @@ def serve(config: SimConfig | None = None) -> None:
 class SimServer(ThreadedServer):
     """The sim on a free 127.0.0.1 port in a background thread, for tests.
 
-    >>> with SimServer(SimConfig(agents=2)) as sim:  # doctest: +SKIP
+    >>> with SimServer(SimConfig(params=SimParams(agents=2))) as sim:  # doctest: +SKIP
     ...     httpx.post(f"{sim.url}/chat/completions", json=...)
     """
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from swarm.config import Settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolContext:
     """What a tool may know about the call it serves."""
 

@@ -77,8 +77,11 @@ class ExecutorServer(ThreadingHTTPServer):
                         sent[rel] = hashlib.sha256(data).hexdigest()
             if code is None:
                 raise BadMessage("no code member")
-            result = PythonTool().run({"code": code}, ToolContext(*ids, workspace=tmp, settings=self.settings))
-            log.info("python call %s: %s", ids[2] or "-", result.meta or result.content[:200])
+            run_id, agent_id, step_id = ids
+            ctx = ToolContext(run_id=run_id, agent_id=agent_id, step_id=step_id, workspace=tmp, settings=self.settings)
+            result = PythonTool().run({"code": code}, ctx)
+            log.info("python call %s: %s", step_id or "-", result.meta or result.content[:200],
+                     extra={"run_id": run_id, "agent_id": agent_id, "step_id": step_id})
             answer = new_spool()
             try:
                 with tarfile.open(fileobj=answer, mode="w", format=tarfile.PAX_FORMAT) as out:

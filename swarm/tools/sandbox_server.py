@@ -4,10 +4,10 @@ This file is not imported by swarm: :mod:`swarm.tools.sandbox` reads its source 
 ``python -I -S -B -c <source> <config> <control fd>``, inside bubblewrap when isolation is on. It
 uses the standard library only, and never runs user code itself; it forks a fresh child per call.
 
-Why a fork server: starting CPython costs ~10 ms of CPU even with ``-I -S``, forking a started one
-~1 ms (docs/benchmarks.md). Why inside the sandbox: the server is then as confined as its children
-(no network, read-only system, no view of swarm's files or processes), and every limit is fixed
-when it starts — a request carries file descriptors, never limits.
+Why a fork server: starting CPython costs many times the CPU of forking one already started, even
+with ``-I -S`` (docs/benchmarks.md, "Measured design choices"). Why inside the sandbox: the server
+is then as confined as its children (no network, read-only system, no view of swarm's files or
+processes), and every limit is fixed when it starts — a request carries file descriptors, never limits.
 
 Protocol, over a ``SOCK_SEQPACKET`` socketpair inherited at start (no path anyone could connect to):
 

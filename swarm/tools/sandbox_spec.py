@@ -40,7 +40,7 @@ class SandboxUnavailable(OSError):
     """Isolation was asked for but cannot be had on this machine (the message says why)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Limits:
     """Fixed when a server starts: no request can change them."""
 
@@ -51,7 +51,7 @@ class Limits:
     nproc: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SandboxSpec:
     """Everything a server is started with; one server per distinct spec in a process."""
 
@@ -65,7 +65,8 @@ class SandboxSpec:
 
 
 def interpreter() -> str:
-    # Never "python" from PATH: a pyenv shim costs ~100 ms per spawn. realpath() resolves any
+    # Never "python" from PATH: a pyenv shim is a shell script that makes every spawn slow
+    # (docs/benchmarks.md, "Measured design choices"). realpath() resolves any
     # symlink to the real binary, except inside a venv, where the symlink is what finds
     # pyvenv.cfg (and with it the venv's packages) and costs nothing extra.
     if sys.prefix != sys.base_prefix:
@@ -171,7 +172,8 @@ def probe(network: bool = False) -> str | None:
     if bwrap is None:
         return ("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap); set "
                 "SWARM_PYTHON_ISOLATION=off to run model code without isolation (unsafe)")
-    spec = SandboxSpec(isolate=True, network=network, limits=Limits(1 << 30, 5, 1 << 20, 64, 64),
+    limits = Limits(memory=1 << 30, cpu=5, fsize=1 << 20, nofile=64, nproc=64)
+    spec = SandboxSpec(isolate=True, network=network, limits=limits,
                        soft_timeout=5.0, hard_timeout=5.0, work_bytes=1 << 20, tmp_bytes=1 << 20)
     argv = [*bwrap_argv(bwrap, spec, os.geteuid() == 0), "--", interpreter(), *FLAGS, "-c",
             "import ctypes; print('ok')"]

@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 
 from swarm.api.testing import live_api
-from swarm.sim import SimConfig, SimServer
+from swarm.sim import SimConfig, SimParams, SimServer
 from tests.conftest import PG_ADMIN_URL, _admin_exec, _pg_base, make_settings
 
 
@@ -24,7 +24,7 @@ def served(tmp_path_factory, pg_template):
     url = f"{_pg_base(PG_ADMIN_URL)}/{name}"
     # Generated tasks carry no #sim directive: keep the default swarm tiny and subprocess-free.
     try:
-        with SimServer(SimConfig(port=0, agents=1, tools=1, tool="echo")) as sim, \
+        with SimServer(SimConfig(port=0, params=SimParams(agents=1, tools=1, tool="echo"))) as sim, \
                 live_api(make_settings(tmp_path_factory.mktemp("fuzz"), url, sim.url)) as api:
             key = api.key("fuzz")
             with api.client(key) as c:  # one real run, so some generated ids and filters hit something

@@ -95,12 +95,15 @@ def worker_ctx(monkeypatch: pytest.MonkeyPatch, tmp_path, pg_url, redis_url, sim
 
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     app = workers.celery_app.app
+    original = workers.celery_app.settings
     monkeypatch.setattr(workers.celery_app, "settings", s)
     monkeypatch.setitem(app.conf, "broker_url", redis_url)
     context.shutdown()
+    context.bind(app, s)
     app.close()  # connection pools are made lazily from the (now patched) configuration
     yield s
     context.shutdown()
+    context.bind(app, original)
     app.close()
 
 

@@ -80,7 +80,8 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
 def _call(code: str, workspace: Path, **overrides: object) -> tuple[str, bool]:
     values: dict[str, object] = {"home": workspace.parent, "python_timeout": 10.0, **overrides}
     s = Settings(_env_file=None, **values)  # type: ignore[arg-type]
-    result = PythonTool().run({"code": code}, ToolContext("run1", "agent1", "step1", workspace, s))
+    ctx = ToolContext(run_id="run1", agent_id="agent1", step_id="step1", workspace=workspace, settings=s)
+    result = PythonTool().run({"code": code}, ctx)
     return result.content, result.is_error
 
 

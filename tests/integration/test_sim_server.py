@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from swarm.sim import SimConfig, SimServer
+from swarm.sim import SimConfig, SimParams, SimServer
 
 ORCH_SYSTEM = "You are the orchestrator."
 
@@ -214,7 +214,7 @@ def test_models_and_search(sim: SimServer, client: httpx.Client) -> None:
 
 
 def test_server_defaults_shape_the_swarm() -> None:
-    with SimServer(SimConfig(agents=2, tools=1, tool="echo", thinking=False)) as sim, \
+    with SimServer(SimConfig(params=SimParams(agents=2, tools=1, tool="echo", thinking=False))) as sim, \
             httpx.Client(base_url=sim.url, timeout=30) as client:
         messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
         body: dict[str, Any] = {"thinking": {"type": "disabled"}}

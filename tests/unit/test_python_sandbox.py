@@ -198,8 +198,9 @@ def test_a_forked_worker_process_starts_a_server_of_its_own(tmp_path: Path, isol
 
 
 def test_bubblewrap_command_gives_no_network_and_no_view_of_swarm(tmp_path: Path) -> None:
-    spec = sandbox_spec.SandboxSpec(isolate=True, network=False, limits=sandbox_spec.Limits(1, 1, 1, 1, 1),
-                                    soft_timeout=1, hard_timeout=1, work_bytes=1, tmp_bytes=1)
+    limits = sandbox_spec.Limits(memory=1, cpu=1, fsize=1, nofile=1, nproc=1)
+    spec = sandbox_spec.SandboxSpec(isolate=True, network=False, limits=limits, soft_timeout=1,
+                                    hard_timeout=1, work_bytes=1, tmp_bytes=1)
     argv = sandbox_spec.bwrap_argv("/usr/bin/bwrap", spec, as_root=True)
     assert "--unshare-net" in argv
     assert "--unshare-pid" in argv

@@ -95,3 +95,39 @@ def test_exhausted() -> None:
 def test_invalid_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_executors_store_retries_keep_their_schedules() -> None:
+    from swarm.engine.executor import CLAIM_OUTAGE, STORE_OUTAGE
+
+    clock = Clock()
+    with pytest.raises(ConnectionError, match="failure 4"):
+        CLAIM_OUTAGE.call(failing(9)[0], (ConnectionError,), sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == [0.5, 1.0, 2.0]  # then the step is left to the sweeper
+    clock = Clock()
+    with pytest.raises(ConnectionError):
+        STORE_OUTAGE.call(failing(10_000)[0], (ConnectionError,), sleep=clock.sleep, clock=clock)
+    assert clock.sleeps[:6] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0])
+    assert 58.0 < clock.now <= 60.0  # a minute of outage, at most
+
+
+def test_the_step_task_does_not_retry_around_the_executor(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The executor retries the store itself; the task leaves what is left to the sweeper."""
+    from types import SimpleNamespace
+
+    from swarm.exceptions import StoreUnavailable
+    from workers import tasks
+
+    calls: list[str] = []
+
+    def execute(step_id: str) -> list[object]:
+        calls.append(step_id)
+        raise StoreUnavailable("database unavailable: simulated outage")
+
+    executor = SimpleNamespace(execute=execute)
+    monkeypatch.setattr(tasks, "context", lambda: SimpleNamespace(executor=lambda: executor))
+    assert tasks.run_step("s1", run_id="r1", agent_id="a1") == 0
+    assert calls == ["s1"]
+    (record,) = [r for r in caplog.records if "leaving it to the sweeper" in r.getMessage()]
+    assert (record.run_id, record.agent_id, record.step_id) == ("r1", "a1", "s1")  # type: ignore[attr-defined]

@@ -122,7 +122,8 @@ class _Repeat(ArgumentsTool[_Args]):
     ({"word": "hi", "count": 0}, "argument 'count': Input should be greater than or equal to 1", True),
 ])
 def test_arguments_tool_validates_before_calling(tmp_path: Path, args, content, is_error):
-    ctx = ToolContext("r", "a", "s", tmp_path, Settings(_env_file=None, home=tmp_path))  # type: ignore[call-arg]
+    ctx = ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path,
+                      settings=Settings(_env_file=None, home=tmp_path))  # type: ignore[call-arg]
     assert _Repeat().run(args, ctx) == ToolResult(content, is_error=is_error)
 
 
