@@ -128,6 +128,7 @@ class LocalRuntime:
     def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.25,
              on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
         deadline = None if timeout is None else time.monotonic() + timeout
+        status: str
         while True:
             if on_progress:  # the summary it shows carries the status too
                 summary = self.store.run_summary(run_id)

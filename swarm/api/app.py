@@ -1,4 +1,4 @@
-"""The FastAPI application: wiring of store, backend, event hub, routes, errors and metrics."""
+"""The FastAPI application: wiring of store, Runs service, event hub, routes, errors and metrics."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarm import __version__
 from swarm.api import errors
-from swarm.api.backend import Backend, make_backend
 from swarm.api.context import ServerContext, flower_url
 from swarm.api.events import EventHub
 from swarm.api.limits import BodyLimit
 from swarm.api.metrics import make_registry
-from swarm.api.routes import dashboard, export, ops, runs, stream
+from swarm.api.routes import dashboard, export, ops, stream
+from swarm.api.routes import runs as run_routes
 from swarm.config import Settings
+from swarm.runs import Runs, open_runs
 from swarm.store.store import StateStore
 
 log = logging.getLogger("swarm.api")
@@ -35,9 +36,9 @@ The web dashboard is at `/dashboard/`.
 """
 
 
-def create_app(settings: Settings, *, store: StateStore | None = None, backend: Backend | None = None,
+def create_app(settings: Settings, *, store: StateStore | None = None, runs: Runs | None = None,
                hub_poll: float = 0.1) -> FastAPI:
-    """The API app. ``store``/``backend`` default to the configured database and execution mode;
+    """The API app. ``store``/``runs`` default to the configured database and execution mode;
     they are opened when the app starts (lifespan) and closed when it stops."""
 
     @asynccontextmanager
@@ -46,18 +47,18 @@ def create_app(settings: Settings, *, store: StateStore | None = None, backend: 
 
         own_store = store is None
         st = store or open_store(settings)
-        be = backend or make_backend(settings, st)
+        service = runs or open_runs(settings, store=st, serving=True)
         hub = EventHub(st, poll_interval=hub_poll)
         await hub.start()
-        app.state.ctx = ServerContext(settings, st, be, hub, flower_url())
+        app.state.ctx = ServerContext(settings, st, service, hub, flower_url())
         app.state.registry, app.state.request_seconds = make_registry(st)
-        log.info("swarm API ready (%s mode)", be.mode)
+        log.info("swarm API ready (%s mode)", service.mode)
         try:
             yield
         finally:
             await hub.close()
-            if backend is None:
-                be.close()
+            if runs is None:
+                service.close()
             if own_store:
                 st.engine.dispose()
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings, *, store: StateStore | None = None, backend: 
                                 {"name": "server", "description": "About this server and your key."},
                                 {"name": "operations", "description": "Health, readiness and metrics (no key)."}])
     errors.install(app)
-    modules = (runs, stream, export, ops, dashboard)
+    modules = (run_routes, stream, export, ops, dashboard)
     for module in modules:
         app.include_router(module.router)
     # For 405 answers' Allow header (see errors._http_error).

@@ -1,4 +1,4 @@
-"""What request handlers share: settings, the store, the execution backend and the event hub."""
+"""What request handlers share: settings, the store, the Runs service and the event hub."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from swarm.config import Settings
+from swarm.runs import Runs
 from swarm.store.store import StateStore
 
 if TYPE_CHECKING:
-    from swarm.api.backend import Backend
     from swarm.api.events import EventHub
 
 #: Not (yet) a Settings field: read here so the dashboard can link to Flower.
@@ -27,7 +27,7 @@ def flower_url() -> str:
 class ServerContext:
     settings: Settings
     store: StateStore
-    backend: Backend
+    runs: Runs
     hub: EventHub
     flower_url: str = ""
 

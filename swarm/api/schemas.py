@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from swarm.domain.status import RunStatus
-from swarm.store.types import Attachment
+from swarm.store.types import Attachment, RunSummary
 
 #: Run ids are uuid4 hex; checking the shape up front keeps junk out of queries.
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -96,32 +96,8 @@ class RunAccepted(BaseModel):
     links: dict[str, str] = Field(description="Where to follow the run: summary, agents, events, export.")
 
 
-class RunOut(BaseModel):
-    """A run's summary: the same fields as `swarm show --json`."""
-
-    id: str
-    status: RunStatus
-    reason: str | None
-    task: str
-    model: str
-    subagents: int
-    llm_calls: int
-    tool_calls: int
-    critical_steps: int
-    total_steps: int
-    wall_seconds: float
-    tokens_in: int
-    tokens_out: int
-    result: str | None
-    created_at: float
-    finished_at: float | None
-    max_subagents: int
-    max_tool_calls: int
-    tenant: str | None = None
-
-
 class RunList(BaseModel):
-    runs: list[RunOut]
+    runs: list[RunSummary]
     limit: int
     offset: int
     has_more: bool = Field(description="True if another page follows (ask again with offset + limit).")
@@ -212,7 +188,3 @@ class Check(BaseModel):
 class Ready(BaseModel):
     status: str = Field(description="`ready` or `unavailable`.")
     checks: dict[str, Check]
-
-
-def run_out(summary: Any) -> RunOut:
-    return RunOut.model_validate(summary.as_dict())

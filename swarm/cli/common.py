@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,12 +17,17 @@ from rich.console import Console
 from swarm.config import ENV_FILE_VAR, Settings
 from swarm.exceptions import InputError, NotFound, StateError, SwarmError
 
+if TYPE_CHECKING:
+    from swarm.runs import Runs
+
 app = typer.Typer(name="swarm", help="Durable LLM agent swarms: run, watch and resume them.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 err_console = Console(stderr=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+API_OPT = typer.Option(None, "--api", help="Talk to this swarm server instead of the local database "
+                                           "(default: SWARM_API_URL; key from SWARM_API_KEY).")
 
 #: True in a process started as the ``swarm`` command (:func:`swarm.cli.main`); False while a test
 #: drives :data:`app` in its own process, whose environment must stay as it is.
@@ -54,6 +59,14 @@ def settings() -> Settings:
         return Settings()
     except Exception as exc:  # pydantic ValidationError: say which variable is wrong
         fail(f"invalid configuration: {exc}")
+
+
+def runs_service(s: Settings, api: str | None = None) -> Runs:
+    """The Runs service a command works on: a server's (``--api`` or SWARM_API_URL), the cluster's
+    (SWARM_BROKER_URL) or this process's (:func:`swarm.runs.open_runs`)."""
+    from swarm.runs import open_runs
+
+    return open_runs(s, api)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

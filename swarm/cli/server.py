@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from swarm.cli.common import (
+    API_OPT,
     JSON_OPT,
     app,
     console,
@@ -21,12 +20,10 @@ from swarm.cli.common import (
     err_console,
     errors,
     harden_process,
+    runs_service,
     settings,
     setup_logging,
 )
-
-API_OPT = typer.Option(None, "--api", help="Talk to this swarm server instead of the local database "
-                                           "(default: SWARM_API_URL; key from SWARM_API_KEY).")
 
 keys_app = typer.Typer(help="API keys of the REST server (stored hashed; a key is shown once).",
                        no_args_is_help=True)
@@ -126,71 +123,29 @@ def watch(run_id: str, json_out: bool = typer.Option(False, "--json", help="Prin
 
     Driven by the run's event stream (SSE from a server, or the events table locally).
     """
-    from swarm.api.client import ApiClient
-    from swarm.api.live import LiveRun
+    from swarm.cli.live import LiveRun
 
     with errors():
-        s = settings()
-        client = ApiClient.from_settings(s, api)
-        source: _Source = _RemoteSource(client, run_id) if client else _LocalSource(s, run_id)
-        if json_out:
-            for event in source.events():
-                sys.stdout.write(json.dumps(event, default=str) + "\n")
-                sys.stdout.flush()
-            return
-        live = LiveRun(source.summary())
-        live.merge_tree(source.tree())
-        with Live(console=console, get_renderable=live.render, refresh_per_second=4):
-            for event in source.events(after=live.last_event_id):
-                live.apply(event)
-                if live.needs_tree:
-                    live.merge_tree(source.tree())
-                if event["type"] in ("run_done", "run_resumed"):
-                    live.sync(source.summary())
-            live.sync(source.summary())
-            live.merge_tree(source.tree())
-
-
-class _Source(Protocol):
-    def summary(self) -> Any: ...
-
-    def tree(self) -> list[dict[str, Any]]: ...
-
-    def events(self, after: int = 0) -> Iterator[dict[str, Any]]: ...
-
-
-class _RemoteSource:
-    def __init__(self, client: Any, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
-
-    def summary(self) -> Any:
-        return self.client.summary(self.run_id)
-
-    def tree(self) -> list[dict[str, Any]]:
-        return list(self.client.agents(self.run_id))
-
-    def events(self, after: int = 0) -> Iterator[dict[str, Any]]:
-        yield from self.client.events(self.run_id, after=after)
-
-
-class _LocalSource:
-    def __init__(self, s: Any, run_id: str) -> None:
-        from swarm.runtime import open_store
-
-        self.store, self.run_id = open_store(s), run_id
-        self.store.run_status(run_id)  # NotFound now, not mid-render
-
-    def summary(self) -> Any:
-        return self.store.run_summary(self.run_id)
-
-    def tree(self) -> list[dict[str, Any]]:
-        return self.store.agent_tree(self.run_id)
-
-    def events(self, after: int = 0) -> Iterator[dict[str, Any]]:
-        from swarm.api.events import follow_store
-
-        for batch in follow_store(self.store, self.run_id, after):
-            yield from batch
+        runs = runs_service(settings(), api)
+        try:
+            if json_out:
+                for event in runs.events(run_id):
+                    sys.stdout.write(json.dumps(event, default=str) + "\n")
+                    sys.stdout.flush()
+                return
+            live = LiveRun(runs.summary(run_id))
+            live.merge_tree(runs.agents(run_id))
+            with Live(console=console, get_renderable=live.render, refresh_per_second=4):
+                for event in runs.events(run_id, after=live.last_event_id):
+                    live.apply(event)
+                    if live.needs_tree:
+                        live.merge_tree(runs.agents(run_id))
+                    if event["type"] in ("run_done", "run_resumed"):
+                        live.sync(runs.summary(run_id))
+                live.sync(runs.summary(run_id))
+                live.merge_tree(runs.agents(run_id))
+        finally:
+            runs.close()
 
 
 # ----------------------------------------------------------------- export
@@ -202,13 +157,9 @@ OUTPUT_OPT = typer.Option(None, "-o", "--output", dir_okay=False, help="Write to
 def export(run_id: str, output: Path = OUTPUT_OPT, api: str = API_OPT) -> None:
     """Export a run's trajectory as JSON Lines: a run header, one record per agent (messages and
     steps with timings and tokens), then per-stage critical-step annotations."""
-    from swarm.api.client import ApiClient
-    from swarm.runtime import open_store
-
     with errors():
-        s = settings()
-        client = ApiClient.from_settings(s, api)
-        lines = iter(client.export(run_id) if client else open_store(s).trajectory_jsonl(run_id))
+        runs = runs_service(settings(), api)
+        lines = iter(runs.export(run_id))
         first = next(lines)  # an unknown run fails here, before an empty file is created
         out = output.open("w", encoding="utf-8") if output else sys.stdout
         n = 1
@@ -220,5 +171,6 @@ def export(run_id: str, output: Path = OUTPUT_OPT, api: str = API_OPT) -> None:
         finally:
             if output:
                 out.close()
+            runs.close()
     if output:
         err_console.print(f"wrote {n} records to {output}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.domain.status import StepKind
+from pydantic import BaseModel, ConfigDict
+
+from swarm.domain.status import RunStatus, StepKind
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,14 @@ class AgentContext:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class RunSummary:
+class RunSummary(BaseModel):
+    """A run's summary — one record for the store, the REST API's response and the client that reads
+    it back (the same fields as `swarm show --json`). Critical steps are live while the run runs."""
+
+    model_config = ConfigDict(frozen=True)
+
     id: str
-    status: str
+    status: RunStatus
     reason: str | None
     task: str
     model: str
@@ -124,5 +130,4 @@ class RunSummary:
     tenant: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-        return asdict(self)
+        return self.model_dump(mode="json")

@@ -9,10 +9,11 @@ from typer.testing import CliRunner
 
 import swarm.cli.runs  # registers the commands
 import swarm.cli.server  # noqa: F401
-from swarm.api.client import ApiClient, ServerUnavailable
 from swarm.api.testing import live_api
 from swarm.cli.common import app
 from swarm.exceptions import ConfigError, NotFound, StateError
+from swarm.runs import RunRequest
+from swarm.runs.remote import RemoteRuns, ServerUnavailable
 from tests.conftest import make_settings
 
 
@@ -74,16 +75,16 @@ def test_errors_through_the_server(api, monkeypatch):
 
 
 def test_client_translates_errors(api):
-    good = ApiClient(api.url, api.key("client"))
+    good = RemoteRuns(api.url, api.key("client"))
     with pytest.raises(NotFound):
         good.summary("d" * 32)
-    run_id = good.submit("c #sim agents=1 tools=1 tool=echo")
+    run_id = good.submit(RunRequest(task="c #sim agents=1 tools=1 tool=echo"))
     assert [e["type"] for e in good.events(run_id)][-1] in ("llm_done", "run_done")
     with pytest.raises(StateError):
         good.resume(run_id)
     with pytest.raises(ConfigError):
-        ApiClient(api.url, "swk_x_y").list_runs()
+        RemoteRuns(api.url, "swk_x_y").list_runs()
     with pytest.raises(ServerUnavailable):
-        ApiClient("http://127.0.0.1:9", "swk_x_y").list_runs()
+        RemoteRuns("http://127.0.0.1:9", "swk_x_y").list_runs()
     with pytest.raises(ConfigError):
-        ApiClient("", "k")
+        RemoteRuns("", "k")

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import insert, text
 
-from swarm.api.client import parse_sse
 from swarm.api.testing import live_api
+from swarm.runs.remote import parse_sse
 from swarm.runtime import run_spec
 from swarm.store.models import Event
 from tests.conftest import make_settings

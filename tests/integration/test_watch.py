@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 import swarm.cli.runs  # registers the commands
 import swarm.cli.server  # noqa: F401
-from swarm.api.live import LiveRun
 from swarm.api.testing import live_api
 from swarm.cli.common import app
+from swarm.cli.live import LiveRun
 from tests.conftest import make_settings
 
 

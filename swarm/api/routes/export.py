@@ -23,7 +23,7 @@ def export_run(run_id: RunId, auth: Auth, ctx: Ctx) -> StreamingResponse:
     """Every agent's messages and tool calls with timings and tokens, the agent tree and per-stage
     critical-step annotations: for evaluation, and usable as training data."""
     # The run is looked up here, so an unknown run is a 404 rather than a broken stream.
-    records = ctx.store.trajectory_jsonl(run_id, auth.scope)
+    records = ctx.runs.export(run_id, scope=auth.scope)
     return StreamingResponse(records, media_type=NDJSON,
                              headers={"Content-Disposition": f'attachment; filename="run-{run_id}.jsonl"'})
 

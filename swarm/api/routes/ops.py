@@ -30,8 +30,8 @@ def readyz(ctx: Ctx) -> Response:
         checks["database"] = Check(ok=True)
     except Exception as exc:
         checks["database"] = Check(ok=False, detail=f"{type(exc).__name__}")
-    if ctx.backend.mode == "cluster":
-        problem = ctx.backend.check()
+    if ctx.runs.mode == "cluster":
+        problem = ctx.runs.check()
         checks["broker"] = Check(ok=problem is None, detail=problem)
     ok = all(c.ok for c in checks.values())
     body = Ready(status="ready" if ok else "unavailable", checks=checks)

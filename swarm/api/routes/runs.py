@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -21,14 +19,12 @@ from swarm.api.schemas import (
     RunAccepted,
     RunCreate,
     RunList,
-    RunOut,
     ServerInfo,
     Timeline,
-    TimelineStep,
-    run_out,
 )
 from swarm.domain.status import RunStatus
-from swarm.runtime import run_spec
+from swarm.runs import RunRequest
+from swarm.store.types import RunSummary
 from swarm.tools.executor import python_report
 
 # A run's body may carry megabytes of base64 attachments: parsed and validated on a worker thread.
@@ -49,11 +45,11 @@ def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> Run
     """Start a swarm on `task`. Returns at once (202) with the run id; follow it with
     `GET /v1/runs/{id}/events`."""
     lim = body.limits
-    spec = run_spec(ctx.settings, body.task, model=body.model, max_subagents=lim.max_subagents,
-                    max_tool_calls=lim.max_tool_calls, max_steps=lim.max_steps_per_agent,
-                    max_wall_seconds=lim.max_wall_seconds, max_depth=lim.max_depth, tenant=auth.tenant)
-    spec = dataclasses.replace(spec, attachments=tuple(a.to_attachment() for a in body.attachments))
-    run_id = ctx.backend.submit(spec)
+    run_id = ctx.runs.submit(RunRequest(
+        task=body.task, model=body.model, max_subagents=lim.max_subagents, max_tool_calls=lim.max_tool_calls,
+        max_steps_per_agent=lim.max_steps_per_agent, max_wall_seconds=lim.max_wall_seconds,
+        max_depth=lim.max_depth, attachments=tuple(a.to_attachment() for a in body.attachments),
+        tenant=auth.tenant))
     response.headers["Location"] = f"/v1/runs/{run_id}"
     return RunAccepted(id=run_id, status=RunStatus.RUNNING.value, links=links(run_id))
 
@@ -64,22 +60,21 @@ def list_runs(auth: Auth, ctx: Ctx,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> RunList:
     """The caller's tenant's runs, newest first."""
-    rows = ctx.store.list_runs(tenant=auth.scope, status=status.value if status else None, limit=limit + 1,
-                               offset=offset)
-    return RunList(runs=[run_out(r) for r in rows[:limit]], limit=limit, offset=offset, has_more=len(rows) > limit)
+    rows = ctx.runs.list_runs(status=status.value if status else None, limit=limit + 1, offset=offset, scope=auth.scope)
+    return RunList(runs=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, summary="A run's summary",
+@router.get("/runs/{run_id}", response_model=RunSummary, summary="A run's summary",
             responses=error_responses(401, 403, 404, 422, 503))
-def get_run(run_id: RunId, auth: Auth, ctx: Ctx) -> RunOut:
+def get_run(run_id: RunId, auth: Auth, ctx: Ctx) -> RunSummary:
     """Counters, critical steps (live while running), wall time, tokens and the result."""
-    return run_out(ctx.store.run_summary(run_id, auth.scope))
+    return ctx.runs.summary(run_id, scope=auth.scope)
 
 
 @router.get("/runs/{run_id}/agents", response_model=AgentTree, summary="A run's agent tree",
             responses=error_responses(401, 403, 404, 422, 503))
 def get_agents(run_id: RunId, auth: Auth, ctx: Ctx) -> AgentTree:
-    agents = ctx.store.agent_tree(run_id, auth.scope)
+    agents = ctx.runs.agents(run_id, scope=auth.scope)
     return AgentTree(run_id=run_id, agents=[AgentOut.model_validate(a) for a in agents])
 
 
@@ -87,12 +82,7 @@ def get_agents(run_id: RunId, auth: Auth, ctx: Ctx) -> AgentTree:
             responses=error_responses(401, 403, 404, 422, 503))
 def get_timeline(run_id: RunId, auth: Auth, ctx: Ctx) -> Timeline:
     """Every step with its start and end: what the dashboard's Gantt chart draws."""
-    summary = ctx.store.run_summary(run_id, auth.scope)
-    agents = ctx.store.agent_tree(run_id, auth.scope)
-    steps = ctx.store.steps_timeline(run_id)
-    return Timeline(run_id=run_id, status=RunStatus(summary.status), now=time.time(), created_at=summary.created_at,
-                    finished_at=summary.finished_at, agents=[AgentOut.model_validate(a) for a in agents],
-                    steps=[TimelineStep.model_validate({**s, "is_error": bool(s["is_error"])}) for s in steps])
+    return Timeline.model_validate(ctx.runs.timeline(run_id, scope=auth.scope))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=CancelOut, summary="Cancel a run",
@@ -100,9 +90,8 @@ def get_timeline(run_id: RunId, auth: Auth, ctx: Ctx) -> Timeline:
 def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
     """Stop the run now: every open step is cancelled in one transaction, so no model or tool call
     of it starts anywhere afterwards, and calls in flight cannot commit. Idempotent."""
-    ctx.store.run_status(run_id, auth.scope)
-    changed = ctx.store.cancel_run(run_id)
-    return CancelOut(id=run_id, status=RunStatus(ctx.store.run_status(run_id)), changed=changed)
+    out = ctx.runs.cancel(run_id, scope=auth.scope)
+    return CancelOut(id=run_id, status=out.status, changed=out.changed)
 
 
 @router.post("/runs/{run_id}/resume", response_model=ResumeOut, summary="Resume a run",
@@ -110,16 +99,15 @@ def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
 def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
     """Continue a failed, cancelled or interrupted run from where it stood. Committed model and
     tool calls are reused, never repeated. 409 if it already succeeded."""
-    ctx.store.run_status(run_id, auth.scope)
-    n = ctx.backend.resume(run_id)
-    return ResumeOut(id=run_id, status=RunStatus(ctx.store.run_status(run_id)), dispatched=n)
+    n = ctx.runs.resume(run_id, scope=auth.scope)
+    return ResumeOut(id=run_id, status=ctx.runs.summary(run_id).status, dispatched=n)
 
 
 @router.get("/info", response_model=ServerInfo, tags=["server"], summary="Who am I, and what is this server",
             responses=error_responses(401, 403))
 def info(auth: Auth, ctx: Ctx) -> ServerInfo:
     isolation = python_report(ctx.settings)
-    return ServerInfo(version=__version__, mode=ctx.backend.mode, tenant=auth.tenant, admin=auth.key.admin,
+    return ServerInfo(version=__version__, mode=ctx.runs.mode, tenant=auth.tenant, admin=auth.key.admin,
                       key_prefix=auth.key.prefix, flower_url=ctx.flower_url or None,
                       python_isolation=str(isolation["python_isolation"]),
                       python_isolation_available=bool(isolation["available"]))

@@ -12,9 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from swarm.api.auth import Auth, Ctx
 from swarm.api.errors import error_responses
-from swarm.api.events import BATCH, EventHub, Subscription, sse_format
+from swarm.api.events import EventHub, Subscription, sse_format
 from swarm.api.routes.runs import RunId
 from swarm.domain.status import RUN_TERMINAL
+from swarm.runs.follow import BATCH
 from swarm.store.store import StateStore
 
 router = APIRouter(prefix="/v1", tags=["runs"])

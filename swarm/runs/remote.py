@@ -1,4 +1,4 @@
-"""A small HTTP client for the swarm API (what the CLI uses with SWARM_API_URL or --api).
+"""Runs on a swarm server, over its REST API (the CLI with SWARM_API_URL or ``--api``).
 
 HTTP errors become swarm's own exceptions, so the CLI reports them exactly as it reports local
 ones: 404 → NotFound, 409 → StateError, 422 → InputError, 401/403 → ConfigError (fix the key),
@@ -10,37 +10,46 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import fields
+from collections import Counter
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from swarm.config import Settings
+from swarm.domain.status import RunStatus
 from swarm.exceptions import ConfigError, InputError, NotFound, StateError, SwarmError
-from swarm.store.types import Attachment, RunSummary
+from swarm.retry import RetryPolicy
+from swarm.runs.base import Cancelled, Progress, RunRequest
+from swarm.store.types import RunSummary
 
-_SUMMARY_FIELDS = {f.name for f in fields(RunSummary)}
+#: Reconnecting a dropped event stream (Last-Event-ID makes it lossless): 20 retries in a row at most.
+SSE_RECONNECT = RetryPolicy(attempts=21, base=0.2, cap=2.0, jitter=0.5)
 
 
 class ServerUnavailable(SwarmError):
     """The swarm server cannot be reached or failed. Is SWARM_API_URL right, and is `swarm serve` running?"""
 
 
-class ApiClient:
+class RemoteRuns:
+    """The :class:`~swarm.runs.base.Runs` service of a swarm server. ``scope`` arguments are ignored:
+    the server shows what its API key's tenant may see."""
+
+    mode = "remote"
+
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         if not base_url:
             raise ConfigError("no server URL: set SWARM_API_URL or pass --api")
         if not api_key:
             raise ConfigError("no API key: set SWARM_API_KEY (create one on the server with `swarm keys create`)")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = self.where = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
                                   headers={"Authorization": f"Bearer {api_key}", "User-Agent": "swarm-cli"})
 
     @classmethod
-    def from_settings(cls, settings: Settings, url: str | None = None) -> ApiClient | None:
+    def from_settings(cls, settings: Settings, url: str | None = None) -> RemoteRuns | None:
         """A client when a server is configured (``url`` from --api, else SWARM_API_URL), else None."""
         base = url or settings.api_url
         if not base:
@@ -49,63 +58,65 @@ class ApiClient:
 
     # ------------------------------------------------------------------ runs
 
-    def submit(self, task: str, *, model: str | None = None, limits: dict[str, Any] | None = None,
-               attachments: Sequence[Attachment] = ()) -> str:
-        body: dict[str, Any] = {"task": task, "limits": {k: v for k, v in (limits or {}).items() if v is not None},
+    def submit(self, request: RunRequest) -> str:
+        body: dict[str, Any] = {"task": request.task, "limits": request.limits(),
                                 "attachments": [{"name": a.name, "mime": a.mime,
-                                                 "data": base64.b64encode(a.data).decode()} for a in attachments]}
-        if model:
-            body["model"] = model
+                                                 "data": base64.b64encode(a.data).decode()}
+                                                for a in request.attachments]}
+        if request.model:
+            body["model"] = request.model
         return str(self._json("POST", "/v1/runs", json=body)["id"])
 
-    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> list[RunSummary]:
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+    def resume(self, run_id: str, *, scope: str | None = None) -> int:
+        return int(self._json("POST", f"/v1/runs/{run_id}/resume")["dispatched"])
+
+    def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled:
+        out = self._json("POST", f"/v1/runs/{run_id}/cancel")
+        return Cancelled(run_id, RunStatus(out["status"]), bool(out["changed"]))
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+             scope: str | None = None) -> list[RunSummary]:
+        params: dict[str, Any] = {"limit": min(limit, 500), "offset": offset}
         if status:
             params["status"] = status
-        return [summary(r) for r in self._json("GET", "/v1/runs", params=params)["runs"]]
+        return [RunSummary.model_validate(r) for r in self._json("GET", "/v1/runs", params=params)["runs"]]
 
-    def summary(self, run_id: str) -> RunSummary:
-        return summary(self._json("GET", f"/v1/runs/{run_id}"))
+    def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary:
+        return RunSummary.model_validate(self._json("GET", f"/v1/runs/{run_id}"))
 
-    def agents(self, run_id: str) -> list[dict[str, Any]]:
+    def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/v1/runs/{run_id}/agents")["agents"])
 
-    def timeline(self, run_id: str) -> dict[str, Any]:
+    def timeline(self, run_id: str, *, scope: str | None = None) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/runs/{run_id}/timeline"))
-
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        return dict(self._json("POST", f"/v1/runs/{run_id}/cancel"))
-
-    def resume(self, run_id: str) -> dict[str, Any]:
-        return dict(self._json("POST", f"/v1/runs/{run_id}/resume"))
 
     def info(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/info"))
 
-    def export(self, run_id: str) -> Iterator[str]:
-        """The run's trajectory, line by line (each a JSON record, newline included)."""
+    def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         with self._stream("GET", f"/v1/runs/{run_id}/export") as resp:
             for line in resp.iter_lines():
                 if line:
                     yield line + "\n"
 
+    def check(self) -> str | None:
+        return None
+
     # ---------------------------------------------------------------- events
 
-    def events(self, run_id: str, *, after: int = 0, follow: bool = True,
-               retries: int = 20) -> Iterator[dict[str, Any]]:
+    def events(self, run_id: str, *, after: int = 0, scope: str | None = None) -> Iterator[dict[str, Any]]:
         """The run's events (Server-Sent Events), reconnecting with Last-Event-ID when the
         connection drops: no event is missed or repeated. Ends when the run is finished."""
-        last, failures = after, 0
+        last, failures, since = after, 0, time.monotonic()
         while True:
             headers = {"Last-Event-ID": str(last)} if last else {}
             try:
                 with self._stream("GET", f"/v1/runs/{run_id}/events", headers=headers,
-                                  params={"follow": "true" if follow else "false"},
-                                  timeout=httpx.Timeout(30.0, read=60.0)) as resp:
+                                  params={"follow": "true"}, timeout=httpx.Timeout(30.0, read=60.0)) as resp:
                     for kind, event in sse_messages(resp.iter_lines()):
                         if kind == "end":
                             return  # the run is over and every event was sent
-                        failures = 0
+                        failures, since = 0, time.monotonic()
                         last = max(last, int(event["id"]))
                         yield event
             except ServerUnavailable:
@@ -113,22 +124,24 @@ class ApiClient:
             # Failed, or closed without `end` (server restarting, a slow reader cut off): resume
             # after the last event we have.
             failures += 1
-            if failures > retries:
+            delay = SSE_RECONNECT.backoff(failures)
+            if SSE_RECONNECT.exhausted(failures, time.monotonic() - since, delay):
                 raise ServerUnavailable(f"the event stream of run {run_id} keeps failing")
-            time.sleep(min(2.0, 0.2 * failures))
+            time.sleep(delay)
 
-    def wait(self, run_id: str, on_progress: Callable[[RunSummary], None] | None = None,
-             min_interval: float = 0.25) -> RunSummary:
+    def wait(self, run_id: str, on_progress: Progress | None = None, *, min_interval: float = 0.5) -> RunSummary:
         """Follow the event stream until the run ends; refresh the summary as events arrive."""
         shown = 0.0
         for _ in self.events(run_id):
             if on_progress and time.monotonic() - shown >= min_interval:
-                on_progress(self.summary(run_id))
+                self._show(run_id, on_progress)
                 shown = time.monotonic()
-        final = self.summary(run_id)
-        if on_progress:
-            on_progress(final)
-        return final
+        return self._show(run_id, on_progress) if on_progress else self.summary(run_id)
+
+    def _show(self, run_id: str, on_progress: Progress) -> RunSummary:
+        summary = self.summary(run_id)
+        on_progress(summary, dict(Counter(a["status"] for a in self.agents(run_id))))
+        return summary
 
     # ------------------------------------------------------------------ http
 
@@ -146,7 +159,7 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> ApiClient:
+    def __enter__(self) -> RemoteRuns:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -210,10 +223,6 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     for kind, data in sse_messages(lines):
         if kind != "end" and "id" in data:
             yield data
-
-
-def summary(data: dict[str, Any]) -> RunSummary:
-    return RunSummary(**{k: v for k, v in data.items() if k in _SUMMARY_FIELDS})
 
 
 def _raise_for(resp: httpx.Response) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarm.api.events import GapTracker
+from swarm.runs.follow import GapTracker
 
 
 def rows(*ids, ts=1000.0):

@@ -40,7 +40,7 @@ class AgentView:
 class LiveRun:
     def __init__(self, summary: RunSummary) -> None:
         self.summary = summary
-        self.status = summary.status
+        self.status: str = summary.status
         self.agents: dict[str, AgentView] = {}
         self.last_turn: dict[str, int] = {}
         self.tool_calls = 0

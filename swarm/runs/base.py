@@ -1,0 +1,89 @@
+"""The Runs interface: submit, resume, cancel and read runs, wherever they execute.
+
+Three implementations share it — embedded (this process's threads), cluster (Celery workers) and
+remote (a swarm server over REST) — so the CLI has one code path per command and the API's routes
+call the same service the CLI does. Reads take a ``scope``: the tenant whose runs are visible
+(None: every tenant). A remote server applies its API key's own scope and ignores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from swarm.domain.status import RunStatus
+from swarm.store.types import Attachment, RunSummary
+
+#: What a follower is shown while a run runs: its summary and its agents counted by status.
+Progress = Callable[[RunSummary, dict[str, int]], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    """A run as a user asks for it. Limits left None take the executing side's defaults (the
+    server's, for a remote run)."""
+
+    task: str
+    model: str | None = None
+    max_subagents: int | None = None
+    max_tool_calls: int | None = None
+    max_steps_per_agent: int | None = None
+    max_wall_seconds: float | None = None
+    max_depth: int | None = None
+    attachments: tuple[Attachment, ...] = ()
+    tenant: str | None = None
+
+    def limits(self) -> dict[str, Any]:
+        """The limits that were given, by their API names."""
+        given = {"max_subagents": self.max_subagents, "max_tool_calls": self.max_tool_calls,
+                 "max_steps_per_agent": self.max_steps_per_agent, "max_wall_seconds": self.max_wall_seconds,
+                 "max_depth": self.max_depth}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    id: str
+    status: RunStatus
+    changed: bool  #: False if the run was not running: cancelling is idempotent
+
+
+class Runs(Protocol):
+    #: ``embedded``, ``cluster`` or ``remote``
+    mode: str
+    #: Where the runs execute, for messages ("the cluster", a server's URL, ...)
+    where: str
+
+    def submit(self, request: RunRequest) -> str:
+        """Start a run; returns its id at once."""
+
+    def resume(self, run_id: str, *, scope: str | None = None) -> int:
+        """Continue a run from where it stood; returns how many open steps were dispatched."""
+
+    def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled: ...
+
+    def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary: ...
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+             scope: str | None = None) -> list[RunSummary]: ...
+
+    def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
+        """The agent tree, parents before children."""
+
+    def timeline(self, run_id: str, *, scope: str | None = None) -> dict[str, Any]:
+        """Agents and every step with its start and end (the dashboard's Gantt chart)."""
+
+    def events(self, run_id: str, *, after: int = 0, scope: str | None = None) -> Iterator[dict[str, Any]]:
+        """The run's events with id > ``after``, none missed or repeated, until the run has ended."""
+
+    def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
+        """The trajectory as JSON Lines (newline included); an unknown run fails on the first line."""
+
+    def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
+        """Block until the run has ended; ``on_progress`` is called as it advances."""
+
+    def check(self) -> str | None:
+        """None if runs can be submitted, else what is wrong (for /readyz)."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,208 @@
+"""Runs on this database: executed by this process's threads (embedded) or by Celery workers (cluster).
+
+Either way the store is the truth and the service only *dispatches*, after the commit. Reads,
+cancel, events and export are the same for both (:class:`StoreRuns`); they differ in who runs
+the steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+from swarm.config import Settings
+from swarm.domain.status import RunStatus, StepStatus
+from swarm.exceptions import ConfigError, SwarmError
+from swarm.runs.base import Cancelled, Progress, RunRequest
+from swarm.runs.follow import follow_store, poll_until_done
+from swarm.runtime import LocalRuntime, open_store, run_spec
+from swarm.store.store import StateStore
+from swarm.store.types import RunSpec, RunSummary
+
+log = logging.getLogger(__name__)
+
+#: Seconds a stopping embedded service waits for steps in flight to commit.
+SHUTDOWN_GRACE = 10.0
+
+
+class StoreRuns:
+    """What both local modes share: everything but executing steps."""
+
+    mode = "local"
+    where = "this database"
+
+    def __init__(self, settings: Settings, store: StateStore | None = None) -> None:
+        self.settings = settings
+        self._own_store = store is None
+        self.store = store or open_store(settings)
+
+    def spec(self, request: RunRequest) -> RunSpec:
+        """The request with this side's defaults for the limits it leaves open."""
+        spec = run_spec(self.settings, request.task, model=request.model, max_subagents=request.max_subagents,
+                        max_tool_calls=request.max_tool_calls, max_steps=request.max_steps_per_agent,
+                        max_wall_seconds=request.max_wall_seconds, max_depth=request.max_depth,
+                        tenant=request.tenant)
+        return dataclasses.replace(spec, attachments=request.attachments)
+
+    def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled:
+        self.store.run_status(run_id, scope)  # NotFound for another tenant's run
+        changed = self.store.cancel_run(run_id)
+        return Cancelled(run_id, RunStatus(self.store.run_status(run_id)), changed)
+
+    def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary:
+        return self.store.run_summary(run_id, scope)
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+             scope: str | None = None) -> list[RunSummary]:
+        return self.store.list_runs(tenant=scope, status=status, limit=limit, offset=offset)
+
+    def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
+        return self.store.agent_tree(run_id, scope)
+
+    def timeline(self, run_id: str, *, scope: str | None = None) -> dict[str, Any]:
+        summary = self.store.run_summary(run_id, scope)
+        return {"run_id": run_id, "status": summary.status, "now": time.time(), "created_at": summary.created_at,
+                "finished_at": summary.finished_at, "agents": self.store.agent_tree(run_id, scope),
+                "steps": [{**s, "is_error": bool(s["is_error"])} for s in self.store.steps_timeline(run_id)]}
+
+    def events(self, run_id: str, *, after: int = 0, scope: str | None = None) -> Iterator[dict[str, Any]]:
+        self.store.run_status(run_id, scope)  # NotFound now, not in the middle of a stream
+        return (event for batch in follow_store(self.store, run_id, after) for event in batch)
+
+    def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
+        return self.store.trajectory_jsonl(run_id, scope)
+
+    def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
+        return poll_until_done(self.store, run_id, on_progress)
+
+    def check(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        if self._own_store:
+            self.store.engine.dispose()
+
+
+class EmbeddedRuns(StoreRuns):
+    """Runs steps on this process's thread pools. The runtime (and, with no SWARM_LLM_BASE_URL, the
+    built-in simulated model) starts with the first submit or resume: reads need neither."""
+
+    mode = "embedded"
+    where = "this process"
+
+    def __init__(self, settings: Settings, store: StateStore | None = None, *, llm: Any = None) -> None:
+        super().__init__(settings, store)
+        self._llm = llm
+        self._stack = ExitStack()
+        self._runtime: LocalRuntime | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def runtime(self) -> LocalRuntime:
+        with self._lock:
+            if self._runtime is None:
+                settings = self.settings
+                if not settings.llm_base_url and self._llm is None:
+                    from swarm.sim import SimConfig, SimServer
+
+                    sim = self._stack.enter_context(SimServer(SimConfig(port=0)))
+                    log.warning("no SWARM_LLM_BASE_URL set: runs use the built-in simulated model at %s", sim.url)
+                    settings = settings.model_copy(update={"llm_base_url": sim.url})
+                self._runtime = LocalRuntime(settings, store=self.store, llm=self._llm)
+            return self._runtime
+
+    def submit(self, request: RunRequest) -> str:
+        return self.runtime.submit(self.spec(request))
+
+    def resume(self, run_id: str, *, scope: str | None = None) -> int:
+        self.store.run_status(run_id, scope)
+        # LocalRuntime.resume frees steps of dead local owners at once (a process killed with -9),
+        # re-opens the run and adopts it: this process's sweeper looks after it from now on.
+        self.runtime.resume(run_id)
+        return len(self.store.steps_of(run_id, [StepStatus.READY, StepStatus.RUNNING]))
+
+    def adopt_interrupted(self) -> list[str]:
+        """Resume the API's runs that were running when the server last stopped.
+
+        The embedded runtime only looks after runs it started, so after a restart nothing would
+        continue them. Runs submitted through the API always carry a tenant; runs without one
+        belong to `swarm run` processes, which may still be alive, and are left alone.
+        """
+        adopted = []
+        for run in self.store.list_runs(status=RunStatus.RUNNING, limit=100_000):
+            if run.tenant is None:
+                continue
+            try:
+                self.runtime.resume(run.id)
+            except SwarmError as exc:
+                log.warning("could not resume interrupted run %s: %s", run.id, exc)
+                continue
+            adopted.append(run.id)
+        if adopted:
+            log.warning("resumed %d run(s) interrupted by the last shutdown", len(adopted))
+        return adopted
+
+    def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop taking steps, give the ones in flight ``grace`` seconds to commit, then stop.
+
+        Order matters: closing the model client (or the built-in sim) under calls in flight would
+        fail them, and a failed model call fails its agent. A step still running after the grace
+        period keeps its lease; it expires and the step runs again after the next start.
+        """
+        rt = self._runtime
+        if rt is not None:
+            rt.dispatcher.close(wait=False)  # no new steps; queued ones stay ready in the database
+            drain = threading.Thread(target=rt.dispatcher.close, kwargs={"wait": True}, daemon=True)
+            drain.start()
+            drain.join(grace)
+            rt.close()
+        self._stack.close()
+        super().close()
+
+
+class ClusterRuns(StoreRuns):
+    """Publishes ready steps to Celery (:mod:`swarm.dispatch.celery`); workers anywhere do the rest."""
+
+    mode = "cluster"
+    where = "the cluster"
+
+    def __init__(self, settings: Settings, store: StateStore | None = None) -> None:
+        try:
+            from swarm.dispatch.celery import CeleryDispatcher
+        except ImportError as exc:  # pragma: no cover - depends on the installed version
+            raise ConfigError(f"SWARM_BROKER_URL is set but the Celery dispatcher is unavailable: {exc}") from exc
+        super().__init__(settings, store)
+        self.dispatcher = CeleryDispatcher.from_settings(settings)
+
+    def submit(self, request: RunRequest) -> str:
+        run_id, refs = self.store.create_run(self.spec(request))
+        self.dispatcher.dispatch(refs)
+        return run_id
+
+    def resume(self, run_id: str, *, scope: str | None = None) -> int:
+        self.store.run_status(run_id, scope)
+        refs = self.store.resume_run(run_id)
+        self.dispatcher.dispatch(refs)
+        return len(refs)
+
+    def check(self) -> str | None:
+        from kombu import connection
+
+        connect: Any = connection.Connection  # kombu is untyped
+        try:
+            with connect(self.settings.broker_url, connect_timeout=2) as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            return f"broker unreachable: {type(exc).__name__}"
+        return None
+
+    def close(self) -> None:
+        close = getattr(self.dispatcher, "close", None)
+        if callable(close):
+            close()
+        super().close()
