@@ -21,6 +21,7 @@ from rich.text import Text
 
 from swarm.cli.render import styled
 from swarm.domain.critical import AgentSteps, critical_steps
+from swarm.domain.events import EventType
 from swarm.domain.status import RUN_TERMINAL
 from swarm.store.types import RunSummary
 
@@ -64,36 +65,36 @@ class LiveRun:
             return
         self.last_event_id = e["id"]
         kind, agent_id, data = e["type"], e.get("agent_id"), e.get("data") or {}
-        if kind == "run_created" and agent_id:
+        if kind == EventType.RUN_CREATED and agent_id:
             self.agents.setdefault(agent_id, AgentView(agent_id, "orchestrator", None))
-        elif kind == "agent_started" and agent_id:
+        elif kind == EventType.AGENT_STARTED and agent_id:
             parent = data.get("parent_id")
             self.agents.setdefault(agent_id, AgentView(agent_id, str(data.get("name", "?")), parent,
                                                        parent_turn=self.last_turn.get(parent or "")))
-        elif kind == "llm_done" and agent_id:
+        elif kind == EventType.LLM_DONE and agent_id:
             turn = int(data.get("turn", 0))
             a = self._agent(agent_id)
             a.steps = max(a.steps, turn + 1)
             self.last_turn[agent_id] = max(turn, self.last_turn.get(agent_id, -1))
             self.tokens_in += int(data.get("tokens_in", 0))
             self.tokens_out += int(data.get("tokens_out", 0))
-        elif kind == "tool_done" and agent_id:
+        elif kind == EventType.TOOL_DONE and agent_id:
             self._agent(agent_id).tools += 1
             self.tool_calls += 1
             self.tool_errors += bool(data.get("error"))
-        elif kind == "step_failed":
+        elif kind == EventType.STEP_FAILED:
             self.failures += 1
-        elif kind == "agent_done" and agent_id:
+        elif kind == EventType.AGENT_DONE and agent_id:
             a = self._agent(agent_id)
             a.status, a.reason = str(data.get("status", a.status)), data.get("reason")
-        elif kind == "run_done":
+        elif kind == EventType.RUN_DONE:
             self.status = str(data.get("status", self.status))
             # The store ends still-running agents in the same transaction, without an event each.
             ended = "cancelled" if self.status == "cancelled" else "failed"
             for a in self.agents.values():
                 if a.status == "running":
                     a.status, a.reason = ended, data.get("reason")
-        elif kind == "run_resumed":
+        elif kind == EventType.RUN_RESUMED:
             self.status = "running"
             self.needs_tree = True  # which agents re-opened is decided in the store: ask it
 

@@ -124,6 +124,7 @@ def watch(run_id: str, json_out: bool = typer.Option(False, "--json", help="Prin
     Driven by the run's event stream (SSE from a server, or the events table locally).
     """
     from swarm.cli.live import LiveRun
+    from swarm.domain.events import EventType
 
     with errors():
         runs = runs_service(settings(), api)
@@ -140,7 +141,7 @@ def watch(run_id: str, json_out: bool = typer.Option(False, "--json", help="Prin
                     live.apply(event)
                     if live.needs_tree:
                         live.merge_tree(runs.agents(run_id))
-                    if event["type"] in ("run_done", "run_resumed"):
+                    if event["type"] in (EventType.RUN_DONE, EventType.RUN_RESUMED):
                         live.sync(runs.summary(run_id))
                 live.sync(runs.summary(run_id))
                 live.merge_tree(runs.agents(run_id))

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from swarm.domain.events import EventType
 from swarm.domain.status import RUN_TERMINAL
 from swarm.store.store import StateStore
 from swarm.store.types import RunSummary
@@ -129,7 +130,7 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
         if mine:
             last = mine[-1]["id"]
             yield mine
-            ending = ending or any(e["type"] == "run_done" for e in mine)
+            ending = ending or any(e["type"] == EventType.RUN_DONE for e in mine)
         if len(rows) < BATCH:
             time.sleep(poll)
 

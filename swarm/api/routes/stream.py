@@ -14,6 +14,7 @@ from swarm.api.auth import Auth, Ctx
 from swarm.api.errors import error_responses
 from swarm.api.events import EventHub, Subscription, sse_format
 from swarm.api.routes.runs import RunId
+from swarm.domain.events import EventType
 from swarm.domain.status import RUN_TERMINAL
 from swarm.runs.follow import BATCH
 from swarm.store.store import StateStore
@@ -99,7 +100,7 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
             if fresh:
                 yield "".join(e["sse"] for e in fresh)
                 last = fresh[-1]["id"]
-                ending = ending or any(e["type"] == "run_done" for e in fresh)
+                ending = ending or any(e["type"] == EventType.RUN_DONE for e in fresh)
     finally:
         hub.unsubscribe(sub)
 
