@@ -47,6 +47,8 @@ PG_ADMIN_URL = os.environ.get("SWARM_TEST_POSTGRES_URL", "postgresql+psycopg://p
 ID_LINE = re.compile(rb"^id: (\d+)$", re.MULTILINE)
 W1 = "API bench W1. #sim agents={agents} tools={tools} tool=echo latency={latency}"
 SMALL = "API bench submission {n}. #sim agents=1 tools=1 tool=echo latency=0"
+
+
 def marks(mode: str) -> tuple[str, str]:
     name = "api" if mode == "embedded" else "api-cluster"
     return f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
@@ -63,9 +65,13 @@ def pct(values: Sequence[float], q: float) -> float:
 def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
     if not seconds:
         return {"n": 0}
-    return {"n": len(seconds), "p50_ms": round(1000 * pct(seconds, 0.5), 2),
-            "p99_ms": round(1000 * pct(seconds, 0.99), 2), "mean_ms": round(1000 * statistics.fmean(seconds), 2),
-            "max_ms": round(1000 * max(seconds), 2)}
+    return {
+        "n": len(seconds),
+        "p50_ms": round(1000 * pct(seconds, 0.5), 2),
+        "p99_ms": round(1000 * pct(seconds, 0.99), 2),
+        "mean_ms": round(1000 * statistics.fmean(seconds), 2),
+        "max_ms": round(1000 * max(seconds), 2),
+    }
 
 
 def free_port() -> int:
@@ -104,6 +110,7 @@ def answers(url: str) -> Callable[[], bool]:
             return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
     return check
 
 
@@ -154,8 +161,13 @@ class Bench:
             list(pool.map(submit, range(n)))
         elapsed = time.perf_counter() - t0
         self.drain()
-        return {"n": n, "concurrency": concurrency, "seconds": round(elapsed, 3),
-                "per_second": round(n / elapsed, 1), "latency": latency_stats(latencies)}
+        return {
+            "n": n,
+            "concurrency": concurrency,
+            "seconds": round(elapsed, 3),
+            "per_second": round(n / elapsed, 1),
+            "latency": latency_stats(latencies),
+        }
 
     def submit_w1(self) -> str:
         limits = {"max_subagents": 200, "max_tool_calls": 3000}  # above W1's needs: no budget notes
@@ -165,9 +177,15 @@ class Bench:
         cpu0 = cpu_seconds(self.server_pid)
         run_id = self.submit_w1()
         s = self.wait(run_id)
-        return {"run_id": run_id, "status": s["status"], "wall_seconds": s["wall_seconds"],
-                "critical_steps": s["critical_steps"], "llm_calls": s["llm_calls"], "tool_calls": s["tool_calls"],
-                "server_cpu_seconds": round(cpu_seconds(self.server_pid) - cpu0, 2)}
+        return {
+            "run_id": run_id,
+            "status": s["status"],
+            "wall_seconds": s["wall_seconds"],
+            "critical_steps": s["critical_steps"],
+            "llm_calls": s["llm_calls"],
+            "tool_calls": s["tool_calls"],
+            "server_cpu_seconds": round(cpu_seconds(self.server_pid) - cpu0, 2),
+        }
 
     def w1_polled(self, threads: int, think: float) -> dict[str, Any]:
         """W1 while ``threads`` clients GET its summary in a loop (``think`` s between requests)."""
@@ -193,9 +211,15 @@ class Bench:
             w.join()
         elapsed = time.perf_counter() - t0
         s = self.summary(run_id)
-        return {"run_id": run_id, "status": s["status"], "wall_seconds": s["wall_seconds"],
-                "pollers": threads, "think_seconds": think, "requests_per_second": round(len(latencies) / elapsed, 1),
-                "latency": latency_stats(latencies)}
+        return {
+            "run_id": run_id,
+            "status": s["status"],
+            "wall_seconds": s["wall_seconds"],
+            "pollers": threads,
+            "think_seconds": think,
+            "requests_per_second": round(len(latencies) / elapsed, 1),
+            "latency": latency_stats(latencies),
+        }
 
     def w1_watched(self, watchers: int) -> dict[str, Any]:
         """W1 with ``watchers`` SSE clients following it from its first event to its last."""
@@ -240,13 +264,20 @@ class Bench:
         for t in threads:
             t.join(60)
         expected = self.events_of(run_id)
-        return {"run_id": run_id, "status": s["status"], "wall_seconds": s["wall_seconds"], "watchers": watchers,
-                "events": expected, "events_received_min": min(counts), "events_received_max": max(counts),
-                "reconnects": sum(reconnects),
-                # The watchers share this machine's 2 cores with the run: their own cost counts too.
-                "client_cpu_seconds": round(time.process_time() - client0, 2),
-                "all_watchers_complete": all(c == expected for c in counts),
-                "server_cpu_seconds": round(cpu_seconds(self.server_pid) - cpu0, 2)}
+        return {
+            "run_id": run_id,
+            "status": s["status"],
+            "wall_seconds": s["wall_seconds"],
+            "watchers": watchers,
+            "events": expected,
+            "events_received_min": min(counts),
+            "events_received_max": max(counts),
+            "reconnects": sum(reconnects),
+            # The watchers share this machine's 2 cores with the run: their own cost counts too.
+            "client_cpu_seconds": round(time.process_time() - client0, 2),
+            "all_watchers_complete": all(c == expected for c in counts),
+            "server_cpu_seconds": round(cpu_seconds(self.server_pid) - cpu0, 2),
+        }
 
     def events_of(self, run_id: str) -> int:
         body = self.http.get(f"/v1/runs/{run_id}/events", params={"follow": "false"}).text
@@ -259,8 +290,10 @@ class Bench:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     w1 = W1.format(agents=args.agents, tools=args.tools, latency=args.latency)
     # Logs stay in the temporary directory unless the bench fails; then their tails are printed.
-    with (tempfile.TemporaryDirectory(prefix="swarm-bench-api-") as tmp,
-          scratch_postgres(PG_ADMIN_URL, "swarm_bench_api", migrate=True) as db_url):
+    with (
+        tempfile.TemporaryDirectory(prefix="swarm-bench-api-") as tmp,
+        scratch_postgres(PG_ADMIN_URL, "swarm_bench_api", migrate=True) as db_url,
+    ):
         home = Path(tmp)
         try:
             return _run(args, w1, home, db_url)
@@ -275,22 +308,39 @@ def _run(args: argparse.Namespace, w1: str, home: Path, db_url: str) -> dict[str
     key = store.create_key("bench", "bench/api.py")[1]
     store.engine.dispose()
     sim_port, api_port = free_port(), free_port()
-    env = {**os.environ, "SWARM_HOME": str(home), "SWARM_DATABASE_URL": db_url, "SWARM_BROKER_URL": "",
-           "SWARM_LLM_BASE_URL": f"http://127.0.0.1:{sim_port}/v1"}
+    env = {
+        **os.environ,
+        "SWARM_HOME": str(home),
+        "SWARM_DATABASE_URL": db_url,
+        "SWARM_BROKER_URL": "",
+        "SWARM_LLM_BASE_URL": f"http://127.0.0.1:{sim_port}/v1",
+    }
     if args.mode == "cluster":
         env["SWARM_BROKER_URL"] = args.broker
         redis.Redis.from_url(args.broker).flushdb()
     swarm = [sys.executable, "-m", "swarm"]
     with ExitStack() as stack:
-        stack.enter_context(process([*swarm, "sim-llm", "--port", str(sim_port), "--tool", "echo"], env,
-                                    answers(f"http://127.0.0.1:{sim_port}/v1/models"), home / "sim.log"))
+        stack.enter_context(
+            process(
+                [*swarm, "sim-llm", "--port", str(sim_port), "--tool", "echo"],
+                env,
+                answers(f"http://127.0.0.1:{sim_port}/v1/models"),
+                home / "sim.log",
+            )
+        )
         if args.mode == "cluster":
             # One node: llm + tool + control workers and the sweeper; the warm-up run waits for it.
-            stack.enter_context(process([*swarm, "worker", "--beat", "--loglevel", "WARNING"], env,
-                                        lambda: True, home / "worker.log"))
-        server_pid = stack.enter_context(process(
-            [*swarm, "serve", "--port", str(api_port), "--log-level", "warning"], env,
-            answers(f"http://127.0.0.1:{api_port}/readyz"), home / "api.log"))
+            stack.enter_context(
+                process([*swarm, "worker", "--beat", "--loglevel", "WARNING"], env, lambda: True, home / "worker.log")
+            )
+        server_pid = stack.enter_context(
+            process(
+                [*swarm, "serve", "--port", str(api_port), "--log-level", "warning"],
+                env,
+                answers(f"http://127.0.0.1:{api_port}/readyz"),
+                home / "api.log",
+            )
+        )
         b = Bench(f"http://127.0.0.1:{api_port}", key, server_pid, w1)
         b.wait(b.submit_w1())  # warm-up: connection pools, thread pools, PostgreSQL caches
         out: dict[str, Any] = {"submissions": b.submissions(args.submissions, args.concurrency)}
@@ -300,32 +350,55 @@ def _run(args: argparse.Namespace, w1: str, home: Path, db_url: str) -> dict[str
         for _ in range(args.repeat):
             alone.append(b.w1_alone())
             watched.append(b.w1_watched(args.watchers))
-            print(f"W1 alone {alone[-1]['wall_seconds']} s, with {args.watchers} watchers "
-                  f"{watched[-1]['wall_seconds']} s", file=sys.stderr)
+            print(
+                f"W1 alone {alone[-1]['wall_seconds']} s, with {args.watchers} watchers "
+                f"{watched[-1]['wall_seconds']} s",
+                file=sys.stderr,
+            )
         polled = b.w1_polled(args.pollers, args.think)
         alone.append(b.w1_alone())
         base = statistics.fmean(a["wall_seconds"] for a in alone)
         base_cpu = statistics.fmean(a["server_cpu_seconds"] for a in alone)
         watched_wall = statistics.fmean(w["wall_seconds"] for w in watched)
         out.update(
-            w1_alone=alone, w1_watched=watched, w1_polled=polled,
-            fanout={"watchers": args.watchers, "baseline_wall_seconds": round(base, 3),
-                    "watched_wall_seconds": round(watched_wall, 3),
-                    "ratio": round(watched_wall / base, 3),
-                    "pair_ratios": [round(w["wall_seconds"] / a["wall_seconds"], 3)
-                                    for a, w in zip(alone, watched, strict=False)],
-                    "all_watchers_complete": all(w["all_watchers_complete"] for w in watched),
-                    "events": watched[0]["events"],
-                    "extra_server_cpu_seconds": round(statistics.fmean(w["server_cpu_seconds"] for w in watched)
-                                                      - base_cpu, 2),
-                    "watchers_cpu_seconds": round(statistics.fmean(w["client_cpu_seconds"] for w in watched), 2)},
-            get_latency={**polled["latency"], "requests_per_second": polled["requests_per_second"],
-                         "w1_wall_seconds": polled["wall_seconds"],
-                         "w1_slowdown": round(polled["wall_seconds"] / base, 3)})
+            w1_alone=alone,
+            w1_watched=watched,
+            w1_polled=polled,
+            fanout={
+                "watchers": args.watchers,
+                "baseline_wall_seconds": round(base, 3),
+                "watched_wall_seconds": round(watched_wall, 3),
+                "ratio": round(watched_wall / base, 3),
+                "pair_ratios": [
+                    round(w["wall_seconds"] / a["wall_seconds"], 3) for a, w in zip(alone, watched, strict=False)
+                ],
+                "all_watchers_complete": all(w["all_watchers_complete"] for w in watched),
+                "events": watched[0]["events"],
+                "extra_server_cpu_seconds": round(
+                    statistics.fmean(w["server_cpu_seconds"] for w in watched) - base_cpu, 2
+                ),
+                "watchers_cpu_seconds": round(statistics.fmean(w["client_cpu_seconds"] for w in watched), 2),
+            },
+            get_latency={
+                **polled["latency"],
+                "requests_per_second": polled["requests_per_second"],
+                "w1_wall_seconds": polled["wall_seconds"],
+                "w1_slowdown": round(polled["wall_seconds"] / base, 3),
+            },
+        )
     runtime = "embedded (swarm serve)" if args.mode == "embedded" else "cluster (swarm serve + one swarm worker node)"
-    out["config"] = {"w1": w1, "database": "postgresql", "runtime": runtime, "mode": args.mode,
-                     "submissions": args.submissions, "concurrency": args.concurrency, "watchers": args.watchers,
-                     "repeat": args.repeat, "pollers": args.pollers, "think_seconds": args.think}
+    out["config"] = {
+        "w1": w1,
+        "database": "postgresql",
+        "runtime": runtime,
+        "mode": args.mode,
+        "submissions": args.submissions,
+        "concurrency": args.concurrency,
+        "watchers": args.watchers,
+        "repeat": args.repeat,
+        "pollers": args.pollers,
+        "think_seconds": args.think,
+    }
     out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     out["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return out
@@ -336,26 +409,30 @@ def markdown(r: dict[str, Any]) -> str:
     mode = r["config"].get("mode", "embedded")
     start, end = marks(mode)
     cmd = "python -m bench.api" + ("" if mode == "embedded" else " --mode cluster")
-    return "\n".join([
-        start,
-        f"Measured {r['date'][:10]} by `{cmd}` on this {r['machine']['cpus']}-core machine: "
-        f"{r['config']['runtime']} on PostgreSQL, `swarm sim-llm` and the client as separate processes. "
-        f"W1 = `{r['config']['w1'].split('. ', 1)[1]}`.",
-        "",
-        "| what | figure |",
-        "|---|---|",
-        f"| submissions (`POST /v1/runs`, {s['concurrency']} concurrent clients, {s['n']} runs) | "
-        f"**{s['per_second']} /s**; latency p50 {s['latency']['p50_ms']} ms, p99 {s['latency']['p99_ms']} ms |",
-        f"| `GET /v1/runs/{{id}}` during W1 ({r['config']['pollers']} pollers, {g['requests_per_second']} req/s) | "
-        f"p50 **{g['p50_ms']} ms**, p99 **{g['p99_ms']} ms** (n = {g['n']}); W1 wall × {g['w1_slowdown']} |",
-        f"| W1 alone (mean of {len(r['w1_alone'])}, alternating with the watched runs) | "
-        f"{f['baseline_wall_seconds']} s |",
-        f"| W1 with {f['watchers']} SSE watchers (mean of {len(r['w1_watched'])}) | {f['watched_wall_seconds']} s: "
-        f"ratio **{f['ratio']}** (pairs: {', '.join(map(str, f['pair_ratios']))}); every watcher got all "
-        f"{f['events']} events: {f['all_watchers_complete']}; server CPU +{f['extra_server_cpu_seconds']} s per run, "
-        f"the 50 watchers' own CPU {f.get('watchers_cpu_seconds', '?')} s on the same cores |",
-        end,
-    ])
+    return "\n".join(
+        [
+            start,
+            f"Measured {r['date'][:10]} by `{cmd}` on this {r['machine']['cpus']}-core machine: "
+            f"{r['config']['runtime']} on PostgreSQL, `swarm sim-llm` and the client as separate processes. "
+            f"W1 = `{r['config']['w1'].split('. ', 1)[1]}`.",
+            "",
+            "| what | figure |",
+            "|---|---|",
+            f"| submissions (`POST /v1/runs`, {s['concurrency']} concurrent clients, {s['n']} runs) | "
+            f"**{s['per_second']} /s**; latency p50 {s['latency']['p50_ms']} ms, p99 {s['latency']['p99_ms']} ms |",
+            f"| `GET /v1/runs/{{id}}` during W1 ({r['config']['pollers']} pollers, {g['requests_per_second']} req/s) | "
+            f"p50 **{g['p50_ms']} ms**, p99 **{g['p99_ms']} ms** (n = {g['n']}); W1 wall × {g['w1_slowdown']} |",
+            f"| W1 alone (mean of {len(r['w1_alone'])}, alternating with the watched runs) | "
+            f"{f['baseline_wall_seconds']} s |",
+            f"| W1 with {f['watchers']} SSE watchers (mean of {len(r['w1_watched'])}) | "
+            f"{f['watched_wall_seconds']} s: "
+            f"ratio **{f['ratio']}** (pairs: {', '.join(map(str, f['pair_ratios']))}); every watcher got all "
+            f"{f['events']} events: {f['all_watchers_complete']}; "
+            f"server CPU +{f['extra_server_cpu_seconds']} s per run, "
+            f"the 50 watchers' own CPU {f.get('watchers_cpu_seconds', '?')} s on the same cores |",
+            end,
+        ]
+    )
 
 
 def write_docs(r: dict[str, Any], path: Path = DOCS) -> None:
@@ -378,11 +455,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=2, help="Alone/watched W1 pairs.")
     p.add_argument("--pollers", type=int, default=4)
     p.add_argument("--think", type=float, default=0.02, help="Seconds each poller waits between requests.")
-    p.add_argument("--mode", choices=["embedded", "cluster"], default="embedded",
-                   help="embedded: the server runs the steps; cluster: a `swarm worker` node does (needs Redis).")
+    p.add_argument(
+        "--mode",
+        choices=["embedded", "cluster"],
+        default="embedded",
+        help="embedded: the server runs the steps; cluster: a `swarm worker` node does (needs Redis).",
+    )
     p.add_argument("--broker", default="redis://127.0.0.1:6379/13", help="Redis for --mode cluster (flushed!).")
-    p.add_argument("--out", type=Path, default=None,
-                   help="Default: bench/results/api.json (api-cluster.json); '-' for none.")
+    p.add_argument(
+        "--out", type=Path, default=None, help="Default: bench/results/api.json (api-cluster.json); '-' for none."
+    )
     p.add_argument("--no-docs", action="store_true", help="Do not update the table in docs/api.md.")
     args = p.parse_args(argv)
     result = run(args)

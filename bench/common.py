@@ -75,8 +75,11 @@ def process_table() -> dict[int, tuple[int, str, float]]:
     return out
 
 
-def cpu_by_group(before: dict[int, tuple[int, str, float]], after: dict[int, tuple[int, str, float]],
-                 group: Callable[[int, dict[int, tuple[int, str, float]]], str]) -> dict[str, float]:
+def cpu_by_group(
+    before: dict[int, tuple[int, str, float]],
+    after: dict[int, tuple[int, str, float]],
+    group: Callable[[int, dict[int, tuple[int, str, float]]], str],
+) -> dict[str, float]:
     """CPU seconds spent between two :func:`process_table` snapshots, summed by ``group(pid,
     table)``. A process that started and ended in between counts only through its reaper."""
     totals: dict[str, float] = {}
@@ -86,7 +89,6 @@ def cpu_by_group(before: dict[int, tuple[int, str, float]], after: dict[int, tup
         name = group(pid, after)
         totals[name] = round(totals.get(name, 0.0) + spent, 2)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-
 
 
 def tree_cpu_seconds(root: int) -> float:

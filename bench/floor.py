@@ -106,8 +106,16 @@ class _AgentOutcome:
 class _Driver:
     """One W1 run's state: counters, the in-memory subagent definitions, the tool thread pool."""
 
-    def __init__(self, sim_url: str, settings: Settings, registry: ToolRegistry, *,
-                 workspace: Path, pool: ThreadPoolExecutor, max_steps: int) -> None:
+    def __init__(
+        self,
+        sim_url: str,
+        settings: Settings,
+        registry: ToolRegistry,
+        *,
+        workspace: Path,
+        pool: ThreadPoolExecutor,
+        max_steps: int,
+    ) -> None:
         self.sim_url, self.settings, self.registry = sim_url, settings, registry
         self.workspace, self.pool, self.max_steps = workspace, pool, max_steps
         self.run_id = uuid.uuid4().hex
@@ -136,18 +144,26 @@ class _Driver:
         "Measured design choices"). A floor that slow would flatter swarm.
         """
         s = self.settings
-        return httpx.AsyncClient(base_url=self.sim_url, verify=self._tls,
-                                 timeout=httpx.Timeout(s.llm_timeout, connect=10.0),
-                                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=1))
+        return httpx.AsyncClient(
+            base_url=self.sim_url,
+            verify=self._tls,
+            timeout=httpx.Timeout(s.llm_timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+        )
 
     # ------------------------------------------------------------------ the model
 
-    async def complete(self, http: httpx.AsyncClient, messages: list[dict[str, Any]],
-                       schemas: list[dict[str, Any]], agent_id: str) -> dict[str, Any]:
+    async def complete(
+        self, http: httpx.AsyncClient, messages: list[dict[str, Any]], schemas: list[dict[str, Any]], agent_id: str
+    ) -> dict[str, Any]:
         """One chat completion; returns the assistant message as it goes back into history."""
         # The body swarm's LLMClient sends for llm_flavor="moonshot" with thinking on.
-        body: dict[str, Any] = {"model": self.settings.model, "messages": messages, "stream": False,
-                                "temperature": self.temperature}
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": messages,
+            "stream": False,
+            "temperature": self.temperature,
+        }
         if schemas:
             body["tools"] = schemas
         headers = {"X-Swarm-Run-Id": self.run_id, "X-Swarm-Agent-Id": agent_id}
@@ -162,9 +178,13 @@ class _Driver:
         out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
         if message.get("tool_calls"):
             out["tool_calls"] = [
-                {"id": c["id"], "type": "function",
-                 "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
-                for c in message["tool_calls"]]
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]},
+                }
+                for c in message["tool_calls"]
+            ]
         if message.get("reasoning_content"):
             out["reasoning_content"] = message["reasoning_content"]
         return out
@@ -173,8 +193,7 @@ class _Driver:
 
     async def agent(self, agent_id: str, system: str, prompt: str, depth: int) -> _AgentOutcome:
         """An agent's tool loop: call the model, run the turn's calls concurrently, repeat."""
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system},
-                                          {"role": "user", "content": prompt}]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
         schemas = self.orchestrator_schemas if depth == 0 else self.worker_schemas
         critical = 0
         async with self.new_client() as http:
@@ -190,8 +209,10 @@ class _Driver:
                 outcomes = await asyncio.gather(*(self.call(agent_id, c, depth) for c in calls))
                 # Stage cost: this step plus the longest subagent launched in it (0 if none).
                 critical += 1 + max((child for _, child in outcomes), default=0)
-                messages.extend({"role": "tool", "content": text, "tool_call_id": c["id"]}
-                                for c, (text, _) in zip(calls, outcomes, strict=True))
+                messages.extend(
+                    {"role": "tool", "content": text, "tool_call_id": c["id"]}
+                    for c, (text, _) in zip(calls, outcomes, strict=True)
+                )
         self.errors.append(f"agent {agent_id} hit the step limit ({self.max_steps})")
         return _AgentOutcome("", critical)
 
@@ -205,16 +226,18 @@ class _Driver:
         if name == CREATE_SUBAGENT and depth == 0:
             self.orchestration_calls += 1
             self.defs[args["name"]] = args["system_prompt"]
-            return (f"Created subagent {args['name']!r}. Launch it with "
-                    f"assign_task(agent={args['name']!r}, prompt=...)."), 0
+            return (
+                f"Created subagent {args['name']!r}. Launch it with assign_task(agent={args['name']!r}, prompt=...)."
+            ), 0
         if name == ASSIGN_TASK and depth == 0:
             self.orchestration_calls += 1
             system = self.defs.get(args["agent"])
             if system is None:
                 return f"No subagent named {args['agent']!r} exists in this run.", 0
             self.subagents += 1
-            child = await self.agent(uuid.uuid4().hex, prompts.subagent_system(system, self.max_steps),
-                                     args["prompt"], depth + 1)
+            child = await self.agent(
+                uuid.uuid4().hex, prompts.subagent_system(system, self.max_steps), args["prompt"], depth + 1
+            )
             return child.final, child.critical
         tool = self.registry.get(name)
         if tool is None or name in ORCHESTRATION_TOOLS:
@@ -226,8 +249,13 @@ class _Driver:
         return result.content, 0
 
     async def _run_tool(self, tool: Any, args: dict[str, Any], agent_id: str) -> ToolResult:
-        ctx = ToolContext(run_id=self.run_id, agent_id=agent_id, step_id=uuid.uuid4().hex, workspace=self.workspace,
-                          settings=self.settings)
+        ctx = ToolContext(
+            run_id=self.run_id,
+            agent_id=agent_id,
+            step_id=uuid.uuid4().hex,
+            workspace=self.workspace,
+            settings=self.settings,
+        )
         if not tool.uses_workspace:
             # echo is a pure in-memory function: a bare driver just calls it.
             return tool.run(args, ctx)  # type: ignore[no-any-return]
@@ -254,8 +282,16 @@ def floor_settings(sim_url: str, home: Path | None = None) -> Settings:
     return Settings(_env_file=None, **values)
 
 
-async def run_floor(sim_url: str, agents: int, tools: int, tool: str, latency: float, *,
-                    settings: Settings | None = None, tool_threads: int | None = None) -> FloorResult:
+async def run_floor(
+    sim_url: str,
+    agents: int,
+    tools: int,
+    tool: str,
+    latency: float,
+    *,
+    settings: Settings | None = None,
+    tool_threads: int | None = None,
+) -> FloorResult:
     """Play W1 (``agents`` subagents x ``tools`` calls of ``tool``) against the model at ``sim_url``.
 
     ``tool_threads`` caps concurrent python tool calls; the default (None) never makes one wait,
@@ -263,22 +299,33 @@ async def run_floor(sim_url: str, agents: int, tools: int, tool: str, latency: f
     """
     s = settings or floor_settings(sim_url)
     max_subagents, max_tool_calls = budgets(agents, tools)
-    system = prompts.ORCHESTRATOR_SYSTEM.format(max_subagents=max_subagents, max_tool_calls=max_tool_calls,
-                                                max_steps=s.max_steps_per_agent)
+    system = prompts.ORCHESTRATOR_SYSTEM.format(
+        max_subagents=max_subagents, max_tool_calls=max_tool_calls, max_steps=s.max_steps_per_agent
+    )
     threads = tool_threads or max(1, agents)
-    with tempfile.TemporaryDirectory(prefix="swarm-floor-") as tmp, \
-            ThreadPoolExecutor(threads, thread_name_prefix="floor-tool") as pool:
-        driver = _Driver(sim_url, s, default_registry(s), workspace=Path(tmp), pool=pool,
-                         max_steps=s.max_steps_per_agent)
+    with (
+        tempfile.TemporaryDirectory(prefix="swarm-floor-") as tmp,
+        ThreadPoolExecutor(threads, thread_name_prefix="floor-tool") as pool,
+    ):
+        driver = _Driver(
+            sim_url, s, default_registry(s), workspace=Path(tmp), pool=pool, max_steps=s.max_steps_per_agent
+        )
         started = time.perf_counter()
         outcome = await driver.agent(uuid.uuid4().hex, system, w1_task(agents, tools, tool, latency), 0)
         wall = time.perf_counter() - started
     return FloorResult(
-        wall_seconds=wall, llm_calls=driver.llm_calls, tool_calls=driver.tool_calls,
-        critical_steps=outcome.critical, total_steps=driver.llm_calls,
-        orchestration_calls=driver.orchestration_calls, subagents=driver.subagents,
-        tool_seconds=driver.tool_seconds, llm_seconds=driver.llm_seconds, result=outcome.final,
-        errors=driver.errors)
+        wall_seconds=wall,
+        llm_calls=driver.llm_calls,
+        tool_calls=driver.tool_calls,
+        critical_steps=outcome.critical,
+        total_steps=driver.llm_calls,
+        orchestration_calls=driver.orchestration_calls,
+        subagents=driver.subagents,
+        tool_seconds=driver.tool_seconds,
+        llm_seconds=driver.llm_seconds,
+        result=outcome.final,
+        errors=driver.errors,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -306,11 +353,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(res.as_dict(), indent=2))
         return
     ideal = res.critical_steps * a.latency
-    print(f"floor W1 agents={a.agents} tools={a.tools} tool={a.tool} latency={a.latency:g}: "
-          f"wall {res.wall_seconds:.2f} s, {res.llm_calls} LLM calls, {res.tool_calls} tool calls, "
-          f"critical steps {res.critical_steps}, total steps {res.total_steps}"
-          + (f", wall / ideal {res.wall_seconds / ideal:.2f}x" if ideal else
-             f", {res.steps / res.wall_seconds:.0f} steps/s"))
+    print(
+        f"floor W1 agents={a.agents} tools={a.tools} tool={a.tool} latency={a.latency:g}: "
+        f"wall {res.wall_seconds:.2f} s, {res.llm_calls} LLM calls, {res.tool_calls} tool calls, "
+        f"critical steps {res.critical_steps}, total steps {res.total_steps}"
+        + (
+            f", wall / ideal {res.wall_seconds / ideal:.2f}x"
+            if ideal
+            else f", {res.steps / res.wall_seconds:.0f} steps/s"
+        )
+    )
     print(res.result)
 
 

@@ -55,8 +55,9 @@ def _children_cpu() -> float:
 
 def measure(mode: str, calls: int, threads: int) -> dict[str, float]:
     before = _children_cpu()
-    out = subprocess.run([sys.executable, "-c", _DRIVER, mode, str(calls), str(threads)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _DRIVER, mode, str(calls), str(threads)], capture_output=True, text=True, check=True
+    )
     return {"cpu": _children_cpu() - before, "wall": json.loads(out.stdout)["wall"]}
 
 
@@ -72,19 +73,29 @@ def main(argv: list[str] | None = None) -> None:
         for mode in ("bwrap", "off"):
             base = measure(mode, 0, 1)
             full = measure(mode, args.calls, args.threads)
-            row = {"cpu_ms_per_call": (full["cpu"] - base["cpu"]) * 1000 / args.calls,
-                   "wall_ms_per_call": full["wall"] * 1000 / args.calls}
+            row = {
+                "cpu_ms_per_call": (full["cpu"] - base["cpu"]) * 1000 / args.calls,
+                "wall_ms_per_call": full["wall"] * 1000 / args.calls,
+            }
             rows[mode].append(row)
-            print(f"pair {i + 1} {mode:5}: {row['cpu_ms_per_call']:.2f} ms CPU, {row['wall_ms_per_call']:.2f} ms wall "
-                  "per call", flush=True)
+            print(
+                f"pair {i + 1} {mode:5}: {row['cpu_ms_per_call']:.2f} ms CPU, {row['wall_ms_per_call']:.2f} ms wall "
+                "per call",
+                flush=True,
+            )
     summary: dict[str, Any] = {
         mode: {k: statistics.median(r[k] for r in rs) for k in ("cpu_ms_per_call", "wall_ms_per_call")}
-        for mode, rs in rows.items()}
-    summary["cpu_ratio_bwrap_over_off"] = [b["cpu_ms_per_call"] / o["cpu_ms_per_call"]
-                                           for b, o in zip(rows["bwrap"], rows["off"], strict=True)]
+        for mode, rs in rows.items()
+    }
+    summary["cpu_ratio_bwrap_over_off"] = [
+        b["cpu_ms_per_call"] / o["cpu_ms_per_call"] for b, o in zip(rows["bwrap"], rows["off"], strict=True)
+    ]
     print(json.dumps(summary, indent=2))
-    write_results(args.out, {"calls": args.calls, "threads": args.threads, "at": time.time(), "pairs": rows,
-                             "median": summary}, print)
+    write_results(
+        args.out,
+        {"calls": args.calls, "threads": args.threads, "at": time.time(), "pairs": rows, "median": summary},
+        print,
+    )
 
 
 if __name__ == "__main__":

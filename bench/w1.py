@@ -109,9 +109,13 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
         return {"n": 0}
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"n": len(values), "mean_ms": round(1000 * statistics.fmean(ordered), 2),
-            "p50_ms": round(1000 * statistics.median(ordered), 2), "p95_ms": round(1000 * p95, 2),
-            "max_ms": round(1000 * ordered[-1], 2)}
+    return {
+        "n": len(values),
+        "mean_ms": round(1000 * statistics.fmean(ordered), 2),
+        "p50_ms": round(1000 * statistics.median(ordered), 2),
+        "p95_ms": round(1000 * p95, 2),
+        "max_ms": round(1000 * ordered[-1], 2),
+    }
 
 
 # --------------------------------------------------------------------------- the two players
@@ -146,15 +150,18 @@ class SwarmResult:
 
 def swarm_settings(sim_url: str, home: Path) -> Settings:
     """Swarm's defaults with the database in ``home`` and the given model endpoint; no .env."""
-    return Settings(_env_file=None, home=home, database_url=f"sqlite:///{home / 'swarm.db'}",
-                    llm_base_url=sim_url, broker_url="")
+    return Settings(
+        _env_file=None, home=home, database_url=f"sqlite:///{home / 'swarm.db'}", llm_base_url=sim_url, broker_url=""
+    )
 
 
-def _swarm_once(rt: LocalRuntime, s: Settings, *, agents: int, tools: int, tool: str,
-                latency: float) -> tuple[str, float, RunSummary]:
+def _swarm_once(
+    rt: LocalRuntime, s: Settings, *, agents: int, tools: int, tool: str, latency: float
+) -> tuple[str, float, RunSummary]:
     max_subagents, max_tool_calls = budgets(agents, tools)
-    spec = run_spec(s, w1_task(agents, tools, tool, latency), max_subagents=max_subagents,
-                    max_tool_calls=max_tool_calls)
+    spec = run_spec(
+        s, w1_task(agents, tools, tool, latency), max_subagents=max_subagents, max_tool_calls=max_tool_calls
+    )
     started = time.perf_counter()
     run_id = rt.submit(spec)
     # The CLI's poll interval: a tighter poll would add reads to the engine being measured, and
@@ -175,15 +182,22 @@ def run_swarm(sim_url: str, agents: int, tools: int, tool: str, latency: float) 
         with LocalRuntime(s) as rt:
             _swarm_once(rt, s, agents=2, tools=1, tool=tool, latency=0.0)
             with cpu_meter() as cpu:
-                run_id, outer, summary = _swarm_once(rt, s, agents=agents, tools=tools, tool=tool,
-                                                   latency=latency)
+                run_id, outer, summary = _swarm_once(rt, s, agents=agents, tools=tools, tool=tool, latency=latency)
             rows = step_rows(home / "swarm.db", run_id)
             rt.store.engine.dispose()
     return SwarmResult(
-        status=summary.status, wall_seconds=summary.wall_seconds, outer_wall_seconds=round(outer, 3),
-        llm_calls=summary.llm_calls, tool_calls=summary.tool_calls, critical_steps=summary.critical_steps,
-        total_steps=summary.total_steps, subagents=summary.subagents, result=summary.result or "",
-        cpu=cpu, step_rows=rows)
+        status=summary.status,
+        wall_seconds=summary.wall_seconds,
+        outer_wall_seconds=round(outer, 3),
+        llm_calls=summary.llm_calls,
+        tool_calls=summary.tool_calls,
+        critical_steps=summary.critical_steps,
+        total_steps=summary.total_steps,
+        subagents=summary.subagents,
+        result=summary.result or "",
+        cpu=cpu,
+        step_rows=rows,
+    )
 
 
 def step_rows(db_path: Path, run_id: str) -> dict[str, Any]:
@@ -198,14 +212,21 @@ def step_rows(db_path: Path, run_id: str) -> dict[str, Any]:
     """
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT kind, tool_name, ready_at, started_at, finished_at FROM steps "
-                            "WHERE run_id = ? AND started_at IS NOT NULL", (run_id,)).fetchall()
-        life = conn.execute("SELECT finished_at - created_at FROM agents WHERE run_id = ? AND "
-                            "parent_id IS NOT NULL AND finished_at IS NOT NULL", (run_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT kind, tool_name, ready_at, started_at, finished_at FROM steps "
+            "WHERE run_id = ? AND started_at IS NOT NULL",
+            (run_id,),
+        ).fetchall()
+        life = conn.execute(
+            "SELECT finished_at - created_at FROM agents WHERE run_id = ? AND "
+            "parent_id IS NOT NULL AND finished_at IS NOT NULL",
+            (run_id,),
+        ).fetchall()
         counts: dict[str, int] = {}
         for table in ("steps", "messages", "events", "agents"):
-            counts[f"rows_{table}"] = conn.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?",
-                                                   (run_id,)).fetchone()[0]
+            counts[f"rows_{table}"] = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
     finally:
         conn.close()
 
@@ -218,8 +239,10 @@ def step_rows(db_path: Path, run_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {**counts, "subagent_lifetime": _stats([r[0] for r in life])}
     for g in ("llm", "tool", "create_subagent", "assign_task"):
         mine = [r for r in rows if group(r) == g]
-        out[g] = {"queue": _stats([r[3] - r[2] for r in mine if r[2] is not None]),
-                  "exec": _stats([r[4] - r[3] for r in mine if r[4] is not None and g != "assign_task"])}
+        out[g] = {
+            "queue": _stats([r[3] - r[2] for r in mine if r[2] is not None]),
+            "exec": _stats([r[4] - r[3] for r in mine if r[4] is not None and g != "assign_task"]),
+        }
     return out
 
 
@@ -240,8 +263,9 @@ def serial_tool_seconds(tool: str, calls: int) -> dict[str, float]:
         return {"calls": 0, "mean_seconds": 0.0}
     py = PythonTool()
     with tempfile.TemporaryDirectory(prefix="swarm-serial-") as tmp:
-        ctx = ToolContext(run_id="serial", agent_id="serial", step_id="serial", workspace=Path(tmp),
-                          settings=Settings(_env_file=None))
+        ctx = ToolContext(
+            run_id="serial", agent_id="serial", step_id="serial", workspace=Path(tmp), settings=Settings(_env_file=None)
+        )
         py.run({"code": "print(0)"}, ctx)  # warm-up: site-path scan, page cache
         started = time.perf_counter()
         for i in range(calls):
@@ -273,20 +297,27 @@ def latency_section(sim_url: str, a: argparse.Namespace, log: Callable[[str], No
         if not a.skip_floor:
             floor, fcpu = run_floor_sync(sim_url, a.agents, a.tools, a.tool, a.latency)
             pair["floor"] = {**floor.as_dict(), "cpu": asdict(fcpu)}
-            log(f"[{i + 1}/{a.repeat}] floor: {floor.wall_seconds:.2f} s wall, {floor.llm_calls} LLM calls, "
-                f"{floor.tool_calls} tool calls, critical {floor.critical_steps}")
+            log(
+                f"[{i + 1}/{a.repeat}] floor: {floor.wall_seconds:.2f} s wall, {floor.llm_calls} LLM calls, "
+                f"{floor.tool_calls} tool calls, critical {floor.critical_steps}"
+            )
         if not a.skip_swarm:
             sw = run_swarm(sim_url, a.agents, a.tools, a.tool, a.latency)
             pair["swarm"] = sw.as_dict()
-            log(f"[{i + 1}/{a.repeat}] swarm: {sw.wall_seconds:.2f} s wall ({sw.status}), {sw.llm_calls} LLM calls, "
-                f"{sw.tool_calls} tool calls, critical {sw.critical_steps}")
+            log(
+                f"[{i + 1}/{a.repeat}] swarm: {sw.wall_seconds:.2f} s wall ({sw.status}), {sw.llm_calls} LLM calls, "
+                f"{sw.tool_calls} tool calls, critical {sw.critical_steps}"
+            )
         if "floor" in pair and "swarm" in pair:
             pair["wall_over_floor"] = round(pair["swarm"]["wall_seconds"] / pair["floor"]["wall_seconds"], 3)
             pair["same_result"] = _same_work(pair)
         pairs.append(pair)
-    return {"config": {"agents": a.agents, "tools": a.tools, "tool": a.tool, "latency": a.latency,
-                       "repeat": a.repeat}, "serial_tool": serial, "runs": pairs,
-            "ratios": latency_ratios(pairs, a.latency, serial["mean_seconds"])}
+    return {
+        "config": {"agents": a.agents, "tools": a.tools, "tool": a.tool, "latency": a.latency, "repeat": a.repeat},
+        "serial_tool": serial,
+        "runs": pairs,
+        "ratios": latency_ratios(pairs, a.latency, serial["mean_seconds"]),
+    }
 
 
 def latency_ratios(pairs: list[dict[str, Any]], latency: float, serial_tool: float) -> dict[str, Any]:
@@ -304,7 +335,9 @@ def latency_ratios(pairs: list[dict[str, Any]], latency: float, serial_tool: flo
         serial = total * latency + tools * serial_tool
         out[who] = {
             "wall_seconds": round(wall, 3),
-            "critical_steps": crit, "total_steps": total, "tool_calls": tools,
+            "critical_steps": crit,
+            "total_steps": total,
+            "tool_calls": tools,
             "wall_over_ideal": round(wall / (crit * latency), 3) if crit and latency else None,
             # What the swarm shape allows at best: every LLM step paid once, on one agent, vs
             # only the critical path. The time estimate adds the tool calls run one at a time.
@@ -322,20 +355,26 @@ def latency_ratios(pairs: list[dict[str, Any]], latency: float, serial_tool: flo
 
 def _zero_floor(sim_url: str, agents: int, tools: int) -> dict[str, Any]:
     floor, cpu = run_floor_sync(sim_url, agents, tools, "echo", 0.0)
-    return {**floor.as_dict(), "cpu": asdict(cpu),
-            "driver_cpu_ms_per_step": round(1000 * cpu.driver_seconds / floor.steps, 3),
-            "steps_per_second": round(floor.steps / floor.wall_seconds, 1),
-            "llm_calls_per_second": round(floor.llm_calls / floor.wall_seconds, 1),
-            "ms_per_step": round(1000 * floor.wall_seconds / floor.steps, 3),
-            "llm_roundtrip_mean_ms": round(1000 * floor.llm_seconds / max(1, floor.llm_calls), 2)}
+    return {
+        **floor.as_dict(),
+        "cpu": asdict(cpu),
+        "driver_cpu_ms_per_step": round(1000 * cpu.driver_seconds / floor.steps, 3),
+        "steps_per_second": round(floor.steps / floor.wall_seconds, 1),
+        "llm_calls_per_second": round(floor.llm_calls / floor.wall_seconds, 1),
+        "ms_per_step": round(1000 * floor.wall_seconds / floor.steps, 3),
+        "llm_roundtrip_mean_ms": round(1000 * floor.llm_seconds / max(1, floor.llm_calls), 2),
+    }
 
 
 def _zero_swarm(sim_url: str, agents: int, tools: int) -> dict[str, Any]:
     sw = run_swarm(sim_url, agents, tools, "echo", 0.0)
-    return {**sw.as_dict(), "driver_cpu_ms_per_step": round(1000 * sw.cpu.driver_seconds / sw.steps, 3),
-            "steps_per_second": round(sw.steps / sw.wall_seconds, 1),
-            "llm_calls_per_second": round(sw.llm_calls / sw.wall_seconds, 1),
-            "ms_per_step": round(1000 * sw.wall_seconds / sw.steps, 3)}
+    return {
+        **sw.as_dict(),
+        "driver_cpu_ms_per_step": round(1000 * sw.cpu.driver_seconds / sw.steps, 3),
+        "steps_per_second": round(sw.steps / sw.wall_seconds, 1),
+        "llm_calls_per_second": round(sw.llm_calls / sw.wall_seconds, 1),
+        "ms_per_step": round(1000 * sw.wall_seconds / sw.steps, 3),
+    }
 
 
 def zero_section(sim_url: str, a: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -350,17 +389,23 @@ def zero_section(sim_url: str, a: argparse.Namespace, log: Callable[[str], None]
         pair: dict[str, Any] = {}
         if not a.skip_floor:
             pair["floor"] = _zero_floor(sim_url, agents, tools)
-            log(f"[{i + 1}/{a.repeat}] zero-latency floor: {pair['floor']['wall_seconds']:.2f} s, "
-                f"{pair['floor']['steps_per_second']} steps/s")
+            log(
+                f"[{i + 1}/{a.repeat}] zero-latency floor: {pair['floor']['wall_seconds']:.2f} s, "
+                f"{pair['floor']['steps_per_second']} steps/s"
+            )
         if not a.skip_swarm:
             pair["swarm"] = _zero_swarm(sim_url, agents, tools)
-            log(f"[{i + 1}/{a.repeat}] zero-latency swarm: {pair['swarm']['wall_seconds']:.2f} s "
-                f"({pair['swarm']['status']}), {pair['swarm']['steps_per_second']} steps/s")
+            log(
+                f"[{i + 1}/{a.repeat}] zero-latency swarm: {pair['swarm']['wall_seconds']:.2f} s "
+                f"({pair['swarm']['status']}), {pair['swarm']['steps_per_second']} steps/s"
+            )
         if "floor" in pair and "swarm" in pair:
             pair["same_result"] = _same_work(pair)
         runs.append(pair)
-    out: dict[str, Any] = {"config": {"agents": agents, "tools": tools, "tool": "echo", "latency": 0.0,
-                                      "repeat": a.repeat}, "runs": runs}
+    out: dict[str, Any] = {
+        "config": {"agents": agents, "tools": tools, "tool": "echo", "latency": 0.0, "repeat": a.repeat},
+        "runs": runs,
+    }
     for who in ("floor", "swarm"):
         mine = sorted((p[who] for p in runs if who in p), key=lambda r: r["wall_seconds"])
         if mine:
@@ -371,8 +416,9 @@ def zero_section(sim_url: str, a: argparse.Namespace, log: Callable[[str], None]
             "wall_over_floor": round(out["swarm"]["wall_seconds"] / out["floor"]["wall_seconds"], 3),
             # Mean extra wall per step, spread over the run's parallelism: not a per-step latency.
             "extra_ms_per_step": round(out["swarm"]["ms_per_step"] - out["floor"]["ms_per_step"], 3),
-            "driver_cpu_per_step_vs_floor": round(out["swarm"]["driver_cpu_ms_per_step"]
-                                                  / max(1e-9, out["floor"]["driver_cpu_ms_per_step"]), 2),
+            "driver_cpu_per_step_vs_floor": round(
+                out["swarm"]["driver_cpu_ms_per_step"] / max(1e-9, out["floor"]["driver_cpu_ms_per_step"]), 2
+            ),
         }
     return out
 
@@ -401,20 +447,28 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=False,
-                                  cwd=Path(__file__).resolve().parent.parent).stdout
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent
+            ).stdout
         except OSError:
             return ""
 
     commit = git("rev-parse", "--short", "HEAD").strip()
     # Uncommitted engine changes make a figure unreproducible from the commit alone: list them.
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "swarm").splitlines()]
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-            "git_commit": commit, "swarm_uncommitted": dirty,
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": commit,
+        "swarm_uncommitted": dirty,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -424,11 +478,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tool", choices=("python", "echo"), default="python", help="tool of the latency section")
     p.add_argument("--latency", type=float, default=1.0, help="model seconds per call in the latency section")
     p.add_argument("--repeat", type=int, default=1, help="floor/swarm pairs per section (medians are reported)")
-    p.add_argument("--zero-agents", type=int, default=0,
-                   help="subagents of the zero-latency section (default --agents)")
+    p.add_argument(
+        "--zero-agents", type=int, default=0, help="subagents of the zero-latency section (default --agents)"
+    )
     p.add_argument("--zero-tools", type=int, default=0, help="tools per subagent there (default --tools)")
-    p.add_argument("--serial-sample", type=int, default=100,
-                   help="python calls run one at a time to price the serial baseline (0: skip)")
+    p.add_argument(
+        "--serial-sample",
+        type=int,
+        default=100,
+        help="python calls run one at a time to price the serial baseline (0: skip)",
+    )
     p.add_argument("--skip-floor", action="store_true")
     p.add_argument("--skip-swarm", action="store_true")
     p.add_argument("--skip-latency", action="store_true", help="skip (a)+(b)")
@@ -443,8 +502,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(a: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "argv": sys.argv[1:]}
     with model_server(a.sim_url) as url:
-        results["sim"] = {"server": "external " + url if a.sim_url else "in-process SimServer",
-                          "idle_roundtrip_ms": sim_idle_roundtrip_ms(url)}
+        results["sim"] = {
+            "server": "external " + url if a.sim_url else "in-process SimServer",
+            "idle_roundtrip_ms": sim_idle_roundtrip_ms(url),
+        }
         log(f"model server idle round trip: {results['sim']['idle_roundtrip_ms']} ms")
         if not a.skip_latency:
             results["latency"] = latency_section(url, a, log)
@@ -477,9 +538,11 @@ def report(results: dict[str, Any]) -> str:
         for who in ("floor", "swarm"):
             r = lat.get(who)
             if r:
-                lines.append(f"  {who:5s} wall {r['wall_seconds']:7.2f} s   / (critical x latency) "
-                             f"{r['wall_over_ideal']}   speed-up vs serial: {r['speedup_time']}x time, "
-                             f"{r['speedup_steps']}x steps")
+                lines.append(
+                    f"  {who:5s} wall {r['wall_seconds']:7.2f} s   / (critical x latency) "
+                    f"{r['wall_over_ideal']}   speed-up vs serial: {r['speedup_time']}x time, "
+                    f"{r['speedup_steps']}x steps"
+                )
     zero = results.get("zero_latency", {})
     if zero:
         zc = zero["config"]
@@ -487,15 +550,19 @@ def report(results: dict[str, Any]) -> str:
         for who in ("floor", "swarm"):
             r = zero.get(who)
             if r:
-                lines.append(f"  {who:5s} {r['wall_seconds']:7.2f} s  {r['steps_per_second']:7.1f} steps/s  "
-                             f"{r['llm_calls_per_second']:6.1f} LLM calls/s  {r['ms_per_step']:.2f} ms wall/step")
+                lines.append(
+                    f"  {who:5s} {r['wall_seconds']:7.2f} s  {r['steps_per_second']:7.1f} steps/s  "
+                    f"{r['llm_calls_per_second']:6.1f} LLM calls/s  {r['ms_per_step']:.2f} ms wall/step"
+                )
         sw = zero.get("swarm", {}).get("step_rows")
         if sw:
             for g in ("llm", "tool"):
                 q, e = sw[g]["queue"], sw[g]["exec"]
                 if q.get("n"):
-                    lines.append(f"  swarm {g:4s} steps: queue wait mean {q['mean_ms']} ms (p95 {q['p95_ms']}), "
-                                 f"exec mean {e['mean_ms']} ms (p95 {e['p95_ms']})")
+                    lines.append(
+                        f"  swarm {g:4s} steps: queue wait mean {q['mean_ms']} ms (p95 {q['p95_ms']}), "
+                        f"exec mean {e['mean_ms']} ms (p95 {e['p95_ms']})"
+                    )
     return "\n".join(lines)
 
 
@@ -505,9 +572,13 @@ def markdown(results: dict[str, Any]) -> str:
     lat = results.get("latency")
     if lat:
         c, r = lat["config"], lat["ratios"]
-        out += [f"W1 with model latency {c['latency']:g} s and the `{c['tool']}` tool ({c['agents']} subagents x "
-                f"{c['tools']} tool calls), median of {c['repeat']} alternated pair(s):", "",
-                "| figure | floor | swarm embedded |", "|---|---|---|"]
+        out += [
+            f"W1 with model latency {c['latency']:g} s and the `{c['tool']}` tool ({c['agents']} subagents x "
+            f"{c['tools']} tool calls), median of {c['repeat']} alternated pair(s):",
+            "",
+            "| figure | floor | swarm embedded |",
+            "|---|---|---|",
+        ]
         f, sw = r.get("floor", {}), r.get("swarm", {})
 
         def cell(d: dict[str, Any], key: str, fmt: str) -> str:
@@ -517,43 +588,66 @@ def markdown(results: dict[str, Any]) -> str:
         out.append(f"| wall (s) | {cell(f, 'wall_seconds', '.2f')} | {cell(sw, 'wall_seconds', '.2f')} |")
         if "wall_over_floor" in r:
             out.append(f"| **wall / floor wall** (target <= 1.15) | 1 | **{r['wall_over_floor']:.3f}** |")
-        out += [f"| wall / (critical steps x latency) | {cell(f, 'wall_over_ideal', '.3f')} | "
-                f"{cell(sw, 'wall_over_ideal', '.3f')} |",
-                f"| critical steps / total LLM steps | {f.get('critical_steps', '-')} / {f.get('total_steps', '-')} | "
-                f"{sw.get('critical_steps', '-')} / {sw.get('total_steps', '-')} |",
-                f"| speed-up vs one serial agent, step ratio (total / critical) | {cell(f, 'speedup_steps', '.1f')} | "
-                f"{cell(sw, 'speedup_steps', '.1f')} |",
-                f"| speed-up vs one serial agent, time estimate | {cell(f, 'speedup_time', '.1f')} | "
-                f"{cell(sw, 'speedup_time', '.1f')} |",
-                f"| CPU s of the driver itself (process minus model server) | {cell(f, 'driver_cpu_seconds', '.2f')} | "
-                f"{cell(sw, 'driver_cpu_seconds', '.2f')} |",
-                f"| CPU s of the python tool's subprocesses | {cell(f, 'tool_cpu_seconds', '.2f')} | "
-                f"{cell(sw, 'tool_cpu_seconds', '.2f')} |", ""]
-        walls = [(p.get("floor", {}).get("wall_seconds"), p.get("swarm", {}).get("wall_seconds"),
-                  p.get("wall_over_floor")) for p in lat["runs"]]
-        out.append("Pairs (floor s, swarm s, ratio): " + "; ".join(
-            f"{fw:.2f}, {sw_:.2f}, {ratio:.3f}" for fw, sw_, ratio in walls
-            if fw is not None and sw_ is not None and ratio is not None) + ".")
+        out += [
+            f"| wall / (critical steps x latency) | {cell(f, 'wall_over_ideal', '.3f')} | "
+            f"{cell(sw, 'wall_over_ideal', '.3f')} |",
+            f"| critical steps / total LLM steps | {f.get('critical_steps', '-')} / {f.get('total_steps', '-')} | "
+            f"{sw.get('critical_steps', '-')} / {sw.get('total_steps', '-')} |",
+            f"| speed-up vs one serial agent, step ratio (total / critical) | {cell(f, 'speedup_steps', '.1f')} | "
+            f"{cell(sw, 'speedup_steps', '.1f')} |",
+            f"| speed-up vs one serial agent, time estimate | {cell(f, 'speedup_time', '.1f')} | "
+            f"{cell(sw, 'speedup_time', '.1f')} |",
+            f"| CPU s of the driver itself (process minus model server) | {cell(f, 'driver_cpu_seconds', '.2f')} | "
+            f"{cell(sw, 'driver_cpu_seconds', '.2f')} |",
+            f"| CPU s of the python tool's subprocesses | {cell(f, 'tool_cpu_seconds', '.2f')} | "
+            f"{cell(sw, 'tool_cpu_seconds', '.2f')} |",
+            "",
+        ]
+        walls = [
+            (p.get("floor", {}).get("wall_seconds"), p.get("swarm", {}).get("wall_seconds"), p.get("wall_over_floor"))
+            for p in lat["runs"]
+        ]
+        out.append(
+            "Pairs (floor s, swarm s, ratio): "
+            + "; ".join(
+                f"{fw:.2f}, {sw_:.2f}, {ratio:.3f}"
+                for fw, sw_, ratio in walls
+                if fw is not None and sw_ is not None and ratio is not None
+            )
+            + "."
+        )
         out.append("")
     zero = results.get("zero_latency")
     if zero and ("floor" in zero or "swarm" in zero):
         c = zero["config"]
-        out += [f"W1 with zero model latency and the `echo` tool ({c['agents']} x {c['tools']}), median-wall run "
-                f"of {c['repeat']}:", "", "| figure | floor | swarm embedded |", "|---|---|---|"]
+        out += [
+            f"W1 with zero model latency and the `echo` tool ({c['agents']} x {c['tools']}), median-wall run "
+            f"of {c['repeat']}:",
+            "",
+            "| figure | floor | swarm embedded |",
+            "|---|---|---|",
+        ]
         f, sw = zero.get("floor", {}), zero.get("swarm", {})
-        for label, key, fmt in (("wall (s)", "wall_seconds", ".2f"),
-                                ("steps (LLM + tool calls) per second", "steps_per_second", ".1f"),
-                                ("LLM calls per second", "llm_calls_per_second", ".1f"),
-                                ("wall per step (ms)", "ms_per_step", ".2f"),
-                                ("driver CPU per step (ms; model server excluded)", "driver_cpu_ms_per_step", ".2f")):
+        for label, key, fmt in (
+            ("wall (s)", "wall_seconds", ".2f"),
+            ("steps (LLM + tool calls) per second", "steps_per_second", ".1f"),
+            ("LLM calls per second", "llm_calls_per_second", ".1f"),
+            ("wall per step (ms)", "ms_per_step", ".2f"),
+            ("driver CPU per step (ms; model server excluded)", "driver_cpu_ms_per_step", ".2f"),
+        ):
             fv, sv = f.get(key), sw.get(key)
-            out.append(f"| {label} | {'-' if fv is None else format(fv, fmt)} | "
-                       f"{'-' if sv is None else format(sv, fmt)} |")
+            out.append(
+                f"| {label} | {'-' if fv is None else format(fv, fmt)} | {'-' if sv is None else format(sv, fmt)} |"
+            )
         rows = sw.get("step_rows")
         if rows:
-            out += ["", "swarm's own step rows, same run (ms; mean / p95):", "",
-                    "| step kind | n | queue wait: ready -> claimed | exec: claimed -> result written |",
-                    "|---|---|---|---|"]
+            out += [
+                "",
+                "swarm's own step rows, same run (ms; mean / p95):",
+                "",
+                "| step kind | n | queue wait: ready -> claimed | exec: claimed -> result written |",
+                "|---|---|---|---|",
+            ]
             for g in ("llm", "tool", "assign_task"):
                 q, e = rows[g]["queue"], rows[g]["exec"]
                 if q.get("n"):

@@ -49,8 +49,11 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence as usual: arguments, then the environment, then the file. A file given in
@@ -63,68 +66,94 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty means sqlite:///$SWARM_HOME/swarm.db.")
     broker_url: str = Field("", description="Redis URL for Celery; empty means in-process workers.")
     celery_remote_control: bool = Field(
-        False, description="Let workers obey Celery's remote control (inspect, ping, rate_limit, shutdown, ...) "
-                            "sent by anyone with broker access. Off: only swarm's tasks reach a worker; Flower "
-                            "still sees every task and worker through events, but its worker pages and "
-                            "pool/rate-limit/shutdown buttons need this on.")
+        False,
+        description="Let workers obey Celery's remote control (inspect, ping, rate_limit, shutdown, ...) "
+        "sent by anyone with broker access. Off: only swarm's tasks reach a worker; Flower "
+        "still sees every task and worker through events, but its worker pages and "
+        "pool/rate-limit/shutdown buttons need this on.",
+    )
 
     log_format: Literal["text", "json"] = Field(
-        "text", description="How swarm's processes (CLI, API, workers) write their log: 'text' lines, or 'json': one "
-                            "JSON object a line. Both carry the run, agent and step ids a line is about.")
+        "text",
+        description="How swarm's processes (CLI, API, workers) write their log: 'text' lines, or 'json': one "
+        "JSON object a line. Both carry the run, agent and step ids a line is about.",
+    )
 
     llm_base_url: str = Field(
-        "", description="OpenAI-compatible endpoint, e.g. https://api.moonshot.ai/v1. Empty: simulated model.")
-    llm_api_key: SecretStr = Field(
-        SecretStr(""), description="Bearer token for the model endpoint. Never logged.")
+        "", description="OpenAI-compatible endpoint, e.g. https://api.moonshot.ai/v1. Empty: simulated model."
+    )
+    llm_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for the model endpoint. Never logged.")
     model: str = Field("kimi-k2.5", description="Model name sent to the endpoint.")
     llm_thinking: bool = Field(True, description="Kimi thinking mode (reasoning_content).")
     llm_flavor: Literal["moonshot", "vllm", "openai"] = Field(
         "moonshot",
-        description="How to switch thinking off: moonshot's `thinking` field or vLLM/SGLang chat_template_kwargs.")
+        description="How to switch thinking off: moonshot's `thinking` field or vLLM/SGLang chat_template_kwargs.",
+    )
     llm_timeout: float = Field(600.0, description="Seconds to wait for one model response.")
     llm_max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/connection errors before the step fails.")
     llm_max_concurrency: int = Field(128, ge=1, description="Concurrent model calls per process.")
 
     web_search_url: str = Field(
-        "", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured.")
+        "", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured."
+    )
     web_allow_hosts: list[str] = Field(
-        default_factory=list, description="Hosts/CIDRs web_fetch may reach even if private or loopback.")
+        default_factory=list, description="Hosts/CIDRs web_fetch may reach even if private or loopback."
+    )
     web_fetch_timeout: float = Field(
-        20.0, gt=0, description="Seconds one web_fetch call may take in all: name lookup, connecting, the headers, "
-                                "the body and every redirect.")
+        20.0,
+        gt=0,
+        description="Seconds one web_fetch call may take in all: name lookup, connecting, the headers, "
+        "the body and every redirect.",
+    )
 
     python_timeout: float = Field(30.0, description="Seconds a python tool call may run.")
     python_memory_mb: int = Field(512, description="Address-space cap of a python tool call.")
     python_isolation: Literal["bwrap", "off"] = Field(
-        "bwrap", description="How python tool code is isolated from swarm: 'bwrap' (bubblewrap: no network, "
-                             "read-only system, private workspace, a PID namespace and a user id per call) or "
-                             "'off' (runs as the worker's own user: only for trusted models).")
+        "bwrap",
+        description="How python tool code is isolated from swarm: 'bwrap' (bubblewrap: no network, "
+        "read-only system, private workspace, a PID namespace and a user id per call) or "
+        "'off' (runs as the worker's own user: only for trusted models).",
+    )
     python_network: bool = Field(
-        False, description="Give python tool code the host's network (it then reaches whatever the worker can).")
+        False, description="Give python tool code the host's network (it then reaches whatever the worker can)."
+    )
     python_max_processes: int = Field(64, ge=1, description="Processes (and threads) one python call may run.")
     python_workspace_mb: int = Field(
-        256, ge=1, description="Size of the private tmpfs a python call works in (its copy of the run's files).")
+        256, ge=1, description="Size of the private tmpfs a python call works in (its copy of the run's files)."
+    )
     python_tmp_mb: int = Field(64, ge=1, description="Size of the private /tmp of a python call.")
     python_executor_url: str = Field(
-        "", description="A `swarm executor` (http://HOST:PORT) that runs python tool calls, so model code runs "
-                        "where no database, broker or model credentials are. Empty: run them in this process.")
+        "",
+        description="A `swarm executor` (http://HOST:PORT) that runs python tool calls, so model code runs "
+        "where no database, broker or model credentials are. Empty: run them in this process.",
+    )
     executor_token: SecretStr = Field(
-        SecretStr(""), description="Bearer token between workers and `swarm executor` (both sides set it).")
+        SecretStr(""), description="Bearer token between workers and `swarm executor` (both sides set it)."
+    )
     tool_concurrency: int = Field(32, ge=1, description="Concurrent tool calls per process (embedded mode).")
     workspace_max_bytes: int = Field(
-        c.WORKSPACE_MAX_BYTES, ge=0,
+        c.WORKSPACE_MAX_BYTES,
+        ge=0,
         description="Total bytes of files one run keeps (its workspace). A file a tool call writes past this is not "
-                    "saved, and the call's result tells the model which files and why.")
+        "saved, and the call's result tells the model which files and why.",
+    )
     workspace_max_files: int = Field(
-        c.WORKSPACE_MAX_FILES, ge=0, description="Most files one run keeps; beyond it new files are not saved "
-                                                 "(the model is told).")
+        c.WORKSPACE_MAX_FILES,
+        ge=0,
+        description="Most files one run keeps; beyond it new files are not saved (the model is told).",
+    )
     workspace_max_file_bytes: int = Field(
-        c.WORKSPACE_MAX_FILE_BYTES, ge=0, description="Largest single file a tool call may save to its run "
-                                                      "(larger ones are not saved; the model is told).")
+        c.WORKSPACE_MAX_FILE_BYTES,
+        ge=0,
+        description="Largest single file a tool call may save to its run "
+        "(larger ones are not saved; the model is told).",
+    )
     workspace_cache_bytes: int = Field(
-        c.WORKSPACE_CACHE_BYTES, ge=0,
+        c.WORKSPACE_CACHE_BYTES,
+        ge=0,
         description="Size of this machine's cache of run files (SWARM_HOME/cache, by sha256), which spares reading "
-                    "unchanged files from the database on every tool call. 0: no cache.")
+        "unchanged files from the database on every tool call. 0: no cache.",
+    )
 
     max_subagents: int = Field(c.DEFAULT_MAX_SUBAGENTS, ge=0)
     max_tool_calls: int = Field(c.DEFAULT_MAX_TOOL_CALLS, ge=0)
@@ -137,17 +166,21 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(c.SWEEP_INTERVAL_SECONDS, gt=0)
     republish_after: float = Field(c.REPUBLISH_AFTER_SECONDS, gt=0)
     step_max_crashes: int = Field(
-        c.MAX_STEP_ATTEMPTS, ge=1,
+        c.MAX_STEP_ATTEMPTS,
+        ge=1,
         description="How many times a step may crash its worker (the process died, or the step's lease ran out "
-                    "unfinished) before it is given up: a tool call then becomes a tool error for the model, "
-                    "an LLM step fails its agent. Without this, code that kills its worker would run forever.")
+        "unfinished) before it is given up: a tool call then becomes a tool error for the model, "
+        "an LLM step fails its agent. Without this, code that kills its worker would run forever.",
+    )
 
     api_url: str = Field("", description="A swarm server to talk to instead of the local database.")
     api_key: SecretStr = Field(SecretStr(""), description="API key for SWARM_API_URL.")
     api_max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024,
+        16 * 1024 * 1024,
+        ge=1024,
         description="Largest request body the REST API accepts: a larger Content-Length is answered 413 before "
-                    "anything is read, and a chunked body is cut off at this size.")
+        "anything is read, and a chunked body is cut off at this size.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -155,7 +188,7 @@ class Settings(BaseSettings):
         # Users paste libpq-style URLs; SQLAlchemy needs the driver named.
         for prefix in ("postgres://", "postgresql://"):
             if v.startswith(prefix):
-                return "postgresql+psycopg://" + v[len(prefix):]
+                return "postgresql+psycopg://" + v[len(prefix) :]
         return v
 
     @property

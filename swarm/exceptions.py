@@ -80,8 +80,9 @@ class LLMError(SwarmError):
     retryable = False
     status_code: int | None = None
 
-    def __init__(self, message: str | None = None, *, status_code: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.retry_after = retry_after

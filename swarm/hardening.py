@@ -39,8 +39,18 @@ log = logging.getLogger(__name__)
 SECRET_SETTINGS = frozenset({"SWARM_LLM_API_KEY", "SWARM_DATABASE_URL", "SWARM_BROKER_URL", "SWARM_API_KEY"})
 #: A variable whose name contains one of these is taken for a secret (PGPASSWORD, AWS_SECRET_ACCESS_KEY,
 #: REDIS_PASSWORD, GITHUB_TOKEN, FLOWER_BASIC_AUTH, OPENAI_API_KEY, ...).
-SECRET_NAME_PARTS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY",
-                     "CREDENTIAL", "BASIC_AUTH")
+SECRET_NAME_PARTS = (
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "API_KEY",
+    "APIKEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+    "CREDENTIAL",
+    "BASIC_AUTH",
+)
 #: scheme://user:password@host — a URL that carries a password, whatever its variable is called.
 _URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 
@@ -50,8 +60,11 @@ _PR_SET_DUMPABLE = 4
 
 def is_secret(name: str, value: str) -> bool:
     upper = name.upper()
-    return (upper in SECRET_SETTINGS or any(part in upper for part in SECRET_NAME_PARTS)
-            or bool(_URL_WITH_PASSWORD.search(value)))
+    return (
+        upper in SECRET_SETTINGS
+        or any(part in upper for part in SECRET_NAME_PARTS)
+        or bool(_URL_WITH_PASSWORD.search(value))
+    )
 
 
 def scrub_environment() -> list[str]:

@@ -52,10 +52,15 @@ class RetryPolicy:
             return True
         return self.deadline is not None and elapsed + delay > self.deadline
 
-    def call(self, fn: Callable[[], T], retry_on: tuple[type[BaseException], ...], *,
-             on_retry: Callable[[BaseException, int, float], None] | None = None,
-             sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], float] = time.monotonic) -> T:
+    def call(
+        self,
+        fn: Callable[[], T],
+        retry_on: tuple[type[BaseException], ...],
+        *,
+        on_retry: Callable[[BaseException, int, float], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> T:
         """``fn()``, tried again after each ``retry_on`` exception until the policy gives up,
         when the last exception propagates. ``on_retry(exc, failures, delay)`` runs before each wait."""
         start, failures = clock(), 0

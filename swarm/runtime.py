@@ -37,18 +37,30 @@ def open_store(settings: Settings, *, pool_size: int = 20) -> StateStore:
     return store
 
 
-def run_spec(settings: Settings, task: str, *, model: str | None = None, max_subagents: int | None = None,
-             max_tool_calls: int | None = None, max_steps: int | None = None,
-             max_wall_seconds: float | None = None, max_depth: int | None = None,
-             attachments: Sequence[Path] = (), tenant: str | None = None) -> RunSpec:
+def run_spec(
+    settings: Settings,
+    task: str,
+    *,
+    model: str | None = None,
+    max_subagents: int | None = None,
+    max_tool_calls: int | None = None,
+    max_steps: int | None = None,
+    max_wall_seconds: float | None = None,
+    max_depth: int | None = None,
+    attachments: Sequence[Path] = (),
+    tenant: str | None = None,
+) -> RunSpec:
     return RunSpec(
-        task=task, model=model or settings.model,
+        task=task,
+        model=model or settings.model,
         max_subagents=settings.max_subagents if max_subagents is None else max_subagents,
         max_tool_calls=settings.max_tool_calls if max_tool_calls is None else max_tool_calls,
         max_steps_per_agent=max_steps or settings.max_steps_per_agent,
         max_wall_seconds=max_wall_seconds or settings.max_wall_seconds,
-        max_depth=max_depth or settings.max_depth, tenant=tenant,
-        attachments=tuple(load_attachment(p) for p in attachments))
+        max_depth=max_depth or settings.max_depth,
+        tenant=tenant,
+        attachments=tuple(load_attachment(p) for p in attachments),
+    )
 
 
 def load_attachment(path: Path) -> Attachment:
@@ -79,8 +91,9 @@ def pid_is_dead(owner: str) -> bool:
 class LocalRuntime:
     """Runs swarms in this process: thread pools for steps, a heartbeat and a sweeper."""
 
-    def __init__(self, settings: Settings, *, store: StateStore | None = None, llm: Any = None,
-                 tools: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, *, store: StateStore | None = None, llm: Any = None, tools: Any = None
+    ) -> None:
         from swarm.llm.client import LLMClient
 
         self.settings = settings
@@ -88,19 +101,32 @@ class LocalRuntime:
         self.llm = llm or LLMClient(settings)
         if tools is None:
             from swarm.tools.builtin import default_registry
+
             tools = default_registry(settings)
         self.tools = tools
         self.owner = owner_id()
         self._runs: set[str] = set()
         self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner)
-        self.dispatcher = LocalDispatcher(self.executor, llm_threads=settings.llm_max_concurrency,
-                                          tool_threads=settings.tool_concurrency)
+        self.dispatcher = LocalDispatcher(
+            self.executor, llm_threads=settings.llm_max_concurrency, tool_threads=settings.tool_concurrency
+        )
         self._threads: list[Periodic] = [
-            heartbeat(self.store, self.owner, settings.heartbeat_seconds, settings.lease_seconds,
-                      steps=self.executor.in_flight),
+            heartbeat(
+                self.store,
+                self.owner,
+                settings.heartbeat_seconds,
+                settings.lease_seconds,
+                steps=self.executor.in_flight,
+            ),
             # Only this process's runs: an abandoned run in the same database is not silently revived.
-            sweeper(self.store, settings.sweep_interval, settings.republish_after, self.dispatcher.dispatch,
-                    runs=lambda: set(self._runs), max_crashes=settings.step_max_crashes),
+            sweeper(
+                self.store,
+                settings.sweep_interval,
+                settings.republish_after,
+                self.dispatcher.dispatch,
+                runs=lambda: set(self._runs),
+                max_crashes=settings.step_max_crashes,
+            ),
         ]
         for t in self._threads:
             t.start()
@@ -125,8 +151,14 @@ class LocalRuntime:
         self._runs.add(run_id)
         self.dispatch(refs)
 
-    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.25,
-             on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
+    def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.25,
+        on_progress: Callable[[RunSummary], None] | None = None,
+    ) -> RunSummary:
         deadline = None if timeout is None else time.monotonic() + timeout
         status: str
         while True:

@@ -42,8 +42,9 @@ class ThreadedServer:
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(self.uvicorn_config(self.port))
         self._server = server
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                        name=f"{self.thread_name}-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"{self.thread_name}-{self.port}", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + self._startup_timeout
         while not server.started:

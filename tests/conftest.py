@@ -87,8 +87,9 @@ def sim() -> Iterator[SimServer]:
 
 def make_settings(tmp_path: Path, db_url: str, llm_url: str, **overrides: object) -> Settings:
     """Settings isolated from the developer's environment and .env file."""
-    values: dict[str, object] = dict(home=tmp_path, database_url=db_url, llm_base_url=llm_url, broker_url="",
-                                     llm_max_retries=3, python_timeout=10.0)
+    values: dict[str, object] = dict(
+        home=tmp_path, database_url=db_url, llm_base_url=llm_url, broker_url="", llm_max_retries=3, python_timeout=10.0
+    )
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

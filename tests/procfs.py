@@ -65,15 +65,18 @@ def without_ptrace_cap() -> None:
 
 
 def needs_root() -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
-                              reason="reads /proc as another user: needs Linux and root")
+    return pytest.mark.skipif(
+        not sys.platform.startswith("linux") or os.geteuid() != 0,
+        reason="reads /proc as another user: needs Linux and root",
+    )
 
 
 def read_as(pid: int, drop: str) -> dict[str, str]:
     """``{"environ": <its text> | "denied", "mem": "opened" | "denied"}`` for a reader that dropped
     to uid 65534 (``drop="uid"``) or lost CAP_SYS_PTRACE (``drop="ptrace"``)."""
     assert drop in ("uid", "ptrace")
-    out = subprocess.run([sys.executable, "-c", _READER, str(pid), drop], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _READER, str(pid), drop], capture_output=True, text=True, timeout=60, check=True
+    )
     result: dict[str, str] = json.loads(out.stdout)
     return result

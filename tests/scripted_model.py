@@ -31,10 +31,15 @@ class ScriptedModel:
                     model.requests.append(body)
                 message, usage = model.reply(body)
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
-                data = json.dumps({"id": "cmpl-scripted", "object": "chat.completion", "model": body["model"],
-                                   "choices": [{"index": 0, "message": {"role": "assistant", **message},
-                                                "finish_reason": finish}],
-                                   "usage": usage}).encode()
+                data = json.dumps(
+                    {
+                        "id": "cmpl-scripted",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
+                        "usage": usage,
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -73,11 +78,18 @@ def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def tools_then_final(first: dict[str, Any], final: dict[str, Any], *, first_usage: dict[str, Any] = USAGE,
-                     final_usage: dict[str, Any] = USAGE) -> Reply:
+def tools_then_final(
+    first: dict[str, Any],
+    final: dict[str, Any],
+    *,
+    first_usage: dict[str, Any] = USAGE,
+    final_usage: dict[str, Any] = USAGE,
+) -> Reply:
     """Answer the task with ``first`` (tool calls), and anything after tool results with ``final``."""
+
     def reply(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         if body["messages"][-1]["role"] == "tool":
             return final, final_usage
         return first, first_usage
+
     return reply

@@ -47,11 +47,15 @@ def check_node(s: Settings, queues: set[str]) -> None:
     if not s.broker_url:
         raise ConfigError(NO_BROKER)
     if not s.database_url.startswith("postgresql"):
-        raise ConfigError("workers need the cluster's shared PostgreSQL database: set SWARM_DATABASE_URL "
-                          "(e.g. postgresql://swarm:swarm@db:5432/swarm)")
+        raise ConfigError(
+            "workers need the cluster's shared PostgreSQL database: set SWARM_DATABASE_URL "
+            "(e.g. postgresql://swarm:swarm@db:5432/swarm)"
+        )
     if QUEUE_LLM in queues and not s.llm_base_url:
-        raise ConfigError(f"this worker consumes {QUEUE_LLM} but SWARM_LLM_BASE_URL is empty: set the model "
-                          "endpoint (for the simulated model run `swarm sim-llm` and point at it)")
+        raise ConfigError(
+            f"this worker consumes {QUEUE_LLM} but SWARM_LLM_BASE_URL is empty: set the model "
+            "endpoint (for the simulated model run `swarm sim-llm` and point at it)"
+        )
     engine = make_engine(s.db_url, pool_size=1)
     try:
         # Workers never migrate: an old worker must not race a new one's migration.
@@ -131,8 +135,9 @@ def _on_worker_shutdown(**_: Any) -> None:
     context.shutdown()
 
 
-def _on_setup_logger(logger: logging.Logger | None = None, loglevel: int | None = None, format: str | None = None,
-                     **_: Any) -> None:
+def _on_setup_logger(
+    logger: logging.Logger | None = None, loglevel: int | None = None, format: str | None = None, **_: Any
+) -> None:
     # httpx logs every model call at INFO, drowning Celery's own task lines; keep it for DEBUG.
     if (loglevel or logging.INFO) > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -64,10 +64,27 @@ class NodePlan:
         return f"{role}-{self.name}@%h" if self.name else f"{role}@%h"
 
     def _worker(self, role: str, pool: str, concurrency: int) -> list[str]:
-        return [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", pool, "-c", str(concurrency),
-                "-Q", QUEUE_NAMES[role], "-n", self._node(role), "-l", self.loglevel,
-                # Mingle and gossip only slow start-up; workers coordinate through Postgres.
-                "--without-mingle", "--without-gossip"]
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            QUEUE_NAMES[role],
+            "-n",
+            self._node(role),
+            "-l",
+            self.loglevel,
+            # Mingle and gossip only slow start-up; workers coordinate through Postgres.
+            "--without-mingle",
+            "--without-gossip",
+        ]
 
     def commands(self) -> list[list[str]]:
         cmds: list[list[str]] = []
@@ -80,8 +97,20 @@ class NodePlan:
         if self.beat:
             # The plain in-memory scheduler: no celerybeat-schedule file to keep or corrupt; a
             # restarted beat simply starts sweeping again.
-            cmds.append([sys.executable, "-m", "celery", "-A", "workers", "beat", "-l", self.loglevel,
-                         "-S", "celery.beat:Scheduler"])
+            cmds.append(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "beat",
+                    "-l",
+                    self.loglevel,
+                    "-S",
+                    "celery.beat:Scheduler",
+                ]
+            )
         return cmds
 
 
@@ -132,8 +161,9 @@ class Supervisor:
             # A process killed by a signal (negative status) is a failure too.
             code = first.returncode if first.returncode > 0 else (1 if first.returncode else 0)
             cmd = self.commands[self.procs.index(first)]
-            sys.stderr.write(f"swarm worker: {' '.join(cmd[3:])[:120]} exited with {first.returncode}; "
-                             "stopping the node\n")
+            sys.stderr.write(
+                f"swarm worker: {' '.join(cmd[3:])[:120]} exited with {first.returncode}; stopping the node\n"
+            )
             self._signal(signal.SIGTERM, None)
         deadline = time.monotonic() + self.grace
         for p in self.procs:

@@ -34,8 +34,12 @@ def run_step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "",
             # policies); retrying here would only wrap one retry loop in another. Nothing committed:
             # if our claim went through, the step's lease lapses (it is not in flight, so not
             # renewed) and the sweeper hands it out again.
-            log.warning("step %s: database unavailable (%s); leaving it to the sweeper", step_id, exc,
-                        extra={"run_id": run_id, "agent_id": agent_id, "step_id": step_id})
+            log.warning(
+                "step %s: database unavailable (%s); leaving it to the sweeper",
+                step_id,
+                exc,
+                extra={"run_id": run_id, "agent_id": agent_id, "step_id": step_id},
+            )
             return 0
         timer.executed()
         # Only now, after the commit: a published step is always visible to whoever takes it.

@@ -20,9 +20,13 @@ from swarm.store.store import StateStore
 ENV = "SWARM_STEP_TIMINGS"
 _PHASES = {
     "claim": "claim",
-    "agent_context": "read", "artifacts": "read",
-    "commit_llm": "commit", "commit_tool": "commit", "create_subagent": "commit",
-    "launch_subagent": "commit", "fail_step": "commit",
+    "agent_context": "read",
+    "artifacts": "read",
+    "commit_llm": "commit",
+    "commit_tool": "commit",
+    "create_subagent": "commit",
+    "launch_subagent": "commit",
+    "fail_step": "commit",
 }
 _local = threading.local()
 _write_lock = threading.Lock()
@@ -57,6 +61,7 @@ def _timed(fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
                 spent = phases.setdefault(phase, [0.0, 0.0])
                 for clock, (now, then) in enumerate(zip(_now(), start, strict=True)):
                     spent[clock] += now - then
+
     return wrapper
 
 
@@ -93,8 +98,14 @@ class StepTimer:
         end = _now()
         phases: dict[str, list[float]] = getattr(_local, "phases", None) or {}
         _local.phases = None
-        line = {**self.labels, "pid": os.getpid(), "t": time.time(), **self._breakdown(phases, 0, end[0]),
-                "claimed": "commit" in phases or "read" in phases, "cpu": self._breakdown(phases, 1, end[1])}
+        line = {
+            **self.labels,
+            "pid": os.getpid(),
+            "t": time.time(),
+            **self._breakdown(phases, 0, end[0]),
+            "claimed": "commit" in phases or "read" in phases,
+            "cpu": self._breakdown(phases, 1, end[1]),
+        }
         path = os.environ.get(ENV, "")
         with _write_lock, open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

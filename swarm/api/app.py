@@ -36,8 +36,9 @@ The web dashboard is at `/dashboard/`.
 """
 
 
-def create_app(settings: Settings, *, store: StateStore | None = None, runs: Runs | None = None,
-               hub_poll: float = 0.1) -> FastAPI:
+def create_app(
+    settings: Settings, *, store: StateStore | None = None, runs: Runs | None = None, hub_poll: float = 0.1
+) -> FastAPI:
     """The API app. ``store``/``runs`` default to the configured database and execution mode;
     they are opened when the app starts (lifespan) and closed when it stops."""
 
@@ -62,17 +63,25 @@ def create_app(settings: Settings, *, store: StateStore | None = None, runs: Run
             if own_store:
                 st.engine.dispose()
 
-    app = FastAPI(title="swarm", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  openapi_tags=[{"name": "runs", "description": "Submit and follow swarm runs."},
-                                {"name": "server", "description": "About this server and your key."},
-                                {"name": "operations", "description": "Health, readiness and metrics (no key)."}])
+    app = FastAPI(
+        title="swarm",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "runs", "description": "Submit and follow swarm runs."},
+            {"name": "server", "description": "About this server and your key."},
+            {"name": "operations", "description": "Health, readiness and metrics (no key)."},
+        ],
+    )
     errors.install(app)
     modules = (run_routes, stream, export, ops, dashboard)
     for module in modules:
         app.include_router(module.router)
     # For 405 answers' Allow header (see errors._http_error).
-    app.state.route_methods = [(r.path_regex, set(r.methods or ())) for m in modules for r in m.router.routes
-                               if isinstance(r, APIRoute)]
+    app.state.route_methods = [
+        (r.path_regex, set(r.methods or ())) for m in modules for r in m.router.routes if isinstance(r, APIRoute)
+    ]
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestLog)  # outermost: refused bodies are logged and counted too

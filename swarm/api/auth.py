@@ -18,8 +18,12 @@ from swarm.api.context import ServerContext, get_ctx
 from swarm.api.errors import ApiError
 from swarm.store.keys import KeyInfo
 
-bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", bearerFormat="swk_<prefix>_<secret>",
-                    description="An API key from `swarm keys create`, sent as `Authorization: Bearer <key>`.")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    bearerFormat="swk_<prefix>_<secret>",
+    description="An API key from `swarm keys create`, sent as `Authorization: Bearer <key>`.",
+)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="swarm"'}
 
@@ -38,11 +42,14 @@ class Principal:
         return None if self.key.admin else self.key.tenant
 
 
-async def principal(ctx: Annotated[ServerContext, Depends(get_ctx)],
-                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+async def principal(
+    ctx: Annotated[ServerContext, Depends(get_ctx)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
     if creds is None or not creds.credentials:
-        raise ApiError(401, "missing API key: send `Authorization: Bearer <key>` (create one with `swarm keys create`)",
-                       _CHALLENGE)
+        raise ApiError(
+            401, "missing API key: send `Authorization: Bearer <key>` (create one with `swarm keys create`)", _CHALLENGE
+        )
     info = await run_in_threadpool(ctx.store.authenticate, creds.credentials)
     if info is None:
         raise ApiError(401, "unknown API key", _CHALLENGE)

@@ -20,9 +20,20 @@ from swarm.exceptions import ConfigError, InputError, NotFound, StateError, Stor
 
 log = logging.getLogger(__name__)
 
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         406: "not_acceptable", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-         422: "invalid_request", 500: "internal", 503: "unavailable"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal",
+    503: "unavailable",
+}
 
 
 class FieldError(BaseModel):
@@ -31,8 +42,10 @@ class FieldError(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: str = Field(description="Machine-readable code: unauthorized, forbidden, not_found, conflict, "
-                                   "invalid_request, unavailable, ...")
+    error: str = Field(
+        description="Machine-readable code: unauthorized, forbidden, not_found, conflict, "
+        "invalid_request, unavailable, ..."
+    )
     message: str = Field(description="What went wrong and what to do about it.")
     fields: list[FieldError] = Field(default_factory=list, description="Per-field problems (422 only).")
 
@@ -44,8 +57,9 @@ class ApiError(HTTPException):
         super().__init__(status_code=status, detail=message, headers=headers)
 
 
-def error_response(status: int, message: str, *, fields: list[FieldError] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, *, fields: list[FieldError] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorBody(error=CODES.get(status, "error"), message=message, fields=fields or [])
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -77,8 +91,7 @@ def _allowed_methods(request: Request) -> set[str]:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = [FieldError(field=_loc(e.get("loc", ())), message=str(e.get("msg", "invalid")))
-              for e in exc.errors()]
+    fields = [FieldError(field=_loc(e.get("loc", ())), message=str(e.get("msg", "invalid"))) for e in exc.errors()]
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5]) or "invalid request"
     return error_response(422, f"invalid request: {summary}", fields=fields)
 
@@ -121,10 +134,14 @@ def install(app: FastAPI) -> None:
 
 #: ``responses=`` for routes: the error bodies every protected route may answer with.
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {400: "The body could not be read (not UTF-8 JSON).", 401: "Missing or unknown API key.",
-                    403: "The API key was revoked.", 404: "No such run (or it belongs to another tenant).",
-                    409: "The run's state does not allow this.",
-                    413: "The request body is larger than the server accepts (SWARM_API_MAX_BODY_BYTES).",
-                    422: "Invalid input; `fields` says where.",
-                    503: "The database (or broker) is unavailable."}
+    descriptions = {
+        400: "The body could not be read (not UTF-8 JSON).",
+        401: "Missing or unknown API key.",
+        403: "The API key was revoked.",
+        404: "No such run (or it belongs to another tenant).",
+        409: "The run's state does not allow this.",
+        413: "The request body is larger than the server accepts (SWARM_API_MAX_BODY_BYTES).",
+        422: "Invalid input; `fields` says where.",
+        503: "The database (or broker) is unavailable.",
+    }
     return {c: {"model": ErrorBody, "description": descriptions.get(c, CODES.get(c, "error"))} for c in codes}

@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 def sse_format(event: Mapping[str, Any]) -> str:
     """One Server-Sent Event: ``id`` (for Last-Event-ID), ``event`` (the type) and JSON ``data``.
     Delivered events carry it ready-made under ``"sse"``."""
-    data = json.dumps({k: event[k] for k in ("id", "run_id", "ts", "type", "agent_id", "step_id", "data")},
-                      ensure_ascii=False, default=str)
+    data = json.dumps(
+        {k: event[k] for k in ("id", "run_id", "ts", "type", "agent_id", "step_id", "data")},
+        ensure_ascii=False,
+        default=str,
+    )
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
 
 
@@ -46,8 +49,15 @@ class EventHub:
     #: A reader this many batches behind is cut off (it reconnects and catches up from the database).
     MAX_BACKLOG = 1000
 
-    def __init__(self, store: StateStore, *, poll_interval: float = 0.1, idle_interval: float = 0.5,
-                 gap_timeout: float = GAP_TIMEOUT, stale_after: float = STALE_AFTER) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        poll_interval: float = 0.1,
+        idle_interval: float = 0.5,
+        gap_timeout: float = GAP_TIMEOUT,
+        stale_after: float = STALE_AFTER,
+    ) -> None:
         self.store = store
         self.poll_interval, self.idle_interval = poll_interval, idle_interval
         self.stale_after = stale_after
@@ -103,8 +113,7 @@ class EventHub:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       self.poll_interval if self._subs else self.idle_interval)
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval if self._subs else self.idle_interval)
 
     async def _tick(self) -> bool:
         rows = await asyncio.to_thread(self.store.events_after, self.frontier, BATCH)

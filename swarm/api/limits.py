@@ -26,8 +26,10 @@ THREAD_BODY_BYTES = 64 * 1024
 
 
 def _too_large(limit: int) -> str:
-    return (f"the request body is larger than this server accepts ({limit} bytes, SWARM_API_MAX_BODY_BYTES); "
-            "send smaller attachments")
+    return (
+        f"the request body is larger than this server accepts ({limit} bytes, SWARM_API_MAX_BODY_BYTES); "
+        "send smaller attachments"
+    )
 
 
 class BodyLimit:
@@ -46,7 +48,8 @@ class BodyLimit:
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.strip().isdigit() and int(value) > self.max_bytes:
                 await error_response(413, _too_large(self.max_bytes), headers={"Connection": "close"})(
-                    scope, receive, send)
+                    scope, receive, send
+                )
                 return
         received = 0
 
@@ -99,10 +102,20 @@ def _decode(body: bytes, adapter: TypeAdapter[Any]) -> Any:
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
-                                       "input": {}, "ctx": {"error": exc.msg}}]) from exc
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": exc.msg},
+                }
+            ]
+        ) from exc
     try:
         return adapter.validate_python(data)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
-                                      for e in exc.errors(include_url=False)]) from exc
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc

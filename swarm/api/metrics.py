@@ -31,10 +31,12 @@ class StoreCollector(Collector):
             runs.add_metric([status.value], snap["runs"].get(status.value, 0))
         yield runs
         yield GaugeMetricFamily("swarm_active_runs", "Runs now running.", value=snap["runs"].get("running", 0))
-        yield GaugeMetricFamily("swarm_active_agents", "Agents now running (in running runs).",
-                                value=snap["active_agents"])
-        steps = GaugeMetricFamily("swarm_steps", "Steps (LLM calls and tool calls) by kind and status.",
-                                  labels=["kind", "status"])
+        yield GaugeMetricFamily(
+            "swarm_active_agents", "Agents now running (in running runs).", value=snap["active_agents"]
+        )
+        steps = GaugeMetricFamily(
+            "swarm_steps", "Steps (LLM calls and tool calls) by kind and status.", labels=["kind", "status"]
+        )
         for kind, status, n in snap["steps"]:
             steps.add_metric([kind, status], n)
         yield steps
@@ -44,8 +46,11 @@ class StoreCollector(Collector):
         tokens.add_metric(["in"], snap["tokens_in"])
         tokens.add_metric(["out"], snap["tokens_out"])
         yield tokens
-        yield GaugeMetricFamily("swarm_metrics_scrape_seconds", "Time the database queries of this scrape took.",
-                                value=time.perf_counter() - t0)
+        yield GaugeMetricFamily(
+            "swarm_metrics_scrape_seconds",
+            "Time the database queries of this scrape took.",
+            value=time.perf_counter() - t0,
+        )
 
 
 def _histogram(name: str, doc: str, data: dict[str, dict[str, Any]]) -> HistogramMetricFamily:
@@ -61,7 +66,11 @@ def make_registry(store: StateStore) -> tuple[CollectorRegistry, Histogram]:
     """A registry per app (tests build several apps in one process)."""
     registry = CollectorRegistry()
     registry.register(StoreCollector(store))
-    requests = Histogram("swarm_api_request_duration_seconds", "API request latency by route.",
-                         ["method", "route", "status"], registry=registry,
-                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+    requests = Histogram(
+        "swarm_api_request_duration_seconds",
+        "API request latency by route.",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    )
     return registry, requests

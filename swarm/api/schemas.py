@@ -54,11 +54,16 @@ class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
     name: Annotated[str, Field(min_length=1, max_length=255, pattern=FILE_NAME), STORABLE] = Field(
-        description="File name (no directories), e.g. `chart.png`.")
+        description="File name (no directories), e.g. `chart.png`."
+    )
     mime: Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL), STORABLE] = Field(
-        "application/octet-stream", description="MIME type; `image/*` attachments reach the model as images.")
-    data: str = Field(max_length=(MAX_ATTACHMENT_BYTES * 4) // 3 + 4, pattern=BASE64,
-                      description="The file's bytes, base64 (standard alphabet, padded).")
+        "application/octet-stream", description="MIME type; `image/*` attachments reach the model as images."
+    )
+    data: str = Field(
+        max_length=(MAX_ATTACHMENT_BYTES * 4) // 3 + 4,
+        pattern=BASE64,
+        description="The file's bytes, base64 (standard alphabet, padded).",
+    )
 
     def to_attachment(self) -> Attachment:
         return Attachment(self.name, base64.b64decode(self.data), self.mime)
@@ -78,14 +83,24 @@ class Limits(BaseModel):
 
 
 class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "task": "Compare the 10 largest EU economies' 2025 growth. #sim agents=10 tools=3 tool=echo",
-        "limits": {"max_subagents": 20, "max_tool_calls": 200}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "Compare the 10 largest EU economies' 2025 growth. #sim agents=10 tools=3 tool=echo",
+                    "limits": {"max_subagents": 20, "max_tool_calls": 200},
+                }
+            ]
+        },
+    )
 
     task: Annotated[str, Field(min_length=1, max_length=200_000, pattern=NO_NUL), STORABLE] = Field(
-        description="What the swarm should do.")
+        description="What the swarm should do."
+    )
     model: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), STORABLE] | None = Field(
-        None, description="Model name (default: SWARM_MODEL).")
+        None, description="Model name (default: SWARM_MODEL)."
+    )
     limits: Limits = Field(default_factory=Limits)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=32)
 
@@ -134,8 +149,10 @@ class CancelOut(BaseModel):
 class ResumeOut(BaseModel):
     id: str
     status: RunStatus
-    dispatched: int = Field(description="Open steps of the run handed to workers right after the resume; "
-                                        "committed steps are never repeated.")
+    dispatched: int = Field(
+        description="Open steps of the run handed to workers right after the resume; "
+        "committed steps are never repeated."
+    )
 
 
 class TimelineStep(BaseModel):
@@ -172,7 +189,8 @@ class ServerInfo(BaseModel):
     key_prefix: str
     flower_url: str | None
     python_isolation: str = Field(
-        description="How python tool code is isolated: `bwrap`, `executor` (a separate service) or `off` (unsafe).")
+        description="How python tool code is isolated: `bwrap`, `executor` (a separate service) or `off` (unsafe)."
+    )
     python_isolation_available: bool = Field(description="False: python tool calls fail on this server.")
 
 

@@ -12,14 +12,24 @@ from swarm.config import Settings
 from swarm.threaded_server import ThreadedServer
 
 
-def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str = "info",
-                   log_format: logs.LogFormat = "text") -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI, host: str, port: int, log_level: str = "info", log_format: logs.LogFormat = "text"
+) -> uvicorn.Config:
     # access_log off: our RequestLog middleware logs requests without query strings (no keys).
     # ws="none": no websockets here, and not importing them avoids their deprecation warnings.
     # A short graceful-shutdown timeout: SSE streams would otherwise hold shutdown open.
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, ws="none",
-                          lifespan="on", timeout_graceful_shutdown=2, timeout_keep_alive=30,
-                          log_config=logs.uvicorn_log_config(log_format))
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        ws="none",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=30,
+        log_config=logs.uvicorn_log_config(log_format),
+    )
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

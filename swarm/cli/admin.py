@@ -81,16 +81,23 @@ def doctor(json_out: bool = JSON_OPT) -> None:
         if cur is None and not s.database_url:
             checks["database"] = {"ok": True, "detail": f"embedded SQLite at {s.db_url}, created on the first run"}
         else:
-            checks["database"] = {"ok": cur == head, "detail": f"revision {cur} (head {head})"
-                                  + ("" if cur == head else "; run `swarm db upgrade`")}
+            checks["database"] = {
+                "ok": cur == head,
+                "detail": f"revision {cur} (head {head})" + ("" if cur == head else "; run `swarm db upgrade`"),
+            }
     except Exception as exc:
         checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
-    checks["broker"] = {"ok": True, "detail": "cluster (Celery over SWARM_BROKER_URL)" if s.distributed
-                        else "embedded (in-process workers)"}
+    checks["broker"] = {
+        "ok": True,
+        "detail": "cluster (Celery over SWARM_BROKER_URL)" if s.distributed else "embedded (in-process workers)",
+    }
     checks["model"] = {"ok": True, "detail": s.llm_base_url or "the built-in simulated model"}
     isolation = python_report(s)
-    checks["python_isolation"] = {"ok": bool(isolation["available"]), "mode": isolation["python_isolation"],
-                                  "detail": isolation["detail"]}
+    checks["python_isolation"] = {
+        "ok": bool(isolation["available"]),
+        "mode": isolation["python_isolation"],
+        "detail": isolation["detail"],
+    }
     ok = all(bool(c["ok"]) for c in checks.values())
     if json_out:
         emit_json({"ok": ok, "checks": checks})

@@ -20,14 +20,22 @@ from swarm.exceptions import InputError, NotFound, StateError, SwarmError
 if TYPE_CHECKING:
     from swarm.runs import Runs
 
-app = typer.Typer(name="swarm", help="Durable LLM agent swarms: run, watch and resume them.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="swarm",
+    help="Durable LLM agent swarms: run, watch and resume them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err_console = Console(stderr=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
-API_OPT = typer.Option(None, "--api", help="Talk to this swarm server instead of the local database "
-                                           "(default: SWARM_API_URL; key from SWARM_API_KEY).")
+API_OPT = typer.Option(
+    None,
+    "--api",
+    help="Talk to this swarm server instead of the local database (default: SWARM_API_URL; key from SWARM_API_KEY).",
+)
 
 #: True in a process started as the ``swarm`` command (:func:`swarm.cli.main`); False while a test
 #: drives :data:`app` in its own process, whose environment must stay as it is.
@@ -35,10 +43,16 @@ PROCESS_ENTRY_POINT = False
 
 
 @app.callback()
-def _options(env_file: Path = typer.Option(
-        None, "--env-file", exists=True, dir_okay=False,
+def _options(
+    env_file: Path = typer.Option(
+        None,
+        "--env-file",
+        exists=True,
+        dir_okay=False,
         help=f"Read settings from this .env file (like {ENV_FILE_VAR}=PATH). No .env is read otherwise, "
-             "not even one in the working directory.")) -> None:
+        "not even one in the working directory.",
+    ),
+) -> None:
     """Durable LLM agent swarms: run, watch and resume them."""
     if env_file is not None:
         # An environment variable, not a parameter: `swarm worker`'s celery processes read it too.

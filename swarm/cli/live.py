@@ -69,8 +69,10 @@ class LiveRun:
             self.agents.setdefault(agent_id, AgentView(agent_id, "orchestrator", None))
         elif kind == EventType.AGENT_STARTED and agent_id:
             parent = data.get("parent_id")
-            self.agents.setdefault(agent_id, AgentView(agent_id, str(data.get("name", "?")), parent,
-                                                       parent_turn=self.last_turn.get(parent or "")))
+            self.agents.setdefault(
+                agent_id,
+                AgentView(agent_id, str(data.get("name", "?")), parent, parent_turn=self.last_turn.get(parent or "")),
+            )
         elif kind == EventType.LLM_DONE and agent_id:
             turn = int(data.get("turn", 0))
             a = self._agent(agent_id)
@@ -156,13 +158,23 @@ class LiveRun:
         head.add_row("tokens", f"{self.tokens_in} in / {self.tokens_out} out")
         subs = self.subagents
         done = sum(1 for a in subs if a.status != "running")
-        bars = Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[extra]}"), auto_refresh=False)
+        bars = Progress(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"),
+            auto_refresh=False,
+        )
         bars.add_task("subagents launched", total=max(s.max_subagents, 1), completed=len(subs), extra="")
-        bars.add_task("subagents done", total=max(len(subs), 1), completed=done,
-                      extra=_counts(Counter(a.status for a in subs)))
-        bars.add_task("tool calls", total=max(s.max_tool_calls, 1), completed=self.tool_calls,
-                      extra=f"{self.tool_errors} errors" if self.tool_errors else "")
+        bars.add_task(
+            "subagents done", total=max(len(subs), 1), completed=done, extra=_counts(Counter(a.status for a in subs))
+        )
+        bars.add_task(
+            "tool calls",
+            total=max(s.max_tool_calls, 1),
+            completed=self.tool_calls,
+            extra=f"{self.tool_errors} errors" if self.tool_errors else "",
+        )
         return Group(head, bars, self._agent_table(max_rows))
 
     def _agent_table(self, max_rows: int) -> Table:
@@ -172,8 +184,13 @@ class LiveRun:
         rows = sorted(agents, key=lambda a: (a.parent_id is not None, a.status != "running"))[:max_rows]
         for a in rows:
             indent = "  " if a.parent_id else ""
-            t.add_row(f"{indent}{a.name} [dim]{a.id[:8]}[/]", styled(a.status), str(a.steps), str(a.tools),
-                      Text((a.reason or "")[:60], style="red"))
+            t.add_row(
+                f"{indent}{a.name} [dim]{a.id[:8]}[/]",
+                styled(a.status),
+                str(a.steps),
+                str(a.tools),
+                Text((a.reason or "")[:60], style="red"),
+            )
         if len(agents) > len(rows):
             t.add_row(f"[dim]… {len(agents) - len(rows)} more[/]", "", "", "", "")
         return t

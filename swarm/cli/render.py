@@ -13,8 +13,14 @@ from rich.tree import Tree
 
 from swarm.store.types import RunSummary
 
-STATUS_STYLE = {"running": "yellow", "succeeded": "green", "failed": "red", "cancelled": "magenta",
-                "ready": "cyan", "waiting": "blue"}
+STATUS_STYLE = {
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "ready": "cyan",
+    "waiting": "blue",
+}
 
 
 def styled(status: str) -> Text:
@@ -27,11 +33,18 @@ def summary_table(s: RunSummary) -> Table:
     t.add_column()
     speedup = f"{s.total_steps / s.critical_steps:.1f}×" if s.critical_steps else "-"
     rows: list[tuple[str, Any]] = [
-        ("run", s.id), ("status", styled(s.status)), ("task", s.task[:200]),
-        ("subagents", f"{s.subagents} / {s.max_subagents}"), ("tool calls", f"{s.tool_calls} / {s.max_tool_calls}"),
-        ("llm calls", s.llm_calls), ("critical steps", s.critical_steps), ("total steps", s.total_steps),
-        ("parallel speed-up", f"{speedup} (total / critical steps)"), ("wall", f"{s.wall_seconds:.1f} s"),
-        ("tokens", f"{s.tokens_in} in / {s.tokens_out} out")]
+        ("run", s.id),
+        ("status", styled(s.status)),
+        ("task", s.task[:200]),
+        ("subagents", f"{s.subagents} / {s.max_subagents}"),
+        ("tool calls", f"{s.tool_calls} / {s.max_tool_calls}"),
+        ("llm calls", s.llm_calls),
+        ("critical steps", s.critical_steps),
+        ("total steps", s.total_steps),
+        ("parallel speed-up", f"{speedup} (total / critical steps)"),
+        ("wall", f"{s.wall_seconds:.1f} s"),
+        ("tokens", f"{s.tokens_in} in / {s.tokens_out} out"),
+    ]
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
     if s.result:
@@ -75,8 +88,9 @@ class RunProgress:
     """Live bars for a running swarm: subagents and tool calls against their limits."""
 
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[extra]}"))
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}")
+        )
         self.subs = self.progress.add_task("subagents", total=1, extra="")
         self.tools = self.progress.add_task("tool calls", total=1, extra="")
         self.llm = self.progress.add_task("llm calls", total=None, extra="")
@@ -84,12 +98,16 @@ class RunProgress:
 
     def update(self, s: RunSummary, counts: dict[str, int]) -> None:
         done = sum(n for st, n in counts.items() if st != "running") - (0 if s.status == "running" else 1)
-        self.progress.update(self.subs, completed=max(0, done), total=max(s.max_subagents, 1),
-                             extra=f"{s.subagents} launched")
+        self.progress.update(
+            self.subs, completed=max(0, done), total=max(s.max_subagents, 1), extra=f"{s.subagents} launched"
+        )
         self.progress.update(self.tools, completed=s.tool_calls, total=max(s.max_tool_calls, 1), extra="")
-        self.progress.update(self.llm, completed=s.llm_calls,
-                             extra=f"critical steps {s.critical_steps}  tokens {s.tokens_in + s.tokens_out}  "
-                                   f"{time.monotonic() - self.started:.0f}s")
+        self.progress.update(
+            self.llm,
+            completed=s.llm_calls,
+            extra=f"critical steps {s.critical_steps}  tokens {s.tokens_in + s.tokens_out}  "
+            f"{time.monotonic() - self.started:.0f}s",
+        )
 
     def renderable(self) -> Group:
         return Group(self.progress)

@@ -30,8 +30,10 @@ from swarm.config import Settings
 from swarm.runs import RunRequest, Runs
 from swarm.store.types import RunSummary
 
-W1_TASK = ("Research task W1: split the work across {agents} parallel subagents, each making {tools} "
-           "tool calls, then summarise. #sim agents={agents} tools={tools} tool={tool} latency={latency}")
+W1_TASK = (
+    "Research task W1: split the work across {agents} parallel subagents, each making {tools} "
+    "tool calls, then summarise. #sim agents={agents} tools={tools} tool={tool} latency={latency}"
+)
 
 
 def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
@@ -43,14 +45,23 @@ def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
         return runs.wait(run_id, bars.update)
 
 
-def execute(s: Settings, api: str | None, *, request: RunRequest | None = None, resume_id: str | None = None,
-            json_out: bool, detach: bool) -> RunSummary | str:
+def execute(
+    s: Settings,
+    api: str | None,
+    *,
+    request: RunRequest | None = None,
+    resume_id: str | None = None,
+    json_out: bool,
+    detach: bool,
+) -> RunSummary | str:
     """Submit ``request`` (or resume ``resume_id``) and follow the run until it ends."""
     runs = runs_service(s, api)
     try:
         if detach and runs.mode == "embedded":
-            fail("--detach needs a cluster: set SWARM_BROKER_URL (and run `swarm worker`) so the run "
-                 "continues without this process")
+            fail(
+                "--detach needs a cluster: set SWARM_BROKER_URL (and run `swarm worker`) so the run "
+                "continues without this process"
+            )
         if request is not None:
             run_id = runs.submit(request)
         else:
@@ -94,8 +105,13 @@ def run(
     max_steps: int = typer.Option(None, help="Max steps per agent (default 100)."),
     max_depth: int = typer.Option(None, help="How deep subagents may nest (default 1: only the orchestrator spawns)."),
     max_wall: float = typer.Option(None, "--max-wall", help="Max wall-clock seconds for the run."),
-    attach: list[Path] = typer.Option([], "--attach", exists=True, dir_okay=False,
-                                      help="Attach a file (images go to the model as images). Repeatable."),
+    attach: list[Path] = typer.Option(
+        [],
+        "--attach",
+        exists=True,
+        dir_okay=False,
+        help="Attach a file (images go to the model as images). Repeatable.",
+    ),
     detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster or server mode)."),
     json_out: bool = JSON_OPT,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
@@ -108,9 +124,16 @@ def run(
     with errors():
         s = settings()
         harden_process()  # settings are read once: from here on they live only in `s`
-        request = RunRequest(task=task, model=model, max_subagents=max_subagents, max_tool_calls=max_tool_calls,
-                             max_steps_per_agent=max_steps, max_depth=max_depth, max_wall_seconds=max_wall,
-                             attachments=tuple(load_attachment(p) for p in attach))
+        request = RunRequest(
+            task=task,
+            model=model,
+            max_subagents=max_subagents,
+            max_tool_calls=max_tool_calls,
+            max_steps_per_agent=max_steps,
+            max_depth=max_depth,
+            max_wall_seconds=max_wall,
+            attachments=tuple(load_attachment(p) for p in attach),
+        )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)
     _finish(out, json_out)
 
@@ -132,8 +155,9 @@ def demo(
         s = _demo_isolation(s, tool, json_out)
     harden_process()
     task = W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
-    request = RunRequest(task=task, max_subagents=max(agents, s.max_subagents),
-                         max_tool_calls=max(agents * tools, s.max_tool_calls))
+    request = RunRequest(
+        task=task, max_subagents=max(agents, s.max_subagents), max_tool_calls=max(agents * tools, s.max_tool_calls)
+    )
     with errors():
         out = execute(s, None, request=request, json_out=json_out, detach=False)
     _finish(out, json_out)
@@ -147,15 +171,18 @@ def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
     if tool != "python" or s.python_isolation == "off" or (why := probe(s.python_network)) is None:
         return s
     if not json_out:
-        err_console.print(f"[yellow]note:[/] the python sandbox is unavailable ({why.split(';')[0]}); the demo's "
-                          "simulated model runs its own known code without it. Real runs refuse python calls "
-                          "until it is installed.")
+        err_console.print(
+            f"[yellow]note:[/] the python sandbox is unavailable ({why.split(';')[0]}); the demo's "
+            "simulated model runs its own known code without it. Real runs refuse python calls "
+            "until it is installed."
+        )
     return s.model_copy(update={"python_isolation": "off"})
 
 
 @app.command()
-def resume(run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT,
-           api: str = API_OPT) -> None:
+def resume(
+    run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT, api: str = API_OPT
+) -> None:
     """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
     setup_logging()
     with errors():
@@ -181,9 +208,12 @@ def cancel(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
 
 
 @app.command("ls")
-def list_runs(status: str = typer.Option(None, help="Only runs with this status."),
-              limit: int = typer.Option(20, min=1, max=1000), json_out: bool = JSON_OPT,
-              api: str = API_OPT) -> None:
+def list_runs(
+    status: str = typer.Option(None, help="Only runs with this status."),
+    limit: int = typer.Option(20, min=1, max=1000),
+    json_out: bool = JSON_OPT,
+    api: str = API_OPT,
+) -> None:
     """List recent runs."""
     from rich.table import Table
 
@@ -200,8 +230,15 @@ def list_runs(status: str = typer.Option(None, help="Only runs with this status.
         return
     t = Table("id", "status", "subagents", "tool calls", "critical", "wall s", "task")
     for r in runs:
-        t.add_row(r.id, styled(r.status), str(r.subagents), str(r.tool_calls), str(r.critical_steps),
-                  f"{r.wall_seconds:.1f}", r.task[:50])
+        t.add_row(
+            r.id,
+            styled(r.status),
+            str(r.subagents),
+            str(r.tool_calls),
+            str(r.critical_steps),
+            f"{r.wall_seconds:.1f}",
+            r.task[:50],
+        )
     console.print(t)
 
 

@@ -25,15 +25,16 @@ from swarm.cli.common import (
     setup_logging,
 )
 
-keys_app = typer.Typer(help="API keys of the REST server (stored hashed; a key is shown once).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the REST server (stored hashed; a key is shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
-          port: int = typer.Option(8000, help="Port to listen on."),
-          log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error.")) -> None:
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
     """Run the REST API and the web dashboard (http://HOST:PORT/dashboard/).
 
     With SWARM_BROKER_URL set, runs go to Celery workers; otherwise this process runs them.
@@ -60,10 +61,12 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.
 
 
 @keys_app.command("create")
-def keys_create(tenant: str = typer.Option("default", help="The tenant whose runs this key sees and creates."),
-                name: str = typer.Option(None, help="A label, e.g. who or what uses the key."),
-                admin: bool = typer.Option(False, "--admin", help="See every tenant's runs (operators)."),
-                json_out: bool = JSON_OPT) -> None:
+def keys_create(
+    tenant: str = typer.Option("default", help="The tenant whose runs this key sees and creates."),
+    name: str = typer.Option(None, help="A label, e.g. who or what uses the key."),
+    admin: bool = typer.Option(False, "--admin", help="See every tenant's runs (operators)."),
+    json_out: bool = JSON_OPT,
+) -> None:
     """Create an API key and print it. It is shown only this once: only its hash is stored."""
     from swarm.runtime import open_store
 
@@ -73,8 +76,10 @@ def keys_create(tenant: str = typer.Option("default", help="The tenant whose run
         emit_json({**info.as_dict(), "key": key})
         return
     # Only the key on stdout, so `KEY=$(swarm keys create)` works; the advice goes to stderr.
-    err_console.print(f"API key for tenant [bold]{info.tenant}[/] (prefix {info.prefix}"
-                      f"{', admin' if admin else ''}). Store it now: it will not be shown again.")
+    err_console.print(
+        f"API key for tenant [bold]{info.tenant}[/] (prefix {info.prefix}"
+        f"{', admin' if admin else ''}). Store it now: it will not be shown again."
+    )
     sys.stdout.write(key + "\n")
 
 
@@ -90,14 +95,21 @@ def keys_list(tenant: str = typer.Option(None, help="Only this tenant's keys."),
         return
     t = Table("prefix", "tenant", "name", "admin", "created", "revoked")
     for k in keys:
-        t.add_row(k.prefix, k.tenant, k.name or "", "yes" if k.admin else "", _when(k.created_at),
-                  _when(k.revoked_at) if k.revoked_at else "")
+        t.add_row(
+            k.prefix,
+            k.tenant,
+            k.name or "",
+            "yes" if k.admin else "",
+            _when(k.created_at),
+            _when(k.revoked_at) if k.revoked_at else "",
+        )
     console.print(t)
 
 
 @keys_app.command("revoke")
-def keys_revoke(ref: str = typer.Argument(..., help="The key's prefix (from `swarm keys list`) or id."),
-                json_out: bool = JSON_OPT) -> None:
+def keys_revoke(
+    ref: str = typer.Argument(..., help="The key's prefix (from `swarm keys list`) or id."), json_out: bool = JSON_OPT
+) -> None:
     """Revoke an API key: requests with it are refused (403) from now on."""
     from swarm.runtime import open_store
 
@@ -117,8 +129,9 @@ def _when(t: float | None) -> str:
 
 
 @app.command()
-def watch(run_id: str, json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
-          api: str = API_OPT) -> None:
+def watch(
+    run_id: str, json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."), api: str = API_OPT
+) -> None:
     """Follow a run live: agent tree, progress against limits, tokens, critical steps.
 
     Driven by the run's event stream (SSE from a server, or the events table locally).

@@ -17,22 +17,36 @@ def _default_tool_concurrency() -> int:
 
 @app.command()
 def worker(
-    queues: str = typer.Option("llm,tool,control", "--queues", "-Q",
-                               help="Queues this node consumes: llm, tool, control (comma-separated). "
-                                    "E.g. --queues llm for an LLM-only node, --queues tool for a tool node."),
-    llm_concurrency: int = typer.Option(None, "--llm-concurrency", min=1,
-                                        help="Concurrent steps of the llm worker (threads; default "
-                                             "SWARM_LLM_MAX_CONCURRENCY, 128)."),
-    tool_concurrency: int = typer.Option(None, "--tool-concurrency", min=1,
-                                         help="Tool worker processes (prefork; default: CPU count)."),
-    beat: bool = typer.Option(False, "--beat",
-                              help="Also run the sweeper schedule (celery beat + a swarm.control worker). "
-                                   "Run exactly one per cluster; extra ones are harmless but useless."),
+    queues: str = typer.Option(
+        "llm,tool,control",
+        "--queues",
+        "-Q",
+        help="Queues this node consumes: llm, tool, control (comma-separated). "
+        "E.g. --queues llm for an LLM-only node, --queues tool for a tool node.",
+    ),
+    llm_concurrency: int = typer.Option(
+        None,
+        "--llm-concurrency",
+        min=1,
+        help="Concurrent steps of the llm worker (threads; default SWARM_LLM_MAX_CONCURRENCY, 128).",
+    ),
+    tool_concurrency: int = typer.Option(
+        None, "--tool-concurrency", min=1, help="Tool worker processes (prefork; default: CPU count)."
+    ),
+    beat: bool = typer.Option(
+        False,
+        "--beat",
+        help="Also run the sweeper schedule (celery beat + a swarm.control worker). "
+        "Run exactly one per cluster; extra ones are harmless but useless.",
+    ),
     name: str = typer.Option("", "--name", help="Node-name prefix, e.g. gpu1 → llm-gpu1@host (for Flower)."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
-    check: bool = typer.Option(False, "--check",
-                               help="Only check configuration, database schema and broker, then exit "
-                                    "(0 = this node can start; usable as a container healthcheck)."),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Only check configuration, database schema and broker, then exit "
+        "(0 = this node can start; usable as a container healthcheck).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the processes it would start, then exit."),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -45,10 +59,14 @@ def worker(
     setup_logging()
     s = settings()
     with errors():
-        plan = NodePlan(queues=parse_queues(queues),
-                        llm_concurrency=llm_concurrency or s.llm_max_concurrency,
-                        tool_concurrency=tool_concurrency or _default_tool_concurrency(),
-                        beat=beat, name=name, loglevel=loglevel)
+        plan = NodePlan(
+            queues=parse_queues(queues),
+            llm_concurrency=llm_concurrency or s.llm_max_concurrency,
+            tool_concurrency=tool_concurrency or _default_tool_concurrency(),
+            beat=beat,
+            name=name,
+            loglevel=loglevel,
+        )
     commands = plan.commands()
     if dry_run:
         if json_out:

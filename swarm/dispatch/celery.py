@@ -41,8 +41,7 @@ QUEUES = (QUEUE_LLM, QUEUE_TOOL, QUEUE_CONTROL)
 VISIBILITY_TIMEOUT = 7200
 
 
-NO_BROKER = ("SWARM_BROKER_URL is empty: set it to the Redis URL of the cluster "
-             "(e.g. redis://localhost:6379/0)")
+NO_BROKER = "SWARM_BROKER_URL is empty: set it to the Redis URL of the cluster (e.g. redis://localhost:6379/0)"
 
 
 def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[str, Any]:
@@ -84,8 +83,10 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         "worker_enable_remote_control": settings.celery_remote_control,
         "task_serializer": "json",
         "accept_content": ["json"],
-        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
-                        for name in QUEUES],
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            for name in QUEUES
+        ],
         "task_default_queue": QUEUE_LLM,
         "task_create_missing_queues": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -115,8 +116,13 @@ def task_id(ref: StepRef) -> str:
 
 def step_kwargs(ref: StepRef) -> dict[str, Any]:
     """Only step_id matters to the worker; the rest lets an operator follow a swarm in Flower."""
-    return {"step_id": ref.step_id, "run_id": ref.run_id, "agent_id": ref.agent_id,
-            "kind": ref.kind.value, "tool": ref.tool_name}
+    return {
+        "step_id": ref.step_id,
+        "run_id": ref.run_id,
+        "agent_id": ref.agent_id,
+        "kind": ref.kind.value,
+        "tool": ref.tool_name,
+    }
 
 
 class CeleryDispatcher:
@@ -136,17 +142,27 @@ class CeleryDispatcher:
         for ref in refs:
             try:
                 kwargs = step_kwargs(ref)
-                self.app.send_task(STEP_TASK, kwargs=kwargs, queue=queue_for(ref), task_id=task_id(ref),
-                                   # What Flower shows; Celery's own saferepr costs more than the publish.
-                                   argsrepr="()", kwargsrepr=repr(kwargs),
-                                   # Fail fast: the sweeper is the retry, not this thread.
-                                   retry_policy={"max_retries": 2, "interval_start": 0.1,
-                                                 "interval_step": 0.2, "interval_max": 0.5})
+                self.app.send_task(
+                    STEP_TASK,
+                    kwargs=kwargs,
+                    queue=queue_for(ref),
+                    task_id=task_id(ref),
+                    # What Flower shows; Celery's own saferepr costs more than the publish.
+                    argsrepr="()",
+                    kwargsrepr=repr(kwargs),
+                    # Fail fast: the sweeper is the retry, not this thread.
+                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+                )
             except Exception as exc:  # the broker is down or flushed mid-publish
                 failed += 1
                 if failed == 1:
-                    log.warning("could not publish step %s (%s: %s); the sweeper will re-publish it",
-                                ref.step_id, type(exc).__name__, exc, extra={"run_id": ref.run_id})
+                    log.warning(
+                        "could not publish step %s (%s: %s); the sweeper will re-publish it",
+                        ref.step_id,
+                        type(exc).__name__,
+                        exc,
+                        extra={"run_id": ref.run_id},
+                    )
         if failed > 1:
             log.warning("%d of %d publishes failed; the sweeper will re-publish them", failed, len(refs))
 

@@ -16,8 +16,15 @@ class Grant:
     subagents: int
 
 
-def grant(requested_tools: int, requested_subagents: int, *, used_tools: int, max_tools: int,
-          used_subagents: int, max_subagents: int) -> Grant:
+def grant(
+    requested_tools: int,
+    requested_subagents: int,
+    *,
+    used_tools: int,
+    max_tools: int,
+    used_subagents: int,
+    max_subagents: int,
+) -> Grant:
     """Grant calls in order until a budget runs out; never overshoot.
 
     ``requested_subagents`` is included in ``requested_tools`` (an assign_task is a tool call).

@@ -23,33 +23,49 @@ You are a subagent in a swarm. Work on your task with your tools, then reply wit
 message (no tool calls) holding your complete result: it is all the orchestrator will see.
 You may take at most {max_steps} steps."""
 
-LAST_STEP_NOTE = ("[swarm: this is your last allowed step. Do not call tools: reply now with your "
-                  "final answer based on what you have.]")
+LAST_STEP_NOTE = (
+    "[swarm: this is your last allowed step. Do not call tools: reply now with your "
+    "final answer based on what you have.]"
+)
 
-EMPTY_REPLY_NUDGE = ("[swarm: your last reply was empty. Continue the task with a tool call, or give "
-                     "your final answer.]")
+EMPTY_REPLY_NUDGE = "[swarm: your last reply was empty. Continue the task with a tool call, or give your final answer.]"
 
 UNKNOWN_TOOL = "Unknown tool {name!r}. Available tools: {available}."
-BAD_JSON = ("The arguments of your {name} call are not valid JSON ({error}). Send the call again "
-            "with a JSON object as arguments.")
+BAD_JSON = (
+    "The arguments of your {name} call are not valid JSON ({error}). Send the call again "
+    "with a JSON object as arguments."
+)
 NOT_AN_OBJECT = "The arguments of your {name} call must be a JSON object, got {kind}."
-ARGUMENTS_TOO_LARGE = ("The arguments of your {name} call are too large ({size} characters; the limit is {limit}). "
-                       "Send smaller arguments, e.g. build large data in several calls.")
-ARGUMENTS_TOO_DEEP = ("The arguments of your {name} call are nested too deeply (the limit is {limit} levels). "
-                      "Send flatter arguments.")
-TOOL_CRASHED = ("The {name} tool call crashed the worker running it {times} times in a row (the process "
-                "died), so it is not retried. Do not repeat it; try another approach.")
-TOOL_RESULT_REFUSED = ("The result of your {name} call could not be stored ({error}), so it is lost. Do not "
-                       "repeat the call as it was; try another approach.")
-UNKNOWN_AGENT = ("No subagent named {name!r} exists in this run. Create it first with "
-                 "create_subagent(name, system_prompt), or use one of: {available}.")
-AGENT_EXISTS = ("A subagent named {name!r} already exists in this run; reuse it with "
-                "assign_task(agent={name!r}, prompt=...) or pick another name.")
+ARGUMENTS_TOO_LARGE = (
+    "The arguments of your {name} call are too large ({size} characters; the limit is {limit}). "
+    "Send smaller arguments, e.g. build large data in several calls."
+)
+ARGUMENTS_TOO_DEEP = (
+    "The arguments of your {name} call are nested too deeply (the limit is {limit} levels). Send flatter arguments."
+)
+TOOL_CRASHED = (
+    "The {name} tool call crashed the worker running it {times} times in a row (the process "
+    "died), so it is not retried. Do not repeat it; try another approach."
+)
+TOOL_RESULT_REFUSED = (
+    "The result of your {name} call could not be stored ({error}), so it is lost. Do not "
+    "repeat the call as it was; try another approach."
+)
+UNKNOWN_AGENT = (
+    "No subagent named {name!r} exists in this run. Create it first with "
+    "create_subagent(name, system_prompt), or use one of: {available}."
+)
+AGENT_EXISTS = (
+    "A subagent named {name!r} already exists in this run; reuse it with "
+    "assign_task(agent={name!r}, prompt=...) or pick another name."
+)
 DEPTH_LIMIT = "Subagents may not launch subagents here (max depth {max_depth}). Do the work yourself."
 TOOL_UNAVAILABLE = "Tool {name!r} is not available on this worker."
 TOOL_FAILED = "The {name} tool crashed: {error}"
-OVER_BUDGET = ("Refused: this run's limit of {limit} {what} is reached. Do not retry this call; "
-               "finish the task with the results you have.")
+OVER_BUDGET = (
+    "Refused: this run's limit of {limit} {what} is reached. Do not retry this call; "
+    "finish the task with the results you have."
+)
 BUDGET_NOTE = "[swarm: {left} of {limit} {what} left in this run; plan to finish.]"
 AGENT_CREATED = "Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
 SUBAGENT_FAILED = "Subagent {name!r} failed: {reason}"

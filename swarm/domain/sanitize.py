@@ -97,7 +97,7 @@ def name(value: str) -> str:
     value = text(value)
     if len(value) <= MAX_NAME_CHARS:
         return value
-    return value[:MAX_NAME_CHARS - 1] + "…"
+    return value[: MAX_NAME_CHARS - 1] + "…"
 
 
 def token_count(value: Any) -> int:
@@ -120,10 +120,17 @@ def token_count(value: Any) -> int:
 
 def response(resp: LLMResponse) -> LLMResponse:
     """The model's turn with every value storable (see the module docstring)."""
-    calls = tuple(ToolCall(call_id(tc.id, i), name(tc.name), json_text(tc.arguments))
-                  for i, tc in enumerate(resp.tool_calls))
-    clean = replace(resp, content=optional_text(resp.content), reasoning_content=optional_text(resp.reasoning_content),
-                    tool_calls=calls, tokens_in=token_count(resp.tokens_in), tokens_out=token_count(resp.tokens_out))
+    calls = tuple(
+        ToolCall(call_id(tc.id, i), name(tc.name), json_text(tc.arguments)) for i, tc in enumerate(resp.tool_calls)
+    )
+    clean = replace(
+        resp,
+        content=optional_text(resp.content),
+        reasoning_content=optional_text(resp.reasoning_content),
+        tool_calls=calls,
+        tokens_in=token_count(resp.tokens_in),
+        tokens_out=token_count(resp.tokens_out),
+    )
     return resp if clean == resp else clean
 
 

@@ -19,9 +19,9 @@ from swarm.exceptions import InvalidTransition
 
 
 class RunStatus(StrEnum):
-    RUNNING = "running"      #: agents are working (a run starts here: nothing queues before it)
+    RUNNING = "running"  #: agents are working (a run starts here: nothing queues before it)
     SUCCEEDED = "succeeded"  #: the orchestrator gave its final answer
-    FAILED = "failed"        #: an agent of the run failed for good, or the run ran out of time
+    FAILED = "failed"  #: an agent of the run failed for good, or the run ran out of time
     CANCELLED = "cancelled"  #: cancelled by a user; may be resumed
 
 
@@ -33,9 +33,9 @@ class AgentStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
-    READY = "ready"          # may be claimed by any worker
-    RUNNING = "running"      # claimed under a lease and a fence
-    WAITING = "waiting"      # assign_task: waits for its subagent, holds no worker
+    READY = "ready"  # may be claimed by any worker
+    RUNNING = "running"  # claimed under a lease and a fence
+    WAITING = "waiting"  # assign_task: waits for its subagent, holds no worker
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -77,7 +77,8 @@ class Transition(Generic[S]):
         sources = " or ".join(sorted(self.sources)) or "nowhere"
         return InvalidTransition(
             f"cannot {self.name} {what or self.subject}: it is {current}, and {self.name} moves a "
-            f"{self.subject} only from {sources} to {self.target}")
+            f"{self.subject} only from {sources} to {self.target}"
+        )
 
 
 def _t(name: str, sources: Iterable[S], target: S) -> Transition[S]:
@@ -109,7 +110,8 @@ AGENT_REOPEN = _t("reopen", [A.FAILED, A.CANCELLED], A.RUNNING)
 AGENT_TRANSITIONS: tuple[Transition[AgentStatus], ...] = (AGENT_SUCCEED, AGENT_FAIL, AGENT_CANCEL, AGENT_REOPEN)
 #: How an agent ends, by the status it ends in.
 AGENT_ENDS: Mapping[AgentStatus, Transition[AgentStatus]] = {
-    t.target: t for t in (AGENT_SUCCEED, AGENT_FAIL, AGENT_CANCEL)}
+    t.target: t for t in (AGENT_SUCCEED, AGENT_FAIL, AGENT_CANCEL)
+}
 
 # ------------------------------------------------------------------ steps
 #: A worker takes a ready step under a lease, bumping its fence.
@@ -142,8 +144,21 @@ STEP_REWAIT = _t("wait again", [St.FAILED, St.CANCELLED], St.WAITING)
 #: Resume: any other closed step of a re-opened agent runs again.
 STEP_REOPEN = _t("reopen", [St.FAILED, St.CANCELLED], St.READY)
 STEP_TRANSITIONS: tuple[Transition[StepStatus], ...] = (
-    STEP_CLAIM, STEP_TAKE_OVER, STEP_RENEW, STEP_RELEASE, STEP_EXPIRE, STEP_REPUBLISH, STEP_SUCCEED, STEP_WAIT,
-    STEP_DELIVER, STEP_FAIL, STEP_GIVE_UP, STEP_CANCEL, STEP_REWAIT, STEP_REOPEN)
+    STEP_CLAIM,
+    STEP_TAKE_OVER,
+    STEP_RENEW,
+    STEP_RELEASE,
+    STEP_EXPIRE,
+    STEP_REPUBLISH,
+    STEP_SUCCEED,
+    STEP_WAIT,
+    STEP_DELIVER,
+    STEP_FAIL,
+    STEP_GIVE_UP,
+    STEP_CANCEL,
+    STEP_REWAIT,
+    STEP_REOPEN,
+)
 
 
 def moves(statuses: Iterable[S], transitions: Iterable[Transition[S]]) -> dict[S, frozenset[S]]:

@@ -21,9 +21,9 @@ Check = Callable[[dict[str, Any]], str | None]
 
 
 class TurnKind(StrEnum):
-    TOOLS = "tools"          # run the tool calls, then ask the model again
-    FINAL = "final"          # the agent's answer
-    NUDGE = "nudge"          # empty reply: tell the model and ask again
+    TOOLS = "tools"  # run the tool calls, then ask the model again
+    FINAL = "final"  # the agent's answer
+    NUDGE = "nudge"  # empty reply: tell the model and ask again
     STEP_LIMIT = "step_limit"  # wanted more tools on its last allowed step
 
 
@@ -65,8 +65,9 @@ def parse_arguments(name: str, raw: str) -> tuple[dict[str, Any] | None, str | N
     return value, None
 
 
-def plan_call(idx: int, call_id: str, name: str, raw: str, available: Collection[str],
-              checks: Mapping[str, Check] | None = None) -> PlannedCall:
+def plan_call(
+    idx: int, call_id: str, name: str, raw: str, available: Collection[str], checks: Mapping[str, Check] | None = None
+) -> PlannedCall:
     if name not in available:
         unknown = prompts.UNKNOWN_TOOL.format(name=name, available=", ".join(sorted(available)))
         return PlannedCall(idx, call_id, name, raw, None, unknown)
@@ -77,16 +78,19 @@ def plan_call(idx: int, call_id: str, name: str, raw: str, available: Collection
     return PlannedCall(idx, call_id, name, raw, args, err)
 
 
-def plan_turn(response: LLMResponse, available: Collection[str], *, last_step: bool,
-              checks: Mapping[str, Check] | None = None) -> TurnPlan:
+def plan_turn(
+    response: LLMResponse, available: Collection[str], *, last_step: bool, checks: Mapping[str, Check] | None = None
+) -> TurnPlan:
     """Decide what the model's reply asks for. ``available`` names the tools this agent has;
     ``checks`` validates the arguments of the tools named (a refusal becomes the call's error)."""
     text = (response.content or "").strip()
     if last_step and (response.tool_calls or not text):
         return TurnPlan(TurnKind.STEP_LIMIT)
     if response.tool_calls:
-        calls = tuple(plan_call(i, tc.id or f"call_{i}", tc.name, tc.arguments, available, checks)
-                      for i, tc in enumerate(response.tool_calls))
+        calls = tuple(
+            plan_call(i, tc.id or f"call_{i}", tc.name, tc.arguments, available, checks)
+            for i, tc in enumerate(response.tool_calls)
+        )
         return TurnPlan(TurnKind.TOOLS, calls)
     if not text:
         return TurnPlan(TurnKind.NUDGE)

@@ -52,8 +52,10 @@ class Tally:
             return f"the run already keeps the most files it may ({q.max_files})"
         grow = size - (old or 0)
         if grow > 0 and self.total + grow > q.max_bytes:
-            return (f"the run's files would exceed {human_bytes(q.max_bytes)} in total "
-                    f"({human_bytes(self.total)} already kept)")
+            return (
+                f"the run's files would exceed {human_bytes(q.max_bytes)} in total "
+                f"({human_bytes(self.total)} already kept)"
+            )
         return None
 
     def add(self, path: str, size: int) -> None:
@@ -115,10 +117,12 @@ class Changes:
 def refusal_note(refused: Sequence[Refused], unlisted: int, quota: Quota) -> str:
     n = len(refused) + unlisted
     files = "1 file" if n == 1 else f"{n} files"
-    lines = [f"[workspace: {files} written by this call {'was' if n == 1 else 'were'} NOT saved and will be "
-             f"missing from later calls. A run keeps at most {quota.max_files} files, "
-             f"{human_bytes(quota.max_bytes)} in total and {human_bytes(quota.max_file_bytes)} per file; "
-             "write fewer or smaller files (e.g. compress them, or keep only results).]"]
+    lines = [
+        f"[workspace: {files} written by this call {'was' if n == 1 else 'were'} NOT saved and will be "
+        f"missing from later calls. A run keeps at most {quota.max_files} files, "
+        f"{human_bytes(quota.max_bytes)} in total and {human_bytes(quota.max_file_bytes)} per file; "
+        "write fewer or smaller files (e.g. compress them, or keep only results).]"
+    ]
     for r in refused[:NOTE_NAMES]:
         shown = r.path if len(r.path) <= 200 else r.path[:200] + "…"
         lines.append(f"- {shown} ({human_bytes(r.size)}): {r.reason}")

@@ -35,23 +35,33 @@ class Periodic(threading.Thread):
         self._stop_event.set()
 
 
-def heartbeat(store: StateStore, owner: str, interval: float, lease: float,
-              steps: Callable[[], Collection[str]] | None = None) -> Periodic:
+def heartbeat(
+    store: StateStore, owner: str, interval: float, lease: float, steps: Callable[[], Collection[str]] | None = None
+) -> Periodic:
     """Keep the leases of this process's running steps fresh, so only dead workers lose theirs.
     ``steps`` (e.g. ``StepExecutor.in_flight``) limits renewal to steps still being worked on."""
+
     def beat() -> None:
         store.heartbeat(owner, lease, None if steps is None else steps())
+
     return Periodic("swarm-heartbeat", interval, beat)
 
 
-def sweeper(store: StateStore, interval: float, republish_after: float,
-            dispatch: Callable[[Sequence[StepRef]], None],
-            runs: Callable[[], Collection[str]] | None = None, max_crashes: int = MAX_STEP_ATTEMPTS) -> Periodic:
+def sweeper(
+    store: StateStore,
+    interval: float,
+    republish_after: float,
+    dispatch: Callable[[Sequence[StepRef]], None],
+    runs: Callable[[], Collection[str]] | None = None,
+    max_crashes: int = MAX_STEP_ATTEMPTS,
+) -> Periodic:
     """Re-dispatch steps of dead workers and ready steps nobody started (of ``runs()`` only, if
     given); give up steps that crashed their worker ``max_crashes`` times."""
+
     def sweep() -> None:
         refs = store.sweep(republish_after, max_crashes, run_ids=None if runs is None else runs())
         if refs:
             log.info("sweeper re-dispatching %d step(s)", len(refs))
             dispatch(refs)
+
     return Periodic("swarm-sweeper", interval, sweep)

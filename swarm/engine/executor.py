@@ -53,9 +53,15 @@ CLAIM_OUTAGE = RetryPolicy(attempts=4, base=0.5, cap=2.0)
 class LLMProtocol(Protocol):
     """What the executor needs from a model client (``swarm.llm.client.LLMClient``)."""
 
-    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-                 ctx: CallContext = ..., *, model: str | None = None,
-                 still_wanted: Callable[[], bool] | None = None) -> LLMResponse: ...
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        ctx: CallContext = ...,
+        *,
+        model: str | None = None,
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> LLMResponse: ...
 
 
 def _file_cache(settings: Settings) -> FileCache | None:
@@ -72,8 +78,9 @@ def _file_cache(settings: Settings) -> FileCache | None:
 
 
 class StepExecutor:
-    def __init__(self, store: StateStore, llm: LLMProtocol, tools: ToolRegistry, settings: Settings,
-                 owner: str) -> None:
+    def __init__(
+        self, store: StateStore, llm: LLMProtocol, tools: ToolRegistry, settings: Settings, owner: str
+    ) -> None:
         self.store, self.llm, self.tools, self.settings, self.owner = store, llm, tools, settings, owner
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
@@ -93,8 +100,9 @@ class StepExecutor:
         # Each claim that ends neither in a commit nor in a release crashed its worker: after
         # step_max_crashes of them nobody claims the step again and the sweeper gives it up.
         s = self.settings
-        claim = CLAIM_OUTAGE.call(lambda: self.store.claim(step_id, self.owner, s.lease_seconds, s.step_max_crashes),
-                                  (StoreUnavailable,))
+        claim = CLAIM_OUTAGE.call(
+            lambda: self.store.claim(step_id, self.owner, s.lease_seconds, s.step_max_crashes), (StoreUnavailable,)
+        )
         if claim is None:
             return []
         extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
@@ -153,8 +161,13 @@ class StepExecutor:
         if last_step:
             messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
         try:
-            response = self.llm.complete(messages, schemas, CallContext(claim.run_id, claim.agent_id, claim.step_id),
-                                         model=ctx.agent.model, still_wanted=lambda: self.store.still_claimed(claim))
+            response = self.llm.complete(
+                messages,
+                schemas,
+                CallContext(claim.run_id, claim.agent_id, claim.step_id),
+                model=ctx.agent.model,
+                still_wanted=lambda: self.store.still_claimed(claim),
+            )
         except (LLMAuthError, LLMQuotaExceeded) as exc:
             # Retrying cannot help and burns quota: end the whole run now, with the reason.
             error = f"{type(exc).__name__}: {exc}"
@@ -173,11 +186,13 @@ class StepExecutor:
         args: dict[str, Any] = json.loads(claim.arguments or "{}") if (claim.arguments or "").strip() else {}
         # Parsed arguments may hold what their JSON text escaped (a "\u0000" is a NUL).
         if name == CREATE_SUBAGENT:
-            return self._durable(lambda: self.store.create_subagent(
-                claim, args["name"], sanitize.text(args["system_prompt"])))
+            return self._durable(
+                lambda: self.store.create_subagent(claim, args["name"], sanitize.text(args["system_prompt"]))
+            )
         if name == ASSIGN_TASK:
-            return self._durable(lambda: self.store.launch_subagent(
-                claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"])))
+            return self._durable(
+                lambda: self.store.launch_subagent(claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"]))
+            )
         tool = self.tools.get(name)
         if tool is not None and tool.uses_workspace:
             return self._workspace_tool_step(claim, tool, args)
@@ -201,12 +216,14 @@ class StepExecutor:
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
-        ctx = ToolContext(run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path,
-                          settings=self.settings)
+        ctx = ToolContext(
+            run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path, settings=self.settings
+        )
         try:
             result: ToolResult = tool.run(args, ctx)
         except Exception as exc:  # a tool bug must not kill the run: the model hears about it
             log.exception("tool %s crashed", tool.name)  # with the step's ids (logs.bound in execute)
-            result = ToolResult(prompts.TOOL_FAILED.format(name=tool.name, error=f"{type(exc).__name__}: {exc}"),
-                                is_error=True)
+            result = ToolResult(
+                prompts.TOOL_FAILED.format(name=tool.name, error=f"{type(exc).__name__}: {exc}"), is_error=True
+            )
         return result

@@ -19,23 +19,31 @@ from swarm.tools.base import tool_schema
 CREATE_SUBAGENT_SCHEMA = tool_schema(
     CREATE_SUBAGENT,
     "Create a custom subagent with specific system prompt and name for reuse.",
-    {"type": "object",
-     "properties": {
-         "name": {"type": "string", "description": "Unique name of this agent configuration"},
-         "system_prompt": {"type": "string",
-                           "description": "System prompt defining the agent's role, capabilities, and boundaries"},
-     },
-     "required": ["name", "system_prompt"]},
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "Unique name of this agent configuration"},
+            "system_prompt": {
+                "type": "string",
+                "description": "System prompt defining the agent's role, capabilities, and boundaries",
+            },
+        },
+        "required": ["name", "system_prompt"],
+    },
 )
 
 ASSIGN_TASK_SCHEMA = tool_schema(
     ASSIGN_TASK,
     "Launch a new instance of a created subagent on a task. Several assign_task calls in one turn "
     "run in parallel; each returns the subagent's single final message.",
-    {"type": "object",
-     "properties": {"agent": {"type": "string", "description": "Which created agent to use"},
-                    "prompt": {"type": "string", "description": "The task for the agent to perform"}},
-     "required": ["agent", "prompt"]},
+    {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string", "description": "Which created agent to use"},
+            "prompt": {"type": "string", "description": "The task for the agent to perform"},
+        },
+        "required": ["agent", "prompt"],
+    },
 )
 
 ORCHESTRATION_SCHEMAS = [CREATE_SUBAGENT_SCHEMA, ASSIGN_TASK_SCHEMA]

@@ -116,8 +116,14 @@ class Workspace:
     the call created or modified, within ``quota``. The directory is removed on exit.
     """
 
-    def __init__(self, run_id: str, source: ArtifactSource | Mapping[str, tuple[str, bytes]] | None = None, *,
-                 quota: Quota | None = None, cache: FileCache | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        source: ArtifactSource | Mapping[str, tuple[str, bytes]] | None = None,
+        *,
+        quota: Quota | None = None,
+        cache: FileCache | None = None,
+    ) -> None:
         self.run_id = run_id
         self.quota = quota or Quota()
         self._source = _MemorySource(source) if isinstance(source, Mapping) else source
@@ -217,8 +223,9 @@ class Workspace:
             name = sanitize.text(rel)
             if len(rel) > MAX_PATH_CHARS or name != rel:
                 # artifacts.path is VARCHAR(512), and a name that is not UTF-8 cannot be stored at all.
-                changes.refuse(name, st.st_size, f"its path cannot be stored (not UTF-8, or over {MAX_PATH_CHARS} "
-                                                 "characters)")
+                changes.refuse(
+                    name, st.st_size, f"its path cannot be stored (not UTF-8, or over {MAX_PATH_CHARS} characters)"
+                )
                 continue
             if st.st_size != tally.sizes.get(rel) and (reason := tally.refusal(rel, st.st_size)):
                 changes.refuse(rel, st.st_size, reason)  # not even read

@@ -57,9 +57,7 @@ class LLMClient:
         self._given = http
         self._sleep = sleep
         self._rand = rand
-        self._limiter = limiter if limiter is not None else shared_limiter(
-            settings.llm_max_concurrency
-        )
+        self._limiter = limiter if limiter is not None else shared_limiter(settings.llm_max_concurrency)
 
     def complete(
         self,
@@ -88,10 +86,15 @@ class LLMClient:
                     raise
                 delay = backoff_delay(attempt, retry_after=exc.retry_after, rand=self._rand())
                 log.warning(
-                    "model call failed (%s, status %s); retry %d/%d in %.1fs "
-                    "[run=%s agent=%s step=%s]",
-                    type(exc).__name__, exc.status_code, attempt + 1, max_retries, delay,
-                    ctx.run_id or "-", ctx.agent_id or "-", ctx.step_id or "-",
+                    "model call failed (%s, status %s); retry %d/%d in %.1fs [run=%s agent=%s step=%s]",
+                    type(exc).__name__,
+                    exc.status_code,
+                    attempt + 1,
+                    max_retries,
+                    delay,
+                    ctx.run_id or "-",
+                    ctx.agent_id or "-",
+                    ctx.step_id or "-",
                 )
                 self._sleep(delay)
                 if still_wanted is not None and not still_wanted():
@@ -115,9 +118,7 @@ class LLMClient:
             self._limiter.on_success()
             return result
 
-    def _body(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
-    ) -> dict[str, Any]:
+    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
         if tools:
             body["tools"] = tools
@@ -215,9 +216,7 @@ class _PerThread:
             client.close()
 
 
-def parse_completion(
-    response: httpx.Response, latency: float, *, default_model: str
-) -> LLMResponse:
+def parse_completion(response: httpx.Response, latency: float, *, default_model: str) -> LLMResponse:
     """The :class:`LLMResponse` in a 2xx chat-completions ``response``; a body that is not
     a completion raises a (retryable) :class:`~swarm.exceptions.LLMServerError`."""
     try:
@@ -278,9 +277,7 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, list):
-        return "".join(
-            str(part.get("text", "")) for part in value if isinstance(part, dict)
-        )
+        return "".join(str(part.get("text", "")) for part in value if isinstance(part, dict))
     return str(value)
 
 

@@ -89,9 +89,7 @@ def map_response_error(response: httpx.Response) -> LLMError:
             retry_after=_retry_after(response, ""),
         )
     if status == 408:
-        return LLMTimeout(
-            f"The model endpoint timed the request out (HTTP 408).{said}", status_code=status
-        )
+        return LLMTimeout(f"The model endpoint timed the request out (HTTP 408).{said}", status_code=status)
     return LLMBadRequest(_bad_request_hint(status, where) + said, status_code=status)
 
 
@@ -134,9 +132,7 @@ def map_transport_errors() -> Iterator[None]:
             if isinstance(exc, httpx.ConnectTimeout)
             else "Raise SWARM_LLM_TIMEOUT if long answers are expected."
         )
-        raise LLMTimeout(
-            f"The model endpoint did not answer in time ({_describe(exc)}). {hint}"
-        ) from exc
+        raise LLMTimeout(f"The model endpoint did not answer in time ({_describe(exc)}). {hint}") from exc
     except httpx.UnsupportedProtocol as exc:
         # A URL without http(s):// will never work; retrying it six times only delays the news.
         raise LLMBadRequest(
@@ -145,14 +141,11 @@ def map_transport_errors() -> Iterator[None]:
         ) from exc
     except httpx.TransportError as exc:
         raise LLMConnectionError(
-            f"Could not reach the model endpoint ({_describe(exc)}). Check SWARM_LLM_BASE_URL "
-            f"and the network."
+            f"Could not reach the model endpoint ({_describe(exc)}). Check SWARM_LLM_BASE_URL and the network."
         ) from exc
     except httpx.DecodingError as exc:
         # A body that cannot be decompressed is a broken proxy, which usually passes.
-        raise LLMServerError(
-            f"The model endpoint sent an undecodable response ({_describe(exc)})."
-        ) from exc
+        raise LLMServerError(f"The model endpoint sent an undecodable response ({_describe(exc)}).") from exc
 
 
 def unusable_response(response: httpx.Response, what: str) -> LLMServerError:

@@ -20,13 +20,10 @@ class AdaptiveLimiter:
     burst of 429s from one overload halves the limit once, not down to the floor.
     """
 
-    def __init__(
-        self, max_concurrency: int, min_concurrency: int = 1, *, increase: float = 1.0
-    ) -> None:
+    def __init__(self, max_concurrency: int, min_concurrency: int = 1, *, increase: float = 1.0) -> None:
         if min_concurrency < 1 or max_concurrency < min_concurrency:
             raise ValueError(
-                "need 1 <= min_concurrency <= max_concurrency, "
-                f"got min={min_concurrency}, max={max_concurrency}"
+                f"need 1 <= min_concurrency <= max_concurrency, got min={min_concurrency}, max={max_concurrency}"
             )
         if increase <= 0:
             raise ValueError(f"increase must be positive, got {increase}")

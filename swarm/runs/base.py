@@ -36,9 +36,13 @@ class RunRequest:
 
     def limits(self) -> dict[str, Any]:
         """The limits that were given, by their API names."""
-        given = {"max_subagents": self.max_subagents, "max_tool_calls": self.max_tool_calls,
-                 "max_steps_per_agent": self.max_steps_per_agent, "max_wall_seconds": self.max_wall_seconds,
-                 "max_depth": self.max_depth}
+        given = {
+            "max_subagents": self.max_subagents,
+            "max_tool_calls": self.max_tool_calls,
+            "max_steps_per_agent": self.max_steps_per_agent,
+            "max_wall_seconds": self.max_wall_seconds,
+            "max_depth": self.max_depth,
+        }
         return {k: v for k, v in given.items() if v is not None}
 
 
@@ -65,8 +69,9 @@ class Runs(Protocol):
 
     def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary: ...
 
-    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
-             scope: str | None = None) -> list[RunSummary]: ...
+    def list_runs(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
+    ) -> list[RunSummary]: ...
 
     def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
         """The agent tree, parents before children."""

@@ -9,8 +9,9 @@ from swarm.runs.remote import RemoteRuns
 from swarm.store.store import StateStore
 
 
-def open_runs(settings: Settings, api_url: str | None = None, *, store: StateStore | None = None,
-              serving: bool = False) -> Runs:
+def open_runs(
+    settings: Settings, api_url: str | None = None, *, store: StateStore | None = None, serving: bool = False
+) -> Runs:
     """A swarm server's runs with ``api_url`` (``--api``) or SWARM_API_URL; else the cluster's with
     SWARM_BROKER_URL; else this process's. A server (``serving``) never talks to another server, and
     in embedded mode adopts the runs its last shutdown interrupted."""

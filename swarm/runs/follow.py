@@ -55,8 +55,9 @@ class GapTracker:
         #: xmin of the snapshot taken after the previous read, i.e. before this one
         self._before_read: int | None = None
 
-    def advance(self, frontier: int, rows: Sequence[Mapping[str, Any]], now: float,
-                snapshot: XidSnapshot | None = None) -> int:
+    def advance(
+        self, frontier: int, rows: Sequence[Mapping[str, Any]], now: float, snapshot: XidSnapshot | None = None
+    ) -> int:
         """The new frontier given ``rows`` (id-ordered, all with id > ``frontier``): every id up to
         it is either published or known never to commit."""
         ended_all = None if snapshot is None else (snapshot[1] + 1 if snapshot[1] is not None else snapshot[0])
@@ -101,8 +102,9 @@ def initial_frontier(store: StateStore, stale_after: float = STALE_AFTER, now: f
     return heads[-1][0] - 1
 
 
-def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: float = 0.25,
-                 stop: Callable[[], bool] = lambda: False) -> Iterator[list[dict[str, Any]]]:
+def follow_store(
+    store: StateStore, run_id: str, after_id: int = 0, *, poll: float = 0.25, stop: Callable[[], bool] = lambda: False
+) -> Iterator[list[dict[str, Any]]]:
     """Batches of a run's events with id > ``after_id``, gap-safe, read straight from the database
     (for ``swarm watch`` without a server). Ends after ``run_done`` once the run is terminal."""
     gaps = GapTracker()
@@ -135,9 +137,13 @@ def follow_store(store: StateStore, run_id: str, after_id: int = 0, *, poll: flo
             time.sleep(poll)
 
 
-def poll_until_done(store: StateStore, run_id: str,
-                    on_progress: Callable[[RunSummary, dict[str, int]], None] | None = None, *,
-                    poll: float = 0.25) -> RunSummary:
+def poll_until_done(
+    store: StateStore,
+    run_id: str,
+    on_progress: Callable[[RunSummary, dict[str, int]], None] | None = None,
+    *,
+    poll: float = 0.25,
+) -> RunSummary:
     """Wait for a run in this database to end, reading its status (and, for ``on_progress``, its
     summary and agent counts) every ``poll`` seconds."""
     while True:

@@ -43,10 +43,17 @@ class StoreRuns:
 
     def spec(self, request: RunRequest) -> RunSpec:
         """The request with this side's defaults for the limits it leaves open."""
-        spec = run_spec(self.settings, request.task, model=request.model, max_subagents=request.max_subagents,
-                        max_tool_calls=request.max_tool_calls, max_steps=request.max_steps_per_agent,
-                        max_wall_seconds=request.max_wall_seconds, max_depth=request.max_depth,
-                        tenant=request.tenant)
+        spec = run_spec(
+            self.settings,
+            request.task,
+            model=request.model,
+            max_subagents=request.max_subagents,
+            max_tool_calls=request.max_tool_calls,
+            max_steps=request.max_steps_per_agent,
+            max_wall_seconds=request.max_wall_seconds,
+            max_depth=request.max_depth,
+            tenant=request.tenant,
+        )
         return dataclasses.replace(spec, attachments=request.attachments)
 
     def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled:
@@ -57,8 +64,9 @@ class StoreRuns:
     def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary:
         return self.store.run_summary(run_id, scope)
 
-    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
-             scope: str | None = None) -> list[RunSummary]:
+    def list_runs(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
+    ) -> list[RunSummary]:
         return self.store.list_runs(tenant=scope, status=status, limit=limit, offset=offset)
 
     def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
@@ -66,9 +74,15 @@ class StoreRuns:
 
     def timeline(self, run_id: str, *, scope: str | None = None) -> dict[str, Any]:
         summary = self.store.run_summary(run_id, scope)
-        return {"run_id": run_id, "status": summary.status, "now": time.time(), "created_at": summary.created_at,
-                "finished_at": summary.finished_at, "agents": self.store.agent_tree(run_id, scope),
-                "steps": [{**s, "is_error": bool(s["is_error"])} for s in self.store.steps_timeline(run_id)]}
+        return {
+            "run_id": run_id,
+            "status": summary.status,
+            "now": time.time(),
+            "created_at": summary.created_at,
+            "finished_at": summary.finished_at,
+            "agents": self.store.agent_tree(run_id, scope),
+            "steps": [{**s, "is_error": bool(s["is_error"])} for s in self.store.steps_timeline(run_id)],
+        }
 
     def events(self, run_id: str, *, after: int = 0, scope: str | None = None) -> Iterator[dict[str, Any]]:
         self.store.run_status(run_id, scope)  # NotFound now, not in the middle of a stream

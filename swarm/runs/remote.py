@@ -38,15 +38,20 @@ class RemoteRuns:
 
     mode = "remote"
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         if not base_url:
             raise ConfigError("no server URL: set SWARM_API_URL or pass --api")
         if not api_key:
             raise ConfigError("no API key: set SWARM_API_KEY (create one on the server with `swarm keys create`)")
         self.base_url = self.where = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
-                                  headers={"Authorization": f"Bearer {api_key}", "User-Agent": "swarm-cli"})
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "swarm-cli"},
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str | None = None) -> RemoteRuns | None:
@@ -59,10 +64,13 @@ class RemoteRuns:
     # ------------------------------------------------------------------ runs
 
     def submit(self, request: RunRequest) -> str:
-        body: dict[str, Any] = {"task": request.task, "limits": request.limits(),
-                                "attachments": [{"name": a.name, "mime": a.mime,
-                                                 "data": base64.b64encode(a.data).decode()}
-                                                for a in request.attachments]}
+        body: dict[str, Any] = {
+            "task": request.task,
+            "limits": request.limits(),
+            "attachments": [
+                {"name": a.name, "mime": a.mime, "data": base64.b64encode(a.data).decode()} for a in request.attachments
+            ],
+        }
         if request.model:
             body["model"] = request.model
         return str(self._json("POST", "/v1/runs", json=body)["id"])
@@ -74,8 +82,9 @@ class RemoteRuns:
         out = self._json("POST", f"/v1/runs/{run_id}/cancel")
         return Cancelled(run_id, RunStatus(out["status"]), bool(out["changed"]))
 
-    def list_runs(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
-             scope: str | None = None) -> list[RunSummary]:
+    def list_runs(
+        self, *, status: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
+    ) -> list[RunSummary]:
         params: dict[str, Any] = {"limit": min(limit, 500), "offset": offset}
         if status:
             params["status"] = status
@@ -111,8 +120,13 @@ class RemoteRuns:
         while True:
             headers = {"Last-Event-ID": str(last)} if last else {}
             try:
-                with self._stream("GET", f"/v1/runs/{run_id}/events", headers=headers,
-                                  params={"follow": "true"}, timeout=httpx.Timeout(30.0, read=60.0)) as resp:
+                with self._stream(
+                    "GET",
+                    f"/v1/runs/{run_id}/events",
+                    headers=headers,
+                    params={"follow": "true"},
+                    timeout=httpx.Timeout(30.0, read=60.0),
+                ) as resp:
                     for kind, event in sse_messages(resp.iter_lines()):
                         if kind == "end":
                             return  # the run is over and every event was sent

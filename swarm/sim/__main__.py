@@ -11,24 +11,31 @@ from swarm.sim.server import SimConfig, serve
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     d, dp = SimConfig(), SimParams()
-    p = argparse.ArgumentParser(prog="python -m swarm.sim",
-                                description="Deterministic OpenAI-compatible Kimi swarm simulator.")
+    p = argparse.ArgumentParser(
+        prog="python -m swarm.sim", description="Deterministic OpenAI-compatible Kimi swarm simulator."
+    )
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--agents", type=int, default=dp.agents, help="subagent tasks per run (N)")
     p.add_argument("--tools", type=int, default=dp.tools, help="tool calls per subagent (K)")
     p.add_argument("--tool", choices=SIM_TOOLS, default=dp.tool)
     p.add_argument("--latency", type=float, default=dp.latency, help="seconds per completion")
-    p.add_argument("--tool-latency", type=float, default=dp.tool_latency,
-                   help="seconds each python tool call sleeps")
+    p.add_argument("--tool-latency", type=float, default=dp.tool_latency, help="seconds each python tool call sleeps")
     p.add_argument("--fault", choices=FAULTS, default=None)
     p.add_argument("--http", default=None, help='HTTP fault: "429x2", "500x1", "401", "quota"...')
-    p.add_argument("--no-thinking", dest="thinking", action="store_false",
-                   help="reply without reasoning_content")
+    p.add_argument("--no-thinking", dest="thinking", action="store_false", help="reply without reasoning_content")
     p.add_argument("--model", default=d.model)
     a = p.parse_args(argv)
-    params = SimParams(agents=a.agents, tools=a.tools, tool=a.tool, latency=a.latency, tool_latency=a.tool_latency,
-                       fault=a.fault, http=a.http, thinking=a.thinking)
+    params = SimParams(
+        agents=a.agents,
+        tools=a.tools,
+        tool=a.tool,
+        latency=a.latency,
+        tool_latency=a.tool_latency,
+        fault=a.fault,
+        http=a.http,
+        thinking=a.thinking,
+    )
     return SimConfig(params=params, host=a.host, port=a.port, model=a.model)
 
 

@@ -107,8 +107,7 @@ class SimParams:
 
     def subagent_directive(self) -> str:
         """The directive the orchestrator writes into each task so the worker inherits its knobs."""
-        text = (f"#sim tools={self.tools} tool={self.tool} "
-                f"tool_latency={self.tool_latency:g} latency={self.latency:g}")
+        text = f"#sim tools={self.tools} tool={self.tool} tool_latency={self.tool_latency:g} latency={self.latency:g}"
         if self.scenario:
             text += f" scenario={self.scenario}"
         return text if self.thinking else text + " thinking=false"

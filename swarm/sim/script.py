@@ -22,8 +22,7 @@ from swarm.sim.params import SimParams, decode_args, parse_directive
 SUBAGENT_MARKER = "[sim-subagent]"
 WORKER_NAME = "worker"
 WORKER_SYSTEM_PROMPT = (
-    f"You are a worker subagent {SUBAGENT_MARKER}. "
-    "Do the task with your tools, one call per turn, then answer."
+    f"You are a worker subagent {SUBAGENT_MARKER}. Do the task with your tools, one call per turn, then answer."
 )
 DEFAULT_MODEL = "kimi-k2.5-sim"
 #: A fixed ``created`` keeps whole responses reproducible.
@@ -51,8 +50,7 @@ def first_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 def is_subagent(messages: Sequence[Mapping[str, Any]]) -> bool:
-    return any(SUBAGENT_MARKER in message_text(m.get("content"))
-               for m in _role_messages(messages, "system"))
+    return any(SUBAGENT_MARKER in message_text(m.get("content")) for m in _role_messages(messages, "system"))
 
 
 def resolve_params(messages: Sequence[Mapping[str, Any]], defaults: SimParams) -> SimParams:
@@ -127,13 +125,16 @@ def _validate_messages(messages: list[Any], thinking: bool) -> str | None:
         if role not in ("system", "user", "assistant", "tool"):
             return f"message at index {i} has invalid role {role!r}"
         if role != "tool" and pending:
-            return (f"assistant message with tool_calls must be followed by tool messages "
-                    f"for each tool_call_id; missing {pending[0]!r} before index {i}")
+            return (
+                f"assistant message with tool_calls must be followed by tool messages "
+                f"for each tool_call_id; missing {pending[0]!r} before index {i}"
+            )
         if role == "assistant":
             calls = _tool_calls(m)
             if calls and thinking and not m.get("reasoning_content"):
-                return ("thinking is enabled but reasoning_content is missing in assistant "
-                        f"tool call message at index {i}")
+                return (
+                    f"thinking is enabled but reasoning_content is missing in assistant tool call message at index {i}"
+                )
             pending = [str(c.get("id", "")) for c in calls]
             answered.update(pending)
         elif role == "tool":
@@ -169,8 +170,7 @@ def _call(name: str, args: Mapping[str, Any]) -> Call:
 
 
 def _tool_results(messages: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    return {str(m.get("tool_call_id")): message_text(m.get("content"))
-            for m in _role_messages(messages, "tool")}
+    return {str(m.get("tool_call_id")): message_text(m.get("content")) for m in _role_messages(messages, "tool")}
 
 
 _DONE_RE = re.compile(r"Task \d+ done:")
@@ -178,8 +178,11 @@ _DONE_RE = re.compile(r"Task \d+ done:")
 
 def _summary(messages: Sequence[Mapping[str, Any]], n: int) -> Turn:
     # The fan-out is the last turn that assigned tasks (an unknown_agent fault turn came earlier).
-    fan_outs = [calls for calls in map(_tool_calls, _role_messages(messages, "assistant"))
-                if any(_function(c).get("name") == ASSIGN_TASK for c in calls)]
+    fan_outs = [
+        calls
+        for calls in map(_tool_calls, _role_messages(messages, "assistant"))
+        if any(_function(c).get("name") == ASSIGN_TASK for c in calls)
+    ]
     calls = fan_outs[-1] if fan_outs else []
     results = _tool_results(messages)
     # Results are read in call order, not arrival order, so the digest does not depend on
@@ -188,8 +191,7 @@ def _summary(messages: Sequence[Mapping[str, Any]], n: int) -> Turn:
     n_ok = sum(1 for r in ordered if _DONE_RE.search(r))
     digest = hashlib.sha256("".join(ordered).encode()).hexdigest()[:12]
     return Turn(
-        content=(f"Summary of {n} subagent reports: {n_ok} ok, {len(ordered) - n_ok} errors. "
-                 f"digest={digest}"),
+        content=(f"Summary of {n} subagent reports: {n_ok} ok, {len(ordered) - n_ok} errors. digest={digest}"),
         reasoning=f"All {len(ordered)} reports are back; summarising them.",
     )
 
@@ -209,8 +211,11 @@ def _fault_turn(fault: str, params: SimParams) -> Turn:
 def _orchestrator_turn_index(messages: Sequence[Mapping[str, Any]], fault: str | None) -> int:
     assistants = _role_messages(messages, "assistant")
     turn = len(assistants)
-    if fault == "empty" and len(_role_messages(messages, "user")) > 1 and not any(
-            not message_text(a.get("content")) and not _tool_calls(a) for a in assistants):
+    if (
+        fault == "empty"
+        and len(_role_messages(messages, "user")) > 1
+        and not any(not message_text(a.get("content")) and not _tool_calls(a) for a in assistants)
+    ):
         # The engine nudged but dropped the empty reply from history; counting the nudge as
         # that turn keeps the sim from answering empty forever.
         turn += 1
@@ -232,17 +237,20 @@ def orchestrator_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) 
     fault = params.fault
     turn = _orchestrator_turn_index(messages, fault)
     if turn == 0:
-        return Turn("", "I need workers first: creating one subagent.", (
-            _call(CREATE_SUBAGENT, {"name": WORKER_NAME, "system_prompt": WORKER_SYSTEM_PROMPT}),))
+        return Turn(
+            "",
+            "I need workers first: creating one subagent.",
+            (_call(CREATE_SUBAGENT, {"name": WORKER_NAME, "system_prompt": WORKER_SYSTEM_PROMPT}),),
+        )
     offset = 1 if fault else 0
     if fault and turn == 1:
         return _fault_turn(fault, params)
     n = params.agents
     if turn == 1 + offset:
         calls = tuple(
-            _call(ASSIGN_TASK, {"agent": WORKER_NAME,
-                                "prompt": f"Task {i} of {n}. {params.subagent_directive()}"})
-            for i in range(1, n + 1))
+            _call(ASSIGN_TASK, {"agent": WORKER_NAME, "prompt": f"Task {i} of {n}. {params.subagent_directive()}"})
+            for i in range(1, n + 1)
+        )
         return Turn("", f"The worker exists; assigning {n} tasks in parallel.", calls)
     return _summary(messages, n)
 
@@ -262,8 +270,7 @@ def subagent_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> T
     elif params.tool == "echo":
         call = _call("echo", {"text": f"task {i} step {k}"})
     else:
-        sleep = (f"import time; time.sleep({params.tool_latency:g})\n"
-                 if params.tool_latency > 0 else "")
+        sleep = f"import time; time.sleep({params.tool_latency:g})\n" if params.tool_latency > 0 else ""
         call = _call("python", {"code": f"{sleep}print({i * 1000 + k})"})
     return Turn("", f"Task {i}, step {k}: calling {params.tool}.", (call,))
 
@@ -272,28 +279,35 @@ def _files_code(i: int, k: int) -> str:
     """Step k of task i: append to the file step k-1 wrote. A missing file raises (and the tool
     result is an error), so a workspace that did not follow the run cannot go unnoticed."""
     prev = f"pathlib.Path('notes/{i}_{k - 1}.txt').read_text()" if k else "''"
-    return ("import pathlib\n"
-            "pathlib.Path('notes').mkdir(exist_ok=True)\n"
-            f"prev = {prev}\n"
-            f"pathlib.Path('notes/{i}_{k}.txt').write_text(prev + 'step {k};')\n"
-            f"print('task {i} step {k} read', len(prev))")
+    return (
+        "import pathlib\n"
+        "pathlib.Path('notes').mkdir(exist_ok=True)\n"
+        f"prev = {prev}\n"
+        f"pathlib.Path('notes/{i}_{k}.txt').write_text(prev + 'step {k};')\n"
+        f"print('task {i} step {k} read', len(prev))"
+    )
 
 
 def decide(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
     """The next assistant turn of the conversation in ``messages``."""
-    return subagent_turn(messages, params) if is_subagent(messages) else orchestrator_turn(
-        messages, params)
+    return subagent_turn(messages, params) if is_subagent(messages) else orchestrator_turn(messages, params)
 
 
 def completion_body(
-    turn: Turn, messages: Sequence[Mapping[str, Any]], model: str, thinking: bool,
+    turn: Turn,
+    messages: Sequence[Mapping[str, Any]],
+    model: str,
+    thinking: bool,
 ) -> dict[str, Any]:
     """``turn`` as an OpenAI ``chat.completion`` body, with Kimi-style tool-call ids."""
     # Kimi numbers tool calls across the whole conversation: functions.<name>:<idx>.
     base = sum(len(_tool_calls(m)) for m in _role_messages(messages, "assistant"))
     tool_calls = [
-        {"id": f"functions.{c.name}:{base + j}", "type": "function",
-         "function": {"name": c.name, "arguments": c.arguments}}
+        {
+            "id": f"functions.{c.name}:{base + j}",
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
         for j, c in enumerate(turn.calls)
     ]
     message: dict[str, Any] = {"role": "assistant", "content": turn.content}
@@ -301,8 +315,11 @@ def completion_body(
         message["reasoning_content"] = turn.reasoning
     if tool_calls:
         message["tool_calls"] = tool_calls
-    reply_chars = (len(turn.content) + (len(turn.reasoning) if thinking else 0)
-                   + sum(len(c.name) + len(c.arguments) for c in turn.calls))
+    reply_chars = (
+        len(turn.content)
+        + (len(turn.reasoning) if thinking else 0)
+        + sum(len(c.name) + len(c.arguments) for c in turn.calls)
+    )
     prompt_tokens = len(_canonical(list(messages))) // 4
     completion_tokens = max(1, reply_chars // 4)
     return {
@@ -310,13 +327,18 @@ def completion_body(
         "object": "chat.completion",
         "created": CREATED,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": "tool_calls" if tool_calls else "stop",
-        }],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if tool_calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 
@@ -326,7 +348,8 @@ def reply(body: Mapping[str, Any], defaults: SimParams) -> dict[str, Any]:
     params = resolve_params(messages, defaults)
     model = body.get("model")
     return completion_body(
-        decide(messages, params), messages,
+        decide(messages, params),
+        messages,
         model if isinstance(model, str) and model else DEFAULT_MODEL,
         thinking=params.thinking and thinking_requested(body),
     )

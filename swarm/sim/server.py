@@ -80,9 +80,14 @@ class SimState:
         with self.lock:
             served = sum(self.served.values())
             unique = len(self.served)
-            return {"requests": self.requests, "served": served, "unique": unique,
-                    "duplicates": served - unique, "by_run": dict(self.by_run),
-                    "errors": {str(k): v for k, v in sorted(self.errors.items())}}
+            return {
+                "requests": self.requests,
+                "served": served,
+                "unique": unique,
+                "duplicates": served - unique,
+                "by_run": dict(self.by_run),
+                "errors": {str(k): v for k, v in sorted(self.errors.items())},
+            }
 
     def log(self, run_id: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
@@ -96,16 +101,15 @@ class SimState:
             self.entries.clear()
 
 
-def _error(status: int, message: str, error_type: str,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": error_type}},
-                        status_code=status, headers=headers)
+def _error(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": error_type}}, status_code=status, headers=headers)
 
 
 _FAULT_MESSAGES = {
     "rate_limit_reached_error": "Your account reached max request rate, please try again later",
-    "exceeded_current_quota_error": ("Your account is suspended due to insufficient balance, "
-                                     "please recharge your account or check your plan"),
+    "exceeded_current_quota_error": (
+        "Your account is suspended due to insufficient balance, please recharge your account or check your plan"
+    ),
     "invalid_authentication_error": "Invalid Authentication",
     "permission_denied_error": "The API you are accessing is not open",
 }
@@ -119,8 +123,11 @@ def _fault_response(fault: HttpFault) -> JSONResponse:
 
 def _swarm_headers(request: Request) -> dict[str, str]:
     h = request.headers
-    return {"run_id": h.get("x-swarm-run-id", ""), "agent_id": h.get("x-swarm-agent-id", ""),
-            "step_id": h.get("x-swarm-step-id", "")}
+    return {
+        "run_id": h.get("x-swarm-run-id", ""),
+        "agent_id": h.get("x-swarm-agent-id", ""),
+        "step_id": h.get("x-swarm-step-id", ""),
+    }
 
 
 async def _read_json(request: Request) -> Any:
@@ -143,8 +150,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(body, dict) or not isinstance(messages, list):
             ledger.record(400, "", headers)
-            return _error(400, script.validate_request(body) or "invalid request",
-                          "invalid_request_error")
+            return _error(400, script.validate_request(body) or "invalid request", "invalid_request_error")
         key = script.request_key(messages)
         params = script.resolve_params(messages, defaults)
         fault = params.http_fault
@@ -167,9 +173,12 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
         return JSONResponse(completion)
 
     async def models(_: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": cfg.model, "object": "model", "created": script.CREATED,
-             "owned_by": "swarm-sim"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": cfg.model, "object": "model", "created": script.CREATED, "owned_by": "swarm-sim"}],
+            }
+        )
 
     async def stats(_: Request) -> Response:
         return JSONResponse(ledger.stats())
@@ -189,19 +198,23 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
 
     async def page(request: Request) -> Response:
         slug = request.path_params["slug"]
-        return HTMLResponse(f"<html><head><title>Sim page {slug}</title></head><body>"
-                            f"<h1>Sim page {slug}</h1><p>Deterministic text for {slug}.</p>"
-                            "</body></html>")
+        return HTMLResponse(
+            f"<html><head><title>Sim page {slug}</title></head><body>"
+            f"<h1>Sim page {slug}</h1><p>Deterministic text for {slug}.</p>"
+            "</body></html>"
+        )
 
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/sim/stats", stats, methods=["GET"]),
-        Route("/sim/log", log, methods=["GET"]),
-        Route("/sim/reset", reset, methods=["POST"]),
-        Route("/search", search, methods=["GET"]),
-        Route("/pages/{slug}", page, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/sim/stats", stats, methods=["GET"]),
+            Route("/sim/log", log, methods=["GET"]),
+            Route("/sim/reset", reset, methods=["POST"]),
+            Route("/search", search, methods=["GET"]),
+            Route("/pages/{slug}", page, methods=["GET"]),
+        ]
+    )
     app.state.sim = ledger
     return app
 
@@ -212,23 +225,44 @@ def search_results(query: str, base_url: str) -> dict[str, Any]:
     Result URLs point back at this server's ``/pages/`` so a web_fetch test needs no internet.
     """
     tag = hashlib.sha256(query.encode()).hexdigest()[:8]
-    results = [{
-        "url": f"{base_url}/pages/{tag}-{i}",
-        "title": f"Result {i} for {query}",
-        "content": f"Snippet {i} about {query} ({tag}).",
-        "engine": "sim", "engines": ["sim"], "category": "general",
-        "score": round(1.0 / i, 3), "positions": [i],
-    } for i in range(1, 4)]
-    return {"query": query, "number_of_results": len(results), "results": results,
-            "answers": [], "corrections": [], "infoboxes": [], "suggestions": [],
-            "unresponsive_engines": []}
+    results = [
+        {
+            "url": f"{base_url}/pages/{tag}-{i}",
+            "title": f"Result {i} for {query}",
+            "content": f"Snippet {i} about {query} ({tag}).",
+            "engine": "sim",
+            "engines": ["sim"],
+            "category": "general",
+            "score": round(1.0 / i, 3),
+            "positions": [i],
+        }
+        for i in range(1, 4)
+    ]
+    return {
+        "query": query,
+        "number_of_results": len(results),
+        "results": results,
+        "answers": [],
+        "corrections": [],
+        "infoboxes": [],
+        "suggestions": [],
+        "unresponsive_engines": [],
+    }
 
 
 def _uvicorn_config(app: Starlette, host: str, port: int, log_level: str) -> uvicorn.Config:
     # ws="none": the sim speaks plain HTTP, and not importing websockets avoids its
     # deprecation warnings, which the test suite turns into errors.
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          lifespan="off", ws="none", timeout_keep_alive=30)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        timeout_keep_alive=30,
+    )
 
 
 def serve(config: SimConfig | None = None) -> None:

@@ -28,8 +28,11 @@ def put(conn: Connection, dialect: str, run_id: str, path: str, data: bytes) -> 
     # An upsert: two parallel tool steps creating the same new file must not collide on
     # the unique (run_id, path) key (an IntegrityError, which fails a step).
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-    conn.execute(upsert(ARTIFACTS).values(run_id=run_id, path=path, **values)
-                 .on_conflict_do_update(index_elements=[ARTIFACTS.c.run_id, ARTIFACTS.c.path], set_=values))
+    conn.execute(
+        upsert(ARTIFACTS)
+        .values(run_id=run_id, path=path, **values)
+        .on_conflict_do_update(index_elements=[ARTIFACTS.c.run_id, ARTIFACTS.c.path], set_=values)
+    )
 
 
 def save(conn: Connection, dialect: str, run_id: str, changes: Changes) -> list[Refused]:
@@ -67,12 +70,16 @@ class Reads:
     def index(self, run_id: str) -> list[ArtifactInfo]:
         """A run's workspace files, without their bytes."""
         with self.session.read() as conn:
-            rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at)
-                                .where(ARTIFACTS.c.run_id == run_id).order_by(ARTIFACTS.c.path)).all()
+            rows = conn.execute(
+                select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at)
+                .where(ARTIFACTS.c.run_id == run_id)
+                .order_by(ARTIFACTS.c.path)
+            ).all()
         return [ArtifactInfo(r.path, r.sha256, r.size, r.updated_at) for r in rows]
 
-    def contents(self, run_id: str, files: Sequence[ArtifactInfo], *,
-                 read_bytes: int = READ_BYTES) -> Iterator[tuple[str, str, bytes]]:
+    def contents(
+        self, run_id: str, files: Sequence[ArtifactInfo], *, read_bytes: int = READ_BYTES
+    ) -> Iterator[tuple[str, str, bytes]]:
         """``(path, sha256, piece)`` for each of ``files``, reading at most about ``read_bytes`` at a
         time: small files several per query, a larger one in consecutive pieces (its own queries).
         A file's pieces concatenate to its bytes; one read while a new version was being saved
@@ -93,8 +100,13 @@ class Reads:
 
     def _batch(self, run_id: str, paths: list[str]) -> Iterator[tuple[str, str, bytes]]:
         with self.session.read() as conn:
-            rows = list(conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
-                                     .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path.in_(paths))))
+            rows = list(
+                conn.execute(
+                    select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data).where(
+                        ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path.in_(paths)
+                    )
+                )
+            )
         while rows:  # each row let go once written
             r = rows.pop()
             yield r.path, r.sha256, bytes(r.data)
@@ -105,8 +117,11 @@ class Reads:
             # substr counts from 1, in bytes for bytea (PostgreSQL) and BLOB (SQLite).
             piece = func.substr(ARTIFACTS.c.data, offset + 1, read_bytes, type_=LargeBinary)
             with self.session.read() as conn:
-                row = conn.execute(select(ARTIFACTS.c.sha256, ARTIFACTS.c.size, piece.label("piece"))
-                                   .where(ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path)).first()
+                row = conn.execute(
+                    select(ARTIFACTS.c.sha256, ARTIFACTS.c.size, piece.label("piece")).where(
+                        ARTIFACTS.c.run_id == run_id, ARTIFACTS.c.path == path
+                    )
+                ).first()
             if row is None:
                 return
             data = bytes(row.piece or b"")
@@ -120,6 +135,7 @@ class Reads:
         """path → (sha256, bytes) of a run's workspace files, all in memory: for inspection and
         tests. Tool calls restore files with :meth:`contents`, about a MiB at a time."""
         with self.session.read() as conn:
-            rows = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data)
-                                .where(ARTIFACTS.c.run_id == run_id)).all()
+            rows = conn.execute(
+                select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.data).where(ARTIFACTS.c.run_id == run_id)
+            ).all()
         return {r.path: (r.sha256, bytes(r.data)) for r in rows}

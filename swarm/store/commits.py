@@ -58,13 +58,21 @@ class Commits:
             # Only a turn with tool calls needs the budgets; the pessimistic retry locks them first.
             run = None if optimistic else writes.lock_run(conn, claim.run_id)
             granted = (0, 0)
-            outcomes.close_step(conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in,
-                                tokens_out=response.tokens_out)
+            outcomes.close_step(
+                conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in, tokens_out=response.tokens_out
+            )
             agent = conn.execute(sql.AGENT_COUNTERS, {"b_id": claim.agent_id}).one()
             seq = agent.next_seq
-            writes.message(conn, claim.run_id, claim.agent_id, seq, "assistant", response.content,
-                           reasoning=response.reasoning_content,
-                           tool_calls=conversation.tool_calls_json(response) or None)
+            writes.message(
+                conn,
+                claim.run_id,
+                claim.agent_id,
+                seq,
+                "assistant",
+                response.content,
+                reasoning=response.reasoning_content,
+                tool_calls=conversation.tool_calls_json(response) or None,
+            )
             tokens = {"b_tin": response.tokens_in, "b_tout": response.tokens_out}
             advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
             refs: list[StepRef] = []
@@ -86,27 +94,47 @@ class Commits:
                 else:
                     reason = prompts.STEP_LIMIT.format(steps=agent.steps + 1)
                     refs = outcomes.finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
-            writes.event(conn, claim.run_id, EventType.LLM_DONE, claim.agent_id, claim.step_id,
-                         {"turn": claim.turn, "kind": plan.kind.value, "tool_calls": len(plan.calls),
-                          "tokens_in": response.tokens_in, "tokens_out": response.tokens_out})
-            counted = conn.execute(sql.COUNT_TURN, {"b_id": claim.run_id, "b_tools": granted[0],
-                                                    "b_subs": granted[1], **tokens}).rowcount
+            writes.event(
+                conn,
+                claim.run_id,
+                EventType.LLM_DONE,
+                claim.agent_id,
+                claim.step_id,
+                {
+                    "turn": claim.turn,
+                    "kind": plan.kind.value,
+                    "tool_calls": len(plan.calls),
+                    "tokens_in": response.tokens_in,
+                    "tokens_out": response.tokens_out,
+                },
+            )
+            counted = conn.execute(
+                sql.COUNT_TURN, {"b_id": claim.run_id, "b_tools": granted[0], "b_subs": granted[1], **tokens}
+            ).rowcount
             if not counted:
                 raise _BudgetMoved()
             return refs
 
-    def _open_tool_steps(self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan,
-                         seq: int) -> tuple[int, list[StepRef], tuple[int, int]]:
+    def _open_tool_steps(
+        self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan, seq: int
+    ) -> tuple[int, list[StepRef], tuple[int, int]]:
         """Insert the turn's tool steps; returns (pending, refs, (tool calls, subagents) granted).
         The caller adds the grant to the run's counters."""
         valid = [c for c in plan.calls if c.error is None]
         want_tools = sum(1 for c in valid if c.name not in ORCHESTRATION_TOOLS)
         want_subs = sum(1 for c in valid if c.launches_subagent)
-        g = limits.grant(want_tools, want_subs, used_tools=run.tool_calls, max_tools=run.max_tool_calls,
-                         used_subagents=run.subagents, max_subagents=run.max_subagents)
+        g = limits.grant(
+            want_tools,
+            want_subs,
+            used_tools=run.tool_calls,
+            max_tools=run.max_tool_calls,
+            used_subagents=run.subagents,
+            max_subagents=run.max_subagents,
+        )
         tools_left, subs_left = g.tool_calls, g.subagents
-        note = (limits.budget_note(run.tool_calls + g.tool_calls, run.max_tool_calls, "tool calls")
-                if want_tools else None)
+        note = (
+            limits.budget_note(run.tool_calls + g.tool_calls, run.max_tool_calls, "tool calls") if want_tools else None
+        )
         refs: list[StepRef] = []
         ready: list[dict[str, Any]] = []
         now = time.time()
@@ -123,15 +151,35 @@ class Commits:
                 else:
                     error = limits.over_budget_message("tool calls", run.max_tool_calls)
             step_id, msg_seq = new_id(), seq + 1 + c.idx
-            values = dict(id=step_id, run_id=claim.run_id, agent_id=claim.agent_id, kind=StepKind.TOOL,
-                          turn=claim.turn, idx=c.idx, tool_name=c.name, tool_call_id=c.call_id,
-                          arguments=c.arguments, msg_seq=msg_seq, attempt=0, fence=0)
+            values = dict(
+                id=step_id,
+                run_id=claim.run_id,
+                agent_id=claim.agent_id,
+                kind=StepKind.TOOL,
+                turn=claim.turn,
+                idx=c.idx,
+                tool_name=c.name,
+                tool_call_id=c.call_id,
+                arguments=c.arguments,
+                msg_seq=msg_seq,
+                attempt=0,
+                fence=0,
+            )
             if error is None:
                 ready.append({**values, "note": note})
                 refs.append(StepRef(step_id, claim.run_id, claim.agent_id, StepKind.TOOL, c.name))
             else:
-                conn.execute(sql.INSERT_STEP, {**values, "status": StepStatus.SUCCEEDED, "result": error,
-                                               "is_error": True, "started_at": now, "finished_at": now})
+                conn.execute(
+                    sql.INSERT_STEP,
+                    {
+                        **values,
+                        "status": StepStatus.SUCCEEDED,
+                        "result": error,
+                        "is_error": True,
+                        "started_at": now,
+                        "finished_at": now,
+                    },
+                )
                 writes.message(conn, claim.run_id, claim.agent_id, msg_seq, "tool", error, tool_call_id=c.call_id)
         if ready:
             conn.execute(sql.INSERT_READY_STEP, ready)  # one executemany for a whole fan-out
@@ -150,8 +198,14 @@ class Commits:
             if changes is not None and files:
                 content = changes.note_on(content, artifacts.save(conn, self.session.dialect, claim.run_id, changes))
             refs = outcomes.deliver(conn, claim.step_id, content, is_error, StepStatus.RUNNING, claim.fence)
-            writes.event(conn, claim.run_id, EventType.TOOL_DONE, claim.agent_id, claim.step_id,
-                         {"tool": claim.tool_name, "error": is_error})
+            writes.event(
+                conn,
+                claim.run_id,
+                EventType.TOOL_DONE,
+                claim.agent_id,
+                claim.step_id,
+                {"tool": claim.tool_name, "error": is_error},
+            )
             return refs
 
     def _commit_tool_at_once(self, claim: Claim, content: str, is_error: bool) -> list[StepRef]:
@@ -159,12 +213,24 @@ class Commits:
         commit of most tool steps costs one round trip instead of seven."""
         next_id = new_id()
         with self.session.single() as conn:
-            row = conn.execute(sql.COMMIT_TOOL, {
-                "b_id": claim.step_id, "b_fence": claim.fence, "b_result": content, "b_error": is_error,
-                "b_now": time.time(), "b_run": claim.run_id, "b_agent": claim.agent_id, "b_seq": claim.msg_seq,
-                "b_content": writes.with_note(content, claim.note),
-                "b_tcid": claim.tool_call_id, "b_data": {"tool": claim.tool_name, "error": is_error},
-                "b_new": next_id, "b_next_turn": claim.turn + 1}).one()
+            row = conn.execute(
+                sql.COMMIT_TOOL,
+                {
+                    "b_id": claim.step_id,
+                    "b_fence": claim.fence,
+                    "b_result": content,
+                    "b_error": is_error,
+                    "b_now": time.time(),
+                    "b_run": claim.run_id,
+                    "b_agent": claim.agent_id,
+                    "b_seq": claim.msg_seq,
+                    "b_content": writes.with_note(content, claim.note),
+                    "b_tcid": claim.tool_call_id,
+                    "b_data": {"tool": claim.tool_name, "error": is_error},
+                    "b_new": next_id,
+                    "b_next_turn": claim.turn + 1,
+                },
+            ).one()
         if not row.delivered:
             raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
         return [StepRef(next_id, claim.run_id, claim.agent_id, StepKind.LLM)] if row.next_step_id else []
@@ -176,8 +242,9 @@ class Commits:
         with self.session.tx() as conn:
             writes.lock_run(conn, claim.run_id)
             outcomes.close_step(conn, claim, StepStatus.FAILED, error=error)
-            writes.event(conn, claim.run_id, EventType.STEP_FAILED, claim.agent_id, claim.step_id,
-                         {"error": error[:500]})
+            writes.event(
+                conn, claim.run_id, EventType.STEP_FAILED, claim.agent_id, claim.step_id, {"error": error[:500]}
+            )
             if fail_run:
                 outcomes.finish_run(conn, claim.run_id, RunStatus.FAILED, None, error)
                 return []

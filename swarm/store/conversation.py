@@ -29,8 +29,10 @@ def to_openai(row: Any) -> dict[str, Any]:
 
 
 def tool_calls_json(response: LLMResponse) -> list[dict[str, Any]]:
-    return [{"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
-            for tc in response.tool_calls]
+    return [
+        {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+        for tc in response.tool_calls
+    ]
 
 
 def user_content(task: str, attachments: Sequence[Attachment]) -> Any:
@@ -59,8 +61,10 @@ def user_content(task: str, attachments: Sequence[Attachment]) -> Any:
 
 
 def binary_note(name: str, mime: str, size: int) -> str:
-    return (f"Attached file {name} ({sanitize.text(mime)}, {size} bytes) is binary, so it is not shown here; "
-            f"it is in the workspace as {name}, where the python tool can read it.")
+    return (
+        f"Attached file {name} ({sanitize.text(mime)}, {size} bytes) is binary, so it is not shown here; "
+        f"it is in the workspace as {name}, where the python tool can read it."
+    )
 
 
 def _utf8_text(data: bytes) -> str | None:

@@ -83,8 +83,13 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = Non
         path = make_url(url).database
         if path and path != ":memory:" and not path.startswith("file:"):
             private_file(Path(path))
-        eng = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
-                            pool_size=pool_size, max_overflow=pool_size * 4)
+        eng = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size * 4,
+        )
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
     if url.startswith("postgresql"):

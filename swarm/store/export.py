@@ -62,8 +62,9 @@ def stages(agents: Iterable[AgentSteps]) -> list[Stage]:
 
     def length(agent: AgentSteps) -> int:
         if agent.id not in memo:
-            memo[agent.id] = agent.steps + sum(max(length(c) for c in kids)
-                                               for kids in children.get(agent.id, {}).values())
+            memo[agent.id] = agent.steps + sum(
+                max(length(c) for c in kids) for kids in children.get(agent.id, {}).values()
+            )
         return memo[agent.id]
 
     out: list[Stage] = []
@@ -77,8 +78,16 @@ def stages(agents: Iterable[AgentSteps]) -> list[Stage]:
         for t in turns:
             kids = launched.get(t, [])
             longest = max(kids, key=length) if kids else None
-            out.append(Stage(a.id, t, 1 if t < a.steps else 0, tuple(k.id for k in kids),
-                             longest.id if longest else None, length(longest) if longest else 0))
+            out.append(
+                Stage(
+                    a.id,
+                    t,
+                    1 if t < a.steps else 0,
+                    tuple(k.id for k in kids),
+                    longest.id if longest else None,
+                    length(longest) if longest else 0,
+                )
+            )
     return out
 
 
@@ -107,38 +116,72 @@ def trajectory(session: Session, views: Views, run_id: str, tenant: str | None =
     return _records(session, run_id, summary.as_dict(), tree, steps_by_agent)
 
 
-def _records(session: Session, run_id: str, header: dict[str, Any], tree: list[dict[str, Any]],
-             steps_by_agent: dict[str, list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-    header.update(type="run", format=FORMAT, exported_at=time.time(), agents=len(tree),
-                  steps=sum(len(v) for v in steps_by_agent.values()))
+def _records(
+    session: Session,
+    run_id: str,
+    header: dict[str, Any],
+    tree: list[dict[str, Any]],
+    steps_by_agent: dict[str, list[dict[str, Any]]],
+) -> Iterator[dict[str, Any]]:
+    header.update(
+        type="run",
+        format=FORMAT,
+        exported_at=time.time(),
+        agents=len(tree),
+        steps=sum(len(v) for v in steps_by_agent.values()),
+    )
     yield header
     messages = _messages(session, run_id)
     results = _results(session, run_id)
     for a in tree:
         # "steps" is the list of steps here; the tree's count of LLM steps becomes step_count.
         record = {k: v for k, v in a.items() if k != "steps"}
-        yield {"type": "agent", **record, "step_count": a["steps"], "result": results.get(a["id"]),
-               "messages": messages.get(a["id"], []), "steps": steps_by_agent.get(a["id"], [])}
+        yield {
+            "type": "agent",
+            **record,
+            "step_count": a["steps"],
+            "result": results.get(a["id"]),
+            "messages": messages.get(a["id"], []),
+            "steps": steps_by_agent.get(a["id"], []),
+        }
     crit_agents = [AgentSteps(a["id"], a["parent_id"], a["parent_turn"], a["steps"]) for a in tree]
     for st in stages(crit_agents):
-        yield {"type": "stage", "agent_id": st.agent_id, "turn": st.turn, "main_steps": st.main_steps,
-               "subagents": list(st.subagents), "longest_subagent": st.longest_subagent,
-               "longest_subagent_steps": st.longest_subagent_steps, "critical_steps": st.critical_steps}
+        yield {
+            "type": "stage",
+            "agent_id": st.agent_id,
+            "turn": st.turn,
+            "main_steps": st.main_steps,
+            "subagents": list(st.subagents),
+            "longest_subagent": st.longest_subagent,
+            "longest_subagent_steps": st.longest_subagent_steps,
+            "critical_steps": st.critical_steps,
+        }
 
 
 def _messages(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
     with session.read() as conn:
-        rows = conn.execute(select(Message.agent_id, Message.seq, Message.role, Message.content,
-                                   Message.reasoning_content, Message.tool_calls, Message.tool_call_id,
-                                   Message.created_at)
-                            .where(Message.run_id == run_id).order_by(Message.agent_id, Message.seq)).all()
+        rows = conn.execute(
+            select(
+                Message.agent_id,
+                Message.seq,
+                Message.role,
+                Message.content,
+                Message.reasoning_content,
+                Message.tool_calls,
+                Message.tool_call_id,
+                Message.created_at,
+            )
+            .where(Message.run_id == run_id)
+            .order_by(Message.agent_id, Message.seq)
+        ).all()
     return {agent_id: [_message(r) for r in group] for agent_id, group in groupby(rows, key=lambda r: r.agent_id)}
 
 
 def _steps(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
     with session.read() as conn:
-        rows = conn.execute(select(Step).where(Step.run_id == run_id)
-                            .order_by(Step.agent_id, Step.turn, Step.kind, Step.idx)).all()
+        rows = conn.execute(
+            select(Step).where(Step.run_id == run_id).order_by(Step.agent_id, Step.turn, Step.kind, Step.idx)
+        ).all()
     return {agent_id: [_step(r) for r in group] for agent_id, group in groupby(rows, key=lambda r: r.agent_id)}
 
 
@@ -162,11 +205,27 @@ def _message(r: Any) -> dict[str, Any]:
 def _step(r: Any) -> dict[str, Any]:
     duration = (r.finished_at - r.started_at) if r.finished_at and r.started_at else None
     s: dict[str, Any] = {
-        "id": r.id, "kind": r.kind, "status": r.status, "turn": r.turn, "idx": r.idx, "attempt": r.attempt,
-        "ready_at": r.ready_at, "started_at": r.started_at, "finished_at": r.finished_at,
+        "id": r.id,
+        "kind": r.kind,
+        "status": r.status,
+        "turn": r.turn,
+        "idx": r.idx,
+        "attempt": r.attempt,
+        "ready_at": r.ready_at,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
         "duration": round(duration, 6) if duration is not None else None,
-        "tokens_in": r.tokens_in, "tokens_out": r.tokens_out, "error": r.error}
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "error": r.error,
+    }
     if r.kind == "tool":
-        s.update(tool_name=r.tool_name, tool_call_id=r.tool_call_id, arguments=r.arguments, result=r.result,
-                 is_error=bool(r.is_error), child_agent_id=r.child_agent_id)
+        s.update(
+            tool_name=r.tool_name,
+            tool_call_id=r.tool_call_id,
+            arguments=r.arguments,
+            result=r.result,
+            is_error=bool(r.is_error),
+            child_agent_id=r.child_agent_id,
+        )
     return s

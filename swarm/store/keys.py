@@ -42,8 +42,15 @@ class KeyInfo:
         return self.revoked_at is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "prefix": self.prefix, "tenant": self.tenant, "name": self.name,
-                "admin": self.admin, "created_at": self.created_at, "revoked_at": self.revoked_at}
+        return {
+            "id": self.id,
+            "prefix": self.prefix,
+            "tenant": self.tenant,
+            "name": self.name,
+            "admin": self.admin,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
 
 
 def hash_key(key: str) -> str:
@@ -62,8 +69,9 @@ class Keys:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def create_key(self, tenant: str = "default", name: str | None = None, *,
-                   admin: bool = False) -> tuple[KeyInfo, str]:
+    def create_key(
+        self, tenant: str = "default", name: str | None = None, *, admin: bool = False
+    ) -> tuple[KeyInfo, str]:
         """A new key for *tenant*; returns its record and the key itself (shown once, never stored)."""
         check_tenant(tenant)
         if name is not None and len(name) > 128:
@@ -72,9 +80,18 @@ class Keys:
         key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
         info = KeyInfo(uuid.uuid4().hex, prefix, tenant, name, admin, time.time(), None)
         with self.session.tx() as conn:
-            conn.execute(insert(ApiKey).values(
-                id=info.id, prefix=prefix, key_hash=hash_key(key), tenant=tenant, name=name, admin=admin,
-                created_at=info.created_at, revoked_at=None))
+            conn.execute(
+                insert(ApiKey).values(
+                    id=info.id,
+                    prefix=prefix,
+                    key_hash=hash_key(key),
+                    tenant=tenant,
+                    name=name,
+                    admin=admin,
+                    created_at=info.created_at,
+                    revoked_at=None,
+                )
+            )
         return info, key
 
     def list_keys(self, *, tenant: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:

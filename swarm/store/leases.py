@@ -42,14 +42,30 @@ class Leases:
         """Take a step under a lease; None if it is not claimable (done, held, run not running)."""
         # A run past its deadline is not claimable either; the sweeper then ends it as failed.
         with self.session.single() as conn:
-            row = conn.execute(sql.CLAIM, {"b_id": step_id, "b_max": max_attempts, "b_owner": owner,
-                                           "b_lease": lease, "b_now": time.time()}).first()
+            row = conn.execute(
+                sql.CLAIM,
+                {"b_id": step_id, "b_max": max_attempts, "b_owner": owner, "b_lease": lease, "b_now": time.time()},
+            ).first()
             if row is None:
                 return None
-            return Claim(step_id, row.run_id, row.agent_id, StepKind(row.kind), row.fence, row.attempt,
-                         row.turn, row.idx, owner, row.tool_name, row.tool_call_id, row.arguments,
-                         bool(row.run_has_files), row.msg_seq, row.note,
-                         writes.limits(row) if row.agent_name is not None else None)
+            return Claim(
+                step_id,
+                row.run_id,
+                row.agent_id,
+                StepKind(row.kind),
+                row.fence,
+                row.attempt,
+                row.turn,
+                row.idx,
+                owner,
+                row.tool_name,
+                row.tool_call_id,
+                row.arguments,
+                bool(row.run_has_files),
+                row.msg_seq,
+                row.note,
+                writes.limits(row) if row.agent_name is not None else None,
+            )
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         """Renew the leases of every step this owner is running (only of ``steps``, if given: a
@@ -73,13 +89,15 @@ class Leases:
         """Hand a step back untouched (e.g. on worker shutdown) so another worker can take it now.
         Nothing if the claim was lost meanwhile (cancelled, taken over)."""
         with self.session.single() as conn:
-            conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
-                                            guard(STEPS.c.status, STEP_RELEASE))
-                         .values(status=STEP_RELEASE.target, owner=None, ready_at=db_now(),
-                                 attempt=STEPS.c.attempt - 1))
+            conn.execute(
+                update(STEPS)
+                .where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence, guard(STEPS.c.status, STEP_RELEASE))
+                .values(status=STEP_RELEASE.target, owner=None, ready_at=db_now(), attempt=STEPS.c.attempt - 1)
+            )
 
-    def sweep(self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS,
-              run_ids: Collection[str] | None = None) -> list[StepRef]:
+    def sweep(
+        self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS, run_ids: Collection[str] | None = None
+    ) -> list[StepRef]:
         """Find work that is stuck and return it for re-dispatch: steps whose lease expired (their
         worker died), ready steps never started (lost publish, Redis flushed), overdue runs.
 
@@ -102,16 +120,21 @@ class Leases:
                 outcomes.finish_run(conn, run_id, RUN_FAIL.target, None, prompts.TIME_LIMIT)
             expired = and_(*mine, guard(STEPS.c.status, STEP_EXPIRE), STEPS.c.lease_until < db_now())
             crashed = conn.execute(select(*GIVE_UP_COLS).where(expired, STEPS.c.attempt >= max_attempts)).all()
-            rows = conn.execute(update(STEPS).where(expired, STEPS.c.attempt < max_attempts)
-                                .values(status=STEP_EXPIRE.target, owner=None, ready_at=db_now())
-                                .returning(*REF_COLS)).all()
+            rows = conn.execute(
+                update(STEPS)
+                .where(expired, STEPS.c.attempt < max_attempts)
+                .values(status=STEP_EXPIRE.target, owner=None, ready_at=db_now())
+                .returning(*REF_COLS)
+            ).all()
             refs += writes.refs(rows)
-            stale = and_(*mine, guard(STEPS.c.status, STEP_REPUBLISH),
-                         STEPS.c.ready_at < db_now() - republish_after)
+            stale = and_(*mine, guard(STEPS.c.status, STEP_REPUBLISH), STEPS.c.ready_at < db_now() - republish_after)
             exhausted = conn.execute(select(*GIVE_UP_COLS).where(stale, STEPS.c.attempt >= max_attempts)).all()
-            rows = conn.execute(update(STEPS).where(stale, STEPS.c.attempt < max_attempts)
-                                .values(ready_at=db_now())
-                                .returning(*REF_COLS)).all()
+            rows = conn.execute(
+                update(STEPS)
+                .where(stale, STEPS.c.attempt < max_attempts)
+                .values(ready_at=db_now())
+                .returning(*REF_COLS)
+            ).all()
             refs += writes.refs(rows)
         for row in crashed:
             refs += self.give_up(row, prompts.crashed_reason(row.attempt), crashed=True)
@@ -127,18 +150,28 @@ class Leases:
             with self.session.tx() as conn:
                 writes.lock_run(conn, row.run_id)
                 if row.kind == StepKind.TOOL:
-                    text = (prompts.TOOL_CRASHED.format(name=row.tool_name, times=row.attempt) if crashed
-                            else prompts.TOOL_NOT_RUN.format(name=row.tool_name, reason=reason))
+                    text = (
+                        prompts.TOOL_CRASHED.format(name=row.tool_name, times=row.attempt)
+                        if crashed
+                        else prompts.TOOL_NOT_RUN.format(name=row.tool_name, reason=reason)
+                    )
                     refs = outcomes.deliver(conn, row.id, text, True, StepStatus(row.status), row.fence)
                     conn.execute(update(STEPS).where(STEPS.c.id == row.id).values(error=reason))
-                    writes.event(conn, row.run_id, EventType.TOOL_DONE, row.agent_id, row.id,
-                                 {"tool": row.tool_name, "error": True, "reason": reason})
+                    writes.event(
+                        conn,
+                        row.run_id,
+                        EventType.TOOL_DONE,
+                        row.agent_id,
+                        row.id,
+                        {"tool": row.tool_name, "error": True, "reason": reason},
+                    )
                     return refs
                 STEP_GIVE_UP.check(row.status, f"step {row.id}")
-                n = conn.execute(update(STEPS).where(STEPS.c.id == row.id, STEPS.c.fence == row.fence,
-                                                    STEPS.c.status == row.status)
-                                 .values(status=STEP_GIVE_UP.target, owner=None, finished_at=time.time(),
-                                         error=reason)).rowcount
+                n = conn.execute(
+                    update(STEPS)
+                    .where(STEPS.c.id == row.id, STEPS.c.fence == row.fence, STEPS.c.status == row.status)
+                    .values(status=STEP_GIVE_UP.target, owner=None, finished_at=time.time(), error=reason)
+                ).rowcount
                 if not n:
                     return []  # somebody finished it (or the run ended) after all
                 writes.event(conn, row.run_id, EventType.STEP_FAILED, row.agent_id, row.id, {"error": reason})
@@ -146,23 +179,32 @@ class Leases:
         except FenceLost:
             return []  # somebody finished it (or the run ended) after all
 
-    def release_dead_owners(self, run_id: str, is_dead: Callable[[str], bool],
-                            max_attempts: int = MAX_STEP_ATTEMPTS) -> int:
+    def release_dead_owners(
+        self, run_id: str, is_dead: Callable[[str], bool], max_attempts: int = MAX_STEP_ATTEMPTS
+    ) -> int:
         """Free steps held by owners known to be dead (same-host pid check) without waiting for
         their leases to expire: what `swarm resume` does after a kill -9 of `swarm run`, and the
         server on start for the runs it adopts. A step whose dead owner held its last attempt
         crashed its worker ``max_attempts`` times and is given up, as :meth:`sweep` does: code
         that kills the server is not run again on every start. Returns how many steps were freed."""
         with self.session.tx() as conn:
-            owners = {o for (o,) in conn.execute(select(STEPS.c.owner).distinct().where(
-                STEPS.c.run_id == run_id, guard(STEPS.c.status, STEP_EXPIRE))) if o}
+            owners = {
+                o
+                for (o,) in conn.execute(
+                    select(STEPS.c.owner).distinct().where(STEPS.c.run_id == run_id, guard(STEPS.c.status, STEP_EXPIRE))
+                )
+                if o
+            }
             gone = [o for o in owners if is_dead(o)]
             if not gone:
                 return 0
             held = and_(STEPS.c.run_id == run_id, guard(STEPS.c.status, STEP_EXPIRE), STEPS.c.owner.in_(gone))
             crashed = conn.execute(select(*GIVE_UP_COLS).where(held, STEPS.c.attempt >= max_attempts)).all()
-            freed = conn.execute(update(STEPS).where(held, STEPS.c.attempt < max_attempts)
-                                 .values(status=STEP_EXPIRE.target, owner=None, ready_at=db_now())).rowcount
+            freed = conn.execute(
+                update(STEPS)
+                .where(held, STEPS.c.attempt < max_attempts)
+                .values(status=STEP_EXPIRE.target, owner=None, ready_at=db_now())
+            ).rowcount
         for row in crashed:
             self.give_up(row, prompts.crashed_reason(row.attempt), crashed=True)
         return freed

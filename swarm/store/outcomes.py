@@ -48,46 +48,77 @@ def close_step(conn: Connection, claim: Claim, status: StepStatus, **values: Any
     """Close a claimed step, guarded by its fence; raises FenceLost if it was taken over or cancelled."""
     if status == StepStatus.SUCCEEDED and set(values) <= {"tokens_in", "tokens_out"}:
         # The per-LLM-step case, as a prebuilt statement.
-        n = conn.execute(sql.CLOSE_STEP, {"b_id": claim.step_id, "b_fence": claim.fence, "b_status": status,
-                                          "b_now": time.time(), "b_tin": values.get("tokens_in", 0),
-                                          "b_tout": values.get("tokens_out", 0)}).rowcount
+        n = conn.execute(
+            sql.CLOSE_STEP,
+            {
+                "b_id": claim.step_id,
+                "b_fence": claim.fence,
+                "b_status": status,
+                "b_now": time.time(),
+                "b_tin": values.get("tokens_in", 0),
+                "b_tout": values.get("tokens_out", 0),
+            },
+        ).rowcount
     else:
         move = CLOSES[status]
         if status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
             values["finished_at"] = time.time()
-        n = conn.execute(update(STEPS).where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence,
-                                            guard(STEPS.c.status, move))
-                         .values(status=move.target, **values)).rowcount
+        n = conn.execute(
+            update(STEPS)
+            .where(STEPS.c.id == claim.step_id, STEPS.c.fence == claim.fence, guard(STEPS.c.status, move))
+            .values(status=move.target, **values)
+        ).rowcount
     if n != 1:
         raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
 
 
-def deliver(conn: Connection, step_id: str, content: str, is_error: bool, expected: StepStatus,
-            fence: int | None) -> list[StepRef]:
+def deliver(
+    conn: Connection, step_id: str, content: str, is_error: bool, expected: StepStatus, fence: int | None
+) -> list[StepRef]:
     """Give a tool step its result: the tool message, and — when it was the turn's last
     outstanding call — the agent's next LLM step (fan-in). ``expected`` is the status the step
     is known to be in (checked in SQL, with ``fence`` if given)."""
     STEP_DELIVER.check(expected, f"step {step_id}")
-    row = conn.execute(sql.DELIVER, {"b_id": step_id, "b_expected": expected, "b_fence": fence,
-                                     "b_result": content, "b_error": is_error, "b_now": time.time()}).first()
+    row = conn.execute(
+        sql.DELIVER,
+        {
+            "b_id": step_id,
+            "b_expected": expected,
+            "b_fence": fence,
+            "b_result": content,
+            "b_error": is_error,
+            "b_now": time.time(),
+        },
+    ).first()
     if row is None:
         raise FenceLost(f"step {step_id} was taken over or cancelled; result discarded")
-    writes.message(conn, row.run_id, row.agent_id, row.msg_seq, "tool", writes.with_note(content, row.note),
-                   tool_call_id=row.tool_call_id)
+    writes.message(
+        conn,
+        row.run_id,
+        row.agent_id,
+        row.msg_seq,
+        "tool",
+        writes.with_note(content, row.note),
+        tool_call_id=row.tool_call_id,
+    )
     left = conn.execute(sql.FAN_IN, {"b_id": row.agent_id}).first()
     if left is not None and left.pending_tools == 0:
         return [writes.new_llm_step(conn, row.run_id, row.agent_id, row.turn + 1)]
     return []
 
 
-def finish_agent(conn: Connection, agent_id: str, status: AgentStatus, result: str | None,
-                 reason: str | None) -> list[StepRef]:
+def finish_agent(
+    conn: Connection, agent_id: str, status: AgentStatus, result: str | None, reason: str | None
+) -> list[StepRef]:
     """End a running agent: a root agent ends its run; a subagent's result (or failure, as a
     tool error) goes to the assign_task step waiting for it. Nothing if it had already ended."""
     move = AGENT_ENDS[status]
-    agent = conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id, guard(AGENTS.c.status, move))
-                         .values(status=move.target, result=result, reason=reason, finished_at=time.time())
-                         .returning(AGENTS.c.run_id, AGENTS.c.parent_step_id, AGENTS.c.name)).first()
+    agent = conn.execute(
+        update(AGENTS)
+        .where(AGENTS.c.id == agent_id, guard(AGENTS.c.status, move))
+        .values(status=move.target, result=result, reason=reason, finished_at=time.time())
+        .returning(AGENTS.c.run_id, AGENTS.c.parent_step_id, AGENTS.c.name)
+    ).first()
     if agent is None:
         return []
     writes.event(conn, agent.run_id, EventType.AGENT_DONE, agent_id, None, {"status": status.value, "reason": reason})
@@ -108,12 +139,26 @@ def finish_run(conn: Connection, run_id: str, status: RunStatus, result: str | N
     """End a running run; unless it succeeded, its open steps and running agents end with it.
     Nothing if it had already ended. The caller holds the run's lock."""
     move = RUN_ENDS[status]
-    agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
-        select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps)
-        .where(AGENTS.c.run_id == run_id))]
-    n = conn.execute(update(RUNS).where(RUNS.c.id == run_id, guard(RUNS.c.status, move)).values(
-        status=move.target, result=result, reason=reason, finished_at=time.time(),
-        critical_steps=critical_steps(agents), total_steps=total_steps(agents))).rowcount
+    agents = [
+        AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps)
+        for a in conn.execute(
+            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps).where(
+                AGENTS.c.run_id == run_id
+            )
+        )
+    ]
+    n = conn.execute(
+        update(RUNS)
+        .where(RUNS.c.id == run_id, guard(RUNS.c.status, move))
+        .values(
+            status=move.target,
+            result=result,
+            reason=reason,
+            finished_at=time.time(),
+            critical_steps=critical_steps(agents),
+            total_steps=total_steps(agents),
+        )
+    ).rowcount
     if not n:
         return
     if status != RunStatus.SUCCEEDED:
@@ -123,11 +168,17 @@ def finish_run(conn: Connection, run_id: str, status: RunStatus, result: str | N
         # agent, the next step of a fan-in) is invisible to that statement's snapshot but not
         # to the later statements' (READ COMMITTED): without them it stayed RUNNING / READY
         # in a cancelled run, and a resume would have run it next to the step it creates.
-        cancel_steps = (update(STEPS).where(STEPS.c.run_id == run_id, guard(STEPS.c.status, STEP_CANCEL))
-                        .values(status=STEP_CANCEL.target, owner=None, error=reason))
+        cancel_steps = (
+            update(STEPS)
+            .where(STEPS.c.run_id == run_id, guard(STEPS.c.status, STEP_CANCEL))
+            .values(status=STEP_CANCEL.target, owner=None, error=reason)
+        )
         conn.execute(cancel_steps)
         agent_move = AGENT_CANCEL if status == RunStatus.CANCELLED else AGENT_FAIL
-        conn.execute(update(AGENTS).where(AGENTS.c.run_id == run_id, guard(AGENTS.c.status, agent_move))
-                     .values(status=agent_move.target, reason=reason, finished_at=time.time()))
+        conn.execute(
+            update(AGENTS)
+            .where(AGENTS.c.run_id == run_id, guard(AGENTS.c.status, agent_move))
+            .values(status=agent_move.target, reason=reason, finished_at=time.time())
+        )
         conn.execute(cancel_steps)
     writes.event(conn, run_id, EventType.RUN_DONE, None, None, {"status": status.value, "reason": reason})

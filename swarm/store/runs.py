@@ -37,21 +37,50 @@ class Runs:
         """A new running run with its orchestrator and the orchestrator's first step."""
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.session.tx() as conn:
-            conn.execute(insert(RUNS).values(
-                id=run_id, tenant=spec.tenant, task=sanitize.text(spec.task), status=RunStatus.RUNNING,
-                model=spec.model,
-                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
-                max_steps_per_agent=spec.max_steps_per_agent, max_wall_seconds=spec.max_wall_seconds,
-                max_depth=spec.max_depth, subagents=0, tool_calls=0, llm_calls=0, tokens_in=0,
-                tokens_out=0, created_at=now, started_at=now, wall_before=0.0,
-                deadline=db_now() + spec.max_wall_seconds))
-            conn.execute(insert(AGENTS).values(
-                id=orch_id, run_id=run_id, parent_id=None, parent_step_id=None, parent_turn=None,
-                name="orchestrator", depth=0, status=AgentStatus.RUNNING, steps=0, next_seq=2,
-                pending_tools=0, tokens_in=0, tokens_out=0, created_at=now))
+            conn.execute(
+                insert(RUNS).values(
+                    id=run_id,
+                    tenant=spec.tenant,
+                    task=sanitize.text(spec.task),
+                    status=RunStatus.RUNNING,
+                    model=spec.model,
+                    max_subagents=spec.max_subagents,
+                    max_tool_calls=spec.max_tool_calls,
+                    max_steps_per_agent=spec.max_steps_per_agent,
+                    max_wall_seconds=spec.max_wall_seconds,
+                    max_depth=spec.max_depth,
+                    subagents=0,
+                    tool_calls=0,
+                    llm_calls=0,
+                    tokens_in=0,
+                    tokens_out=0,
+                    created_at=now,
+                    started_at=now,
+                    wall_before=0.0,
+                    deadline=db_now() + spec.max_wall_seconds,
+                )
+            )
+            conn.execute(
+                insert(AGENTS).values(
+                    id=orch_id,
+                    run_id=run_id,
+                    parent_id=None,
+                    parent_step_id=None,
+                    parent_turn=None,
+                    name="orchestrator",
+                    depth=0,
+                    status=AgentStatus.RUNNING,
+                    steps=0,
+                    next_seq=2,
+                    pending_tools=0,
+                    tokens_in=0,
+                    tokens_out=0,
+                    created_at=now,
+                )
+            )
             system = prompts.ORCHESTRATOR_SYSTEM.format(
-                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls,
-                max_steps=spec.max_steps_per_agent)
+                max_subagents=spec.max_subagents, max_tool_calls=spec.max_tool_calls, max_steps=spec.max_steps_per_agent
+            )
             writes.message(conn, run_id, orch_id, 0, "system", system)
             writes.message(conn, run_id, orch_id, 1, "user", conversation.user_content(spec.task, spec.attachments))
             for att in spec.attachments:  # named as user_content names them to the model
@@ -84,8 +113,10 @@ class Runs:
             status = RunStatus(run.status)
             if status == RunStatus.SUCCEEDED:
                 sources = " or ".join(sorted(RUN_RESUME.sources))
-                raise InvalidTransition(f"run {run_id} already succeeded; there is nothing to resume (resume "
-                                        f"moves a run only from {sources} to {RUN_RESUME.target})")
+                raise InvalidTransition(
+                    f"run {run_id} already succeeded; there is nothing to resume (resume "
+                    f"moves a run only from {sources} to {RUN_RESUME.target})"
+                )
             if RUN_RESUME.allows(status):  # else running: interrupted, its work is still open
                 self._reopen(conn, run)
             refs = writes.ready_refs(conn, run_id)
@@ -95,24 +126,48 @@ class Runs:
             return refs
 
     def _reopen(self, conn: Connection, run: Any) -> None:
-        agents = conn.execute(select(AGENTS.c.id, AGENTS.c.parent_step_id).where(
-            AGENTS.c.run_id == run.id, guard(AGENTS.c.status, AGENT_REOPEN))).all()
-        delivered = {sid for (sid,) in conn.execute(select(STEPS.c.id).where(
-            STEPS.c.run_id == run.id, STEPS.c.status == StepStatus.SUCCEEDED,
-            STEPS.c.tool_name == ASSIGN_TASK)).all()}
+        agents = conn.execute(
+            select(AGENTS.c.id, AGENTS.c.parent_step_id).where(
+                AGENTS.c.run_id == run.id, guard(AGENTS.c.status, AGENT_REOPEN)
+            )
+        ).all()
+        delivered = {
+            sid
+            for (sid,) in conn.execute(
+                select(STEPS.c.id).where(
+                    STEPS.c.run_id == run.id, STEPS.c.status == StepStatus.SUCCEEDED, STEPS.c.tool_name == ASSIGN_TASK
+                )
+            ).all()
+        }
         reopen = [a.id for a in agents if a.parent_step_id is None or a.parent_step_id not in delivered]
         if reopen:
-            conn.execute(update(AGENTS).where(AGENTS.c.id.in_(reopen)).values(
-                status=AGENT_REOPEN.target, reason=None, finished_at=None))
+            conn.execute(
+                update(AGENTS)
+                .where(AGENTS.c.id.in_(reopen))
+                .values(status=AGENT_REOPEN.target, reason=None, finished_at=None)
+            )
             mine = STEPS.c.agent_id.in_(reopen)
             # An assign_task whose subagent exists goes back to waiting for it, never re-launches.
-            conn.execute(update(STEPS).where(mine, guard(STEPS.c.status, STEP_REWAIT),
-                                             STEPS.c.child_agent_id.is_not(None))
-                         .values(status=STEP_REWAIT.target, owner=None, error=None))
-            conn.execute(update(STEPS).where(mine, guard(STEPS.c.status, STEP_REOPEN)).values(
-                status=STEP_REOPEN.target, owner=None, attempt=0, error=None, ready_at=db_now()))
+            conn.execute(
+                update(STEPS)
+                .where(mine, guard(STEPS.c.status, STEP_REWAIT), STEPS.c.child_agent_id.is_not(None))
+                .values(status=STEP_REWAIT.target, owner=None, error=None)
+            )
+            conn.execute(
+                update(STEPS)
+                .where(mine, guard(STEPS.c.status, STEP_REOPEN))
+                .values(status=STEP_REOPEN.target, owner=None, attempt=0, error=None, ready_at=db_now())
+            )
         wall = (run.finished_at or time.time()) - (run.started_at or run.created_at)
-        conn.execute(update(RUNS).where(RUNS.c.id == run.id, guard(RUNS.c.status, RUN_RESUME)).values(
-            status=RUN_RESUME.target, reason=None, finished_at=None, started_at=time.time(),
-            wall_before=RUNS.c.wall_before + max(0.0, wall),
-            deadline=db_now() + RUNS.c.max_wall_seconds))
+        conn.execute(
+            update(RUNS)
+            .where(RUNS.c.id == run.id, guard(RUNS.c.status, RUN_RESUME))
+            .values(
+                status=RUN_RESUME.target,
+                reason=None,
+                finished_at=None,
+                started_at=time.time(),
+                wall_before=RUNS.c.wall_before + max(0.0, wall),
+                deadline=db_now() + RUNS.c.max_wall_seconds,
+            )
+        )

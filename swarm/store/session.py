@@ -33,8 +33,14 @@ CONFLICT_RETRY = RetryPolicy(attempts=5, base=0.05, cap=0.2)
 CONFLICT_STATES = frozenset({"40P01", "40001"})
 
 #: Words in a driver's message that mean the connection, not the statement, failed.
-CONNECTIVITY_WORDS = ("connection", "server closed", "terminating", "could not connect", "the database system is",
-                      "ssl syscall")
+CONNECTIVITY_WORDS = (
+    "connection",
+    "server closed",
+    "terminating",
+    "could not connect",
+    "the database system is",
+    "ssl syscall",
+)
 
 
 def new_id() -> str:
@@ -103,10 +109,14 @@ def _is_connectivity(exc: DBAPIError) -> bool:
 #: which retrying cannot cure. Anything else propagates as it was.
 DBAPI_ERRORS: tuple[tuple[Callable[[DBAPIError], bool], Callable[[DBAPIError], SwarmError]], ...] = (
     (_is_connectivity, lambda e: StoreUnavailable(f"database unavailable: {e.orig!r}")),
-    (lambda e: getattr(e.orig, "sqlstate", None) in CONFLICT_STATES,
-     lambda e: StoreConflict(f"transaction conflict, retry: {e.orig!r}")),
-    (lambda e: isinstance(e, DataError | IntegrityError),
-     lambda e: StoreDataError(f"the database refused the data: {_first_line(e.orig)}")),
+    (
+        lambda e: getattr(e.orig, "sqlstate", None) in CONFLICT_STATES,
+        lambda e: StoreConflict(f"transaction conflict, retry: {e.orig!r}"),
+    ),
+    (
+        lambda e: isinstance(e, DataError | IntegrityError),
+        lambda e: StoreDataError(f"the database refused the data: {_first_line(e.orig)}"),
+    ),
 )
 
 

@@ -62,35 +62,68 @@ _STEP_RUN: Any = literal_column("steps.run_id")
 _STEP_AGENT: Any = literal_column("steps.agent_id")
 
 #: An LLM step's agent and run limits (``types.AgentLimits``): label, column, and how it is keyed.
-_LIMITS = (("agent_name", A.name, A.id, _STEP_AGENT), ("agent_depth", A.depth, A.id, _STEP_AGENT),
-           ("agent_steps", A.steps, A.id, _STEP_AGENT), ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
-           ("max_depth", R.max_depth, R.id, _STEP_RUN), ("model", R.model, R.id, _STEP_RUN))
+_LIMITS = (
+    ("agent_name", A.name, A.id, _STEP_AGENT),
+    ("agent_depth", A.depth, A.id, _STEP_AGENT),
+    ("agent_steps", A.steps, A.id, _STEP_AGENT),
+    ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
+    ("max_depth", R.max_depth, R.id, _STEP_RUN),
+    ("model", R.model, R.id, _STEP_RUN),
+)
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
 CLAIM = (
     update(STEPS)
-    .where(S.id == bindparam("b_id"), S.attempt < bindparam("b_max"),
-           exists().where(R.id == S.run_id, R.status == RunStatus.RUNNING, R.deadline >= db_now()),
-           or_(guard(S.status, STEP_CLAIM), and_(guard(S.status, STEP_TAKE_OVER), S.lease_until < db_now())))
-    .values(status=STEP_CLAIM.target, owner=bindparam("b_owner"), fence=S.fence + 1, attempt=S.attempt + 1,
-            lease_until=db_now() + bindparam("b_lease"), started_at=bindparam("b_now"))
-    .returning(S.run_id, S.agent_id, S.kind, S.fence, S.attempt, S.turn, S.idx, S.tool_name, S.tool_call_id,
-               S.arguments, S.msg_seq, S.note,
-               # Only a tool step may need the workspace; an LLM step's claim skips the lookup.
-               case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == _STEP_RUN)),
-                    else_=False).label("run_has_files"),
-               # What an LLM step needs of its agent and run (as AGENT_AND_LIMITS reads it), in the
-               # same round trip; NULL for tool steps.
-               *(case((S.kind == StepKind.LLM, select(col).where(key == ref).scalar_subquery())).label(name)
-                 for name, col, key, ref in _LIMITS))
+    .where(
+        S.id == bindparam("b_id"),
+        S.attempt < bindparam("b_max"),
+        exists().where(R.id == S.run_id, R.status == RunStatus.RUNNING, R.deadline >= db_now()),
+        or_(guard(S.status, STEP_CLAIM), and_(guard(S.status, STEP_TAKE_OVER), S.lease_until < db_now())),
+    )
+    .values(
+        status=STEP_CLAIM.target,
+        owner=bindparam("b_owner"),
+        fence=S.fence + 1,
+        attempt=S.attempt + 1,
+        lease_until=db_now() + bindparam("b_lease"),
+        started_at=bindparam("b_now"),
+    )
+    .returning(
+        S.run_id,
+        S.agent_id,
+        S.kind,
+        S.fence,
+        S.attempt,
+        S.turn,
+        S.idx,
+        S.tool_name,
+        S.tool_call_id,
+        S.arguments,
+        S.msg_seq,
+        S.note,
+        # Only a tool step may need the workspace; an LLM step's claim skips the lookup.
+        case((S.kind == StepKind.TOOL, exists().where(ARTIFACTS.c.run_id == _STEP_RUN)), else_=False).label(
+            "run_has_files"
+        ),
+        # What an LLM step needs of its agent and run (as AGENT_AND_LIMITS reads it), in the
+        # same round trip; NULL for tool steps.
+        *(
+            case((S.kind == StepKind.LLM, select(col).where(key == ref).scalar_subquery())).label(name)
+            for name, col, key, ref in _LIMITS
+        ),
+    )
 )
 
 #: Close a claimed step; 0 rows means the fence moved on (taken over or cancelled).
 CLOSE_STEP = (
     update(STEPS)
     .where(S.id == bindparam("b_id"), S.fence == bindparam("b_fence"), guard(S.status, STEP_SUCCEED))
-    .values(status=bindparam("b_status"), finished_at=bindparam("b_now"), tokens_in=bindparam("b_tin"),
-            tokens_out=bindparam("b_tout"))
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_now"),
+        tokens_in=bindparam("b_tin"),
+        tokens_out=bindparam("b_tout"),
+    )
 )
 
 # NO KEY UPDATE: must not block the KEY SHARE locks that foreign-key checks of concurrent inserts
@@ -102,7 +135,8 @@ AGENT_COUNTERS = select(A.next_seq, A.pending_tools, A.steps).where(A.id == bind
 #: What an LLM step needs of its agent and its run's limits, in one round trip.
 AGENT_AND_LIMITS = (
     select(*(col.label(name) for name, col, _, _ in _LIMITS))
-    .join_from(AGENTS, RUNS, R.id == A.run_id).where(A.id == bindparam("b_id"))
+    .join_from(AGENTS, RUNS, R.id == A.run_id)
+    .where(A.id == bindparam("b_id"))
 )
 MESSAGES_OF = select(MESSAGES).where(MESSAGES.c.agent_id == bindparam("b_id")).order_by(MESSAGES.c.seq)
 
@@ -112,39 +146,58 @@ INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 
 #: A run's tool-call and subagent budgets and what is used of them.
-RUN_BUDGETS = (select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents)
-               .where(R.id == bindparam("b_id")))
+RUN_BUDGETS = select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents).where(R.id == bindparam("b_id"))
 
 #: Count one committed turn and its granted budget, only if the budget still allows it.
 COUNT_TURN = (
     update(RUNS)
-    .where(R.id == bindparam("b_id"), R.tool_calls + bindparam("b_tools") <= R.max_tool_calls,
-           R.subagents + bindparam("b_subs") <= R.max_subagents)
-    .values(llm_calls=R.llm_calls + 1, tokens_in=R.tokens_in + bindparam("b_tin"),
-            tokens_out=R.tokens_out + bindparam("b_tout"), tool_calls=R.tool_calls + bindparam("b_tools"),
-            subagents=R.subagents + bindparam("b_subs"))
+    .where(
+        R.id == bindparam("b_id"),
+        R.tool_calls + bindparam("b_tools") <= R.max_tool_calls,
+        R.subagents + bindparam("b_subs") <= R.max_subagents,
+    )
+    .values(
+        llm_calls=R.llm_calls + 1,
+        tokens_in=R.tokens_in + bindparam("b_tin"),
+        tokens_out=R.tokens_out + bindparam("b_tout"),
+        tool_calls=R.tool_calls + bindparam("b_tools"),
+        subagents=R.subagents + bindparam("b_subs"),
+    )
 )
 
 ADVANCE_AGENT = (
-    update(AGENTS).where(A.id == bindparam("b_id"))
-    .values(steps=A.steps + 1, tokens_in=A.tokens_in + bindparam("b_tin"),
-            tokens_out=A.tokens_out + bindparam("b_tout"),
-            next_seq=bindparam("b_next"), pending_tools=bindparam("b_pending"))
+    update(AGENTS)
+    .where(A.id == bindparam("b_id"))
+    .values(
+        steps=A.steps + 1,
+        tokens_in=A.tokens_in + bindparam("b_tin"),
+        tokens_out=A.tokens_out + bindparam("b_tout"),
+        next_seq=bindparam("b_next"),
+        pending_tools=bindparam("b_pending"),
+    )
 )
 
 #: Give a tool step its result, if it is in the expected state (and, for a claimed step, fence).
 DELIVER = (
     update(STEPS)
-    .where(S.id == bindparam("b_id"), S.status == bindparam("b_expected"),
-           or_(bindparam("b_fence", type_=S.fence.type).is_(None), S.fence == bindparam("b_fence")))
-    .values(status=STEP_DELIVER.target, result=bindparam("b_result"), is_error=bindparam("b_error"),
-            finished_at=bindparam("b_now"))
+    .where(
+        S.id == bindparam("b_id"),
+        S.status == bindparam("b_expected"),
+        or_(bindparam("b_fence", type_=S.fence.type).is_(None), S.fence == bindparam("b_fence")),
+    )
+    .values(
+        status=STEP_DELIVER.target,
+        result=bindparam("b_result"),
+        is_error=bindparam("b_error"),
+        finished_at=bindparam("b_now"),
+    )
     .returning(S.run_id, S.agent_id, S.msg_seq, S.tool_call_id, S.turn, S.note)
 )
 
 #: Fan-in: one fewer outstanding tool call; whoever brings it to 0 schedules the next LLM step.
 FAN_IN = (
-    update(AGENTS).where(A.id == bindparam("b_id"), A.status == AgentStatus.RUNNING)
+    update(AGENTS)
+    .where(A.id == bindparam("b_id"), A.status == AgentStatus.RUNNING)
     .values(pending_tools=A.pending_tools - 1)
     .returning(A.pending_tools)
 )
@@ -156,6 +209,7 @@ def _commit_tool() -> Any:
     call, the agent's next LLM step. Each part runs only if the fenced UPDATE matched; it locks
     the step row, then the agent row, as the transaction of ``outcomes.deliver`` does.
     Returns ``delivered`` (0 when the fence moved on) and ``next_step_id`` (NULL if none)."""
+
     def typed(name: str, column: Any) -> Any:
         return bindparam(name, type_=column.type)
 
@@ -163,41 +217,100 @@ def _commit_tool() -> Any:
     delivered = (
         update(STEPS)
         .where(S.id == bindparam("b_id"), guard(S.status, STEP_SUCCEED), S.fence == bindparam("b_fence"))
-        .values(status=STEP_SUCCEED.target, result=bindparam("b_result"), is_error=bindparam("b_error"),
-                finished_at=bindparam("b_now"))
-        .returning(S.id).cte("delivered")
+        .values(
+            status=STEP_SUCCEED.target,
+            result=bindparam("b_result"),
+            is_error=bindparam("b_error"),
+            finished_at=bindparam("b_now"),
+        )
+        .returning(S.id)
+        .cte("delivered")
     )
-    message = insert(MESSAGES).from_select(
-        ["run_id", "agent_id", "seq", "role", "content", "tool_call_id", "created_at"],
-        select(typed("b_run", M.run_id), typed("b_agent", M.agent_id), typed("b_seq", M.seq), literal("tool"),
-               typed("b_content", M.content), typed("b_tcid", M.tool_call_id), typed("b_now", M.created_at))
-        .select_from(delivered),
-        include_defaults=False,
-    ).cte("message")
-    event = insert(EVENTS).from_select(
-        ["run_id", "ts", "type", "agent_id", "step_id", "data"],
-        select(typed("b_run", E.run_id), typed("b_now", E.ts), literal("tool_done"), typed("b_agent", E.agent_id),
-               typed("b_id", E.step_id), typed("b_data", E.data)).select_from(delivered),
-        include_defaults=False,
-    ).cte("event")
+    message = (
+        insert(MESSAGES)
+        .from_select(
+            ["run_id", "agent_id", "seq", "role", "content", "tool_call_id", "created_at"],
+            select(
+                typed("b_run", M.run_id),
+                typed("b_agent", M.agent_id),
+                typed("b_seq", M.seq),
+                literal("tool"),
+                typed("b_content", M.content),
+                typed("b_tcid", M.tool_call_id),
+                typed("b_now", M.created_at),
+            ).select_from(delivered),
+            include_defaults=False,
+        )
+        .cte("message")
+    )
+    event = (
+        insert(EVENTS)
+        .from_select(
+            ["run_id", "ts", "type", "agent_id", "step_id", "data"],
+            select(
+                typed("b_run", E.run_id),
+                typed("b_now", E.ts),
+                literal("tool_done"),
+                typed("b_agent", E.agent_id),
+                typed("b_id", E.step_id),
+                typed("b_data", E.data),
+            ).select_from(delivered),
+            include_defaults=False,
+        )
+        .cte("event")
+    )
     fan_in = (
         update(AGENTS)
         .where(A.id == bindparam("b_agent"), A.status == AgentStatus.RUNNING, exists(select(delivered.c.id)))
         .values(pending_tools=A.pending_tools - 1)
-        .returning(A.pending_tools).cte("fan_in")
+        .returning(A.pending_tools)
+        .cte("fan_in")
     )
     # Column defaults are applied only when the INSERT is the statement itself: give them all.
-    next_step = insert(STEPS).from_select(
-        ["id", "run_id", "agent_id", "kind", "status", "turn", "idx", "attempt", "fence", "ready_at", "is_error",
-         "tokens_in", "tokens_out"],
-        select(typed("b_new", S.id), typed("b_run", S.run_id), typed("b_agent", S.agent_id),
-               literal(StepKind.LLM.value), literal(StepStatus.READY.value), typed("b_next_turn", S.turn),
-               literal(0), literal(0), literal(0), db_now(), literal(False), literal(0), literal(0))
-        .select_from(fan_in).where(fan_in.c.pending_tools == 0),
-        include_defaults=False,
-    ).returning(S.id).cte("next_step")
-    return select(select(func.count()).select_from(delivered).scalar_subquery().label("delivered"),
-                  select(next_step.c.id).scalar_subquery().label("next_step_id")).add_cte(message, event)
+    next_step = (
+        insert(STEPS)
+        .from_select(
+            [
+                "id",
+                "run_id",
+                "agent_id",
+                "kind",
+                "status",
+                "turn",
+                "idx",
+                "attempt",
+                "fence",
+                "ready_at",
+                "is_error",
+                "tokens_in",
+                "tokens_out",
+            ],
+            select(
+                typed("b_new", S.id),
+                typed("b_run", S.run_id),
+                typed("b_agent", S.agent_id),
+                literal(StepKind.LLM.value),
+                literal(StepStatus.READY.value),
+                typed("b_next_turn", S.turn),
+                literal(0),
+                literal(0),
+                literal(0),
+                db_now(),
+                literal(False),
+                literal(0),
+                literal(0),
+            )
+            .select_from(fan_in)
+            .where(fan_in.c.pending_tools == 0),
+            include_defaults=False,
+        )
+        .returning(S.id)
+        .cte("next_step")
+    )
+    return select(
+        select(func.count()).select_from(delivered).scalar_subquery().label("delivered"),
+        select(next_step.c.id).scalar_subquery().label("next_step_id"),
+    ).add_cte(message, event)
 
 
 COMMIT_TOOL = _commit_tool()

@@ -134,12 +134,14 @@ class StateStore:
     def release(self, claim: Claim) -> None:
         self.leases.release(claim)
 
-    def sweep(self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS,
-              run_ids: Collection[str] | None = None) -> list[StepRef]:
+    def sweep(
+        self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS, run_ids: Collection[str] | None = None
+    ) -> list[StepRef]:
         return self.leases.sweep(republish_after, max_attempts, run_ids)
 
-    def release_dead_owners(self, run_id: str, is_dead: Callable[[str], bool],
-                            max_attempts: int = MAX_STEP_ATTEMPTS) -> int:
+    def release_dead_owners(
+        self, run_id: str, is_dead: Callable[[str], bool], max_attempts: int = MAX_STEP_ATTEMPTS
+    ) -> int:
         return self.leases.release_dead_owners(run_id, is_dead, max_attempts)
 
     # --------------------------------------------------------------- commits
@@ -167,8 +169,9 @@ class StateStore:
     def artifact_index(self, run_id: str) -> list[ArtifactInfo]:
         return self.files.index(run_id)
 
-    def artifact_contents(self, run_id: str, files: Sequence[ArtifactInfo], *,
-                          read_bytes: int = artifacts.READ_BYTES) -> Iterator[tuple[str, str, bytes]]:
+    def artifact_contents(
+        self, run_id: str, files: Sequence[ArtifactInfo], *, read_bytes: int = artifacts.READ_BYTES
+    ) -> Iterator[tuple[str, str, bytes]]:
         return self.files.contents(run_id, files, read_bytes=read_bytes)
 
     def artifacts(self, run_id: str) -> dict[str, tuple[str, bytes]]:
@@ -179,8 +182,9 @@ class StateStore:
     def run_summary(self, run_id: str, tenant: str | None = None) -> RunSummary:
         return self.views.run_summary(run_id, tenant)
 
-    def list_runs(self, *, tenant: str | None = None, status: str | None = None, limit: int = 50,
-                  offset: int = 0) -> list[RunSummary]:
+    def list_runs(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunSummary]:
         return self.views.list_runs(tenant=tenant, status=status, limit=limit, offset=offset)
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -230,8 +234,9 @@ class StateStore:
 
     # ------------------------------------------------------------------ keys
 
-    def create_key(self, tenant: str = "default", name: str | None = None, *,
-                   admin: bool = False) -> tuple[KeyInfo, str]:
+    def create_key(
+        self, tenant: str = "default", name: str | None = None, *, admin: bool = False
+    ) -> tuple[KeyInfo, str]:
         return self.keys.create_key(tenant, name, admin=admin)
 
     def list_keys(self, *, tenant: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:

@@ -25,20 +25,30 @@ class Subagents:
         with self.session.tx() as conn:
             taken = conn.execute(select(DEFS.c.id).where(DEFS.c.run_id == claim.run_id, DEFS.c.name == name)).first()
             if taken:
-                return outcomes.deliver(conn, claim.step_id, prompts.AGENT_EXISTS.format(name=name), True,
-                                        StepStatus.RUNNING, claim.fence)
-            conn.execute(insert(DEFS).values(run_id=claim.run_id, name=name, system_prompt=system_prompt,
-                                             created_by=claim.agent_id, created_at=time.time()))
+                return outcomes.deliver(
+                    conn, claim.step_id, prompts.AGENT_EXISTS.format(name=name), True, StepStatus.RUNNING, claim.fence
+                )
+            conn.execute(
+                insert(DEFS).values(
+                    run_id=claim.run_id,
+                    name=name,
+                    system_prompt=system_prompt,
+                    created_by=claim.agent_id,
+                    created_at=time.time(),
+                )
+            )
             writes.event(conn, claim.run_id, EventType.SUBAGENT_DEFINED, claim.agent_id, claim.step_id, {"name": name})
-            return outcomes.deliver(conn, claim.step_id, prompts.AGENT_CREATED.format(name=name), False,
-                                    StepStatus.RUNNING, claim.fence)
+            return outcomes.deliver(
+                conn, claim.step_id, prompts.AGENT_CREATED.format(name=name), False, StepStatus.RUNNING, claim.fence
+            )
 
     def launch(self, claim: Claim, agent_name: str, prompt: str) -> list[StepRef]:
         """``assign_task``: start a subagent instance. The step then waits without holding a worker;
         the subagent's final message becomes its result."""
         with self.session.tx() as conn:
-            run = conn.execute(select(RUNS.c.max_depth, RUNS.c.max_steps_per_agent)
-                               .where(RUNS.c.id == claim.run_id)).one()
+            run = conn.execute(
+                select(RUNS.c.max_depth, RUNS.c.max_steps_per_agent).where(RUNS.c.id == claim.run_id)
+            ).one()
             parent = conn.execute(select(AGENTS.c.depth).where(AGENTS.c.id == claim.agent_id)).one()
             adef = conn.execute(select(DEFS).where(DEFS.c.run_id == claim.run_id, DEFS.c.name == agent_name)).first()
             refusal = None
@@ -54,13 +64,39 @@ class Subagents:
                 return outcomes.deliver(conn, claim.step_id, refusal or "", True, StepStatus.RUNNING, claim.fence)
             child_id = new_id()
             outcomes.close_step(conn, claim, StepStatus.WAITING, child_agent_id=child_id)
-            conn.execute(insert(AGENTS).values(
-                id=child_id, run_id=claim.run_id, parent_id=claim.agent_id, parent_step_id=claim.step_id,
-                parent_turn=claim.turn, name=adef.name, depth=parent.depth + 1, status=AgentStatus.RUNNING,
-                steps=0, next_seq=2, pending_tools=0, tokens_in=0, tokens_out=0, created_at=time.time()))
-            writes.message(conn, claim.run_id, child_id, 0, "system",
-                           prompts.subagent_system(adef.system_prompt, run.max_steps_per_agent))
+            conn.execute(
+                insert(AGENTS).values(
+                    id=child_id,
+                    run_id=claim.run_id,
+                    parent_id=claim.agent_id,
+                    parent_step_id=claim.step_id,
+                    parent_turn=claim.turn,
+                    name=adef.name,
+                    depth=parent.depth + 1,
+                    status=AgentStatus.RUNNING,
+                    steps=0,
+                    next_seq=2,
+                    pending_tools=0,
+                    tokens_in=0,
+                    tokens_out=0,
+                    created_at=time.time(),
+                )
+            )
+            writes.message(
+                conn,
+                claim.run_id,
+                child_id,
+                0,
+                "system",
+                prompts.subagent_system(adef.system_prompt, run.max_steps_per_agent),
+            )
             writes.message(conn, claim.run_id, child_id, 1, "user", prompt)
-            writes.event(conn, claim.run_id, EventType.AGENT_STARTED, child_id, claim.step_id,
-                         {"name": adef.name, "parent_id": claim.agent_id})
+            writes.event(
+                conn,
+                claim.run_id,
+                EventType.AGENT_STARTED,
+                child_id,
+                claim.step_id,
+                {"name": adef.name, "parent_id": claim.agent_id},
+            )
             return [writes.new_llm_step(conn, claim.run_id, child_id, 0)]

@@ -28,11 +28,12 @@ class Views:
         with self.session.read() as conn:
             run = self._run_row(conn, run_id, tenant)
             live = run.status == RunStatus.RUNNING or run.critical_steps is None
-            crit, total = (self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps))
+            crit, total = self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps)
         return _summary(run, crit, total)
 
-    def list_runs(self, *, tenant: str | None = None, status: str | None = None, limit: int = 50,
-                  offset: int = 0) -> list[RunSummary]:
+    def list_runs(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunSummary]:
         with self.session.read() as conn:
             q = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit).offset(offset)
             if tenant is not None:
@@ -47,35 +48,75 @@ class Views:
         with self.session.read() as conn:
             self._run_row(conn, run_id, tenant)
             agents = conn.execute(select(AGENTS).where(AGENTS.c.run_id == run_id).order_by(AGENTS.c.created_at)).all()
-            tools: dict[str, int] = dict(conn.execute(select(STEPS.c.agent_id, func.count()).where(
-                STEPS.c.run_id == run_id, STEPS.c.kind == StepKind.TOOL).group_by(STEPS.c.agent_id)).all())
-        return [{"id": a.id, "parent_id": a.parent_id, "name": a.name, "depth": a.depth, "status": a.status,
-                 "reason": a.reason, "steps": a.steps, "tool_calls": int(tools.get(a.id, 0)),
-                 "tokens_in": a.tokens_in, "tokens_out": a.tokens_out, "parent_turn": a.parent_turn,
-                 "created_at": a.created_at, "finished_at": a.finished_at,
-                 "result": (a.result or "")[:2000] or None} for a in agents]
+            tools: dict[str, int] = dict(
+                conn.execute(
+                    select(STEPS.c.agent_id, func.count())
+                    .where(STEPS.c.run_id == run_id, STEPS.c.kind == StepKind.TOOL)
+                    .group_by(STEPS.c.agent_id)
+                ).all()
+            )
+        return [
+            {
+                "id": a.id,
+                "parent_id": a.parent_id,
+                "name": a.name,
+                "depth": a.depth,
+                "status": a.status,
+                "reason": a.reason,
+                "steps": a.steps,
+                "tool_calls": int(tools.get(a.id, 0)),
+                "tokens_in": a.tokens_in,
+                "tokens_out": a.tokens_out,
+                "parent_turn": a.parent_turn,
+                "created_at": a.created_at,
+                "finished_at": a.finished_at,
+                "result": (a.result or "")[:2000] or None,
+            }
+            for a in agents
+        ]
 
     def agent_counts(self, run_id: str) -> dict[str, int]:
         """How many agents of a run are in each status (cheap enough to poll)."""
         with self.session.read() as conn:
-            rows = conn.execute(select(AGENTS.c.status, func.count()).where(AGENTS.c.run_id == run_id)
-                                .group_by(AGENTS.c.status)).all()
+            rows = conn.execute(
+                select(AGENTS.c.status, func.count()).where(AGENTS.c.run_id == run_id).group_by(AGENTS.c.status)
+            ).all()
         return {str(status): int(n) for status, n in rows}
 
     def events_since(self, run_id: str, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         with self.session.read() as conn:
-            rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id)
-                                .order_by(EVENTS.c.id).limit(limit)).all()
-        return [{"id": e.id, "ts": e.ts, "type": e.type, "agent_id": e.agent_id, "step_id": e.step_id,
-                 "data": e.data} for e in rows]
+            rows = conn.execute(
+                select(EVENTS)
+                .where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id)
+                .order_by(EVENTS.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            {"id": e.id, "ts": e.ts, "type": e.type, "agent_id": e.agent_id, "step_id": e.step_id, "data": e.data}
+            for e in rows
+        ]
 
     def steps_timeline(self, run_id: str) -> list[dict[str, Any]]:
         with self.session.read() as conn:
-            rows = conn.execute(select(STEPS.c.id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.turn,
-                                       STEPS.c.idx,
-                                       STEPS.c.tool_name, STEPS.c.started_at, STEPS.c.finished_at, STEPS.c.attempt,
-                                       STEPS.c.tokens_in, STEPS.c.tokens_out, STEPS.c.is_error)
-                                .where(STEPS.c.run_id == run_id).order_by(STEPS.c.started_at)).all()
+            rows = conn.execute(
+                select(
+                    STEPS.c.id,
+                    STEPS.c.agent_id,
+                    STEPS.c.kind,
+                    STEPS.c.status,
+                    STEPS.c.turn,
+                    STEPS.c.idx,
+                    STEPS.c.tool_name,
+                    STEPS.c.started_at,
+                    STEPS.c.finished_at,
+                    STEPS.c.attempt,
+                    STEPS.c.tokens_in,
+                    STEPS.c.tokens_out,
+                    STEPS.c.is_error,
+                )
+                .where(STEPS.c.run_id == run_id)
+                .order_by(STEPS.c.started_at)
+            ).all()
         return [dict(r._mapping) for r in rows]
 
     def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
@@ -89,9 +130,10 @@ class Views:
         """Row counts per table for one run: proves storage grows linearly with work."""
         tables: dict[str, Any] = {"messages": MESSAGES, "steps": STEPS, "events": EVENTS, "agents": AGENTS}
         with self.session.read() as conn:
-            return {name: int(conn.execute(select(func.count()).select_from(t)
-                                           .where(t.c.run_id == run_id)).scalar_one())
-                    for name, t in tables.items()}
+            return {
+                name: int(conn.execute(select(func.count()).select_from(t).where(t.c.run_id == run_id)).scalar_one())
+                for name, t in tables.items()
+            }
 
     def _run_row(self, conn: Connection, run_id: str, tenant: str | None) -> Any:
         q = select(RUNS).where(RUNS.c.id == run_id)
@@ -103,9 +145,14 @@ class Views:
         return run
 
     def _live_steps(self, conn: Connection, run_id: str) -> tuple[int, int]:
-        agents = [AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps) for a in conn.execute(
-            select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps)
-            .where(AGENTS.c.run_id == run_id))]
+        agents = [
+            AgentSteps(a.id, a.parent_id, a.parent_turn, a.steps)
+            for a in conn.execute(
+                select(AGENTS.c.id, AGENTS.c.parent_id, AGENTS.c.parent_turn, AGENTS.c.steps).where(
+                    AGENTS.c.run_id == run_id
+                )
+            )
+        ]
         return critical_steps(agents), total_steps(agents)
 
 
@@ -113,11 +160,26 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
     end = run.finished_at if run.finished_at else time.time()
     wall = (run.wall_before or 0.0) + max(0.0, end - (run.started_at or run.created_at))
     return RunSummary(
-        id=run.id, status=run.status, reason=run.reason, task=run.task, model=run.model,
-        subagents=run.subagents, llm_calls=run.llm_calls, tool_calls=run.tool_calls,
-        critical_steps=crit, total_steps=total, wall_seconds=round(wall, 3), tokens_in=run.tokens_in,
-        tokens_out=run.tokens_out, result=run.result, created_at=run.created_at, finished_at=run.finished_at,
-        max_subagents=run.max_subagents, max_tool_calls=run.max_tool_calls, tenant=run.tenant)
+        id=run.id,
+        status=run.status,
+        reason=run.reason,
+        task=run.task,
+        model=run.model,
+        subagents=run.subagents,
+        llm_calls=run.llm_calls,
+        tool_calls=run.tool_calls,
+        critical_steps=crit,
+        total_steps=total,
+        wall_seconds=round(wall, 3),
+        tokens_in=run.tokens_in,
+        tokens_out=run.tokens_out,
+        result=run.result,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+        max_subagents=run.max_subagents,
+        max_tool_calls=run.max_tool_calls,
+        tenant=run.tenant,
+    )
 
 
 # --------------------------------------------------------------------------- live views (API)
@@ -139,8 +201,12 @@ class LiveViews:
     def run_events_between(self, run_id: str, after_id: int, upto_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         """A run's events with ``after_id < id <= upto_id``, in id order (catch-up of a stream)."""
         with self.session.read() as conn:
-            rows = conn.execute(select(EVENTS).where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id,
-                                                    EVENTS.c.id <= upto_id).order_by(EVENTS.c.id).limit(limit)).all()
+            rows = conn.execute(
+                select(EVENTS)
+                .where(EVENTS.c.run_id == run_id, EVENTS.c.id > after_id, EVENTS.c.id <= upto_id)
+                .order_by(EVENTS.c.id)
+                .limit(limit)
+            ).all()
         return [_event_dict(e) for e in rows]
 
     def xid_snapshot(self) -> tuple[int, int | None] | None:
@@ -149,16 +215,23 @@ class LiveViews:
         with self.session.read() as conn:
             if conn.dialect.name != "postgresql":
                 return None
-            xmin, xip_max = conn.execute(text(
-                "SELECT pg_snapshot_xmin(s)::text, (SELECT max(x::text::numeric) FROM pg_snapshot_xip(s) AS x)"
-                " FROM pg_current_snapshot() AS s")).one()
+            xmin, xip_max = conn.execute(
+                text(
+                    "SELECT pg_snapshot_xmin(s)::text, (SELECT max(x::text::numeric) FROM pg_snapshot_xip(s) AS x)"
+                    " FROM pg_current_snapshot() AS s"
+                )
+            ).one()
         return int(xmin), None if xip_max is None else int(xip_max)
 
     def recent_event_heads(self, limit: int = 5000) -> list[tuple[int, float]]:
         """(id, ts) of the newest events, newest first: where a new event follower may start."""
         with self.session.read() as conn:
-            return [(int(i), float(t)) for i, t in conn.execute(
-                select(EVENTS.c.id, EVENTS.c.ts).order_by(EVENTS.c.id.desc()).limit(limit)).all()]
+            return [
+                (int(i), float(t))
+                for i, t in conn.execute(
+                    select(EVENTS.c.id, EVENTS.c.ts).order_by(EVENTS.c.id.desc()).limit(limit)
+                ).all()
+            ]
 
     def last_run_event_id(self, run_id: str) -> int:
         with self.session.read() as conn:
@@ -180,35 +253,66 @@ class LiveViews:
         """Aggregates for /metrics, each one grouped query: runs and agents by status, steps by
         kind and status, step latency and queue wait as histogram bucket counts, token totals."""
         with self.session.read() as conn:
-            runs = conn.execute(select(RUNS.c.status, func.count(), func.coalesce(func.sum(RUNS.c.tokens_in), 0),
-                                       func.coalesce(func.sum(RUNS.c.tokens_out), 0)).group_by(RUNS.c.status)).all()
+            runs = conn.execute(
+                select(
+                    RUNS.c.status,
+                    func.count(),
+                    func.coalesce(func.sum(RUNS.c.tokens_in), 0),
+                    func.coalesce(func.sum(RUNS.c.tokens_out), 0),
+                ).group_by(RUNS.c.status)
+            ).all()
             active_agents = conn.execute(
-                select(func.count()).select_from(AGENTS).join(RUNS, RUNS.c.id == AGENTS.c.run_id)
-                .where(RUNS.c.status == "running", AGENTS.c.status == "running")).scalar_one()
-            steps = conn.execute(select(STEPS.c.kind, STEPS.c.status, func.count())
-                                 .group_by(STEPS.c.kind, STEPS.c.status)).all()
-            latency = _histogram(conn, STEPS.c.finished_at - STEPS.c.started_at, buckets,
-                                 STEPS.c.finished_at.is_not(None), STEPS.c.started_at.is_not(None))
-            wait = _histogram(conn, STEPS.c.started_at - STEPS.c.ready_at, buckets,
-                              STEPS.c.started_at.is_not(None), STEPS.c.ready_at.is_not(None))
+                select(func.count())
+                .select_from(AGENTS)
+                .join(RUNS, RUNS.c.id == AGENTS.c.run_id)
+                .where(RUNS.c.status == "running", AGENTS.c.status == "running")
+            ).scalar_one()
+            steps = conn.execute(
+                select(STEPS.c.kind, STEPS.c.status, func.count()).group_by(STEPS.c.kind, STEPS.c.status)
+            ).all()
+            latency = _histogram(
+                conn,
+                STEPS.c.finished_at - STEPS.c.started_at,
+                buckets,
+                STEPS.c.finished_at.is_not(None),
+                STEPS.c.started_at.is_not(None),
+            )
+            wait = _histogram(
+                conn,
+                STEPS.c.started_at - STEPS.c.ready_at,
+                buckets,
+                STEPS.c.started_at.is_not(None),
+                STEPS.c.ready_at.is_not(None),
+            )
         return {
             "runs": {str(s): int(n) for s, n, _, _ in runs},
-            "tokens_in": sum(int(t) for _, _, t, _ in runs), "tokens_out": sum(int(t) for _, _, _, t in runs),
+            "tokens_in": sum(int(t) for _, _, t, _ in runs),
+            "tokens_out": sum(int(t) for _, _, _, t in runs),
             "active_agents": int(active_agents),
             "steps": [(str(k), str(s), int(n)) for k, s, n in steps],
-            "step_latency": latency, "queue_wait": wait,
+            "step_latency": latency,
+            "queue_wait": wait,
         }
 
 
 def _event_dict(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "run_id": e.run_id, "ts": e.ts, "type": e.type, "agent_id": e.agent_id,
-            "step_id": e.step_id, "data": e.data}
+    return {
+        "id": e.id,
+        "run_id": e.run_id,
+        "ts": e.ts,
+        "type": e.type,
+        "agent_id": e.agent_id,
+        "step_id": e.step_id,
+        "data": e.data,
+    }
 
 
 def _histogram(conn: Connection, value: Any, buckets: tuple[float, ...], *where: Any) -> dict[str, Any]:
     """Per-kind cumulative bucket counts, sum and count of ``value`` in one scan."""
     cols = [func.sum(case((value <= b, 1), else_=0)) for b in buckets]
-    rows = conn.execute(select(STEPS.c.kind, func.count(), func.coalesce(func.sum(value), 0.0), *cols)
-                        .where(*where).group_by(STEPS.c.kind)).all()
-    return {str(r[0]): {"count": int(r[1]), "sum": float(r[2]),
-                        "buckets": [int(x or 0) for x in r[3:]]} for r in rows}
+    rows = conn.execute(
+        select(STEPS.c.kind, func.count(), func.coalesce(func.sum(value), 0.0), *cols)
+        .where(*where)
+        .group_by(STEPS.c.kind)
+    ).all()
+    return {str(r[0]): {"count": int(r[1]), "sum": float(r[2]), "buckets": [int(x or 0) for x in r[3:]]} for r in rows}

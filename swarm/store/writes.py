@@ -23,8 +23,16 @@ OPEN = tuple(s for s in StepStatus if s in STEP_OPEN)
 #: What a :class:`StepRef` is read from.
 REF_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.tool_name)
 #: What giving up a step (``Leases.give_up``) needs of it.
-GIVE_UP_COLS = (STEPS.c.id, STEPS.c.run_id, STEPS.c.agent_id, STEPS.c.kind, STEPS.c.status, STEPS.c.fence,
-                STEPS.c.attempt, STEPS.c.tool_name)
+GIVE_UP_COLS = (
+    STEPS.c.id,
+    STEPS.c.run_id,
+    STEPS.c.agent_id,
+    STEPS.c.kind,
+    STEPS.c.status,
+    STEPS.c.fence,
+    STEPS.c.attempt,
+    STEPS.c.tool_name,
+)
 
 
 def lock_run(conn: Connection, run_id: str) -> Any:
@@ -35,24 +43,65 @@ def lock_run(conn: Connection, run_id: str) -> Any:
     return row
 
 
-def message(conn: Connection, run_id: str, agent_id: str, seq: int, role: str, content: Any, *,
-            reasoning: str | None = None, tool_calls: Any = None, tool_call_id: str | None = None) -> None:
-    conn.execute(sql.INSERT_MESSAGE, {"run_id": run_id, "agent_id": agent_id, "seq": seq, "role": role,
-                                      "content": content, "reasoning_content": reasoning,
-                                      "tool_calls": tool_calls, "tool_call_id": tool_call_id,
-                                      "created_at": time.time()})
+def message(
+    conn: Connection,
+    run_id: str,
+    agent_id: str,
+    seq: int,
+    role: str,
+    content: Any,
+    *,
+    reasoning: str | None = None,
+    tool_calls: Any = None,
+    tool_call_id: str | None = None,
+) -> None:
+    conn.execute(
+        sql.INSERT_MESSAGE,
+        {
+            "run_id": run_id,
+            "agent_id": agent_id,
+            "seq": seq,
+            "role": role,
+            "content": content,
+            "reasoning_content": reasoning,
+            "tool_calls": tool_calls,
+            "tool_call_id": tool_call_id,
+            "created_at": time.time(),
+        },
+    )
 
 
-def event(conn: Connection, run_id: str, type_: EventType, agent_id: str | None, step_id: str | None,
-          data: dict[str, Any]) -> None:
-    conn.execute(sql.INSERT_EVENT, {"run_id": run_id, "ts": time.time(), "type": type_.value, "agent_id": agent_id,
-                                    "step_id": step_id, "data": data})
+def event(
+    conn: Connection, run_id: str, type_: EventType, agent_id: str | None, step_id: str | None, data: dict[str, Any]
+) -> None:
+    conn.execute(
+        sql.INSERT_EVENT,
+        {
+            "run_id": run_id,
+            "ts": time.time(),
+            "type": type_.value,
+            "agent_id": agent_id,
+            "step_id": step_id,
+            "data": data,
+        },
+    )
 
 
 def new_llm_step(conn: Connection, run_id: str, agent_id: str, turn: int) -> StepRef:
     step_id = new_id()
-    conn.execute(sql.INSERT_READY_STEP, {"id": step_id, "run_id": run_id, "agent_id": agent_id,
-                                         "kind": StepKind.LLM, "turn": turn, "idx": 0, "attempt": 0, "fence": 0})
+    conn.execute(
+        sql.INSERT_READY_STEP,
+        {
+            "id": step_id,
+            "run_id": run_id,
+            "agent_id": agent_id,
+            "kind": StepKind.LLM,
+            "turn": turn,
+            "idx": 0,
+            "attempt": 0,
+            "fence": 0,
+        },
+    )
     return StepRef(step_id, run_id, agent_id, StepKind.LLM)
 
 

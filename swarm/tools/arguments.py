@@ -62,8 +62,9 @@ def _tidy(schema: dict[str, Any]) -> dict[str, Any]:
 class Arguments(BaseModel):
     """Base of every built-in tool's arguments model."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True,
-                              json_schema_extra={"additionalProperties": False})
+    model_config = ConfigDict(
+        strict=True, extra="ignore", frozen=True, json_schema_extra={"additionalProperties": False}
+    )
 
     #: What the LLM is told when an argument is missing or unusable, by argument name; ``{value!r}``
     #: in one shows what was sent. An argument not listed gets a message built from pydantic's.

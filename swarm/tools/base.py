@@ -45,8 +45,7 @@ class Tool(Protocol):
 
 def tool_schema(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI ``tools`` entry for one function."""
-    return {"type": "function", "function": {"name": name, "description": description,
-                                             "parameters": parameters}}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
 
 
 class ToolRegistry:
@@ -68,5 +67,4 @@ class ToolRegistry:
 
     def schemas(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         chosen = self.names() if names is None else [n for n in names if n in self._tools]
-        return [tool_schema(t.name, t.description, t.parameters)
-                for t in (self._tools[n] for n in chosen)]
+        return [tool_schema(t.name, t.description, t.parameters) for t in (self._tools[n] for n in chosen)]

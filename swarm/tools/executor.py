@@ -77,7 +77,7 @@ def safe_relpath(name: str) -> str | None:
     """The workspace path of a ``files/<path>`` member, or None if it is not a safe relative path."""
     if not name.startswith("files/"):
         return None
-    rel = name[len("files/"):]
+    rel = name[len("files/") :]
     parts = rel.split("/")
     if not rel or "\0" in rel or any(part in ("", ".", "..") for part in parts):
         return None
@@ -153,17 +153,27 @@ def run_remote(code: str, ctx: ToolContext) -> ToolResult:
                 tar.add(p, arcname=f"files/{rel}", recursive=False)
         size = body.tell()
         if size > limit:
-            return _unavailable(url, f"the run's files ({size >> 20} MiB) exceed what it accepts "
-                                     f"(SWARM_PYTHON_WORKSPACE_MB={s.python_workspace_mb})")
+            return _unavailable(
+                url,
+                f"the run's files ({size >> 20} MiB) exceed what it accepts "
+                f"(SWARM_PYTHON_WORKSPACE_MB={s.python_workspace_mb})",
+            )
         body.seek(0)
-        headers = {"Content-Type": "application/x-tar", "Content-Length": str(size),
-                   "X-Swarm-Run": ctx.run_id, "X-Swarm-Agent": ctx.agent_id, "X-Swarm-Step": ctx.step_id}
+        headers = {
+            "Content-Type": "application/x-tar",
+            "Content-Length": str(size),
+            "X-Swarm-Run": ctx.run_id,
+            "X-Swarm-Agent": ctx.agent_id,
+            "X-Swarm-Step": ctx.step_id,
+        }
         if token := s.executor_token.get_secret_value():
             headers["Authorization"] = f"Bearer {token}"
         timeout = httpx.Timeout(float(s.python_timeout) + _CLIENT_SLACK_SECONDS, connect=10.0)
         try:
-            with httpx.Client(timeout=timeout) as client, client.stream(
-                    "POST", url, content=iter(lambda: body.read(65536), b""), headers=headers) as resp:
+            with (
+                httpx.Client(timeout=timeout) as client,
+                client.stream("POST", url, content=iter(lambda: body.read(65536), b""), headers=headers) as resp,
+            ):
                 if resp.status_code != 200:
                     detail = next(resp.iter_bytes(), b"")[:300].decode("utf-8", "replace").strip()
                     return _unavailable(url, _status_reason(resp.status_code, detail))
@@ -189,8 +199,12 @@ def _read_answer(tar: tarfile.TarFile, workspace: Path, limit: int) -> ToolResul
     for name, data in members(tar, limit):
         if name == "result.json":
             raw = json.loads(data)
-            if not (isinstance(raw, dict) and isinstance(raw.get("content"), str)
-                    and isinstance(raw.get("is_error"), bool) and isinstance(raw.get("meta", {}), dict)):
+            if not (
+                isinstance(raw, dict)
+                and isinstance(raw.get("content"), str)
+                and isinstance(raw.get("is_error"), bool)
+                and isinstance(raw.get("meta", {}), dict)
+            ):
                 raise BadMessage("result.json is not a tool result")
             result = ToolResult(raw["content"], raw["is_error"], raw.get("meta", {}))
         elif (rel := safe_relpath(name)) is not None and not write_file(workspace, rel, data):
@@ -212,17 +226,24 @@ def _status_reason(status: int, detail: str) -> str:
 
 def _unavailable(url: str, why: str) -> ToolResult:
     log.error("python executor %s: %s", url, why)
-    return ToolResult(f"the python executor is unavailable: {why}. The code may not have run; try again later.",
-                      is_error=True, meta={"executor_error": why})
+    return ToolResult(
+        f"the python executor is unavailable: {why}. The code may not have run; try again later.",
+        is_error=True,
+        meta={"executor_error": why},
+    )
 
 
 def python_report(settings: Settings) -> dict[str, object]:
     """Where this process's python tool calls run, for ``swarm worker --check``: in the executor
     when one is set (this machine needs no sandbox then), else :func:`isolation_report` here."""
     if settings.python_executor_url:
-        return {"python_isolation": "executor", "available": True, "network": False,
-                "detail": f"python tool code runs in the executor at {settings.python_executor_url} "
-                          "(its own sandbox, without this worker's credentials)"}
+        return {
+            "python_isolation": "executor",
+            "available": True,
+            "network": False,
+            "detail": f"python tool code runs in the executor at {settings.python_executor_url} "
+            "(its own sandbox, without this worker's credentials)",
+        }
     from swarm.tools.sandbox_spec import isolation_report
 
     return isolation_report(settings.python_isolation, settings.python_network)

@@ -80,13 +80,22 @@ class ExecutorServer(ThreadingHTTPServer):
             run_id, agent_id, step_id = ids
             ctx = ToolContext(run_id=run_id, agent_id=agent_id, step_id=step_id, workspace=tmp, settings=self.settings)
             result = PythonTool().run({"code": code}, ctx)
-            log.info("python call %s: %s", step_id or "-", result.meta or result.content[:200],
-                     extra={"run_id": run_id, "agent_id": agent_id, "step_id": step_id})
+            log.info(
+                "python call %s: %s",
+                step_id or "-",
+                result.meta or result.content[:200],
+                extra={"run_id": run_id, "agent_id": agent_id, "step_id": step_id},
+            )
             answer = new_spool()
             try:
                 with tarfile.open(fileobj=answer, mode="w", format=tarfile.PAX_FORMAT) as out:
-                    add_bytes(out, "result.json", json.dumps({"content": result.content, "is_error": result.is_error,
-                                                               "meta": result.meta}, default=str).encode())
+                    add_bytes(
+                        out,
+                        "result.json",
+                        json.dumps(
+                            {"content": result.content, "is_error": result.is_error, "meta": result.meta}, default=str
+                        ).encode(),
+                    )
                     for rel, p in files_of(tmp):
                         data = p.read_bytes()
                         if sent.get(rel) != hashlib.sha256(data).hexdigest():

@@ -85,8 +85,9 @@ def is_public(ip: IPAddress) -> bool:
         if inner is not None and not is_public(inner):
             return False
     # is_global alone misses multicast and some reserved ranges on older Pythons.
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified
-                                 or ip.is_loopback or ip.is_link_local or ip.is_private)
+    return ip.is_global and not (
+        ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_private
+    )
 
 
 def _allowed(host: str, ip: IPAddress, port: int, entries: list[_Entry]) -> bool:
@@ -128,7 +129,8 @@ def resolve_checked(host: str, port: int, allow: Sequence[str] = ()) -> list[str
             raise ToolError(
                 f"refused: {what} is a private, loopback, link-local or otherwise non-public "
                 "address. Tools may only fetch public internet addresses (the operator can "
-                "allow specific hosts with SWARM_WEB_ALLOW_HOSTS).")
+                "allow specific hosts with SWARM_WEB_ALLOW_HOSTS)."
+            )
     return addrs
 
 

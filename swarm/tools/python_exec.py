@@ -45,11 +45,20 @@ def _spec(settings: Settings) -> SandboxSpec:
     timeout = float(settings.python_timeout)
     isolate = settings.python_isolation != "off"
     return SandboxSpec(
-        isolate=isolate, network=settings.python_network,
-        limits=Limits(memory=settings.python_memory_mb * 1024 * 1024, cpu=math.ceil(timeout) + 1,
-                      fsize=_FSIZE_BYTES, nofile=_NOFILE, nproc=settings.python_max_processes),
-        soft_timeout=_soft_timeout(timeout), hard_timeout=timeout,
-        work_bytes=settings.python_workspace_mb * 1024 * 1024, tmp_bytes=settings.python_tmp_mb * 1024 * 1024)
+        isolate=isolate,
+        network=settings.python_network,
+        limits=Limits(
+            memory=settings.python_memory_mb * 1024 * 1024,
+            cpu=math.ceil(timeout) + 1,
+            fsize=_FSIZE_BYTES,
+            nofile=_NOFILE,
+            nproc=settings.python_max_processes,
+        ),
+        soft_timeout=_soft_timeout(timeout),
+        hard_timeout=timeout,
+        work_bytes=settings.python_workspace_mb * 1024 * 1024,
+        tmp_bytes=settings.python_tmp_mb * 1024 * 1024,
+    )
 
 
 def _soft_timeout(timeout: float) -> float:
@@ -128,7 +137,7 @@ def _exchange(child: SandboxChild, code: bytes, deadline: float, out: _Capture, 
                 for key, _ in sel.select(remaining):
                     if key.fd == child.stdin:
                         try:
-                            pos += os.write(key.fd, view[pos:pos + select.PIPE_BUF])
+                            pos += os.write(key.fd, view[pos : pos + select.PIPE_BUF])
                         except BrokenPipeError:
                             pos = len(view)
                         if pos >= len(view):
@@ -160,8 +169,10 @@ def _signal_note(rc: int, memory_mb: int, cpu: int) -> str:
     if sig == signal.SIGXCPU:
         return f"killed: the CPU time limit ({cpu} s) was exceeded"
     if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
-        return (f"killed by {name} (often a sign of exceeding the {memory_mb} MiB memory "
-                "limit; use less memory, e.g. process data in chunks)")
+        return (
+            f"killed by {name} (often a sign of exceeding the {memory_mb} MiB memory "
+            "limit; use less memory, e.g. process data in chunks)"
+        )
     return f"killed by {name}"
 
 
@@ -180,7 +191,8 @@ class PythonTool(ArgumentsTool[PythonArgs]):
         "run's files are in the working directory; files you write there are kept for later "
         "calls and other agents. Only what the code prints (stdout/stderr) comes back, so "
         "print() every value you want to see. Time, memory and output size are limited; "
-        "background processes are stopped when the code finishes.")
+        "background processes are stopped when the code finishes."
+    )
     arguments = PythonArgs
     uses_workspace = True
 
@@ -214,34 +226,38 @@ class PythonTool(ArgumentsTool[PythonArgs]):
         err.feed(b"", final=True)
         rc = _as_returncode(child.returncode)
         elapsed = time.monotonic() - started
-        timed_out = (not finished or child.returncode == HARD_TIMEOUT_EXIT
-                     or (rc == SOFT_TIMEOUT_EXIT and elapsed >= spec.soft_timeout))
+        timed_out = (
+            not finished
+            or child.returncode == HARD_TIMEOUT_EXIT
+            or (rc == SOFT_TIMEOUT_EXIT and elapsed >= spec.soft_timeout)
+        )
         cpu = spec.limits.cpu
 
-        out_budget, err_budget = _split_budget(out, err,
-                                               MAX_TOOL_OUTPUT_CHARS - _RESERVE_CHARS)
+        out_budget, err_budget = _split_budget(out, err, MAX_TOOL_OUTPUT_CHARS - _RESERVE_CHARS)
         parts = []
         if out.total:
             parts.append(out.render(out_budget).rstrip("\n"))
         if err.total:
             parts.append("[stderr]\n" + err.render(err_budget).rstrip("\n"))
         if timed_out:
-            parts.append(f"timed out after {timeout:g} s (the process was killed; make the code "
-                         "faster or do less per call)")
+            parts.append(
+                f"timed out after {timeout:g} s (the process was killed; make the code faster or do less per call)"
+            )
         elif rc is not None and rc < 0:
             parts.append(_signal_note(rc, settings.python_memory_mb, cpu))
         elif rc == SETUP_FAILED_EXIT and not out.total and not err.total:
             parts.append("the sandbox could not run the code (see the worker's log)")
         elif rc:
             if "MemoryError" in err.render(err_budget):
-                parts.append(f"the code ran out of memory (limit {settings.python_memory_mb} "
-                             "MiB)")
+                parts.append(f"the code ran out of memory (limit {settings.python_memory_mb} MiB)")
             parts.append(f"exit code {rc}")
         if not parts:
             parts.append("(no output; use print() to show results)")
-        return ToolResult("\n".join(parts), is_error=timed_out or rc != 0,
-                          meta={"exit_code": rc, "timed_out": timed_out,
-                                "duration_ms": round(elapsed * 1000)})
+        return ToolResult(
+            "\n".join(parts),
+            is_error=timed_out or rc != 0,
+            meta={"exit_code": rc, "timed_out": timed_out, "duration_ms": round(elapsed * 1000)},
+        )
 
 
 def _as_returncode(code: int | None) -> int | None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from swarm.retry import RetryPolicy
 from swarm.tools import sandbox_boot as _boot_module
+from swarm.tools import sandbox_copy as _copy_module
 from swarm.tools import sandbox_server as _server_module
 from swarm.tools.sandbox_spec import (
     FLAGS,
@@ -74,30 +75,48 @@ CHILD_ENV = {
     "MALLOC_ARENA_MAX": "2",
     "MPLBACKEND": "Agg",
 }
+
+
 def _server_config(spec: SandboxSpec) -> str:
     as_root = os.geteuid() == 0
-    return json.dumps({
-        "isolate": spec.isolate, "root": as_root, "limits": asdict(spec.limits), "relocate": hidden_roots(),
-        "soft_timeout": spec.soft_timeout, "hard_timeout": spec.hard_timeout,
-        "work_bytes": spec.work_bytes, "tmp_bytes": spec.tmp_bytes,
-        "site_paths": list(site_dirs(not spec.isolate)), "env": CHILD_ENV,
-        # Per-call user ids of this process's server: an unused range far above real accounts.
-        "uid_base": 1_000_000_000 + (os.getpid() % 100_000) * 1000, "uid_span": 1000,
-    })
+    return json.dumps(
+        {
+            "isolate": spec.isolate,
+            "root": as_root,
+            "limits": asdict(spec.limits),
+            "relocate": hidden_roots(),
+            "soft_timeout": spec.soft_timeout,
+            "hard_timeout": spec.hard_timeout,
+            "work_bytes": spec.work_bytes,
+            "tmp_bytes": spec.tmp_bytes,
+            "site_paths": list(site_dirs(not spec.isolate)),
+            "env": CHILD_ENV,
+            # Per-call user ids of this process's server: an unused range far above real accounts.
+            "uid_base": 1_000_000_000 + (os.getpid() % 100_000) * 1000,
+            "uid_span": 1000,
+        }
+    )
 
 
-_BOOT_IMPORT = "from swarm.tools.sandbox_boot import boot"
+#: The standard-library-only modules the server imports from swarm, in the order their sources are
+#: prepended to its own (swarm itself is not importable in the sandbox).
+_PARTS = (_boot_module, _copy_module)
 _FUTURE = "from __future__ import annotations\n"
 
 
 @functools.cache
 def _source() -> str:
-    """The server's program: the boot's source, then the server's without its import of it."""
-    boot = Path(_boot_module.__file__).read_text("utf-8")
+    """The server's program: the sources of its parts, then its own without its imports of them."""
     server = Path(_server_module.__file__).read_text("utf-8")
-    assert _BOOT_IMPORT in server and _FUTURE in server
-    server = server.replace(_BOOT_IMPORT, "").replace(_FUTURE, "")
-    return boot + "\n" + server.replace('if __name__ == "__main__":', "if True:")
+    sources = []
+    for i, part in enumerate(_PARTS):
+        text = Path(str(part.__file__)).read_text("utf-8")
+        line = next(x for x in server.splitlines() if x.startswith(f"from {part.__name__} import "))
+        server = server.replace(line, "")
+        sources.append(text if i == 0 else text.replace(_FUTURE, ""))
+    assert _FUTURE in server
+    server = server.replace(_FUTURE, "")
+    return "\n".join([*sources, server.replace('if __name__ == "__main__":', "if True:")])
 
 
 def server_command(spec: SandboxSpec, control_fd: int) -> list[str]:
@@ -106,9 +125,11 @@ def server_command(spec: SandboxSpec, control_fd: int) -> list[str]:
         return cmd
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        raise SandboxUnavailable("bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt-get install "
-                                 "bubblewrap) or set SWARM_PYTHON_ISOLATION=off to run model code without "
-                                 "isolation (unsafe for untrusted models)")
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt-get install "
+            "bubblewrap) or set SWARM_PYTHON_ISOLATION=off to run model code without "
+            "isolation (unsafe for untrusted models)"
+        )
     return [*bwrap_argv(bwrap, spec, os.geteuid() == 0), "--", *cmd]
 
 
@@ -177,6 +198,7 @@ class SandboxServer:
 
     def launch(self, workspace: Path) -> SandboxChild:
         """Start one call with ``workspace`` as its files; retried (LAUNCH_RETRY) on a fresh server."""
+
         def once() -> SandboxChild:
             control = self._ensure_started()  # raises SandboxUnavailable, never retried
             try:
@@ -242,9 +264,15 @@ class SandboxServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = server_command(self.spec, theirs.fileno())
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
-                                          start_new_session=True, env={})
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                env={},
+            )
         except OSError as e:
             ours.close()
             if isinstance(e, SandboxUnavailable):
@@ -257,8 +285,11 @@ class SandboxServer:
         if self.spec.isolate:
             log.debug("python sandbox server %d started", self._proc.pid)
         else:
-            log.warning("python tool code runs WITHOUT isolation (SWARM_PYTHON_ISOLATION=off): it can reach "
-                        "everything this process can; server %d", self._proc.pid)
+            log.warning(
+                "python tool code runs WITHOUT isolation (SWARM_PYTHON_ISOLATION=off): it can reach "
+                "everything this process can; server %d",
+                self._proc.pid,
+            )
 
     def _stop(self) -> None:
         with self._lock:

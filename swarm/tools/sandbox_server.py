@@ -40,12 +40,12 @@ import os
 import select
 import signal
 import socket
-import stat
 import struct
 import sys
 from typing import Any
 
-from swarm.tools.sandbox_boot import boot  # the boot's source is prepended at start
+from swarm.tools.sandbox_boot import boot  # the sources of both are prepended at start
+from swarm.tools.sandbox_copy import copy_tree
 
 INT = struct.Struct("!i")
 #: Exit code of a call that hit its hard time limit (the soft limit raises inside the code).
@@ -75,13 +75,23 @@ def _unshare(flags: int) -> None:
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _sys(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                     ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+    _sys(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
 
 
 def _prctl(option: int, arg: int) -> None:
-    _sys(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                     ctypes.c_ulong(0)), "prctl")
+    _sys(
+        _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+        "prctl",
+    )
 
 
 def _drop_bounding_set() -> None:
@@ -113,54 +123,6 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-# --------------------------------------------------------------------------- workspace copies
-
-
-def _copy_file(src: str, dst: str, mode: int) -> None:
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        try:
-            while os.sendfile(dfd, sfd, None, 1 << 20):
-                pass
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
-
-
-def _copy_tree(src: str, dst: str, file_mode: int, dir_mode: int,
-               unchanged: dict[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, int]]:
-    """Regular files and directories only: symlinks, devices and fifos are never followed or copied.
-
-    Files whose (size, mtime) in ``src`` equal ``unchanged``'s are skipped, so the worker does not
-    see (and hash) every file as written again. Returns the (size, mtime) of the copies in ``dst``.
-    """
-    copied: dict[str, tuple[int, int]] = {}
-    for root, _dirs, files in os.walk(src, followlinks=False):
-        rel = os.path.relpath(root, src)
-        target = dst if rel == "." else os.path.join(dst, rel)
-        if rel != ".":
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(target, dir_mode)
-        for name in files:
-            path = os.path.join(root, name)
-            key = os.path.normpath(os.path.join(rel, name))
-            try:
-                st = os.lstat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                if unchanged is not None and unchanged.get(key) == (st.st_size, st.st_mtime_ns):
-                    continue
-                out = os.path.join(target, name)
-                _copy_file(path, out, file_mode)
-                copied_st = os.stat(out)
-                copied[key] = (copied_st.st_size, copied_st.st_mtime_ns)
-            except OSError:
-                pass  # a file the code made unreadable or that vanished is simply not kept
-    return copied
-
-
 # --------------------------------------------------------------------------- the user's process
 
 
@@ -178,7 +140,7 @@ def _relocate(cfg: dict[str, Any]) -> None:
     def moved(p: str) -> str:
         for old, new in moves:
             if p == old or p.startswith(old + "/"):
-                return new + p[len(old):]
+                return new + p[len(old) :]
         return p
 
     sys.path[:] = [moved(p) for p in sys.path]
@@ -198,8 +160,14 @@ def _limit(cfg: dict[str, Any]) -> None:
     import resource as r
 
     lim = cfg["limits"]
-    for kind, wanted in ((r.RLIMIT_AS, lim["memory"]), (r.RLIMIT_CPU, lim["cpu"]), (r.RLIMIT_FSIZE, lim["fsize"]),
-                         (r.RLIMIT_NOFILE, lim["nofile"]), (r.RLIMIT_NPROC, lim["nproc"]), (r.RLIMIT_CORE, 0)):
+    for kind, wanted in (
+        (r.RLIMIT_AS, lim["memory"]),
+        (r.RLIMIT_CPU, lim["cpu"]),
+        (r.RLIMIT_FSIZE, lim["fsize"]),
+        (r.RLIMIT_NOFILE, lim["nofile"]),
+        (r.RLIMIT_NPROC, lim["nproc"]),
+        (r.RLIMIT_CORE, 0),
+    ):
         hard = r.getrlimit(kind)[1]
         value = wanted if hard == r.RLIM_INFINITY else min(wanted, hard)
         r.setrlimit(kind, (value, value))
@@ -271,7 +239,7 @@ def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
         _mount("tmpfs", "/work", "tmpfs", opts, f"size={cfg['work_bytes']},mode=0777")
         _mount("tmpfs", "/tmp", "tmpfs", opts, f"size={cfg['tmp_bytes']},mode=1777")
         _relocate(cfg)
-        restored = _copy_tree(ws, "/work", 0o666, 0o777)
+        restored = copy_tree(ws, "/work", 0o666, 0o777)
         _mount("proc", "/proc", "proc", opts | _MS_NOEXEC)
         user = os.fork()
         if user == 0:
@@ -291,7 +259,7 @@ def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
                 break
             if pid == user:
                 status = st
-        _copy_tree("/work", f"/proc/self/fd/{fds[3]}", 0o644, 0o755, unchanged=restored)
+        copy_tree("/work", f"/proc/self/fd/{fds[3]}", 0o644, 0o755, unchanged=restored)
         code = HARD_TIMEOUT_EXIT if timed_out else (_exit_code(status) if status is not None else SETUP_FAILED_EXIT)
     except BaseException as e:
         _say(fds[2], "could not set up the sandbox for this call", e)

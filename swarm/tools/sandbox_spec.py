@@ -20,8 +20,22 @@ from pathlib import Path
 #: How the server's interpreter starts: isolated mode, no site (see :func:`site_dirs`), no bytecode.
 FLAGS = ("-I", "-S", "-B")
 #: What of /etc a Python program may need (shared libraries, time zone, certificates, fonts).
-_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "alternatives", "ssl",
-        "ca-certificates", "fonts", "mime.types", "passwd", "group", "nsswitch.conf", "matplotlibrc")
+_ETC = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "fonts",
+    "mime.types",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "matplotlibrc",
+)
 _TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: Where each call mounts a fresh tmpfs. A Python installation under one of them (a virtual
 #: environment in /tmp, say) is also bound at a stash path, where the call's interpreter finds it
@@ -120,14 +134,16 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, as_root: bool) -> list[str]:
     # worker thread ending would kill the server under every other thread's calls. The server exits
     # instead when its control socket reaches EOF, i.e. when the process that started it is gone,
     # and the whole sandbox (its PID namespace) goes with it.
-    argv = [bwrap, "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try"]
+    argv = [bwrap, "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not spec.network:
         argv.append("--unshare-net")
     # The server keeps what it needs to give each call its own namespaces and user id; the code
     # it runs drops all of it (sandbox_server._become_user).
-    caps = ["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL", "CAP_DAC_READ_SEARCH"] if as_root \
+    caps = (
+        ["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL", "CAP_DAC_READ_SEARCH"]
+        if as_root
         else ["CAP_SYS_ADMIN"]
+    )
     if as_root:
         argv += ["--cap-drop", "ALL"]
     else:
@@ -170,32 +186,58 @@ def probe(network: bool = False) -> str | None:
     """None if bubblewrap isolation works on this machine, else why not (cached per process)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return ("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap); set "
-                "SWARM_PYTHON_ISOLATION=off to run model code without isolation (unsafe)")
+        return (
+            "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap); set "
+            "SWARM_PYTHON_ISOLATION=off to run model code without isolation (unsafe)"
+        )
     limits = Limits(memory=1 << 30, cpu=5, fsize=1 << 20, nofile=64, nproc=64)
-    spec = SandboxSpec(isolate=True, network=network, limits=limits,
-                       soft_timeout=5.0, hard_timeout=5.0, work_bytes=1 << 20, tmp_bytes=1 << 20)
-    argv = [*bwrap_argv(bwrap, spec, os.geteuid() == 0), "--", interpreter(), *FLAGS, "-c",
-            "import ctypes; print('ok')"]
+    spec = SandboxSpec(
+        isolate=True,
+        network=network,
+        limits=limits,
+        soft_timeout=5.0,
+        hard_timeout=5.0,
+        work_bytes=1 << 20,
+        tmp_bytes=1 << 20,
+    )
+    argv = [
+        *bwrap_argv(bwrap, spec, os.geteuid() == 0),
+        "--",
+        interpreter(),
+        *FLAGS,
+        "-c",
+        "import ctypes; print('ok')",
+    ]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={}, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bubblewrap could not be run: {e}"
     if out.returncode != 0 or out.stdout.strip() != "ok":
         detail = (out.stderr or out.stdout).strip().splitlines()
-        return (f"bubblewrap refused to start a sandbox ({detail[-1] if detail else f'exit {out.returncode}'}); "
-                "the kernel may forbid user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run the "
-                "worker in a container that allows them); set SWARM_PYTHON_ISOLATION=off to run model code "
-                "without isolation (unsafe)")
+        return (
+            f"bubblewrap refused to start a sandbox ({detail[-1] if detail else f'exit {out.returncode}'}); "
+            "the kernel may forbid user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run the "
+            "worker in a container that allows them); set SWARM_PYTHON_ISOLATION=off to run model code "
+            "without isolation (unsafe)"
+        )
     return None
 
 
 def isolation_report(mode: str, network: bool) -> dict[str, object]:
     """What ``swarm doctor``, ``swarm worker --check`` and ``/v1/info`` say about model code."""
     if mode == "off":
-        return {"python_isolation": "off", "available": True, "network": True,
-                "detail": "python tool code runs as swarm's own user, without isolation (SWARM_PYTHON_ISOLATION=off)"}
+        return {
+            "python_isolation": "off",
+            "available": True,
+            "network": True,
+            "detail": "python tool code runs as swarm's own user, without isolation (SWARM_PYTHON_ISOLATION=off)",
+        }
     why = probe(network)
-    return {"python_isolation": mode, "available": why is None, "network": network,
-            "detail": why or "bubblewrap sandbox: no network, read-only system, private workspace, "
-                             "a PID namespace and a user id per call"}
+    return {
+        "python_isolation": mode,
+        "available": why is None,
+        "network": network,
+        "detail": why
+        or "bubblewrap sandbox: no network, read-only system, private workspace, "
+        "a PID namespace and a user id per call",
+    }

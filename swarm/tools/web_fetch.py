@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import codecs
 import queue
-import re
 import ssl
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 
 import httpcore
@@ -23,6 +20,7 @@ from swarm.exceptions import ToolError
 from swarm.tools.arguments import Arguments, ArgumentsTool, NonBlank, WholeNumber
 from swarm.tools.base import ToolContext, ToolResult
 from swarm.tools.netguard import resolve_checked, split_url
+from swarm.tools.page_text import charset_of, decode, html_to_text, kind_of
 
 MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -32,94 +30,6 @@ USER_AGENT = "swarm-web-fetch/0.1"
 DEFAULT_MAX_CHARS = 20_000
 
 _REDIRECT_CODES = {301, 302, 303, 307, 308}
-_HTML_TYPES = {"text/html", "application/xhtml+xml"}
-_TEXT_TYPES = {"application/json", "application/xml", "application/javascript",
-               "application/x-javascript", "application/ecmascript", "application/x-ndjson",
-               "application/yaml", "application/x-yaml", "application/toml", "application/csv"}
-_SPACES = re.compile(r"[ \t\r\n\f]+")
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-
-_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "iframe", "object"}
-_BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "section",
-               "article", "header", "footer", "nav", "aside", "main", "blockquote", "pre", "hr",
-               "h1", "h2", "h3", "h4", "h5", "h6", "form", "figure", "figcaption", "details",
-               "summary", "address", "fieldset", "caption", "body", "html"}
-
-
-class _HTMLText(HTMLParser):
-    """Collects the visible text of an HTML document, one block element per line."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title: list[str] = []
-        self._skip = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip += 1
-        elif tag == "title":
-            self._in_title = True
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n- " if tag == "li" else "\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self._skip = max(0, self._skip - 1)
-        elif tag == "title":
-            self._in_title = False
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        # Source line breaks are just spaces in HTML; only block elements start new lines.
-        (self.title if self._in_title else self.parts).append(_SPACES.sub(" ", data))
-
-
-def _tidy(text: str) -> str:
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
-
-
-def html_to_text(html: str) -> tuple[str, str]:
-    """``(title, text)`` of an HTML document: scripts, styles and tags removed, spaces collapsed."""
-    parser = _HTMLText()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:
-        # html.parser copes with almost anything; if it does not, crude stripping beats nothing.
-        return "", _tidy(re.sub(r"<[^>]*>", " ", html))
-    return _tidy("".join(parser.title)), _tidy("".join(parser.parts))
-
-
-def _kind(mime: str, head: bytes) -> str:
-    if mime in _HTML_TYPES:
-        return "html"
-    if mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith(("+json", "+xml")):
-        return "text"
-    if not mime and b"\x00" not in head[:1024]:
-        start = head[:512].lstrip().lower()
-        return "html" if start.startswith((b"<!doctype html", b"<html")) else "text"
-    return "binary"
-
-
-def _decode(body: bytes, charset: str | None, is_html: bool) -> str:
-    if not charset and is_html:
-        m = _META_CHARSET.search(body[:4096])
-        charset = m.group(1).decode("ascii") if m else None
-    try:
-        codec = codecs.lookup(charset or "utf-8").name
-    except LookupError:
-        codec = "utf-8"
-    if codec == "utf-8" and body.startswith(codecs.BOM_UTF8):
-        codec = "utf-8-sig"
-    return body.decode(codec, errors="replace")
 
 
 class _Borrowed(httpx.BaseTransport):
@@ -189,11 +99,13 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         # CPython bounds the whole handshake by the socket's timeout, not each read of it.
-        inner = self._inner.start_tls(ssl_context, server_hostname,
-                                      self._deadline.clip(timeout, httpcore.ConnectTimeout))
+        inner = self._inner.start_tls(
+            ssl_context, server_hostname, self._deadline.clip(timeout, httpcore.ConnectTimeout)
+        )
         return _DeadlineStream(inner, self._deadline)
 
     def get_extra_info(self, info: str) -> Any:
@@ -204,11 +116,18 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self, deadline: _Deadline) -> None:
         self._inner, self._deadline = httpcore.SyncBackend(), deadline
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
         timeout = self._deadline.clip(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options),
-                               self._deadline)
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, timeout, local_address, socket_options), self._deadline
+        )
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, max(0.0, self._deadline.left())))
@@ -264,7 +183,8 @@ def _read_body(resp: httpx.Response, deadline: _Deadline) -> tuple[bytes, bool]:
 class WebFetchArgs(Arguments):
     url: NonBlank = Field(description="Absolute http:// or https:// URL.")
     max_chars: WholeNumber = Field(
-        DEFAULT_MAX_CHARS, ge=1, description=f"Most characters of text to return (default {DEFAULT_MAX_CHARS}).")
+        DEFAULT_MAX_CHARS, ge=1, description=f"Most characters of text to return (default {DEFAULT_MAX_CHARS})."
+    )
 
     problems = {
         "url": "argument 'url' is required and must be a non-empty string (an absolute http:// or https:// URL)",
@@ -280,11 +200,17 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
         "Fetch a web page or text document by URL (http/https GET) and return it as readable "
         "text: HTML is converted to plain text, JSON and text are returned as is, binary files "
         "are only described. Redirects are followed. Private, local and cloud-metadata "
-        "addresses are refused. Long documents are cut to max_chars.")
+        "addresses are refused. Long documents are cut to max_chars."
+    )
     arguments = WebFetchArgs
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._allow = tuple(settings.web_allow_hosts)
         self._transport = transport  # for tests; its calls are bounded only between requests
         self._ssl = ssl_context or httpx.create_ssl_context()
@@ -294,10 +220,10 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
         # One client per call: connections are made to vetted IPs, and a pooled TLS
         # connection to an IP must never be reused for another host name's request.
         # trust_env=False: a proxy would resolve names itself, behind the guard's back.
-        transport = (_Borrowed(self._transport) if self._transport is not None
-                     else _deadline_transport(self._ssl, deadline))
-        return httpx.Client(transport=transport, timeout=deadline.seconds,
-                            follow_redirects=False, trust_env=False)
+        transport = (
+            _Borrowed(self._transport) if self._transport is not None else _deadline_transport(self._ssl, deadline)
+        )
+        return httpx.Client(transport=transport, timeout=deadline.seconds, follow_redirects=False, trust_env=False)
 
     def _send(self, client: httpx.Client, url: httpx.URL, deadline: _Deadline) -> httpx.Response:
         """Open a streaming GET of ``url`` after vetting every address its host resolves to.
@@ -314,10 +240,15 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
             if deadline.expired:
                 raise _OutOfTime(f"connecting to {host}")
             request = client.build_request(
-                "GET", url.copy_with(host=ip),
-                headers={"Host": url.netloc.decode("ascii"), "User-Agent": USER_AGENT,
-                         "Accept": "text/html,application/xhtml+xml,text/*;q=0.9,*/*;q=0.5"},
-                extensions={"sni_hostname": host} if url.scheme == "https" else {})
+                "GET",
+                url.copy_with(host=ip),
+                headers={
+                    "Host": url.netloc.decode("ascii"),
+                    "User-Agent": USER_AGENT,
+                    "Accept": "text/html,application/xhtml+xml,text/*;q=0.9,*/*;q=0.5",
+                },
+                extensions={"sni_hostname": host} if url.scheme == "https" else {},
+            )
             try:
                 return client.send(request, stream=True)
             except httpx.ConnectError as e:
@@ -345,18 +276,25 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
                         try:
                             url = url.join(location)
                         except (httpx.InvalidURL, ValueError) as e:
-                            raise ToolError(f"{url} redirected to an invalid URL "
-                                            f"{location!r}") from e
+                            raise ToolError(f"{url} redirected to an invalid URL {location!r}") from e
                         continue
                     ctype = resp.headers.get("content-type", "")
                     mime = ctype.split(";")[0].strip().lower()
-                    if _kind(mime, b"") == "binary":  # decided by the header alone: skip the body
+                    if kind_of(mime, b"") == "binary":  # decided by the header alone: skip the body
                         body, truncated = b"", False
                     else:
                         body, truncated = _read_body(resp, deadline)
-                    return _Page(url=url, status=resp.status_code, reason=resp.reason_phrase,
-                                 content_type=ctype, body=body, truncated=truncated, kind=_kind(mime, body),
-                                 length=resp.headers.get("content-length"), redirects=hop)
+                    return _Page(
+                        url=url,
+                        status=resp.status_code,
+                        reason=resp.reason_phrase,
+                        content_type=ctype,
+                        body=body,
+                        truncated=truncated,
+                        kind=kind_of(mime, body),
+                        length=resp.headers.get("content-length"),
+                        redirects=hop,
+                    )
                 finally:
                     resp.close()
         raise ToolError(f"too many redirects (more than {MAX_REDIRECTS}) starting at {raw_url}")
@@ -370,12 +308,13 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
             return ToolResult(f"web_fetch failed: {e}", is_error=True)
         except (httpx.TimeoutException, _OutOfTime) as e:
             stage = f" (stopped while {e.stage})" if isinstance(e, _OutOfTime) else ""
-            return ToolResult(f"web_fetch failed: {raw_url} did not answer within "
-                              f"{self.timeout:g} s{stage}; try again later or another source",
-                              is_error=True)
+            return ToolResult(
+                f"web_fetch failed: {raw_url} did not answer within "
+                f"{self.timeout:g} s{stage}; try again later or another source",
+                is_error=True,
+            )
         except httpx.HTTPError as e:
-            return ToolResult(f"web_fetch failed for {raw_url}: {type(e).__name__}: {e}",
-                              is_error=True)
+            return ToolResult(f"web_fetch failed for {raw_url}: {type(e).__name__}: {e}", is_error=True)
         return self._render(page, raw_url.strip(), max_chars, self.timeout)
 
     @staticmethod
@@ -387,10 +326,12 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
         notes = []
         if page.kind == "binary":
             size = f", {page.length} bytes" if page.length else ""
-            text = (f"[binary content ({page.content_type or 'unknown type'}{size}) not shown: "
-                    "web_fetch only returns HTML, text and JSON]")
+            text = (
+                f"[binary content ({page.content_type or 'unknown type'}{size}) not shown: "
+                "web_fetch only returns HTML, text and JSON]"
+            )
         else:
-            decoded = _decode(page.body, _charset(page.content_type), page.kind == "html")
+            decoded = decode(page.body, charset_of(page.content_type), page.kind == "html")
             if page.kind == "html":
                 title, text = html_to_text(decoded)
                 if title:
@@ -398,19 +339,15 @@ class WebFetchTool(ArgumentsTool[WebFetchArgs]):
             else:
                 text = decoded
             if page.truncated:
-                notes.append(f"[download stopped at {len(page.body)} bytes (limit "
-                             f"{MAX_DOWNLOAD_BYTES} bytes or {timeout:g} s); the rest "
-                             "of the document was not read]")
+                notes.append(
+                    f"[download stopped at {len(page.body)} bytes (limit "
+                    f"{MAX_DOWNLOAD_BYTES} bytes or {timeout:g} s); the rest "
+                    "of the document was not read]"
+                )
         header = "\n".join(head) + "\n\n"
         limit = min(max_chars, MAX_TOOL_OUTPUT_CHARS - len(header) - 300)
         if len(text) > limit:
             notes.append(f"[truncated: showing the first {limit} of {len(text)} chars]")
             text = text[:limit]
         content = header + text + ("\n\n" + "\n".join(notes) if notes else "")
-        return ToolResult(content, is_error=page.status >= 400,
-                          meta={"status": page.status, "url": str(page.url)})
-
-
-def _charset(content_type: str | None) -> str | None:
-    m = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", content_type or "", re.I)
-    return m.group(1) if m else None
+        return ToolResult(content, is_error=page.status >= 400, meta={"status": page.status, "url": str(page.url)})

@@ -21,7 +21,8 @@ _SNIPPET_CHARS = 500
 NOT_CONFIGURED = (
     "web_search is not configured on this swarm: the operator must set SWARM_WEB_SEARCH_URL "
     "to a SearXNG-compatible JSON endpoint. Use web_fetch on a known URL or answer from what "
-    "you know.")
+    "you know."
+)
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,11 @@ class SearxngProvider:
 
     def __init__(self, url: str, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
-        self._client = httpx.Client(transport=transport, timeout=TIMEOUT_SECONDS,
-                                    headers={"User-Agent": "swarm-web-search/0.1",
-                                             "Accept": "application/json"})
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=TIMEOUT_SECONDS,
+            headers={"User-Agent": "swarm-web-search/0.1", "Accept": "application/json"},
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -55,14 +58,15 @@ class SearxngProvider:
         try:
             resp = self._client.get(self.url, params={"q": query, "format": "json"})
         except httpx.TimeoutException as e:
-            raise ToolError(f"the search service did not answer within {TIMEOUT_SECONDS:g} s; "
-                            "try again later") from e
+            raise ToolError(f"the search service did not answer within {TIMEOUT_SECONDS:g} s; try again later") from e
         except httpx.HTTPError as e:
             raise ToolError(f"the search service could not be reached: {e}") from e
         if resp.status_code == 403:
             # SearXNG's default settings.yml only enables the html format.
-            raise ToolError("the search service refused the JSON API (HTTP 403); the operator "
-                            "must enable the 'json' format under search.formats in SearXNG")
+            raise ToolError(
+                "the search service refused the JSON API (HTTP 403); the operator "
+                "must enable the 'json' format under search.formats in SearXNG"
+            )
         if resp.status_code != 200:
             raise ToolError(f"the search service answered HTTP {resp.status_code}")
         try:
@@ -73,9 +77,13 @@ class SearxngProvider:
         for r in results if isinstance(results, list) else []:
             if not isinstance(r, dict) or not r.get("url"):
                 continue
-            hits.append(SearchHit(title=str(r.get("title") or "").strip(),
-                                  url=str(r["url"]),
-                                  snippet=str(r.get("content") or "").strip()))
+            hits.append(
+                SearchHit(
+                    title=str(r.get("title") or "").strip(),
+                    url=str(r["url"]),
+                    snippet=str(r.get("content") or "").strip(),
+                )
+            )
             if len(hits) >= max_results:
                 break
         return hits
@@ -89,16 +97,18 @@ def format_hits(query: str, hits: list[SearchHit]) -> str:
         snippet = " ".join(h.snippet.split())
         if len(snippet) > _SNIPPET_CHARS:
             snippet = snippet[:_SNIPPET_CHARS] + "..."
-        lines.append(f"{i}. {h.title or '(no title)'}\n   {h.url}"
-                     + (f"\n   {snippet}" if snippet else ""))
+        lines.append(f"{i}. {h.title or '(no title)'}\n   {h.url}" + (f"\n   {snippet}" if snippet else ""))
     return "\n".join(lines)
 
 
 class WebSearchArgs(Arguments):
     query: NonBlank = Field(description="What to search for.")
     max_results: Annotated[WholeNumber, at_most(MAX_RESULTS)] = Field(
-        DEFAULT_MAX_RESULTS, ge=1, json_schema_extra={"maximum": MAX_RESULTS},
-        description=f"How many results (default {DEFAULT_MAX_RESULTS}).")
+        DEFAULT_MAX_RESULTS,
+        ge=1,
+        json_schema_extra={"maximum": MAX_RESULTS},
+        description=f"How many results (default {DEFAULT_MAX_RESULTS}).",
+    )
 
     problems = {
         "query": "argument 'query' is required and must be a non-empty string",
@@ -112,7 +122,8 @@ class WebSearchTool(ArgumentsTool[WebSearchArgs]):
     name = "web_search"
     description = (
         "Search the web. Returns a numbered list of results (title, URL, snippet); use "
-        "web_fetch on a result's URL to read the page.")
+        "web_fetch on a result's URL to read the page."
+    )
     arguments = WebSearchArgs
 
     def __init__(self, settings: Settings, provider: SearchProvider | None = None) -> None:

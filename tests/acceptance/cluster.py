@@ -30,8 +30,10 @@ from swarm.store.store import StateStore
 from swarm.store.types import RunSummary
 from workers.launch import NodePlan
 
-W1_TASK = ("Research task W1: split the work across {agents} parallel subagents, each making {tools} tool calls, "
-           "then summarise. #sim agents={agents} tools={tools} tool={tool} latency={latency}{extra}")
+W1_TASK = (
+    "Research task W1: split the work across {agents} parallel subagents, each making {tools} tool calls, "
+    "then summarise. #sim agents={agents} tools={tools} tool={tool} latency={latency}{extra}"
+)
 
 
 def children_of(pid: int) -> list[int]:
@@ -42,7 +44,7 @@ def children_of(pid: int) -> list[int]:
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
             stat = (entry / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
             if ppid == pid:
                 out.append(int(entry.name))
     return out
@@ -103,38 +105,64 @@ class Cluster:
     @classmethod
     def for_settings(cls, root: Path, settings: Settings, **extra_env: str) -> Cluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "CELERY_", "FLOWER_"))}
-        env.update({
-            "SWARM_DATABASE_URL": settings.database_url, "SWARM_BROKER_URL": settings.broker_url,
-            "SWARM_LLM_BASE_URL": settings.llm_base_url, "SWARM_HOME": str(root / "home"),
-            "SWARM_LLM_MAX_RETRIES": str(settings.llm_max_retries), "PYTHONUNBUFFERED": "1",
-            "SWARM_LEASE_SECONDS": str(settings.lease_seconds),
-            "SWARM_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-            "SWARM_SWEEP_INTERVAL": str(settings.sweep_interval),
-            "SWARM_REPUBLISH_AFTER": str(settings.republish_after),
-        })
+        env.update(
+            {
+                "SWARM_DATABASE_URL": settings.database_url,
+                "SWARM_BROKER_URL": settings.broker_url,
+                "SWARM_LLM_BASE_URL": settings.llm_base_url,
+                "SWARM_HOME": str(root / "home"),
+                "SWARM_LLM_MAX_RETRIES": str(settings.llm_max_retries),
+                "PYTHONUNBUFFERED": "1",
+                "SWARM_LEASE_SECONDS": str(settings.lease_seconds),
+                "SWARM_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+                "SWARM_SWEEP_INTERVAL": str(settings.sweep_interval),
+                "SWARM_REPUBLISH_AFTER": str(settings.republish_after),
+            }
+        )
         env.update(extra_env)
         root.mkdir(parents=True, exist_ok=True)
         return cls(root, env)
 
     # ------------------------------------------------------------ processes
 
-    def _spawn(self, name: str, cmd: Sequence[str], *, cwd: Path | None = None,
-               env: dict[str, str] | None = None) -> Proc:
+    def _spawn(
+        self, name: str, cmd: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Proc:
         log = self.root / f"{name}.log"
         workdir = cwd or self.root
         workdir.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            popen = subprocess.Popen(list(cmd), cwd=workdir, env={**self.env, **(env or {})}, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                list(cmd),
+                cwd=workdir,
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc
 
-    def start_node(self, name: str, *, queues: Iterable[str] = ("llm", "tool"), llm_concurrency: int = 64,
-                   tool_concurrency: int = 2, cwd: Path | None = None, env: dict[str, str] | None = None) -> list[Proc]:
+    def start_node(
+        self,
+        name: str,
+        *,
+        queues: Iterable[str] = ("llm", "tool"),
+        llm_concurrency: int = 64,
+        tool_concurrency: int = 2,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> list[Proc]:
         """What ``swarm worker --queues ...`` runs on one machine, as separately killable processes."""
-        plan = NodePlan(queues=tuple(queues), llm_concurrency=llm_concurrency, tool_concurrency=tool_concurrency,
-                        name=name, loglevel=self.loglevel)
+        plan = NodePlan(
+            queues=tuple(queues),
+            llm_concurrency=llm_concurrency,
+            tool_concurrency=tool_concurrency,
+            name=name,
+            loglevel=self.loglevel,
+        )
         procs = []
         for cmd in plan.commands():
             role = cmd[cmd.index("-Q") + 1].rsplit(".", 1)[-1]
@@ -144,8 +172,10 @@ class Cluster:
     def start_sweeper(self) -> list[Proc]:
         """The cluster's one sweeper: celery beat and the swarm.control worker it feeds."""
         plan = NodePlan(queues=("control",), beat=True, name="sweeper", loglevel=self.loglevel)
-        return [self._spawn(f"sweeper-{'beat' if 'beat' in cmd else 'control'}-{len(self.procs)}", cmd)
-                for cmd in plan.commands()]
+        return [
+            self._spawn(f"sweeper-{'beat' if 'beat' in cmd else 'control'}-{len(self.procs)}", cmd)
+            for cmd in plan.commands()
+        ]
 
     def stop(self, procs: Iterable[Proc], *, timeout: float = 40.0) -> None:
         """Graceful stop (SIGTERM = Celery warm shutdown), then SIGKILL whatever is left."""
@@ -162,8 +192,10 @@ class Cluster:
     def check_alive(self) -> None:
         dead = [p for p in self.procs if not p.running() and p.popen.returncode not in (0, -9, -15)]
         if dead:
-            raise AssertionError("cluster process(es) died unexpectedly:\n" +
-                                 "\n".join(f"--- {p.name} (exit {p.popen.returncode})\n{p.tail()}" for p in dead))
+            raise AssertionError(
+                "cluster process(es) died unexpectedly:\n"
+                + "\n".join(f"--- {p.name} (exit {p.popen.returncode})\n{p.tail()}" for p in dead)
+            )
 
     def close(self) -> None:
         for p in self.procs:
@@ -189,8 +221,9 @@ def w1_task(agents: int, tools: int, *, tool: str = "echo", latency: float = 0.0
     return W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency, extra=f" {extra}" if extra else "")
 
 
-def submit(store: StateStore, dispatcher: CeleryDispatcher, settings: Settings, task: str, *,
-           agents: int, tools: int) -> str:
+def submit(
+    store: StateStore, dispatcher: CeleryDispatcher, settings: Settings, task: str, *, agents: int, tools: int
+) -> str:
     spec = run_spec(settings, task, max_subagents=max(agents, 1), max_tool_calls=max(agents * tools, 1))
     run_id, refs = store.create_run(spec)
     dispatcher.dispatch(refs)
@@ -229,8 +262,14 @@ def wait_done(store: StateStore, run_id: str, timeout: float, cluster: Cluster |
 def finished_steps(store: StateStore, run_id: str) -> int:
     def q() -> int:
         with store.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(Step).where(
-                Step.run_id == run_id, Step.status == StepStatus.SUCCEEDED)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(Step)
+                    .where(Step.run_id == run_id, Step.status == StepStatus.SUCCEEDED)
+                ).scalar_one()
+            )
+
     return int(_retrying(q))
 
 
@@ -247,11 +286,17 @@ def first_commit_after(store: StateStore, run_id: str, t: float, timeout: float 
     """Seconds from ``t`` to the first step committed after it (an llm_done/tool_done event)."""
     deadline = time.monotonic() + timeout
     while True:
+
         def q() -> float | None:
             with store.read() as conn:
-                return conn.execute(select(func.min(Event.ts)).where(
-                    Event.run_id == run_id, Event.ts > t,
-                    Event.type.in_(["llm_done", "tool_done", "agent_started", "subagent_defined"]))).scalar()
+                return conn.execute(
+                    select(func.min(Event.ts)).where(
+                        Event.run_id == run_id,
+                        Event.ts > t,
+                        Event.type.in_(["llm_done", "tool_done", "agent_started", "subagent_defined"]),
+                    )
+                ).scalar()
+
         ts = _retrying(q)
         if ts is not None:
             return float(ts) - t
@@ -264,8 +309,9 @@ def steps_owned_by(store: StateStore, run_id: str, pids: Iterable[int]) -> list[
     """Running steps whose lease holder is one of ``pids`` (owner = host:pid:nonce)."""
     wanted = {str(p) for p in pids}
     with store.read() as conn:
-        rows = conn.execute(select(Step.id, Step.owner).where(
-            Step.run_id == run_id, Step.status == StepStatus.RUNNING)).all()
+        rows = conn.execute(
+            select(Step.id, Step.owner).where(Step.run_id == run_id, Step.status == StepStatus.RUNNING)
+        ).all()
     return [r.id for r in rows if r.owner and r.owner.split(":")[1] in wanted]
 
 
@@ -273,11 +319,17 @@ def wait_steps_done(store: StateStore, step_ids: Sequence[str], t0: float, timeo
     """Seconds from ``t0`` until every step in ``step_ids`` has left RUNNING/READY for good."""
     deadline = time.monotonic() + timeout
     while True:
+
         def q() -> int:
             with store.read() as conn:
-                return int(conn.execute(select(func.count()).select_from(Step).where(
-                    Step.id.in_(list(step_ids)),
-                    Step.status.in_([StepStatus.RUNNING, StepStatus.READY]))).scalar_one())
+                return int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(Step)
+                        .where(Step.id.in_(list(step_ids)), Step.status.in_([StepStatus.RUNNING, StepStatus.READY]))
+                    ).scalar_one()
+                )
+
         if not step_ids or _retrying(q) == 0:
             return time.time() - t0
         if time.monotonic() > deadline:
@@ -291,8 +343,16 @@ def owners_pids(store: StateStore, run_id: str) -> set[int]:
     return {int(o.split(":")[1]) for o in owners}
 
 
-def verify_run(store: StateStore, sim_log: list[dict[str, Any]], sim_by_run: int, run_id: str, *,
-               agents: int, tools: int, in_flight_at_crash: Collection[str] = ()) -> RunSummary:
+def verify_run(
+    store: StateStore,
+    sim_log: list[dict[str, Any]],
+    sim_by_run: int,
+    run_id: str,
+    *,
+    agents: int,
+    tools: int,
+    in_flight_at_crash: Collection[str] = (),
+) -> RunSummary:
     """The exactly-once invariants every cluster test asserts, whatever fault it injected.
 
     Only a step that was in flight on a SIGKILLed worker may have had its model request served
@@ -302,33 +362,59 @@ def verify_run(store: StateStore, sim_log: list[dict[str, Any]], sim_by_run: int
     s: RunSummary = _retrying(store.run_summary, run_id)
     assert s.status == "succeeded", s
     llm_calls = 3 + agents * (tools + 1)
-    assert (s.subagents, s.tool_calls, s.llm_calls, s.critical_steps) == (agents, agents * tools, llm_calls,
-                                                                          3 + tools + 1), s
+    assert (s.subagents, s.tool_calls, s.llm_calls, s.critical_steps) == (
+        agents,
+        agents * tools,
+        llm_calls,
+        3 + tools + 1,
+    ), s
     served = [e for e in sim_log if e["status"] == 200]
     by_key = Counter(e["key"] for e in served)
     repeated = {e["step_id"] for e in served if by_key[e["key"]] > 1}
     unexpected = repeated - set(in_flight_at_crash)
     if unexpected:
         with store.read() as conn:
-            rows = conn.execute(select(Step.id, Step.kind, Step.status, Step.attempt, Step.fence, Step.owner)
-                                .where(Step.id.in_(list(unexpected)))).all()
+            rows = conn.execute(
+                select(Step.id, Step.kind, Step.status, Step.attempt, Step.fence, Step.owner).where(
+                    Step.id.in_(list(unexpected))
+                )
+            ).all()
         times = {sid: [round(e["t"], 2) for e in served if e["step_id"] == sid] for sid in unexpected}
-        raise AssertionError(f"{len(unexpected)} model request(s) served twice for run {run_id}: "
-                             f"{[tuple(r) for r in rows]} served at {times}")
+        raise AssertionError(
+            f"{len(unexpected)} model request(s) served twice for run {run_id}: "
+            f"{[tuple(r) for r in rows]} served at {times}"
+        )
     assert len(by_key) == llm_calls, (len(by_key), llm_calls)
     assert len(served) == sim_by_run, (len(served), sim_by_run)
     assert len(served) - llm_calls <= len(in_flight_at_crash)
     with store.read() as conn:
-        open_steps = conn.execute(select(func.count()).select_from(Step).where(
-            Step.run_id == run_id, Step.status.not_in([StepStatus.SUCCEEDED]))).scalar_one()
-        tool_steps = dict(conn.execute(select(Step.agent_id, func.count()).where(
-            Step.run_id == run_id, Step.kind == StepKind.TOOL, Step.status == StepStatus.SUCCEEDED)
-            .group_by(Step.agent_id)).all())
-        tool_msgs = dict(conn.execute(select(Message.agent_id, func.count()).where(
-            Message.run_id == run_id, Message.role == "tool").group_by(Message.agent_id)).all())
-        distinct_calls = conn.execute(select(func.count()).select_from(
-            select(Message.agent_id, Message.tool_call_id).where(Message.run_id == run_id, Message.role == "tool")
-            .distinct().subquery())).scalar_one()
+        open_steps = conn.execute(
+            select(func.count())
+            .select_from(Step)
+            .where(Step.run_id == run_id, Step.status.not_in([StepStatus.SUCCEEDED]))
+        ).scalar_one()
+        tool_steps = dict(
+            conn.execute(
+                select(Step.agent_id, func.count())
+                .where(Step.run_id == run_id, Step.kind == StepKind.TOOL, Step.status == StepStatus.SUCCEEDED)
+                .group_by(Step.agent_id)
+            ).all()
+        )
+        tool_msgs = dict(
+            conn.execute(
+                select(Message.agent_id, func.count())
+                .where(Message.run_id == run_id, Message.role == "tool")
+                .group_by(Message.agent_id)
+            ).all()
+        )
+        distinct_calls = conn.execute(
+            select(func.count()).select_from(
+                select(Message.agent_id, Message.tool_call_id)
+                .where(Message.run_id == run_id, Message.role == "tool")
+                .distinct()
+                .subquery()
+            )
+        ).scalar_one()
     assert open_steps == 0, f"{open_steps} steps of the run are not succeeded"
     assert tool_msgs == tool_steps, "a tool result was recorded twice (or lost)"
     assert distinct_calls == sum(tool_msgs.values()), "a tool call has two results"

@@ -47,22 +47,30 @@ def test_cancel_on_two_nodes_then_resume(tmp_path, pg_url, broker_url, sim):
             while len(nodes_running_llm(api, run_id)) < 2:
                 assert time.monotonic() < deadline, (
                     f"the run never ran on both nodes: {api.store.run_summary(run_id)} {owners(api, run_id)}\n"
-                    + c.logs())
+                    + c.logs()
+                )
                 c.check_alive()
                 time.sleep(0.05)
             resp = http.post(f"/v1/runs/{run_id}/cancel")
             returned = time.time()
             assert resp.json() == {"id": run_id, "status": "cancelled", "changed": True}
             with api.store.read() as conn:
-                cancelled_llm = {i for (i,) in conn.execute(select(Step.id).where(
-                    Step.run_id == run_id, Step.kind == "llm", Step.status == "cancelled"))}
+                cancelled_llm = {
+                    i
+                    for (i,) in conn.execute(
+                        select(Step.id).where(Step.run_id == run_id, Step.kind == "llm", Step.status == "cancelled")
+                    )
+                }
 
             time.sleep(LATENCY + 1.5)
             log = sim.log(run_id)
             assert [e for e in log if e["t"] - LATENCY > returned + 1.0] == [], "a model call started after cancel"
             with api.store.read() as conn:
-                statuses = dict(conn.execute(select(Agent.status, func.count()).where(Agent.run_id == run_id)
-                                             .group_by(Agent.status)).all())
+                statuses = dict(
+                    conn.execute(
+                        select(Agent.status, func.count()).where(Agent.run_id == run_id).group_by(Agent.status)
+                    ).all()
+                )
             assert "running" not in statuses and statuses.get("cancelled", 0) >= 1, statuses
             # Requests served for steps the cancel caught in flight: their answers were refused.
             aborted = {e["step_id"] for e in log if e["status"] == 200 and e["step_id"] in cancelled_llm}
@@ -74,15 +82,25 @@ def test_cancel_on_two_nodes_then_resume(tmp_path, pg_url, broker_url, sim):
                 c.check_alive()
                 time.sleep(0.2)
         full_log = sim.log(run_id)
-        verify_run(api.store, full_log, sim.stats()["by_run"][run_id], run_id, agents=AGENTS, tools=TOOLS,
-                   in_flight_at_crash=aborted)
+        verify_run(
+            api.store,
+            full_log,
+            sim.stats()["by_run"][run_id],
+            run_id,
+            agents=AGENTS,
+            tools=TOOLS,
+            in_flight_at_crash=aborted,
+        )
 
 
 def nodes_running_llm(api, run_id) -> set[str]:
     """Celery worker processes (by pid, from the lease owner) running a model call of the run."""
     with api.store.read() as conn:
-        owners = conn.execute(select(Step.owner).where(Step.run_id == run_id, Step.kind == "llm",
-                                                       Step.status == "running")).scalars().all()
+        owners = (
+            conn.execute(select(Step.owner).where(Step.run_id == run_id, Step.kind == "llm", Step.status == "running"))
+            .scalars()
+            .all()
+        )
     return {o.split(":")[1] for o in owners if o}
 
 

@@ -20,13 +20,30 @@ from tests.conftest import PG_ADMIN_URL, make_settings
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 TASK = "CLI check #sim agents=6 tools=3 tool=echo latency=0.01"
-SAME = ("status", "subagents", "llm_calls", "tool_calls", "critical_steps", "total_steps", "result",
-        "max_subagents", "max_tool_calls", "tokens_in", "tokens_out")
+SAME = (
+    "status",
+    "subagents",
+    "llm_calls",
+    "tool_calls",
+    "critical_steps",
+    "total_steps",
+    "result",
+    "max_subagents",
+    "max_tool_calls",
+    "tokens_in",
+    "tokens_out",
+)
 
 
 def swarm(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "swarm", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "swarm", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.timeout(240)
@@ -38,8 +55,22 @@ def test_swarm_run_on_the_cluster_matches_embedded(tmp_path, pg_url, redis_url, 
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["ok"] is True
         # The real wrapper: llm + tool + control workers and celery beat, supervised.
-        c._spawn("node", [sys.executable, "-m", "swarm", "worker", "--beat", "--llm-concurrency", "16",
-                          "--tool-concurrency", "2", "--loglevel", "WARNING"])
+        c._spawn(
+            "node",
+            [
+                sys.executable,
+                "-m",
+                "swarm",
+                "worker",
+                "--beat",
+                "--llm-concurrency",
+                "16",
+                "--tool-concurrency",
+                "2",
+                "--loglevel",
+                "WARNING",
+            ],
+        )
 
         out = swarm(env, "run", TASK, "--json")
         assert out.returncode == 0, out.stderr + c.logs()
@@ -84,9 +115,27 @@ def test_worker_refuses_an_unmigrated_database(tmp_path, redis_url, sim):
             assert check.returncode != 0
             assert "swarm db upgrade" in check.stderr.replace("\n", " ")
             # Plain `celery -A workers worker` refuses too, before taking any task.
-            proc = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "solo",
-                                   "-Q", "swarm.llm", "--without-mingle", "--without-gossip"], env=c.env,
-                                  capture_output=True, text=True, timeout=60, cwd=tmp_path)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "worker",
+                    "-P",
+                    "solo",
+                    "-Q",
+                    "swarm.llm",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                env=c.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
             assert proc.returncode != 0
             assert "swarm db upgrade" in proc.stderr
             no_broker = swarm({**c.env, "SWARM_BROKER_URL": ""}, "worker", "--check")
@@ -99,8 +148,19 @@ def test_worker_refuses_an_unmigrated_database(tmp_path, redis_url, sim):
 
 def test_worker_dry_run_plans_one_process_per_pool(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
-    out = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "llm,tool", "--llm-concurrency", "100",
-                "--tool-concurrency", "3", "--beat", "--dry-run", "--json")
+    out = swarm(
+        {**env, "SWARM_HOME": str(tmp_path)},
+        "worker",
+        "--queues",
+        "llm,tool",
+        "--llm-concurrency",
+        "100",
+        "--tool-concurrency",
+        "3",
+        "--beat",
+        "--dry-run",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     cmds = json.loads(out.stdout)["commands"]
     joined = [" ".join(c) for c in cmds]

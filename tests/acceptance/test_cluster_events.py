@@ -61,8 +61,11 @@ def test_flower_sees_every_step_from_sent_to_succeeded_with_its_labels(tmp_path,
             seen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
             for e in recorder.events:
                 seen[e.get("uuid", "")][e["type"]] = e
-            sent = {ast.literal_eval(ev["kwargs"])["step_id"]: u for u, es in seen.items()
-                    if (ev := es.get("task-sent")) and ev.get("name") == "swarm.step"}
+            sent = {
+                ast.literal_eval(ev["kwargs"])["step_id"]: u
+                for u, es in seen.items()
+                if (ev := es.get("task-sent")) and ev.get("name") == "swarm.step"
+            }
             if set(sent) >= set(steps) and all(set(LIFECYCLE) <= set(seen[sent[sid]]) for sid in steps):
                 break
             time.sleep(0.2)

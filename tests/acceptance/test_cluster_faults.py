@@ -64,13 +64,21 @@ class Env:
     sweeper: list[Proc]
 
     def submit(self) -> str:
-        return submit(self.store, self.dispatcher, self.settings, w1_task(AGENTS, TOOLS, latency=0.05),
-                      agents=AGENTS, tools=TOOLS)
+        return submit(
+            self.store, self.dispatcher, self.settings, w1_task(AGENTS, TOOLS, latency=0.05), agents=AGENTS, tools=TOOLS
+        )
 
     def finish(self, run_id: str, in_flight_at_crash: list[str] | tuple[str, ...] = ()) -> None:
         wait_done(self.store, run_id, 180, self.cluster)
-        verify_run(self.store, self.sim.log(run_id), self.sim.stats()["by_run"][run_id], run_id,
-                   agents=AGENTS, tools=TOOLS, in_flight_at_crash=in_flight_at_crash)
+        verify_run(
+            self.store,
+            self.sim.log(run_id),
+            self.sim.stats()["by_run"][run_id],
+            run_id,
+            agents=AGENTS,
+            tools=TOOLS,
+            in_flight_at_crash=in_flight_at_crash,
+        )
 
 
 @pytest.fixture
@@ -89,8 +97,9 @@ def env(tmp_path: Path, pg_url: str, redis_url: str, sim: SimServer) -> Iterator
 
 
 def _report(name: str, **figures: float | int) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in figures.items()))
+    print(
+        f"\n[{name}] " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+    )
 
 
 def _kill9_busiest_node(env: Env, run_id: str) -> tuple[float, list[str], list[int]]:
@@ -98,8 +107,10 @@ def _kill9_busiest_node(env: Env, run_id: str) -> tuple[float, list[str], list[i
     (when, the steps it held, its process tree). Its pool children must die with it."""
     deadline = time.monotonic() + 60
     while True:
-        held = [(len(steps_owned_by(env.store, run_id, [pid for p in node for pid in p.tree()])), i)
-                for i, node in enumerate(env.nodes)]
+        held = [
+            (len(steps_owned_by(env.store, run_id, [pid for p in node for pid in p.tree()])), i)
+            for i, node in enumerate(env.nodes)
+        ]
         count, busiest = max(held)
         if count or time.monotonic() > deadline:
             break
@@ -145,8 +156,9 @@ def test_redis_flushed_mid_run(env: Env, redis_url: str) -> None:
     t_fault = time.time()
     client.close()
     with env.store.read() as conn:
-        stranded = [r for (r,) in conn.execute(select(Step.id).where(Step.run_id == run_id,
-                                                                     Step.status == StepStatus.READY))]
+        stranded = [
+            r for (r,) in conn.execute(select(Step.id).where(Step.run_id == run_id, Step.status == StepStatus.READY))
+        ]
     resume = first_commit_after(env.store, run_id, t_fault)
     recovered = wait_steps_done(env.store, stranded, t_fault)
     env.finish(run_id)
@@ -159,8 +171,15 @@ def _terminate_backends(db: str) -> int:
     eng = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with eng.connect() as conn:
-            return len(conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                         "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": db}).all())
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": db},
+                ).all()
+            )
     finally:
         eng.dispose()
 
@@ -181,16 +200,16 @@ def test_postgres_connections_killed_mid_run(env: Env, pg_url: str) -> None:
     assert resume <= RESUME_BOUND
 
 
-@pytest.mark.skipif(os.environ.get("SWARM_TEST_PG_RESTART") != "1",
-                    reason="restarts the machine's PostgreSQL server (disturbs other users): "
-                           "set SWARM_TEST_PG_RESTART=1 to run")
+@pytest.mark.skipif(
+    os.environ.get("SWARM_TEST_PG_RESTART") != "1",
+    reason="restarts the machine's PostgreSQL server (disturbs other users): set SWARM_TEST_PG_RESTART=1 to run",
+)
 @pytest.mark.timeout(240)
 def test_postgres_restarted_mid_run(env: Env) -> None:
     run_id = env.submit()
     wait_progress(env.store, run_id, STEPS // 5)
     t_fault = time.time()
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"], check=True,
-                   timeout=60)
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"], check=True, timeout=60)
     t_back = time.time()
     resume = first_commit_after(env.store, run_id, t_back)
     env.finish(run_id)
@@ -206,8 +225,7 @@ def test_all_workers_stopped_then_started(env: Env) -> None:
     env.cluster.stop([p for node in env.nodes for p in node])
     stopped_at = time.time()
     with env.store.read() as conn:
-        running = conn.execute(select(Step.id).where(Step.run_id == run_id,
-                                                     Step.status == StepStatus.RUNNING)).all()
+        running = conn.execute(select(Step.id).where(Step.run_id == run_id, Step.status == StepStatus.RUNNING)).all()
     assert not running, "a warm shutdown left steps running"
     time.sleep(2)
     t_fault = time.time()
@@ -228,21 +246,28 @@ def test_sweeper_stopped_for_a_while(env: Env) -> None:
     # have expired: Redis would only redeliver after its visibility timeout (2 h).
     while True:
         with env.store.read() as conn:
-            live = conn.execute(select(Step.id).where(Step.id.in_(orphans), Step.status == StepStatus.RUNNING,
-                                                      Step.lease_until > db_now())).all()
+            live = conn.execute(
+                select(Step.id).where(
+                    Step.id.in_(orphans), Step.status == StepStatus.RUNNING, Step.lease_until > db_now()
+                )
+            ).all()
         if not live:
             break
         time.sleep(0.2)
     time.sleep(2 * env.settings.sweep_interval)
     with env.store.read() as conn:
-        stuck = conn.execute(select(Step.id).where(Step.id.in_(orphans),
-                                                   Step.status == StepStatus.RUNNING)).all()
+        stuck = conn.execute(select(Step.id).where(Step.id.in_(orphans), Step.status == StepStatus.RUNNING)).all()
     assert len(stuck) == len(orphans)
     progress_without_sweeper = first_commit_after(env.store, run_id, t_kill)
     t_fault = time.time()
     env.sweeper = env.cluster.start_sweeper()
     recovered = wait_steps_done(env.store, orphans, t_fault)
     env.finish(run_id, orphans)
-    _report("sweeper stopped", sweeper_down_s=t_fault - t_kill, progress_without_sweeper_s=progress_without_sweeper,
-            orphans=len(orphans), recovered_after_sweeper_restart_s=recovered)
+    _report(
+        "sweeper stopped",
+        sweeper_down_s=t_fault - t_kill,
+        progress_without_sweeper_s=progress_without_sweeper,
+        orphans=len(orphans),
+        recovered_after_sweeper_restart_s=recovered,
+    )
     assert recovered <= RESUME_BOUND

@@ -32,17 +32,31 @@ def test_workspace_files_follow_the_run_across_machines(tmp_path, pg_url, redis_
         for m in ("m1", "m2"):
             home = tmp_path / m
             (home / "tmp").mkdir(parents=True)
-            machines[m] = c.start_node(m, queues=("tool",), tool_concurrency=2, cwd=home,
-                                       env={"TMPDIR": str(home / "tmp"), "SWARM_HOME": str(home / "swarm")})[0]
+            machines[m] = c.start_node(
+                m,
+                queues=("tool",),
+                tool_concurrency=2,
+                cwd=home,
+                env={"TMPDIR": str(home / "tmp"), "SWARM_HOME": str(home / "swarm")},
+            )[0]
         c.start_sweeper()
-        run_id = submit(store, dispatcher, s, w1_task(AGENTS, TOOLS, tool="python", extra="scenario=files"),
-                        agents=AGENTS, tools=TOOLS)
+        run_id = submit(
+            store,
+            dispatcher,
+            s,
+            w1_task(AGENTS, TOOLS, tool="python", extra="scenario=files"),
+            agents=AGENTS,
+            tools=TOOLS,
+        )
         wait_done(store, run_id, 150, c)
         verify_run(store, sim.log(run_id), sim.stats()["by_run"][run_id], run_id, agents=AGENTS, tools=TOOLS)
 
         with store.read() as conn:
-            rows = conn.execute(select(Step.agent_id, Step.turn, Step.owner, Step.result, Step.is_error).where(
-                Step.run_id == run_id, Step.tool_name == "python").order_by(Step.agent_id, Step.turn)).all()
+            rows = conn.execute(
+                select(Step.agent_id, Step.turn, Step.owner, Step.result, Step.is_error)
+                .where(Step.run_id == run_id, Step.tool_name == "python")
+                .order_by(Step.agent_id, Step.turn)
+            ).all()
         assert len(rows) == AGENTS * TOOLS
         errors = [r.result for r in rows if r.is_error]
         assert not errors, f"python steps failed (a file did not travel?): {errors[:2]}"

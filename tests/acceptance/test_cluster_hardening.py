@@ -26,6 +26,7 @@ LLM_KEY = "sk-llm-secret-node-4e1b77"
 
 def _celery_tree(supervisor: int) -> list[int]:
     """The node's celery processes: the workers the supervisor started and their pool processes."""
+
     def is_celery(pid: int) -> bool:
         with contextlib.suppress(OSError):
             return b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -47,10 +48,28 @@ def test_a_node_keeps_no_secret_and_ignores_remote_control(tmp_path, pg_url, red
         with log.open("ab") as out:
             # Without CAP_SYS_PTRACE, like the reader below: then only the dumpable flag protects it.
             popen = subprocess.Popen(
-                [sys.executable, "-m", "swarm", "worker", "--queues", "llm,tool", "--llm-concurrency", "8",
-                 "--tool-concurrency", "2", "--loglevel", "WARNING"],
-                cwd=c.root, env=c.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=without_ptrace_cap)  # noqa: PLW1509
+                [
+                    sys.executable,
+                    "-m",
+                    "swarm",
+                    "worker",
+                    "--queues",
+                    "llm,tool",
+                    "--llm-concurrency",
+                    "8",
+                    "--tool-concurrency",
+                    "2",
+                    "--loglevel",
+                    "WARNING",
+                ],
+                cwd=c.root,
+                env=c.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=without_ptrace_cap,  # noqa: PLW1509
+            )
         c.procs.append(node := Proc("node", popen, log))
 
         # The workers got their settings although the supervisor dropped them: steps run.

@@ -27,11 +27,22 @@ SECRET = "sk-hostile-test-secret"
 def _embedded(tmp_path: Path, sim_url: str, code: str, timeout: float = 120) -> tuple[dict[str, object], Path]:
     home, svc = tmp_path / "home", tmp_path / "svc"
     svc.mkdir(exist_ok=True)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SWARM_")},
-           "SWARM_HOME": str(home), "SWARM_LLM_BASE_URL": sim_url, "SWARM_LLM_API_KEY": SECRET,
-           "SWARM_PYTHON_TIMEOUT": "10"}
-    out = subprocess.run([sys.executable, "-m", "swarm", "run", hostile.task(code), "--json"], cwd=svc, env=env,
-                         capture_output=True, text=True, timeout=timeout, check=False)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWARM_")},
+        "SWARM_HOME": str(home),
+        "SWARM_LLM_BASE_URL": sim_url,
+        "SWARM_LLM_API_KEY": SECRET,
+        "SWARM_PYTHON_TIMEOUT": "10",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", "run", hostile.task(code), "--json"],
+        cwd=svc,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout), home
 

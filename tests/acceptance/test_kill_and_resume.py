@@ -24,12 +24,16 @@ def swarm_cmd(*args: str) -> list[str]:
 
 @pytest.mark.timeout(180)
 def test_kill9_then_resume_finishes_with_zero_repeated_committed_calls(tmp_path, sim):
-    env = {**os.environ, "SWARM_HOME": str(tmp_path), "SWARM_LLM_BASE_URL": sim.url,
-           "SWARM_DATABASE_URL": "", "SWARM_BROKER_URL": ""}
+    env = {
+        **os.environ,
+        "SWARM_HOME": str(tmp_path),
+        "SWARM_LLM_BASE_URL": sim.url,
+        "SWARM_DATABASE_URL": "",
+        "SWARM_BROKER_URL": "",
+    }
     db = StateStore.from_url(f"sqlite:///{tmp_path / 'swarm.db'}")
     task = "kill test #sim agents=20 tools=5 tool=echo latency=0.1"
-    proc = subprocess.Popen(swarm_cmd("run", task, "--json"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(swarm_cmd("run", task, "--json"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         run_id = None
@@ -55,11 +59,14 @@ def test_kill9_then_resume_finishes_with_zero_repeated_committed_calls(tmp_path,
     assert before.status == "running"  # nobody had the chance to record anything else
     assert 0 < before.llm_calls < 123
     with db.read() as conn:
-        committed = {r.id for r in conn.execute(select(Step.id).where(
-            Step.run_id == run_id, Step.kind == "llm", Step.status == "succeeded"))}
+        committed = {
+            r.id
+            for r in conn.execute(
+                select(Step.id).where(Step.run_id == run_id, Step.kind == "llm", Step.status == "succeeded")
+            )
+        }
 
-    out = subprocess.run(swarm_cmd("resume", run_id, "--json"), env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(swarm_cmd("resume", run_id, "--json"), env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["status"] == "succeeded"

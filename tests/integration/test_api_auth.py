@@ -60,8 +60,12 @@ def test_every_protected_route_refuses_missing_wrong_and_revoked_keys(api, finis
     api.store.revoke_key(revoked.split("_")[1])
     ops = protected_operations(api)
     for method, path in ops:
-        for key, status, code in ((None, 401, "unauthorized"), ("swk_00000000_wrong", 401, "unauthorized"),
-                                  ("not-even-a-swarm-key", 401, "unauthorized"), (revoked, 403, "forbidden")):
+        for key, status, code in (
+            (None, 401, "unauthorized"),
+            ("swk_00000000_wrong", 401, "unauthorized"),
+            ("not-even-a-swarm-key", 401, "unauthorized"),
+            (revoked, 403, "forbidden"),
+        ):
             with api.client(key) as c:
                 resp = call(c, method, path, run_id)
             assert_error(resp, status, code)

@@ -43,8 +43,10 @@ def _response(sock: socket.socket) -> tuple[int, dict]:
 
 
 def _head(key: str, extra: str) -> bytes:
-    return (f"POST /v1/runs HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\n{extra}\r\n").encode()
+    return (
+        f"POST /v1/runs HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode()
 
 
 def test_a_content_length_over_the_cap_is_answered_413_before_the_body_is_read(api):
@@ -73,8 +75,10 @@ def test_a_chunked_body_is_cut_off_at_the_cap(api):
 def test_a_body_under_the_cap_is_accepted(api):
     data = base64.b64encode(b"y" * 100_000).decode()
     with api.client(api.key()) as c:
-        resp = c.post("/v1/runs", json={"task": "t #sim agents=1 tools=1 tool=echo",
-                                        "attachments": [{"name": "y.txt", "data": data}]})
+        resp = c.post(
+            "/v1/runs",
+            json={"task": "t #sim agents=1 tools=1 tool=echo", "attachments": [{"name": "y.txt", "data": data}]},
+        )
     assert resp.status_code == 202, resp.text
     assert api.store.artifacts(resp.json()["id"])["y.txt"][1] == b"y" * 100_000
 
@@ -91,12 +95,15 @@ def test_a_large_body_is_parsed_and_validated_off_the_event_loop(api, monkeypatc
     data = base64.b64encode(b"z" * 150_000).decode()
     key = api.key()
     with api.client(key) as c:
-        ok = c.post("/v1/runs", json={"task": "t #sim agents=1 tools=1 tool=echo",
-                                      "attachments": [{"name": "z.bin", "data": data}]})
+        ok = c.post(
+            "/v1/runs",
+            json={"task": "t #sim agents=1 tools=1 tool=echo", "attachments": [{"name": "z.bin", "data": data}]},
+        )
         bad = c.post("/v1/runs", json={"task": "t", "attachments": [{"name": "z.bin", "data": data[:-3] + "*=="}]})
         small_bad = c.post("/v1/runs", json={"task": "t", "attachments": [{"name": "z.bin", "data": "*==="}]})
-        broken = c.post("/v1/runs", content=b'{"task": "' + b"t" * 100_000 + b'"',
-                        headers={"Content-Type": "application/json"})
+        broken = c.post(
+            "/v1/runs", content=b'{"task": "' + b"t" * 100_000 + b'"', headers={"Content-Type": "application/json"}
+        )
     assert ok.status_code == 202, ok.text
     assert api.store.artifacts(ok.json()["id"])["z.bin"][1] == b"z" * 150_000
     # Three large bodies went through the thread (the small one did not), none on the loop's thread.
@@ -104,6 +111,9 @@ def test_a_large_body_is_parsed_and_validated_off_the_event_loop(api, monkeypatc
     assert len(threads) == 3 and not any(t.startswith("swarm-api") for t in threads), threads
     # Errors read as FastAPI's own for a small body: a 422 naming the field.
     assert bad.status_code == small_bad.status_code == 422
-    assert [f["field"] for f in bad.json()["fields"]] == [f["field"] for f in small_bad.json()["fields"]] \
+    assert (
+        [f["field"] for f in bad.json()["fields"]]
+        == [f["field"] for f in small_bad.json()["fields"]]
         == ["body.attachments.0.data"]
+    )
     assert broken.status_code == 422 and broken.json()["fields"][0]["message"] == "JSON decode error"

@@ -22,8 +22,13 @@ def api(tmp_path, pg_url, sim):
 
 def running_steps(api, run_id):
     with api.store.read() as conn:
-        return dict(Counter(conn.execute(select(Step.kind, Step.tool_name).where(
-            Step.run_id == run_id, Step.status == "running")).all()))
+        return dict(
+            Counter(
+                conn.execute(
+                    select(Step.kind, Step.tool_name).where(Step.run_id == run_id, Step.status == "running")
+                ).all()
+            )
+        )
 
 
 def wait_for(predicate, timeout=20.0, poll=0.02):
@@ -35,14 +40,18 @@ def wait_for(predicate, timeout=20.0, poll=0.02):
 
 def agent_statuses(api, run_id):
     with api.store.read() as conn:
-        return dict(conn.execute(select(Agent.status, func.count()).where(Agent.run_id == run_id)
-                                 .group_by(Agent.status)).all())
+        return dict(
+            conn.execute(select(Agent.status, func.count()).where(Agent.run_id == run_id).group_by(Agent.status)).all()
+        )
 
 
 def open_steps(api, run_id):
     with api.store.read() as conn:
-        return conn.execute(select(func.count()).select_from(Step).where(
-            Step.run_id == run_id, Step.status.in_(["ready", "running", "waiting"]))).scalar_one()
+        return conn.execute(
+            select(func.count())
+            .select_from(Step)
+            .where(Step.run_id == run_id, Step.status.in_(["ready", "running", "waiting"]))
+        ).scalar_one()
 
 
 def sim_calls(sim, run_id):
@@ -56,8 +65,9 @@ def test_cancel_stops_every_model_call_of_a_busy_swarm(api, sim):
     latency = 0.4
     key = api.key()
     with api.client(key) as c:
-        run_id = c.post("/v1/runs", json={
-            "task": f"cancel #sim agents=10 tools=4 tool=echo latency={latency}"}).json()["id"]
+        run_id = c.post("/v1/runs", json={"task": f"cancel #sim agents=10 tools=4 tool=echo latency={latency}"}).json()[
+            "id"
+        ]
         wait_for(lambda: running_steps(api, run_id).get(("llm", None), 0) >= 5)
         t0 = time.time()
         resp = c.post(f"/v1/runs/{run_id}/cancel")
@@ -87,8 +97,9 @@ def test_resume_after_cancel_completes_without_repeating_a_call(api, sim):
     agents, tools = 6, 2
     key = api.key()
     with api.client(key) as c:
-        run_id = c.post("/v1/runs", json={
-            "task": f"resume #sim agents={agents} tools={tools} tool=python tool_latency=1.0"}).json()["id"]
+        run_id = c.post(
+            "/v1/runs", json={"task": f"resume #sim agents={agents} tools={tools} tool=python tool_latency=1.0"}
+        ).json()["id"]
         wait_for(lambda: running_steps(api, run_id) == {("tool", "python"): agents})
         assert c.post(f"/v1/runs/{run_id}/cancel").json()["changed"] is True
         before = sim_calls(sim, run_id)[0]
@@ -121,8 +132,9 @@ def test_a_restarted_server_continues_its_runs(tmp_path, pg_url, sim):
     with live_api(settings) as first:
         key = first.key()
         with first.client(key) as c:
-            run_id = c.post("/v1/runs", json={
-                "task": f"restart #sim agents={agents} tools={tools} tool=echo latency=0.3"}).json()["id"]
+            run_id = c.post(
+                "/v1/runs", json={"task": f"restart #sim agents={agents} tools={tools} tool=echo latency=0.3"}
+            ).json()["id"]
         wait_for(lambda: first.store.run_summary(run_id).tool_calls >= agents)
     # Stopped gracefully: the calls in flight committed, the rest waits in the database.
     with live_api(settings) as second:

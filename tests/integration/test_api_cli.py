@@ -35,8 +35,9 @@ def cli(*args: str) -> tuple[int, str]:
 def test_run_ls_show_cancel_resume_through_the_server(api, tmp_path):
     note = tmp_path / "notes.txt"
     note.write_text("attached facts")
-    code, out = cli("run", "remote #sim agents=3 tools=2 tool=echo", "--attach", str(note), "--max-subagents", "5",
-                    "--json")
+    code, out = cli(
+        "run", "remote #sim agents=3 tools=2 tool=echo", "--attach", str(note), "--max-subagents", "5", "--json"
+    )
     assert code == 0, out
     summary = json.loads(out)
     assert summary["status"] == "succeeded" and summary["subagents"] == 3 and summary["max_subagents"] == 5

@@ -19,8 +19,11 @@ def api(tmp_path, sqlite_url, sim):
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_match_the_database(api):
@@ -43,8 +46,10 @@ def test_metrics_match_the_database(api):
     assert m[("swarm_step_queue_wait_seconds_count", (("kind", "tool"),))] == run["tool_calls"] + 4
     assert m[("swarm_tokens_total", (("direction", "in"),))] == run["tokens_in"]
     assert m[("swarm_tokens_total", (("direction", "out"),))] == run["tokens_out"]
-    assert m[("swarm_api_request_duration_seconds_count",
-              (("method", "GET"), ("route", "/v1/runs"), ("status", "200")))] >= 1
+    assert (
+        m[("swarm_api_request_duration_seconds_count", (("method", "GET"), ("route", "/v1/runs"), ("status", "200")))]
+        >= 1
+    )
     assert key not in resp.text
 
 

@@ -24,8 +24,10 @@ def served(tmp_path_factory, pg_template):
     url = f"{_pg_base(PG_ADMIN_URL)}/{name}"
     # Generated tasks carry no #sim directive: keep the default swarm tiny and subprocess-free.
     try:
-        with SimServer(SimConfig(port=0, params=SimParams(agents=1, tools=1, tool="echo"))) as sim, \
-                live_api(make_settings(tmp_path_factory.mktemp("fuzz"), url, sim.url)) as api:
+        with (
+            SimServer(SimConfig(port=0, params=SimParams(agents=1, tools=1, tool="echo"))) as sim,
+            live_api(make_settings(tmp_path_factory.mktemp("fuzz"), url, sim.url)) as api,
+        ):
             key = api.key("fuzz")
             with api.client(key) as c:  # one real run, so some generated ids and filters hit something
                 c.post("/v1/runs", json={"task": "seed"})
@@ -46,8 +48,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=10, deadline=None,
-                     suppress_health_check=list(hypothesis.HealthCheck), derandomize=True)
+@hypothesis.settings(
+    max_examples=10, deadline=None, suppress_health_check=list(hypothesis.HealthCheck), derandomize=True
+)
 def test_api_conforms_to_its_schema(case, served):
     api, key = served
     # follow=false: an event stream of a live run would otherwise stay open until the run ends.

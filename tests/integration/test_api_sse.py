@@ -97,14 +97,17 @@ def test_an_event_committed_late_is_delivered_in_order(api):
 
     def event(conn, n):
         conn.execute(text("SELECT pg_current_xact_id()"))  # takes a transaction id, like a first write
-        return conn.execute(insert(Event).values(run_id=run_id, ts=time.time(), type="probe", agent_id=None,
-                                                 step_id=None, data={"n": n}).returning(Event.id)).scalar_one()
+        return conn.execute(
+            insert(Event)
+            .values(run_id=run_id, ts=time.time(), type="probe", agent_id=None, step_id=None, data={"n": n})
+            .returning(Event.id)
+        ).scalar_one()
 
     slow = engine.connect()
     slow_tx = slow.begin()
-    low = event(slow, 1)                      # allocated first, still invisible
+    low = event(slow, 1)  # allocated first, still invisible
     with engine.begin() as conn:
-        high = event(conn, 2)                 # allocated second, committed first
+        high = event(conn, 2)  # allocated second, committed first
     assert high > low
     # The reader sees nothing while `low` may still commit (well under the 2 s give-up).
     with pytest.raises(queue.Empty):

@@ -13,7 +13,8 @@ from swarm.store.store import StateStore
 from tests.conftest import make_settings
 
 PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 def test_attachments_become_content_parts_and_workspace_files(tmp_path, sqlite_url, sim):
@@ -21,15 +22,17 @@ def test_attachments_become_content_parts_and_workspace_files(tmp_path, sqlite_u
     (tmp_path / "notes.txt").write_text("the secret number is 42\n")
     s = make_settings(tmp_path, sqlite_url, sim.url)
     store = StateStore.from_url(sqlite_url)
-    spec = run_spec(s, "look #sim agents=1 tools=1 tool=echo",
-                    attachments=[tmp_path / "pixel.png", tmp_path / "notes.txt"])
+    spec = run_spec(
+        s, "look #sim agents=1 tools=1 tool=echo", attachments=[tmp_path / "pixel.png", tmp_path / "notes.txt"]
+    )
     with LocalRuntime(s, store=store) as rt:
         run_id = rt.submit(spec)
         assert rt.wait(run_id, timeout=60).status == "succeeded"
 
     with store.read() as conn:
-        first_user = conn.execute(select(Message.content).where(
-            Message.run_id == run_id, Message.role == "user").order_by(Message.id)).first()
+        first_user = conn.execute(
+            select(Message.content).where(Message.run_id == run_id, Message.role == "user").order_by(Message.id)
+        ).first()
     parts = first_user.content
     assert parts[0] == {"type": "text", "text": "look #sim agents=1 tools=1 tool=echo"}
     assert parts[1]["type"] == "image_url"

@@ -42,9 +42,12 @@ def test_config_is_at_least_once_and_has_one_visibility_timeout(tmp_path):
     assert conf["task_ignore_result"] and conf["broker_connection_retry_on_startup"]
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
     assert conf["worker_soft_shutdown_timeout"] > 0
-    assert (conf["broker_transport_options"]["visibility_timeout"]
-            == conf["result_backend_transport_options"]["visibility_timeout"]
-            == conf["visibility_timeout"] == VISIBILITY_TIMEOUT)
+    assert (
+        conf["broker_transport_options"]["visibility_timeout"]
+        == conf["result_backend_transport_options"]["visibility_timeout"]
+        == conf["visibility_timeout"]
+        == VISIBILITY_TIMEOUT
+    )
     # Far above the longest step: a model call may take llm_timeout on each of its attempts.
     s = Settings(_env_file=None, home=tmp_path)
     assert s.llm_timeout * (s.llm_max_retries + 1) + s.python_timeout < VISIBILITY_TIMEOUT
@@ -58,9 +61,11 @@ def test_config_is_at_least_once_and_has_one_visibility_timeout(tmp_path):
 def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
     client = redis.Redis.from_url(redis_url)
     d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url))
-    refs = [StepRef("a" * 32, "run1", "agent1", StepKind.LLM),
-            StepRef("b" * 32, "run1", "agent1", StepKind.TOOL, "assign_task"),
-            StepRef("c" * 32, "run1", "agent2", StepKind.TOOL, "python")]
+    refs = [
+        StepRef("a" * 32, "run1", "agent1", StepKind.LLM),
+        StepRef("b" * 32, "run1", "agent1", StepKind.TOOL, "assign_task"),
+        StepRef("c" * 32, "run1", "agent2", StepKind.TOOL, "python"),
+    ]
     d.dispatch(refs)
     llm, tool = _messages(client, QUEUE_LLM), _messages(client, QUEUE_TOOL)
     # Orchestration tools are database-only: they go with the LLM steps.
@@ -68,8 +73,13 @@ def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
     assert [m["kwargs"]["tool"] for m in tool] == ["python"]
     head = tool[0]["headers"]
     assert head["task"] == STEP_TASK and head["id"].startswith("tool-cccccccccccc-")
-    assert tool[0]["kwargs"] == {"step_id": "c" * 32, "run_id": "run1", "agent_id": "agent2", "kind": "tool",
-                                 "tool": "python"}
+    assert tool[0]["kwargs"] == {
+        "step_id": "c" * 32,
+        "run_id": "run1",
+        "agent_id": "agent2",
+        "kind": "tool",
+        "tool": "python",
+    }
     # Redis loses everything (FLUSHALL / restart without AOF): the same dispatcher still publishes.
     client.flushdb()
     d.dispatch(refs[:1])
@@ -128,8 +138,12 @@ def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_
         from sqlalchemy import update
 
         from swarm.store.models import Step
-        conn.execute(update(Step).where(Step.run_id == run_id, Step.status == "ready")
-                     .values(ready_at=Step.ready_at - worker_ctx.republish_after - 1))
+
+        conn.execute(
+            update(Step)
+            .where(Step.run_id == run_id, Step.status == "ready")
+            .values(ready_at=Step.ready_at - worker_ctx.republish_after - 1)
+        )
     assert sweep.run() == 1
     assert len(_messages(client, QUEUE_LLM)) == 1
     client.close()

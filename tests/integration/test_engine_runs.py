@@ -56,14 +56,19 @@ def test_malformed_model_output_goes_back_as_tool_error_and_run_continues(tmp_pa
     with store.read() as conn:
         msgs = conn.execute(select(Message.role, Message.content).where(Message.run_id == run_id)).all()
     texts = [str(m.content) for m in msgs]
-    needle = {"bad_json": "not valid JSON", "unknown_tool": "Unknown tool 'teleport'",
-              "unknown_agent": "No subagent named 'ghost'", "empty": "your last reply was empty"}[fault]
+    needle = {
+        "bad_json": "not valid JSON",
+        "unknown_tool": "Unknown tool 'teleport'",
+        "unknown_agent": "No subagent named 'ghost'",
+        "empty": "your last reply was empty",
+    }[fault]
     assert any(needle in t for t in texts), texts
 
 
 def test_subagent_and_tool_limits_hold_under_concurrency(tmp_path, db_url, sim):
-    store, run_id, s = run_task(tmp_path, db_url, sim, "t #sim agents=12 tools=10 tool=echo",
-                                max_subagents=8, max_tool_calls=50)
+    store, run_id, s = run_task(
+        tmp_path, db_url, sim, "t #sim agents=12 tools=10 tool=echo", max_subagents=8, max_tool_calls=50
+    )
     assert s.status == "succeeded", s.reason
     assert s.subagents == 8  # never more, though 12 were asked for in one turn
     assert s.tool_calls == 50  # exactly the budget: 8 subagents wanted 80
@@ -106,8 +111,12 @@ def test_every_tool_call_result_is_recorded_once(tmp_path, db_url, sim):
     store, run_id, s = run_task(tmp_path, db_url, sim, "t #sim agents=5 tools=4 tool=echo")
     assert s.status == "succeeded"
     with store.read() as conn:
-        ids = [r.tool_call_id for r in conn.execute(
-            select(Message.agent_id, Message.tool_call_id).where(Message.run_id == run_id, Message.role == "tool"))]
+        ids = [
+            r.tool_call_id
+            for r in conn.execute(
+                select(Message.agent_id, Message.tool_call_id).where(Message.run_id == run_id, Message.role == "tool")
+            )
+        ]
         steps = conn.execute(select(Step.id).where(Step.run_id == run_id, Step.kind == "tool")).all()
     assert len(ids) == len(steps) == 5 + 1 + 20
     per_agent = Counter(ids)

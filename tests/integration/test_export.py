@@ -33,8 +33,9 @@ def test_export_has_every_message_and_step_and_adds_up(api, tmp_path, monkeypatc
 
     header = records[0]
     assert header["format"] == "swarm.trajectory.v1"
-    assert {k: header[k] for k in summary if k != "wall_seconds"} == {k: v for k, v in summary.items()
-                                                                       if k != "wall_seconds"}
+    assert {k: header[k] for k in summary if k != "wall_seconds"} == {
+        k: v for k, v in summary.items() if k != "wall_seconds"
+    }
     agents = [r for r in records if r["type"] == "agent"]
     assert agents[0]["name"] == "orchestrator" and agents[0]["parent_id"] is None
     assert {a["parent_id"] for a in agents[1:]} == {agents[0]["id"]}
@@ -70,8 +71,9 @@ def test_export_has_every_message_and_step_and_adds_up(api, tmp_path, monkeypatc
         assert result.exit_code == 0, result.output
         mine = [json.loads(line) for line in out.read_text().splitlines()]
         volatile = {"exported_at", "wall_seconds"}
-        assert [{k: v for k, v in r.items() if k not in volatile} for r in mine] == \
-            [{k: v for k, v in r.items() if k not in volatile} for r in records]
+        assert [{k: v for k, v in r.items() if k not in volatile} for r in mine] == [
+            {k: v for k, v in r.items() if k not in volatile} for r in records
+        ]
 
 
 def test_export_of_an_unknown_run(api, tmp_path, monkeypatch):

@@ -49,13 +49,19 @@ def test_a_worker_node_logs_json_lines_that_carry_the_run(tmp_path, pg_url, redi
         with cluster(tmp_path / "cluster", s, SWARM_LOG_FORMAT="json") as c:
             # Given an LLM worker (threads pool) and a tool worker (prefork) logging at INFO, their
             # log (stderr) apart from what Celery prints to the terminal (stdout)
-            plan = NodePlan(queues=("llm", "tool"), llm_concurrency=4, tool_concurrency=1, name="json",
-                            loglevel="INFO")
+            plan = NodePlan(queues=("llm", "tool"), llm_concurrency=4, tool_concurrency=1, name="json", loglevel="INFO")
             for i, cmd in enumerate(plan.commands()):
                 log, out = c.root / f"worker-{i}.log", c.root / f"worker-{i}.out"
                 with log.open("wb") as err_file, out.open("wb") as out_file:
-                    popen = subprocess.Popen(cmd, cwd=c.root, env=c.env, stdout=out_file, stderr=err_file,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                    popen = subprocess.Popen(
+                        cmd,
+                        cwd=c.root,
+                        env=c.env,
+                        stdout=out_file,
+                        stderr=err_file,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
                 c.procs.append(Proc(f"worker-{i}", popen, log))
                 logs.append(log)
             # When a run goes through them
@@ -87,8 +93,14 @@ def test_the_api_server_logs_json_lines(tmp_path: Path) -> None:
     env |= {"SWARM_HOME": str(tmp_path / "home"), "SWARM_LOG_FORMAT": "json"}
     log = tmp_path / "serve.log"
     with log.open("wb") as err_file:
-        server = subprocess.Popen([sys.executable, "-m", "swarm", "serve", "--port", str(port)], env=env,
-                                  cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "swarm", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:

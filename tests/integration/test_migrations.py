@@ -90,8 +90,10 @@ def _rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
     meta = MetaData()
     meta.reflect(engine, only=RUN_TABLES)
     with engine.connect() as conn:
-        return {name: [tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key))]
-                for name, table in ((n, meta.tables[n]) for n in RUN_TABLES)}
+        return {
+            name: [tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key))]
+            for name, table in ((n, meta.tables[n]) for n in RUN_TABLES)
+        }
 
 
 def _checked_values(engine: Engine) -> dict[str, set[str]]:
@@ -107,8 +109,14 @@ def test_upgrade_keeps_every_row_and_adds_the_status_checks(tmp_path, old_db_url
     engine = store.engine
     before = _rows(engine)
     assert {name: bool(rows) for name, rows in before.items()} == {
-        "runs": True, "agents": True, "agent_defs": True, "steps": True, "messages": True,
-        "events": True, "artifacts": False}
+        "runs": True,
+        "agents": True,
+        "agent_defs": True,
+        "steps": True,
+        "messages": True,
+        "events": True,
+        "artifacts": False,
+    }
     with engine.connect() as conn:
         statuses = set(conn.execute(text("SELECT DISTINCT status FROM steps")).scalars())
     assert {"succeeded", "ready", "cancelled"} <= statuses
@@ -125,8 +133,11 @@ def test_upgrade_keeps_every_row_and_adds_the_status_checks(tmp_path, old_db_url
         assert fk["referred_table"] == "runs" and fk["options"].get("ondelete") == "CASCADE"
     # The database now holds exactly the enums' values, and refuses anything else.
     assert _checked_values(engine) == {
-        "ck_runs_status": {s.value for s in RunStatus}, "ck_agents_status": {s.value for s in AgentStatus},
-        "ck_steps_status": {s.value for s in StepStatus}, "ck_steps_kind": {k.value for k in StepKind}}
+        "ck_runs_status": {s.value for s in RunStatus},
+        "ck_agents_status": {s.value for s in AgentStatus},
+        "ck_steps_status": {s.value for s in StepStatus},
+        "ck_steps_kind": {k.value for k in StepKind},
+    }
     for table, column in (("runs", "status"), ("agents", "status"), ("steps", "status"), ("steps", "kind")):
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text(f"UPDATE {table} SET {column} = 'queued'"))

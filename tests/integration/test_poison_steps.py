@@ -52,8 +52,12 @@ WORKER = textwrap.dedent("""
 
 
 def start_worker(tmp_path, db_url, llm_url, run_id="new"):
-    return subprocess.run([sys.executable, "-c", WORKER, db_url, llm_url, str(tmp_path), run_id],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", WORKER, db_url, llm_url, str(tmp_path), run_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_tool_call_that_kills_its_server_on_every_start_becomes_a_tool_error(tmp_path, pg_url):
@@ -77,8 +81,9 @@ def test_a_tool_call_that_kills_its_server_on_every_start_becomes_a_tool_error(t
     assert told["tool_call_id"] == "boom"
     assert "crashed the worker running it 3 times" in told["content"] and "not retried" in told["content"]
     with store.read() as conn:
-        step = conn.execute(select(Step.attempt, Step.error, Step.is_error).where(
-            Step.run_id == run_id, Step.tool_name == "crash")).one()
+        step = conn.execute(
+            select(Step.attempt, Step.error, Step.is_error).where(Step.run_id == run_id, Step.tool_name == "crash")
+        ).one()
     assert tuple(step) == (3, "step crashed its worker 3 times; not retried", True)
 
 
@@ -107,8 +112,9 @@ def test_an_llm_step_that_crashes_its_worker_n_times_fails_its_agent_with_the_re
     assert tuple(step) == ("failed", "step crashed its worker 3 times; not retried")
 
 
-def test_a_tool_step_that_crashes_its_worker_n_times_is_a_tool_error_and_the_agent_goes_on(tmp_path, store, db_url,
-                                                                                          sim):
+def test_a_tool_step_that_crashes_its_worker_n_times_is_a_tool_error_and_the_agent_goes_on(
+    tmp_path, store, db_url, sim
+):
     s = make_settings(tmp_path, db_url, sim.url)
     run_id, (ref,) = store.create_run(run_spec(s, "t #sim agents=1 tools=1 tool=echo"))
     with LLMClient(s) as llm:
@@ -120,8 +126,9 @@ def test_a_tool_step_that_crashes_its_worker_n_times_is_a_tool_error_and_the_age
     assert next_llm.kind == "llm" and next_llm.agent_id == tool_ref.agent_id  # the agent's next turn
     assert store.run_summary(run_id).status == "running"
     with store.read() as conn:
-        result = conn.execute(select(Message.content).where(
-            Message.run_id == run_id, Message.role == "tool")).scalar_one()
+        result = conn.execute(
+            select(Message.content).where(Message.run_id == run_id, Message.role == "tool")
+        ).scalar_one()
     assert result.startswith("The create_subagent tool call crashed the worker running it 3 times")
 
 
@@ -133,6 +140,7 @@ def test_a_dead_local_owner_found_on_start_counts_as_a_crash(tmp_path, store, db
     s = make_settings(tmp_path, db_url, sim.url)
     run_id, (ref,) = store.create_run(run_spec(s, "t #sim agents=1 tools=1 tool=echo"))
     from swarm.runtime import pid_is_dead
+
     for n in range(3):
         assert store.claim(ref.step_id, owner, lease=30, max_attempts=3) is not None
         assert store.release_dead_owners(run_id, pid_is_dead, max_attempts=3) == (1 if n < 2 else 0)

@@ -52,9 +52,13 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
     port = _free_port()
     log = home / "executor.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "swarm", "executor", "--host", "127.0.0.1", "--port", str(port)],
-                                env=_executor_env(home, SWARM_EXECUTOR_TOKEN=TOKEN, SWARM_PYTHON_TIMEOUT="10"),
-                                cwd=home, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarm", "executor", "--host", "127.0.0.1", "--port", str(port)],
+            env=_executor_env(home, SWARM_EXECUTOR_TOKEN=TOKEN, SWARM_PYTHON_TIMEOUT="10"),
+            cwd=home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -92,12 +96,14 @@ def test_workspace_files_round_trip_through_the_executor(executor: Executor, tmp
     (ws / "keep.txt").write_text("unchanged")
     (ws / "edit.txt").write_text("old")
     before = executor.calls()
-    code = ("import os, pathlib\n"
-            "print(pathlib.Path('data/in.csv').read_text().splitlines()[1])\n"
-            "pathlib.Path('out').mkdir()\n"
-            "pathlib.Path('out/result.txt').write_text('sum=3')\n"
-            "pathlib.Path('edit.txt').write_text('new')\n"
-            "print(sorted(os.listdir('.')))\n")
+    code = (
+        "import os, pathlib\n"
+        "print(pathlib.Path('data/in.csv').read_text().splitlines()[1])\n"
+        "pathlib.Path('out').mkdir()\n"
+        "pathlib.Path('out/result.txt').write_text('sum=3')\n"
+        "pathlib.Path('edit.txt').write_text('new')\n"
+        "print(sorted(os.listdir('.')))\n"
+    )
     content, is_error = _call(code, ws, python_executor_url=executor.url, executor_token=TOKEN)
 
     assert not is_error, content
@@ -110,13 +116,15 @@ def test_workspace_files_round_trip_through_the_executor(executor: Executor, tmp
 
 def test_executor_runs_code_in_its_sandbox_with_its_limits(executor: Executor, tmp_path: Path) -> None:
     """A failing call comes back as the tool's own error; the code sees no network."""
-    code = ("import socket\n"
-            "try:\n"
-            "    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
-            "    print('network')\n"
-            "except OSError:\n"
-            "    print('no network')\n"
-            "raise SystemExit(3)\n")
+    code = (
+        "import socket\n"
+        "try:\n"
+        "    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
+        "    print('network')\n"
+        "except OSError:\n"
+        "    print('no network')\n"
+        "raise SystemExit(3)\n"
+    )
     content, is_error = _call(code, tmp_path / "ws", python_executor_url=executor.url, executor_token=TOKEN)
     assert is_error
     assert "no network" in content and "exit code 3" in content
@@ -125,8 +133,7 @@ def test_executor_runs_code_in_its_sandbox_with_its_limits(executor: Executor, t
 def test_wrong_token_is_a_tool_error_and_nothing_runs(executor: Executor, tmp_path: Path) -> None:
     before = executor.calls()
     ws = tmp_path / "ws"
-    content, is_error = _call("open('x', 'w').write('1')", ws, python_executor_url=executor.url,
-                              executor_token="wrong")
+    content, is_error = _call("open('x', 'w').write('1')", ws, python_executor_url=executor.url, executor_token="wrong")
     assert is_error
     assert "python executor is unavailable" in content and "token" in content
     assert not (ws / "x").exists()
@@ -136,30 +143,44 @@ def test_wrong_token_is_a_tool_error_and_nothing_runs(executor: Executor, tmp_pa
 
 
 def test_unreachable_executor_is_a_tool_error(tmp_path: Path) -> None:
-    content, is_error = _call("print(1)", tmp_path / "ws", python_executor_url=f"http://127.0.0.1:{_free_port()}",
-                              executor_token=TOKEN)
+    content, is_error = _call(
+        "print(1)", tmp_path / "ws", python_executor_url=f"http://127.0.0.1:{_free_port()}", executor_token=TOKEN
+    )
     assert is_error
     assert "python executor is unavailable" in content
 
 
 def test_executor_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "swarm", "executor", "--host", "0.0.0.0", "--port", str(_free_port())],
-                         env=_executor_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", "executor", "--host", "0.0.0.0", "--port", str(_free_port())],
+        env=_executor_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "SWARM_EXECUTOR_TOKEN" in out.stdout + out.stderr
 
 
 def test_executor_refuses_to_start_where_bubblewrap_cannot_sandbox(tmp_path: Path) -> None:
     env = _executor_env(tmp_path, SWARM_EXECUTOR_TOKEN=TOKEN, PATH=str(tmp_path))  # no bwrap on PATH
-    out = subprocess.run([sys.executable, "-m", "swarm", "executor", "--port", str(_free_port())],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", "executor", "--port", str(_free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "bubblewrap" in out.stdout + out.stderr
 
 
 @pytest.mark.timeout(240)
 def test_engine_run_with_python_on_the_executor_finishes_with_its_files(
-        executor: Executor, tmp_path: Path, sqlite_url: str, sim) -> None:
+    executor: Executor, tmp_path: Path, sqlite_url: str, sim
+) -> None:
     """Each python step reads the file the previous one wrote: workspace files go worker → executor
     → worker → database across steps, and every call ran in the executor."""
     s = make_settings(tmp_path, sqlite_url, sim.url, python_executor_url=executor.url, executor_token=TOKEN)

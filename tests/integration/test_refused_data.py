@@ -34,8 +34,9 @@ def run_against(tmp_path, db_url, model, task="go", timeout=60):
 
 def messages(store, run_id, role):
     with store.read() as conn:
-        return conn.execute(select(Message).where(Message.run_id == run_id, Message.role == role)
-                            .order_by(Message.id)).all()
+        return conn.execute(
+            select(Message).where(Message.run_id == run_id, Message.role == role).order_by(Message.id)
+        ).all()
 
 
 def tool_results(store, run_id):
@@ -44,9 +45,14 @@ def tool_results(store, run_id):
 
 
 def test_nul_bytes_in_model_text_reasoning_and_tool_output_finish_the_run_on_postgres(tmp_path, pg_url):
-    first = {"content": "looking\x00", "reasoning_content": "hmm\x00",
-             "tool_calls": [call("c1", "echo", json.dumps({"text": "bin\x00ary"})),  # a NUL escaped in JSON
-                            call("c2", "echo", '{"text": "raw\x00nul"}')]}  # a raw NUL in the JSON text
+    first = {
+        "content": "looking\x00",
+        "reasoning_content": "hmm\x00",
+        "tool_calls": [
+            call("c1", "echo", json.dumps({"text": "bin\x00ary"})),  # a NUL escaped in JSON
+            call("c2", "echo", '{"text": "raw\x00nul"}'),
+        ],
+    }  # a raw NUL in the JSON text
     final = {"content": "final\x00answer", "reasoning_content": "done\x00"}
     with scripted_model(tools_then_final(first, final)) as model:
         store, run_id, summary = run_against(tmp_path, pg_url, model)
@@ -61,9 +67,14 @@ def test_nul_bytes_in_model_text_reasoning_and_tool_output_finish_the_run_on_pos
 
 def test_overlong_tool_call_ids_and_names_are_stored_and_keep_calls_paired(tmp_path, pg_url):
     long_a, long_b = "a" * 500, "a" * 499 + "b"  # distinct ids, identical in their first 499 chars
-    first = {"content": None, "tool_calls": [call(long_a, "echo", '{"text": "one"}'),
-                                             call(long_b, "echo", '{"text": "two"}'),
-                                             call("short", "x" * 500, "{}")]}
+    first = {
+        "content": None,
+        "tool_calls": [
+            call(long_a, "echo", '{"text": "one"}'),
+            call(long_b, "echo", '{"text": "two"}'),
+            call("short", "x" * 500, "{}"),
+        ],
+    }
     with scripted_model(tools_then_final(first, {"content": "ok"})) as model:
         store, run_id, summary = run_against(tmp_path, pg_url, model)
         second_request = model.requests[1]["messages"]
@@ -84,9 +95,12 @@ def test_overlong_tool_call_ids_and_names_are_stored_and_keep_calls_paired(tmp_p
 
 def test_absurd_token_counts_are_clamped_not_refused(tmp_path, db_url):
     first = {"content": None, "tool_calls": [call("c1", "echo", '{"text": "x"}')]}
-    reply = tools_then_final(first, {"content": "ok"},
-                             first_usage={"prompt_tokens": 10**30, "completion_tokens": -5},
-                             final_usage={"prompt_tokens": "lots", "completion_tokens": 7})
+    reply = tools_then_final(
+        first,
+        {"content": "ok"},
+        first_usage={"prompt_tokens": 10**30, "completion_tokens": -5},
+        final_usage={"prompt_tokens": "lots", "completion_tokens": 7},
+    )
     with scripted_model(reply) as model:
         _, _, summary = run_against(tmp_path, db_url, model)
     assert summary.status == "succeeded", summary.reason
@@ -96,8 +110,14 @@ def test_absurd_token_counts_are_clamped_not_refused(tmp_path, db_url):
 def test_over_deep_and_huge_tool_arguments_go_back_as_tool_errors_and_the_run_goes_on(tmp_path, pg_url):
     deep = '{"text": ' + "[" * 10_000 + "]" * 10_000 + "}"
     huge = json.dumps({"text": "a" * (MAX_ARGUMENT_CHARS + 10)})
-    first = {"content": None, "tool_calls": [call("deep", "echo", deep), call("huge", "echo", huge),
-                                             call("fine", "echo", '{"text": "fine"}')]}
+    first = {
+        "content": None,
+        "tool_calls": [
+            call("deep", "echo", deep),
+            call("huge", "echo", huge),
+            call("fine", "echo", '{"text": "fine"}'),
+        ],
+    }
     with scripted_model(tools_then_final(first, {"content": "ok"})) as model:
         store, run_id, summary = run_against(tmp_path, pg_url, model)
         assert len(model.requests) == 2  # the model heard back once, and was not asked again
@@ -114,9 +134,16 @@ PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\x00\x00\xff\x
 
 def test_a_binary_attachment_over_the_api_on_postgres_is_stored_and_named_not_inlined(tmp_path, pg_url, sim):
     with live_api(make_settings(tmp_path, pg_url, sim.url)) as api, api.client(api.key()) as c:
-        r = c.post("/v1/runs", json={"task": "read it #sim agents=1 tools=1 tool=echo", "attachments": [
-            {"name": "report.pdf", "mime": "application/pdf", "data": base64.b64encode(PDF).decode()},
-            {"name": "notes.txt", "mime": "text/plain", "data": base64.b64encode(b"plain text").decode()}]})
+        r = c.post(
+            "/v1/runs",
+            json={
+                "task": "read it #sim agents=1 tools=1 tool=echo",
+                "attachments": [
+                    {"name": "report.pdf", "mime": "application/pdf", "data": base64.b64encode(PDF).decode()},
+                    {"name": "notes.txt", "mime": "text/plain", "data": base64.b64encode(b"plain text").decode()},
+                ],
+            },
+        )
         assert r.status_code == 202, r.text
         run_id = r.json()["id"]
         assert api.wait(run_id)["status"] == "succeeded"
@@ -137,8 +164,11 @@ def test_a_database_refusal_fails_the_step_once_with_the_reason(tmp_path, pg_url
     run_id, (ref,) = store.create_run(run_spec(s, "t #sim agents=1 tools=1 tool=echo"))
     with store.tx() as conn:  # the seq the orchestrator's first reply will take
         seq = conn.execute(select(Agent.next_seq).where(Agent.id == ref.agent_id)).scalar_one()
-        conn.execute(insert(Message).values(run_id=run_id, agent_id=ref.agent_id, seq=seq, role="user",
-                                            content="in the way", created_at=0.0))
+        conn.execute(
+            insert(Message).values(
+                run_id=run_id, agent_id=ref.agent_id, seq=seq, role="user", content="in the way", created_at=0.0
+            )
+        )
     with LLMClient(s) as llm:
         ex = StepExecutor(store, llm, ToolRegistry([EchoTool()]), s, owner_id())
         assert ex.execute(ref.step_id) == []  # no exception for the dispatcher to log and retry
@@ -164,8 +194,16 @@ def test_a_refused_tool_result_fails_the_step_once_with_the_reason(tmp_path, pg_
         (tool_ref,) = ex.execute(ref.step_id)  # the orchestrator's create_subagent call
         with store.tx() as conn:
             seq = conn.execute(select(Step.msg_seq).where(Step.id == tool_ref.step_id)).scalar_one()
-            conn.execute(insert(Message).values(run_id=run_id, agent_id=tool_ref.agent_id, seq=seq, role="user",
-                                                content="in the way", created_at=0.0))
+            conn.execute(
+                insert(Message).values(
+                    run_id=run_id,
+                    agent_id=tool_ref.agent_id,
+                    seq=seq,
+                    role="user",
+                    content="in the way",
+                    created_at=0.0,
+                )
+            )
         assert ex.execute(tool_ref.step_id) == []
     summary = store.run_summary(run_id)
     assert summary.status == "failed"

@@ -32,15 +32,31 @@ def test_swarm_serve_drops_its_secrets_and_is_not_dumpable(tmp_path: Path) -> No
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "CELERY_"))}
     db = f"sqlite:///{tmp_path / 'swarm.db'}"
-    env |= {"SWARM_HOME": str(tmp_path), "SWARM_DATABASE_URL": db, "SWARM_LLM_API_KEY": LLM_KEY,
-            "SWARM_API_KEY": CLIENT_KEY, "ADMIN_PASSWORD": OTHER, "SWARM_MODEL": "kimi-k2.5-hardening-test"}
+    env |= {
+        "SWARM_HOME": str(tmp_path),
+        "SWARM_DATABASE_URL": db,
+        "SWARM_LLM_API_KEY": LLM_KEY,
+        "SWARM_API_KEY": CLIENT_KEY,
+        "ADMIN_PASSWORD": OTHER,
+        "SWARM_MODEL": "kimi-k2.5-hardening-test",
+    }
     log = (tmp_path / "serve.log").open("wb")
     # Both without CAP_SYS_PTRACE, like the reader: then only the dumpable flag protects them.
-    server = subprocess.Popen([sys.executable, "-m", "swarm", "serve", "--port", str(port), "--log-level", "warning"],
-                              env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                              preexec_fn=without_ptrace_cap)  # noqa: PLW1509
-    control = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], env=env,
-                               stdin=subprocess.PIPE, preexec_fn=without_ptrace_cap)  # noqa: PLW1509
+    server = subprocess.Popen(
+        [sys.executable, "-m", "swarm", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=without_ptrace_cap,  # noqa: PLW1509
+    )
+    control = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        env=env,
+        stdin=subprocess.PIPE,
+        preexec_fn=without_ptrace_cap,  # noqa: PLW1509
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -30,12 +30,14 @@ def client(sim: SimServer) -> Iterator[httpx.Client]:
         yield c
 
 
-def chat(client: httpx.Client, messages: list[dict[str, Any]], run_id: str = "",
-         agent_id: str = "", **body: Any) -> httpx.Response:
-    return client.post("/chat/completions",
-                       json={"model": "kimi-k2.5", "messages": messages, **body},
-                       headers={"X-Swarm-Run-Id": run_id, "X-Swarm-Agent-Id": agent_id,
-                                "X-Swarm-Step-Id": f"step-{len(messages)}"})
+def chat(
+    client: httpx.Client, messages: list[dict[str, Any]], run_id: str = "", agent_id: str = "", **body: Any
+) -> httpx.Response:
+    return client.post(
+        "/chat/completions",
+        json={"model": "kimi-k2.5", "messages": messages, **body},
+        headers={"X-Swarm-Run-Id": run_id, "X-Swarm-Agent-Id": agent_id, "X-Swarm-Step-Id": f"step-{len(messages)}"},
+    )
 
 
 class HttpEngine:
@@ -48,8 +50,7 @@ class HttpEngine:
         self.calls = 0
 
     def converse(self, agent_id: str, system: str, user: str) -> str:
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system},
-                                          {"role": "user", "content": user}]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         for _ in range(50):
             r = chat(self.client, messages, self.run_id, agent_id, temperature=1.0)
             r.raise_for_status()
@@ -59,8 +60,7 @@ class HttpEngine:
             if not msg.get("tool_calls"):
                 return str(msg["content"])
             for call in msg["tool_calls"]:
-                result = self.tool(call["function"]["name"],
-                                   json.loads(call["function"]["arguments"]), call["id"])
+                result = self.tool(call["function"]["name"], json.loads(call["function"]["arguments"]), call["id"])
                 messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
         raise AssertionError("conversation did not finish")
 
@@ -80,8 +80,14 @@ def test_full_swarm_over_http(sim: SimServer, client: httpx.Client) -> None:
     assert final.startswith("Summary of 3 subagent reports: 3 ok, 0 errors. digest=")
     assert engine.calls == 3 + 3 * 3
     stats = client.get(sim.base_url + "/sim/stats").json()
-    assert stats == {"requests": 12, "served": 12, "unique": 12, "duplicates": 0,
-                     "by_run": {"run-full": 12}, "errors": {}}
+    assert stats == {
+        "requests": 12,
+        "served": 12,
+        "unique": 12,
+        "duplicates": 0,
+        "by_run": {"run-full": 12},
+        "errors": {},
+    }
     assert sim.stats() == stats
     log = client.get(sim.base_url + "/sim/log", params={"run_id": "run-full"}).json()
     assert len(log) == 12
@@ -106,19 +112,16 @@ def test_same_request_twice_is_a_duplicate(sim: SimServer, client: httpx.Client)
 
 
 def test_missing_reasoning_content_is_rejected(sim: SimServer, client: httpx.Client) -> None:
-    messages: list[dict[str, Any]] = [{"role": "system", "content": ORCH_SYSTEM},
-                                      {"role": "user", "content": "hi"}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": ORCH_SYSTEM}, {"role": "user", "content": "hi"}]
     msg = chat(client, messages).json()["choices"][0]["message"]
     assert msg["reasoning_content"]
     del msg["reasoning_content"]
-    messages += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"],
-                       "content": "created"}]
+    messages += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "created"}]
     r = chat(client, messages)
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error"
-    assert "reasoning_content is missing in assistant tool call message at index 2" in (
-        error["message"])
+    assert "reasoning_content is missing in assistant tool call message at index 2" in (error["message"])
     # Without thinking the same history is fine (at the non-thinking temperature).
     r = chat(client, messages, thinking={"type": "disabled"}, temperature=0.6)
     assert r.status_code == 200
@@ -127,8 +130,7 @@ def test_missing_reasoning_content_is_rejected(sim: SimServer, client: httpx.Cli
 
 
 def test_malformed_body_is_400(sim: SimServer, client: httpx.Client) -> None:
-    r = client.post("/chat/completions", content=b"{not json",
-                    headers={"Content-Type": "application/json"})
+    r = client.post("/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
     r = chat(client, [{"role": "user", "content": "x"}], temperature=0.2)
@@ -137,16 +139,14 @@ def test_malformed_body_is_400(sim: SimServer, client: httpx.Client) -> None:
 
 
 def test_http_429x2_then_success(sim: SimServer, client: httpx.Client) -> None:
-    messages = [{"role": "system", "content": ORCH_SYSTEM},
-                {"role": "user", "content": "Go.\n#sim http=429x2"}]
+    messages = [{"role": "system", "content": ORCH_SYSTEM}, {"role": "user", "content": "Go.\n#sim http=429x2"}]
     responses = [chat(client, messages, "run-429") for _ in range(3)]
     assert [r.status_code for r in responses] == [429, 429, 200]
     assert responses[0].headers["retry-after"] == "0.05"
     assert responses[0].json()["error"]["type"] == "rate_limit_reached_error"
     # The fault counter is per conversation, not per request: later turns are not hit.
     msg = responses[2].json()["choices"][0]["message"]
-    later = [*messages, msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"],
-                              "content": "created"}]
+    later = [*messages, msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "created"}]
     assert chat(client, later, "run-429").status_code == 200
     stats = sim.stats()
     assert stats["errors"] == {"429": 2}
@@ -154,19 +154,23 @@ def test_http_429x2_then_success(sim: SimServer, client: httpx.Client) -> None:
 
 
 def test_http_faults_spare_subagents(sim: SimServer, client: httpx.Client) -> None:
-    worker = [{"role": "system", "content": "Worker [sim-subagent]"},
-              {"role": "user", "content": "Task 1 of 1. #sim http=401"}]
+    worker = [
+        {"role": "system", "content": "Worker [sim-subagent]"},
+        {"role": "user", "content": "Task 1 of 1. #sim http=401"},
+    ]
     assert chat(client, worker).status_code == 200
 
 
-@pytest.mark.parametrize(("spec", "status", "error_type"), [
-    ("401", 401, "invalid_authentication_error"),
-    ("403", 403, "permission_denied_error"),
-    ("quota", 429, "exceeded_current_quota_error"),
-    ("500x1", 500, "server_error"),
-])
-def test_http_fault_kinds(sim: SimServer, client: httpx.Client, spec: str, status: int,
-                          error_type: str) -> None:
+@pytest.mark.parametrize(
+    ("spec", "status", "error_type"),
+    [
+        ("401", 401, "invalid_authentication_error"),
+        ("403", 403, "permission_denied_error"),
+        ("quota", 429, "exceeded_current_quota_error"),
+        ("500x1", 500, "server_error"),
+    ],
+)
+def test_http_fault_kinds(sim: SimServer, client: httpx.Client, spec: str, status: int, error_type: str) -> None:
     messages = [{"role": "user", "content": f"#sim http={spec}"}]
     r = chat(client, messages, f"run-{spec}")
     assert r.status_code == status
@@ -178,8 +182,10 @@ def test_http_fault_kinds(sim: SimServer, client: httpx.Client, spec: str, statu
 
 def test_concurrent_requests_overlap_their_latency(sim: SimServer) -> None:
     async def one(http: httpx.AsyncClient, i: int) -> int:
-        r = await http.post("/chat/completions", json={"model": "m", "messages": [
-            {"role": "user", "content": f"request {i}\n#sim latency=0.5"}]})
+        r = await http.post(
+            "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": f"request {i}\n#sim latency=0.5"}]},
+        )
         return r.status_code
 
     async def burst() -> list[int]:
@@ -214,18 +220,19 @@ def test_models_and_search(sim: SimServer, client: httpx.Client) -> None:
 
 
 def test_server_defaults_shape_the_swarm() -> None:
-    with SimServer(SimConfig(params=SimParams(agents=2, tools=1, tool="echo", thinking=False))) as sim, \
-            httpx.Client(base_url=sim.url, timeout=30) as client:
+    with (
+        SimServer(SimConfig(params=SimParams(agents=2, tools=1, tool="echo", thinking=False))) as sim,
+        httpx.Client(base_url=sim.url, timeout=30) as client,
+    ):
         messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
         body: dict[str, Any] = {"thinking": {"type": "disabled"}}
         first = chat(client, messages, **body).json()["choices"][0]["message"]
         assert "reasoning_content" not in first
-        messages += [first, {"role": "tool", "tool_call_id": first["tool_calls"][0]["id"],
-                             "content": "created"}]
+        messages += [first, {"role": "tool", "tool_call_id": first["tool_calls"][0]["id"], "content": "created"}]
         fan_out = chat(client, messages, **body).json()["choices"][0]["message"]
-        prompts = [json.loads(c["function"]["arguments"])["prompt"]
-                   for c in fan_out["tool_calls"]]
+        prompts = [json.loads(c["function"]["arguments"])["prompt"] for c in fan_out["tool_calls"]]
         assert prompts == [
             "Task 1 of 2. #sim tools=1 tool=echo tool_latency=0 latency=0 thinking=false",
-            "Task 2 of 2. #sim tools=1 tool=echo tool_latency=0 latency=0 thinking=false"]
+            "Task 2 of 2. #sim tools=1 tool=echo tool_latency=0 latency=0 thinking=false",
+        ]
     assert sim.stats()["served"] == 2

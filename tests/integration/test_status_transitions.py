@@ -30,10 +30,13 @@ def _succeeded_run(store: StateStore, tmp_path: Any, db_url: str) -> str:
 
 def _rows(store: StateStore, run_id: str) -> dict[str, list[tuple[Any, ...]]]:
     with store.read() as conn:
-        return {t.name: [tuple(r) for r in conn.execute(select(t).where(t.c.run_id == run_id)
-                                                       .order_by(*t.primary_key.columns)).all()]
-                for t in (AGENTS, STEPS, EVENTS, MESSAGES)} | {
-            "runs": [tuple(r) for r in conn.execute(select(RUNS).where(RUNS.c.id == run_id)).all()]}
+        return {
+            t.name: [
+                tuple(r)
+                for r in conn.execute(select(t).where(t.c.run_id == run_id).order_by(*t.primary_key.columns)).all()
+            ]
+            for t in (AGENTS, STEPS, EVENTS, MESSAGES)
+        } | {"runs": [tuple(r) for r in conn.execute(select(RUNS).where(RUNS.c.id == run_id)).all()]}
 
 
 def test_resuming_a_succeeded_run_raises_invalid_transition_and_changes_nothing(tmp_path, store, db_url):

@@ -186,8 +186,10 @@ def test_a_worker_pool_never_opens_more_connections_than_its_size(pg_url):
     held: list[object] = []
     try:
         with store.read() as c1, store.read() as c2:
-            held += [c1.execute(text("select pg_backend_pid()")).scalar_one(),
-                     c2.execute(text("select pg_backend_pid()")).scalar_one()]
+            held += [
+                c1.execute(text("select pg_backend_pid()")).scalar_one(),
+                c2.execute(text("select pg_backend_pid()")).scalar_one(),
+            ]
             with pytest.raises(StoreUnavailable, match="no free database connection"), store.read():
                 pass
         with store.read() as conn:  # a returned connection is reused, not replaced
@@ -223,11 +225,29 @@ def test_a_cancel_racing_a_commit_leaves_nothing_open(tmp_path, pg_url, sim, com
     new_step = {"run_id": run_id, "kind": "llm", "idx": 0, "attempt": 0, "fence": 0}
     with store.engine.connect() as commit:  # the commit, statement by statement, as the store runs it
         if commit_kind == "fan_in":
-            commit.execute(sql.DELIVER, {"b_id": claim.step_id, "b_expected": StepStatus.RUNNING,
-                                         "b_fence": claim.fence, "b_result": "ok", "b_error": False, "b_now": 0.0})
+            commit.execute(
+                sql.DELIVER,
+                {
+                    "b_id": claim.step_id,
+                    "b_expected": StepStatus.RUNNING,
+                    "b_fence": claim.fence,
+                    "b_result": "ok",
+                    "b_error": False,
+                    "b_now": 0.0,
+                },
+            )
         else:
-            commit.execute(sql.CLOSE_STEP, {"b_id": claim.step_id, "b_fence": claim.fence,
-                                            "b_status": StepStatus.WAITING, "b_now": 0.0, "b_tin": 0, "b_tout": 0})
+            commit.execute(
+                sql.CLOSE_STEP,
+                {
+                    "b_id": claim.step_id,
+                    "b_fence": claim.fence,
+                    "b_status": StepStatus.WAITING,
+                    "b_now": 0.0,
+                    "b_tin": 0,
+                    "b_tout": 0,
+                },
+            )
         canceller = threading.Thread(target=lambda: cancelled.append(store.cancel_run(run_id)))
         canceller.start()
         canceller.join(timeout=0.5)  # now waiting for the step's row lock
@@ -235,13 +255,29 @@ def test_a_cancel_racing_a_commit_leaves_nothing_open(tmp_path, pg_url, sim, com
             if commit_kind == "fan_in":
                 left = commit.execute(sql.FAN_IN, {"b_id": claim.agent_id}).first()
                 assert left is not None and left.pending_tools == 0
-                commit.execute(sql.INSERT_READY_STEP, {**new_step, "id": "n" * 32, "agent_id": claim.agent_id,
-                                                       "turn": claim.turn + 1})
+                commit.execute(
+                    sql.INSERT_READY_STEP,
+                    {**new_step, "id": "n" * 32, "agent_id": claim.agent_id, "turn": claim.turn + 1},
+                )
             else:
-                commit.execute(insert(Agent).values(
-                    id="c" * 32, run_id=run_id, parent_id=claim.agent_id, parent_step_id=claim.step_id,
-                    parent_turn=claim.turn, name="child", depth=1, status="running", steps=0, next_seq=2,
-                    pending_tools=0, tokens_in=0, tokens_out=0, created_at=0.0))
+                commit.execute(
+                    insert(Agent).values(
+                        id="c" * 32,
+                        run_id=run_id,
+                        parent_id=claim.agent_id,
+                        parent_step_id=claim.step_id,
+                        parent_turn=claim.turn,
+                        name="child",
+                        depth=1,
+                        status="running",
+                        steps=0,
+                        next_seq=2,
+                        pending_tools=0,
+                        tokens_in=0,
+                        tokens_out=0,
+                        created_at=0.0,
+                    )
+                )
                 commit.execute(sql.INSERT_READY_STEP, {**new_step, "id": "n" * 32, "agent_id": "c" * 32, "turn": 0})
             commit.commit()
         except DBAPIError:  # PostgreSQL broke a deadlock by aborting the commit: the cancel goes on
@@ -250,8 +286,9 @@ def test_a_cancel_racing_a_commit_leaves_nothing_open(tmp_path, pg_url, sim, com
     assert cancelled == [True]
     with store.read() as conn:
         open_steps = conn.execute(select(func.count()).where(Step.run_id == run_id, Step.status.in_(OPEN))).scalar()
-        running_agents = conn.execute(select(func.count()).where(Agent.run_id == run_id,
-                                                                 Agent.status == "running")).scalar()
+        running_agents = conn.execute(
+            select(func.count()).where(Agent.run_id == run_id, Agent.status == "running")
+        ).scalar()
     assert (open_steps, running_agents) == (0, 0)
     store.engine.dispose()
 
@@ -296,15 +333,38 @@ def test_a_tool_commit_in_one_statement_records_what_the_transaction_records(tmp
             refs = store.commit_tool(claim, "echoed", False)
             with store.read() as conn:
                 step = conn.execute(select(Step.status, Step.result, Step.is_error).where(Step.id == ref.step_id)).one()
-                msgs = conn.execute(select(Message.seq, Message.role, Message.content, Message.tool_call_id)
-                                    .where(Message.agent_id == ref.agent_id).order_by(Message.seq)).all()
-                events = conn.execute(select(Event.type, Event.agent_id, Event.step_id, Event.data)
-                                      .where(Event.run_id == run_id, Event.type == "tool_done")).all()
-                nxt = conn.execute(select(Step.kind, Step.status, Step.turn, Step.idx, Step.attempt, Step.fence,
-                                          Step.is_error, Step.tokens_in, Step.ready_at.is_not(None))
-                                   .where(Step.id == refs[0].step_id)).one()
-            recorded.append((tuple(step), [tuple(m) for m in msgs], [(e.type, e.data) for e in events],
-                             [(r.kind, r.tool_name) for r in refs], tuple(nxt)))
+                msgs = conn.execute(
+                    select(Message.seq, Message.role, Message.content, Message.tool_call_id)
+                    .where(Message.agent_id == ref.agent_id)
+                    .order_by(Message.seq)
+                ).all()
+                events = conn.execute(
+                    select(Event.type, Event.agent_id, Event.step_id, Event.data).where(
+                        Event.run_id == run_id, Event.type == "tool_done"
+                    )
+                ).all()
+                nxt = conn.execute(
+                    select(
+                        Step.kind,
+                        Step.status,
+                        Step.turn,
+                        Step.idx,
+                        Step.attempt,
+                        Step.fence,
+                        Step.is_error,
+                        Step.tokens_in,
+                        Step.ready_at.is_not(None),
+                    ).where(Step.id == refs[0].step_id)
+                ).one()
+            recorded.append(
+                (
+                    tuple(step),
+                    [tuple(m) for m in msgs],
+                    [(e.type, e.data) for e in events],
+                    [(r.kind, r.tool_name) for r in refs],
+                    tuple(nxt),
+                )
+            )
             assert all(e.agent_id == ref.agent_id and e.step_id == ref.step_id for e in events)
     assert recorded[0] == recorded[1]
     step, msgs, _, refs_, _ = recorded[0]

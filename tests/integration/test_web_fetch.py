@@ -36,8 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def _send(self, status: int, body: bytes, ctype: str,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -97,8 +96,7 @@ def _serve(tls: ssl.SSLContext | None = None) -> Iterator[_Server]:
     server = _Server()
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server
@@ -122,8 +120,7 @@ def other_server() -> Iterator[_Server]:
 
 def _fetch(tmp_path: Path, allow: list[str], args: dict[str, object]) -> tuple[str, bool]:
     settings = Settings(home=tmp_path, web_allow_hosts=allow)
-    ctx = ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path,
-                      settings=settings)
+    ctx = ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path, settings=settings)
     result = WebFetchTool(settings).run(args, ctx)
     return result.content, result.is_error
 
@@ -166,8 +163,7 @@ def test_binary_is_described_not_returned(tmp_path: Path, server: _Server) -> No
 
 
 def test_connects_to_vetted_ip_with_host_header(tmp_path: Path, server: _Server) -> None:
-    content, is_error = _fetch(tmp_path, [f"localhost:{server.port}"],
-                               {"url": f"http://localhost:{server.port}/host"})
+    content, is_error = _fetch(tmp_path, [f"localhost:{server.port}"], {"url": f"http://localhost:{server.port}/host"})
     assert not is_error, content
     assert content.endswith(f"\n\nlocalhost:{server.port}")
 
@@ -187,9 +183,9 @@ def test_max_chars(tmp_path: Path, server: _Server) -> None:
     assert "[truncated: showing the first 100 of" in content
 
 
-@pytest.mark.parametrize("args", [{}, {"url": ""}, {"url": 3},
-                                  {"url": "http://x/", "max_chars": "10"},
-                                  {"url": "http://x/", "max_chars": 0}])
+@pytest.mark.parametrize(
+    "args", [{}, {"url": ""}, {"url": 3}, {"url": "http://x/", "max_chars": "10"}, {"url": "http://x/", "max_chars": 0}]
+)
 def test_bad_arguments(tmp_path: Path, args: dict[str, object]) -> None:
     content, is_error = _fetch(tmp_path, [], args)
     assert is_error
@@ -207,19 +203,16 @@ def test_follows_allowed_redirects(tmp_path: Path, server: _Server) -> None:
 
 def test_refuses_redirect_to_metadata_address(tmp_path: Path, server: _Server) -> None:
     target = "http://169.254.169.254/latest/meta-data/"
-    content, is_error = _fetch(tmp_path, [f"127.0.0.1:{server.port}"],
-                               {"url": server.url(f"/redirect?to={target}")})
+    content, is_error = _fetch(tmp_path, [f"127.0.0.1:{server.port}"], {"url": server.url(f"/redirect?to={target}")})
     assert is_error
     assert "169.254.169.254" in content
     assert "non-public" in content
     assert "redirected there from" in content
 
 
-def test_refuses_redirect_to_other_loopback_port(tmp_path: Path, server: _Server,
-                                                 other_server: _Server) -> None:
+def test_refuses_redirect_to_other_loopback_port(tmp_path: Path, server: _Server, other_server: _Server) -> None:
     target = other_server.url("/secret")
-    content, is_error = _fetch(tmp_path, [f"127.0.0.1:{server.port}"],
-                               {"url": server.url(f"/redirect?to={target}")})
+    content, is_error = _fetch(tmp_path, [f"127.0.0.1:{server.port}"], {"url": server.url(f"/redirect?to={target}")})
     assert is_error
     assert "non-public" in content
     assert "TOP-SECRET" not in content
@@ -227,8 +220,7 @@ def test_refuses_redirect_to_other_loopback_port(tmp_path: Path, server: _Server
 
 
 def test_refuses_redirect_to_file_scheme(tmp_path: Path, server: _Server) -> None:
-    content, is_error = _fetch(tmp_path, ["127.0.0.1/32"],
-                               {"url": server.url("/redirect?to=file:///etc/passwd")})
+    content, is_error = _fetch(tmp_path, ["127.0.0.1/32"], {"url": server.url("/redirect?to=file:///etc/passwd")})
     assert is_error
     assert "only http:// and https://" in content
 
@@ -262,14 +254,32 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
     key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return key, crt
 
 
-def test_https_uses_sni_and_verifies_the_host_name(tmp_path: Path,
-                                                   cert: tuple[Path, Path]) -> None:
+def test_https_uses_sni_and_verifies_the_host_name(tmp_path: Path, cert: tuple[Path, Path]) -> None:
     key, crt = cert
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(crt, key)
@@ -282,8 +292,7 @@ def test_https_uses_sni_and_verifies_the_host_name(tmp_path: Path,
     client_ctx = ssl.create_default_context(cafile=str(crt))
     with _serve(server_ctx) as server:
         settings = Settings(home=tmp_path, web_allow_hosts=["localhost", "127.0.0.1"])
-        ctx = ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path,
-                          settings=settings)
+        ctx = ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path, settings=settings)
         tool = WebFetchTool(settings, transport=httpx.HTTPTransport(verify=client_ctx))
         ok = tool.run({"url": f"https://localhost:{server.port}/host"}, ctx)
         assert not ok.is_error, ok.content
@@ -297,8 +306,9 @@ def test_https_uses_sni_and_verifies_the_host_name(tmp_path: Path,
 
 # --------------------------------------------------------------------------- one deadline per call
 
-SLOW_HEADERS = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Filler: " + b"z" * 200
-                + b"\r\nContent-Length: 2\r\n\r\nok")
+SLOW_HEADERS = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Filler: " + b"z" * 200 + b"\r\nContent-Length: 2\r\n\r\nok"
+)
 
 
 class _Trickler:
@@ -346,7 +356,7 @@ class _Trickler:
             for i in range(len(self.slow)):
                 if self.stop.wait(self.interval):
                     return
-                conn.sendall(self.slow[i:i + 1])
+                conn.sendall(self.slow[i : i + 1])
                 self.sent.append(i)
         except OSError:
             return  # the client gave up: what the tests want
@@ -391,8 +401,7 @@ def test_redirects_share_the_one_deadline(tmp_path: Path, server: _Server) -> No
     assert 3 <= len(server.hits) <= 4
 
 
-def test_tls_headers_trickled_cannot_hold_a_call_past_its_deadline(tmp_path: Path,
-                                                                    cert: tuple[Path, Path]) -> None:
+def test_tls_headers_trickled_cannot_hold_a_call_past_its_deadline(tmp_path: Path, cert: tuple[Path, Path]) -> None:
     key, crt = cert
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(crt, key)

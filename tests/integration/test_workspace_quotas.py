@@ -30,14 +30,16 @@ KIB, MIB = 1024, 1024 * 1024
 
 def _tool_messages(store, run_id):
     with store.read() as conn:
-        return [str(c) for (c,) in conn.execute(select(Message.content).where(
-            Message.run_id == run_id, Message.role == "tool").order_by(Message.id))]
+        return [
+            str(c)
+            for (c,) in conn.execute(
+                select(Message.content).where(Message.run_id == run_id, Message.role == "tool").order_by(Message.id)
+            )
+        ]
 
 
 def test_a_file_over_the_quota_is_not_saved_and_the_model_is_told(tmp_path, db_url, sim):
-    code = ("open('small.txt', 'w').write('kept')\n"
-            "open('big.bin', 'wb').write(b'x' * 100_000)\n"
-            "print('wrote two files')")
+    code = "open('small.txt', 'w').write('kept')\nopen('big.bin', 'wb').write(b'x' * 100_000)\nprint('wrote two files')"
     s = make_settings(tmp_path, db_url, sim.url, workspace_max_file_bytes=64 * KIB)
     store = StateStore.from_url(db_url)
     with LocalRuntime(s, store=store) as rt:
@@ -61,6 +63,7 @@ def _echo_claims(store, settings, n, attachments=()):
     spec = run_spec(settings, f"t #sim agents={n} tools=1 tool=echo\n")
     if attachments:
         import dataclasses
+
         spec = dataclasses.replace(spec, attachments=tuple(attachments))
     run_id, refs = store.create_run(spec)
     with LLMClient(settings) as llm:
@@ -150,6 +153,7 @@ def test_restore_reads_a_few_mib_at_a_time_and_a_large_file_in_pieces(tmp_path, 
 
 def _spec(settings, attachments):
     import dataclasses
+
     return dataclasses.replace(run_spec(settings, "files"), attachments=tuple(attachments))
 
 

@@ -19,16 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 #: A unit may import only units of a strictly lower layer: two units on one layer know nothing of
 #: each other (the store does not call the model client, the API does not render the terminal).
 LAYERS: dict[str, int] = {
-    "constants": 0, "exceptions": 0,
-    "config": 1, "retry": 1, "logs": 1, "hardening": 1, "threaded_server": 1,
+    "constants": 0,
+    "exceptions": 0,
+    "config": 1,
+    "retry": 1,
+    "logs": 1,
+    "hardening": 1,
+    "threaded_server": 1,
     # The package itself re-exports the settings and the error root for library users.
     "swarm": 2,
     "domain": 2,
-    "store": 3, "llm": 3,
-    "tools": 4, "sim": 4,
+    "store": 3,
+    "llm": 3,
+    "tools": 4,
+    "sim": 4,
     "engine": 5,
     "dispatch": 6,
-    "runtime": 7, "workers": 7,
+    "runtime": 7,
+    "workers": 7,
     "runs": 8,
     "api": 9,
     # The CLI is the outermost shell: `swarm serve` starts the API, so it may import it (never the
@@ -71,8 +79,7 @@ def _imports(module: str, path: Path) -> Iterator[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
-                     for alias in node.names]
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
         else:
             continue
         for name in names:
@@ -91,8 +98,12 @@ def test_every_unit_has_a_layer() -> None:
 
 
 def test_imports_point_down_the_layers() -> None:
-    upward = [f"{m} → {t}" for m, targets in GRAPH.items() for t in targets
-              if _unit(m) != _unit(t) and LAYERS[_unit(t)] >= LAYERS[_unit(m)]]
+    upward = [
+        f"{m} → {t}"
+        for m, targets in GRAPH.items()
+        for t in targets
+        if _unit(m) != _unit(t) and LAYERS[_unit(t)] >= LAYERS[_unit(m)]
+    ]
     assert upward == []
 
 
@@ -140,4 +151,5 @@ def test_modules_stay_readable(module: str) -> None:
 def test_the_checker_sees_a_known_edge() -> None:
     # Guards the parser itself: if it stopped resolving imports, every test above would pass.
     assert "swarm.store.statements" in GRAPH["swarm.store.store"] or any(
-        "swarm.store" in t for t in GRAPH.get("swarm.engine.executor", []))
+        "swarm.store" in t for t in GRAPH.get("swarm.engine.executor", [])
+    )

@@ -68,4 +68,7 @@ def test_floor_does_the_same_work_as_swarm(sim: SimServer) -> None:
     assert swarm.status == "succeeded"
     assert floor.result == swarm.result
     assert (floor.llm_calls, floor.tool_calls, floor.critical_steps) == (
-        swarm.llm_calls, swarm.tool_calls, swarm.critical_steps)
+        swarm.llm_calls,
+        swarm.tool_calls,
+        swarm.critical_steps,
+    )

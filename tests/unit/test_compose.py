@@ -148,12 +148,14 @@ def test_workers_scale_and_restart(services: dict[str, dict[str, Any]]) -> None:
 
 def _interpolate(text: str, values: dict[str, str]) -> str:
     """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} with *values* (an unset :? raises)."""
+
     def one(m: re.Match[str]) -> str:
         name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
         if values.get(name):
             return values[name]
         assert op != ":?", f"${{{name}}} is mandatory: {arg}"
         return arg if op == ":-" else ""
+
     return re.sub(r"\$\{([A-Z0-9_]+)(?:(:[-?])([^}]*))?\}", one, text)
 
 
@@ -220,8 +222,9 @@ def _networks(service: dict[str, Any]) -> set[str]:
     return set(service.get("networks") or ["default"])
 
 
-def test_model_code_runs_in_an_executor_that_holds_no_secrets(compose: dict[str, Any],
-                                                              services: dict[str, dict[str, Any]]) -> None:
+def test_model_code_runs_in_an_executor_that_holds_no_secrets(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
     executor = services["executor"]
     cmd = _command(executor)
     assert cmd[:2] == ["swarm", "executor"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
@@ -234,8 +237,9 @@ def test_model_code_runs_in_an_executor_that_holds_no_secrets(compose: dict[str,
     assert re.fullmatch(r"\$\{SWARM_EXECUTOR_TOKEN:\?.+\}", env["SWARM_EXECUTOR_TOKEN"])
 
 
-def test_executor_shares_no_network_with_the_database_or_broker(compose: dict[str, Any],
-                                                                 services: dict[str, dict[str, Any]]) -> None:
+def test_executor_shares_no_network_with_the_database_or_broker(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
     nets = _networks(services["executor"])
     assert nets and "default" not in nets
     for name, svc in services.items():

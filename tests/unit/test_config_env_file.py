@@ -55,8 +55,14 @@ def test_a_named_file_that_does_not_exist_is_an_error(clean_env, tmp_path, monke
 
 
 def _planned_llm_concurrency(env: dict[str, str], cwd: Path, *args: str) -> int:
-    out = subprocess.run([sys.executable, "-m", "swarm", *args, "worker", "--queues", "llm", "--dry-run", "--json"],
-                         env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", *args, "worker", "--queues", "llm", "--dry-run", "--json"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     (cmd,) = json.loads(out.stdout)["commands"]
     return int(cmd[cmd.index("-c") + 1])
@@ -70,6 +76,12 @@ def test_the_swarm_command_reads_only_an_explicit_env_file(clean_env, tmp_path):
     assert _planned_llm_concurrency(env, tmp_path) == 128  # the cwd's .env (7) is ignored
     assert _planned_llm_concurrency(env, tmp_path, "--env-file", str(named)) == 9
     assert _planned_llm_concurrency({**env, ENV_FILE_VAR: str(named)}, tmp_path) == 9
-    bad = subprocess.run([sys.executable, "-m", "swarm", "--env-file", str(tmp_path / "nope.env"), "worker",
-                          "--dry-run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "swarm", "--env-file", str(tmp_path / "nope.env"), "worker", "--dry-run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and "nope.env" in bad.stderr

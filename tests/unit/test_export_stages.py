@@ -16,8 +16,13 @@ def test_w1_shape():
 
 
 def test_nested_swarms_count_the_inner_critical_path():
-    agents = [AgentSteps("o", None, None, 2), AgentSteps("a", "o", 0, 3), AgentSteps("b", "o", 0, 1),
-              AgentSteps("a1", "a", 1, 4), AgentSteps("a2", "a", 2, 2)]
+    agents = [
+        AgentSteps("o", None, None, 2),
+        AgentSteps("a", "o", 0, 3),
+        AgentSteps("b", "o", 0, 1),
+        AgentSteps("a1", "a", 1, 4),
+        AgentSteps("a2", "a", 2, 2),
+    ]
     st = stages(agents)
     root = [s for s in st if s.agent_id == "o"]
     assert sum(s.critical_steps for s in root) == critical_steps(agents) == 2 + (3 + 4 + 2)

@@ -23,19 +23,26 @@ SECRETS = {
     "FLOWER_BASIC_AUTH": "admin:flower-pw-41c8",
     "SOME_CACHE_URL": "redis://user:cache-pw-2f90@cache:6379/1",
 }
-PLAIN = {"SWARM_MODEL": "kimi-k2.5", "SWARM_LLM_BASE_URL": "https://api.example.test/v1", "PATH": os.defpath,
-         "SWARM_HOME": "/srv/swarm"}
+PLAIN = {
+    "SWARM_MODEL": "kimi-k2.5",
+    "SWARM_LLM_BASE_URL": "https://api.example.test/v1",
+    "PATH": os.defpath,
+    "SWARM_HOME": "/srv/swarm",
+}
 
 
-@pytest.mark.parametrize(("name", "value", "secret"), [
-    *((k, v, True) for k, v in SECRETS.items()),
-    *((k, v, False) for k, v in PLAIN.items()),
-    ("SWARM_DATABASE_URL", "", True),  # by name, whatever its value
-    ("GITHUB_TOKEN", "x", True),
-    ("AWS_SECRET_ACCESS_KEY", "x", True),
-    ("PWD", "/home/swarm", False),
-    ("PUBLIC_URL", "https://user@example.test/", False),  # a user name is not a password
-])
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        *((k, v, True) for k, v in SECRETS.items()),
+        *((k, v, False) for k, v in PLAIN.items()),
+        ("SWARM_DATABASE_URL", "", True),  # by name, whatever its value
+        ("GITHUB_TOKEN", "x", True),
+        ("AWS_SECRET_ACCESS_KEY", "x", True),
+        ("PWD", "/home/swarm", False),
+        ("PUBLIC_URL", "https://user@example.test/", False),  # a user name is not a password
+    ],
+)
 def test_what_is_a_secret(name: str, value: str, secret: bool) -> None:
     assert is_secret(name, value) is secret
 
@@ -57,8 +64,14 @@ print(json.dumps({"before": before, "after": hardening.is_dumpable(), "removed":
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux's")
 def test_harden_drops_secrets_everywhere_a_process_shows_its_environment() -> None:
-    out = subprocess.run([sys.executable, "-c", _HARDEN], env={**SECRETS, **PLAIN}, capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _HARDEN],
+        env={**SECRETS, **PLAIN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     r = json.loads(out.stdout)
     assert r["before"] is True and r["after"] is False
     assert sorted(r["removed"]) == sorted(SECRETS) and r["again"] == []
@@ -89,8 +102,13 @@ sys.stdin.read()
 @needs_root()
 @pytest.mark.parametrize("harden", [False, True])
 def test_a_hardened_process_is_unreadable_to_its_own_user(harden: bool) -> None:
-    target = subprocess.Popen([sys.executable, "-c", _TARGET, "harden" if harden else "plain"],
-                              env={**SECRETS, **PLAIN}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    target = subprocess.Popen(
+        [sys.executable, "-c", _TARGET, "harden" if harden else "plain"],
+        env={**SECRETS, **PLAIN},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert target.stdout is not None
         state = json.loads(target.stdout.readline())

@@ -135,9 +135,7 @@ def ok(message: dict[str, Any] | None = None, **extra: Any) -> httpx.Response:
         ("openai", False, {}),
     ],
 )
-def test_request_body_per_flavor(
-    make: Make, flavor: str, thinking: bool, extra: dict[str, Any]
-) -> None:
+def test_request_body_per_flavor(make: Make, flavor: str, thinking: bool, extra: dict[str, Any]) -> None:
     rec = Recorder(ok())
     h = make(rec, llm_flavor=flavor, llm_thinking=thinking)
     h.client.complete(MESSAGES, [TOOL])
@@ -361,8 +359,7 @@ def test_moonshot_quota_429_is_fatal_at_once(make: Make) -> None:
     body = {
         "error": {
             "type": "exceeded_current_quota_error",
-            "message": "Your account org-x<ak-y> is suspended, please check your plan and "
-            "billing details",
+            "message": "Your account org-x<ak-y> is suspended, please check your plan and billing details",
         }
     }
     rec = Recorder(httpx.Response(429, json=body))
@@ -517,12 +514,8 @@ def test_empty_base_url_without_http_is_config_error() -> None:
 # --- error mapping ------------------------------------------------------------------------
 
 
-def response(
-    status: int, body: Any = None, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    request = httpx.Request(
-        "POST", f"{BASE}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}
-    )
+def response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    request = httpx.Request("POST", f"{BASE}/chat/completions", headers={"Authorization": f"Bearer {KEY}"})
     if isinstance(body, str):
         return httpx.Response(status, text=body, headers=headers, request=request)
     return httpx.Response(status, json=body or {}, headers=headers, request=request)

@@ -56,8 +56,15 @@ def test_json_lines_carry_the_fields_and_the_ids(logger) -> None:
     log.warning("step %s: database unavailable", "s1", extra={"run_id": "r1", "agent_id": "a1", "step_id": "s1"})
     (line,) = _lines(out)
     record = json.loads(line)
-    assert record == {"level": "WARNING", "logger": log.name, "message": "step s1: database unavailable",
-                      "run_id": "r1", "agent_id": "a1", "step_id": "s1", "time": record["time"]}
+    assert record == {
+        "level": "WARNING",
+        "logger": log.name,
+        "message": "step s1: database unavailable",
+        "run_id": "r1",
+        "agent_id": "a1",
+        "step_id": "s1",
+        "time": record["time"],
+    }
     assert record["time"].endswith("+00:00")  # ISO 8601, UTC
     assert sum(isinstance(f, logs.IdsFilter) for f in handler.filters) == 1  # dressed twice, filtered once
 
@@ -126,8 +133,7 @@ def test_a_celery_task_binds_its_step_ids_from_prerun_to_postrun(logger) -> None
     from workers import celery_app
 
     log, out, _ = logger
-    celery_app._on_task_prerun(task_id="t1", kwargs={"step_id": "s1", "run_id": "r1", "agent_id": "a1",
-                                                      "kind": "llm"})
+    celery_app._on_task_prerun(task_id="t1", kwargs={"step_id": "s1", "run_id": "r1", "agent_id": "a1", "kind": "llm"})
     log.info("Task swarm.step[t1] succeeded")  # what Celery logs before task_postrun
     celery_app._on_task_postrun(task_id="t1")
     celery_app._on_task_postrun(task_id="t1")  # a second postrun (never sent) would change nothing

@@ -10,56 +10,65 @@ from swarm.exceptions import ToolError
 from swarm.tools.netguard import check_url, is_public, resolve_checked, split_url
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/",
-    "http://127.0.0.1:8080/admin",
-    "http://127.1.2.3/",
-    "http://localhost/",
-    "http://LOCALHOST./",
-    "http://10.0.0.1/",
-    "http://172.16.0.1/",
-    "http://172.31.255.255/",
-    "http://192.168.1.1/",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://100.64.0.1/",
-    "http://0.0.0.0/",
-    "http://224.0.0.1/",
-    "http://240.0.0.1/",
-    "http://[::1]/",
-    "http://[::]/",
-    "http://[::ffff:127.0.0.1]/",
-    "http://[::ffff:169.254.169.254]/",
-    "http://[fe80::1]/",
-    "http://[fc00::1]/",
-    "http://[fd12:3456::1]/",
-    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
-    "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
-    "http://2130706433/",  # 127.0.0.1 as one decimal number
-    "http://0177.0.0.1/",  # 127.0.0.1 in octal
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://127.0.0.1:8080/admin",
+        "http://127.1.2.3/",
+        "http://localhost/",
+        "http://LOCALHOST./",
+        "http://10.0.0.1/",
+        "http://172.16.0.1/",
+        "http://172.31.255.255/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+        "http://240.0.0.1/",
+        "http://[::1]/",
+        "http://[::]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://[fd12:3456::1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "http://2130706433/",  # 127.0.0.1 as one decimal number
+        "http://0177.0.0.1/",  # 127.0.0.1 in octal
+    ],
+)
 def test_refuses_non_public_addresses(url: str) -> None:
     with pytest.raises(ToolError, match="non-public"):
         check_url(url)
 
 
-@pytest.mark.parametrize("url", [
-    "file:///etc/passwd",
-    "ftp://8.8.8.8/",
-    "gopher://8.8.8.8/",
-    "javascript:alert(1)",
-    "//8.8.8.8/",
-    "8.8.8.8",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://8.8.8.8/",
+        "gopher://8.8.8.8/",
+        "javascript:alert(1)",
+        "//8.8.8.8/",
+        "8.8.8.8",
+    ],
+)
 def test_refuses_other_schemes(url: str) -> None:
     with pytest.raises(ToolError, match=r"only http:// and https://"):
         check_url(url)
 
 
-@pytest.mark.parametrize("url", [
-    "http://user:pass@8.8.8.8/",
-    "http://user@8.8.8.8/",
-    "http://8.8.8.8\\@127.0.0.1/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pass@8.8.8.8/",
+        "http://user@8.8.8.8/",
+        "http://8.8.8.8\\@127.0.0.1/",
+    ],
+)
 def test_refuses_credentials(url: str) -> None:
     with pytest.raises(ToolError, match="credentials"):
         check_url(url)
@@ -123,10 +132,18 @@ def test_split_url_defaults_ports() -> None:
     assert split_url("http://example.com:8080") == ("http", "example.com", 8080)
 
 
-@pytest.mark.parametrize(("addr", "public"), [
-    ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("2002:808:808::", True),
-    ("127.0.0.1", False), ("::ffff:8.8.8.8", False), ("198.18.0.1", False),
-    ("255.255.255.255", False), ("ff02::1", False),
-])
+@pytest.mark.parametrize(
+    ("addr", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("2002:808:808::", True),
+        ("127.0.0.1", False),
+        ("::ffff:8.8.8.8", False),
+        ("198.18.0.1", False),
+        ("255.255.255.255", False),
+        ("ff02::1", False),
+    ],
+)
 def test_is_public(addr: str, public: bool) -> None:
     assert is_public(ipaddress.ip_address(addr)) is public

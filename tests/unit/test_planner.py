@@ -8,27 +8,43 @@ TOOLS = {"create_subagent", "assign_task", "python", "echo"}
 
 
 def response(content=None, *calls):
-    return LLMResponse(content=content, reasoning_content="r", tool_calls=tuple(calls), finish_reason=None,
-                       tokens_in=1, tokens_out=1, model="m")
+    return LLMResponse(
+        content=content,
+        reasoning_content="r",
+        tool_calls=tuple(calls),
+        finish_reason=None,
+        tokens_in=1,
+        tokens_out=1,
+        model="m",
+    )
 
 
 def test_tool_calls_are_planned_in_order():
-    plan = plan_turn(response(None, ToolCall("functions.echo:0", "echo", '{"text": "a"}'),
-                              ToolCall("functions.python:1", "python", '{"code": "print(1)"}')),
-                     TOOLS, last_step=False)
+    plan = plan_turn(
+        response(
+            None,
+            ToolCall("functions.echo:0", "echo", '{"text": "a"}'),
+            ToolCall("functions.python:1", "python", '{"code": "print(1)"}'),
+        ),
+        TOOLS,
+        last_step=False,
+    )
     assert plan.kind == TurnKind.TOOLS
     assert [c.name for c in plan.calls] == ["echo", "python"]
     assert all(c.error is None for c in plan.calls)
     assert plan.calls[0].args == {"text": "a"}
 
 
-@pytest.mark.parametrize(("name", "raw", "needle"), [
-    ("assign_task", '{"agent": "worker", "prompt": ', "not valid JSON"),
-    ("teleport", "{}", "Unknown tool 'teleport'"),
-    ("echo", "[1, 2]", "must be a JSON object"),
-    ("assign_task", '{"agent": "worker"}', "non-empty 'prompt'"),
-    ("create_subagent", '{"name": "", "system_prompt": "x"}', "create_subagent needs 'name'"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw", "needle"),
+    [
+        ("assign_task", '{"agent": "worker", "prompt": ', "not valid JSON"),
+        ("teleport", "{}", "Unknown tool 'teleport'"),
+        ("echo", "[1, 2]", "must be a JSON object"),
+        ("assign_task", '{"agent": "worker"}', "non-empty 'prompt'"),
+        ("create_subagent", '{"name": "", "system_prompt": "x"}', "create_subagent needs 'name'"),
+    ],
+)
 def test_malformed_calls_become_tool_errors(name, raw, needle):
     plan = plan_turn(response(None, ToolCall("id0", name, raw)), TOOLS, last_step=False)
     assert plan.kind == TurnKind.TOOLS

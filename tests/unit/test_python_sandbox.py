@@ -29,8 +29,11 @@ def isolation(request: pytest.FixtureRequest) -> str:
 
 
 def _ctx(tmp_path: Path, isolation: str, **overrides: object) -> ToolContext:
-    settings = Settings(_env_file=None, home=tmp_path,  # type: ignore[call-arg]
-                        **{"python_timeout": 10.0, "python_isolation": isolation, **overrides})
+    settings = Settings(
+        _env_file=None,
+        home=tmp_path,  # type: ignore[call-arg]
+        **{"python_timeout": 10.0, "python_isolation": isolation, **overrides},
+    )
     workspace = tmp_path / "ws"
     workspace.mkdir(exist_ok=True)
     return ToolContext(run_id="r", agent_id="a", step_id="s", workspace=workspace, settings=settings)
@@ -68,18 +71,20 @@ def test_calls_are_forked_by_one_server_not_by_the_worker(tmp_path: Path, isolat
 def test_nothing_is_kept_between_calls(tmp_path: Path, isolation: str) -> None:
     ctx = _ctx(tmp_path, isolation)
     _run("import builtins, sys, json\nbuiltins.leak = 1\nsys.modules['leaked'] = sys\nx = 5\nprint('set')", ctx)
-    out = _run("import builtins, sys\nprint(hasattr(builtins, 'leak'), 'leaked' in sys.modules, 'x' in globals())",
-               ctx)
+    out = _run("import builtins, sys\nprint(hasattr(builtins, 'leak'), 'leaked' in sys.modules, 'x' in globals())", ctx)
     assert out == "False False False"
 
 
 def test_child_gets_its_own_session_cwd_env_and_no_inherited_descriptors(tmp_path: Path, isolation: str) -> None:
     ctx = _ctx(tmp_path, isolation)
-    out = _run(textwrap.dedent("""\
+    out = _run(
+        textwrap.dedent("""\
         import os
         print(os.getsid(0) == os.getpid(), os.getcwd(), os.environ['HOME'])
         print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))
-    """), ctx)
+    """),
+        ctx,
+    )
     first, fds = out.splitlines()
     where = "/work" if isolation == "bwrap" else str(ctx.workspace)
     assert first == f"True {where} {where}"
@@ -88,7 +93,8 @@ def test_child_gets_its_own_session_cwd_env_and_no_inherited_descriptors(tmp_pat
 
 
 def test_threads_and_atexit_of_user_code_finish_before_the_child_exits(tmp_path: Path, isolation: str) -> None:
-    out = _run(textwrap.dedent("""\
+    out = _run(
+        textwrap.dedent("""\
         import atexit, threading, time
         atexit.register(lambda: print('atexit ran'))
         def late():
@@ -96,7 +102,9 @@ def test_threads_and_atexit_of_user_code_finish_before_the_child_exits(tmp_path:
             print('thread done')
         threading.Thread(target=late).start()
         print('main done')
-    """), _ctx(tmp_path, isolation))
+    """),
+        _ctx(tmp_path, isolation),
+    )
     assert out.splitlines() == ["main done", "thread done", "atexit ran"]
 
 
@@ -199,8 +207,9 @@ def test_a_forked_worker_process_starts_a_server_of_its_own(tmp_path: Path, isol
 
 def test_bubblewrap_command_gives_no_network_and_no_view_of_swarm(tmp_path: Path) -> None:
     limits = sandbox_spec.Limits(memory=1, cpu=1, fsize=1, nofile=1, nproc=1)
-    spec = sandbox_spec.SandboxSpec(isolate=True, network=False, limits=limits, soft_timeout=1,
-                                    hard_timeout=1, work_bytes=1, tmp_bytes=1)
+    spec = sandbox_spec.SandboxSpec(
+        isolate=True, network=False, limits=limits, soft_timeout=1, hard_timeout=1, work_bytes=1, tmp_bytes=1
+    )
     argv = sandbox_spec.bwrap_argv("/usr/bin/bwrap", spec, as_root=True)
     assert "--unshare-net" in argv
     assert "--unshare-pid" in argv

@@ -18,8 +18,7 @@ def _ctx(tmp_path: Path, **overrides: object) -> ToolContext:
     settings = Settings(home=tmp_path, **{"python_timeout": 10.0, **overrides})  # type: ignore[arg-type]
     workspace = tmp_path / "ws"
     workspace.mkdir(exist_ok=True)
-    return ToolContext(run_id="r", agent_id="a", step_id="s", workspace=workspace,
-                       settings=settings)
+    return ToolContext(run_id="r", agent_id="a", step_id="s", workspace=workspace, settings=settings)
 
 
 def _dead(pid: int) -> bool:
@@ -107,7 +106,8 @@ def test_timeout_kills_the_whole_process_group(tool: PythonTool, tmp_path: Path)
         "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
         f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
         "while True:\n"
-        "    pass\n")
+        "    pass\n"
+    )
     ctx = _ctx(tmp_path, python_timeout=1.5)
     r = tool.run({"code": code}, ctx)
     assert r.is_error
@@ -121,9 +121,11 @@ def test_timeout_kills_the_whole_process_group(tool: PythonTool, tmp_path: Path)
 
 def test_background_process_is_stopped_after_exit(tool: PythonTool, tmp_path: Path) -> None:
     marker = f"swarm-test-{os.getpid()}-{time.monotonic_ns()}"
-    code = ("import subprocess, sys\n"
-            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
-            "print('started')")
+    code = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+        "print('started')"
+    )
     t0 = time.monotonic()
     r = tool.run({"code": code}, _ctx(tmp_path))
     assert not r.is_error
@@ -143,8 +145,7 @@ def test_memory_hog_hits_the_cap(tool: PythonTool, tmp_path: Path) -> None:
 
 
 def test_single_huge_allocation_fails_cleanly(tool: PythonTool, tmp_path: Path) -> None:
-    r = tool.run({"code": "x = bytearray(1024 ** 3)\nprint('unreachable')"},
-                 _ctx(tmp_path, python_memory_mb=200))
+    r = tool.run({"code": "x = bytearray(1024 ** 3)\nprint('unreachable')"}, _ctx(tmp_path, python_memory_mb=200))
     assert r.is_error
     assert "MemoryError" in r.content
     assert "unreachable" not in r.content
@@ -171,10 +172,12 @@ def test_traceback_survives_flooded_stdout(tool: PythonTool, tmp_path: Path) -> 
 def test_files_land_in_the_workspace(tool: PythonTool, tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     (ctx.workspace / "input.txt").write_text("hello")
-    code = ("import os\n"
-            "data = open('input.txt').read()\n"
-            "open('output.txt', 'w').write(data.upper())\n"
-            "print(os.getcwd(), os.environ['HOME'])")
+    code = (
+        "import os\n"
+        "data = open('input.txt').read()\n"
+        "open('output.txt', 'w').write(data.upper())\n"
+        "print(os.getcwd(), os.environ['HOME'])"
+    )
     r = tool.run({"code": code}, ctx)
     assert not r.is_error, r.content
     assert (ctx.workspace / "output.txt").read_text() == "HELLO"
@@ -186,8 +189,7 @@ def test_files_land_in_the_workspace(tool: PythonTool, tmp_path: Path) -> None:
     assert r.content == "7"
 
 
-def test_env_does_not_leak_secrets(tool: PythonTool, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_does_not_leak_secrets(tool: PythonTool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWARM_LLM_API_KEY", "sk-very-secret")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
     code = "import os\nprint(sorted(os.environ))\nprint(os.environ.get('SWARM_LLM_API_KEY'))"
@@ -200,9 +202,11 @@ def test_env_does_not_leak_secrets(tool: PythonTool, tmp_path: Path,
 
 
 def test_limits_are_applied_in_the_child(tool: PythonTool, tmp_path: Path) -> None:
-    code = ("import resource as R\n"
-            "print(R.getrlimit(R.RLIMIT_AS), R.getrlimit(R.RLIMIT_NOFILE),"
-            " R.getrlimit(R.RLIMIT_CORE), R.getrlimit(R.RLIMIT_FSIZE))")
+    code = (
+        "import resource as R\n"
+        "print(R.getrlimit(R.RLIMIT_AS), R.getrlimit(R.RLIMIT_NOFILE),"
+        " R.getrlimit(R.RLIMIT_CORE), R.getrlimit(R.RLIMIT_FSIZE))"
+    )
     r = tool.run({"code": code}, _ctx(tmp_path, python_memory_mb=300))
     mib = 1024 * 1024
     assert r.content == f"({300 * mib}, {300 * mib}) (256, 256) (0, 0) ({64 * mib}, {64 * mib})"
@@ -220,8 +224,10 @@ def test_no_output_hint_and_site_builtins(tool: PythonTool, tmp_path: Path) -> N
 def test_runs_under_main_with_real_interpreter(tool: PythonTool, tmp_path: Path) -> None:
     # The interpreter must exist where the code sees it (in the sandbox, a virtual environment under
     # /work or /tmp is seen at a stash path), so that ``subprocess.run([sys.executable, ...])`` works.
-    code = ("import os, sys\nif __name__ == '__main__':\n"
-            "    print(sys.executable, sys.flags.isolated, os.path.exists(sys.executable))")
+    code = (
+        "import os, sys\nif __name__ == '__main__':\n"
+        "    print(sys.executable, sys.flags.isolated, os.path.exists(sys.executable))"
+    )
     r = tool.run({"code": code}, _ctx(tmp_path))
     exe, isolated, exists = r.content.split()
     assert "shims" not in exe

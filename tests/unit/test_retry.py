@@ -51,8 +51,13 @@ def test_call_retries_then_succeeds() -> None:
     fn, calls = failing(2)
     seen: list[tuple[str, int, float]] = []
     policy = RetryPolicy(attempts=3, base=0.5, cap=2.0)
-    result = policy.call(fn, (ConnectionError,), sleep=clock.sleep, clock=clock,
-                         on_retry=lambda exc, n, delay: seen.append((str(exc), n, delay)))
+    result = policy.call(
+        fn,
+        (ConnectionError,),
+        sleep=clock.sleep,
+        clock=clock,
+        on_retry=lambda exc, n, delay: seen.append((str(exc), n, delay)),
+    )
     assert result == "ok" and calls["n"] == 3
     assert clock.sleeps == [0.5, 1.0]
     assert seen == [("failure 1", 1, 0.5), ("failure 2", 2, 1.0)]
@@ -90,8 +95,10 @@ def test_exhausted() -> None:
     assert policy.exhausted(1, 4.5, 1.0)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"attempts": 0}, {"attempts": 1, "jitter": 1.5},
-                                    {"attempts": 1, "factor": 0.5}, {"attempts": 1, "base": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"attempts": 0}, {"attempts": 1, "jitter": 1.5}, {"attempts": 1, "factor": 0.5}, {"attempts": 1, "base": -1}],
+)
 def test_invalid_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
@@ -111,8 +118,9 @@ def test_the_executors_store_retries_keep_their_schedules() -> None:
     assert 58.0 < clock.now <= 60.0  # a minute of outage, at most
 
 
-def test_the_step_task_does_not_retry_around_the_executor(monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_the_step_task_does_not_retry_around_the_executor(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The executor retries the store itself; the task leaves what is left to the sweeper."""
     from types import SimpleNamespace
 

@@ -50,10 +50,24 @@ def test_overlong_names_are_cut_and_never_match_a_real_tool():
     assert sanitize.name("echo") == "echo"
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (10**30, sanitize.MAX_TOKENS), (-5, 0), ("lots", 0), ("12", 12), ("9" * 5000, 0), (True, 0), (None, 0),
-    (12.7, 12), (float("inf"), 0), (float("nan"), 0), (1e300, sanitize.MAX_TOKENS), ([1], 0), (42, 42),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (10**30, sanitize.MAX_TOKENS),
+        (-5, 0),
+        ("lots", 0),
+        ("12", 12),
+        ("9" * 5000, 0),
+        (True, 0),
+        (None, 0),
+        (12.7, 12),
+        (float("inf"), 0),
+        (float("nan"), 0),
+        (1e300, sanitize.MAX_TOKENS),
+        ([1], 0),
+        (42, 42),
+    ],
+)
 def test_token_counts_are_clamped_to_the_columns_range(value, expected):
     assert sanitize.token_count(value) == expected
 
@@ -61,8 +75,12 @@ def test_token_counts_are_clamped_to_the_columns_range(value, expected):
 def test_a_response_is_made_storable_and_a_clean_one_is_left_alone():
     dirty = LLMResponse("hi\x00", "r\x00", (ToolCall("x" * 300, "n" * 300, '{"a": "\x00"}'),), "stop", 10**30, -1, "m")
     clean = sanitize.response(dirty)
-    assert (clean.content, clean.reasoning_content, clean.tokens_in, clean.tokens_out) == \
-        ("hi\ufffd", "r\ufffd", sanitize.MAX_TOKENS, 0)
+    assert (clean.content, clean.reasoning_content, clean.tokens_in, clean.tokens_out) == (
+        "hi\ufffd",
+        "r\ufffd",
+        sanitize.MAX_TOKENS,
+        0,
+    )
     (tc,) = clean.tool_calls
     assert len(tc.id) <= 128 and len(tc.name) <= 128 and json.loads(tc.arguments) == {"a": "\x00"}
     fine = LLMResponse("hi", None, (ToolCall("c1", "echo", "{}"),), "stop", 3, 4, "m")
@@ -81,9 +99,11 @@ def test_arguments_over_the_depth_or_size_limit_are_refused_not_parsed():
 
 
 def test_the_planner_turns_over_deep_and_huge_arguments_into_tool_errors():
-    calls = (ToolCall("d", "echo", '{"text": ' + "[" * 5000 + "]" * 5000 + "}"),
-             ToolCall("h", "echo", json.dumps({"text": "a" * sanitize.MAX_ARGUMENT_CHARS})),
-             ToolCall("ok", "echo", '{"text": "fine"}'))
+    calls = (
+        ToolCall("d", "echo", '{"text": ' + "[" * 5000 + "]" * 5000 + "}"),
+        ToolCall("h", "echo", json.dumps({"text": "a" * sanitize.MAX_ARGUMENT_CHARS})),
+        ToolCall("ok", "echo", '{"text": "fine"}'),
+    )
     plan = plan_turn(LLMResponse(None, None, calls, None, 0, 0, "m"), {"echo"}, last_step=False)
     assert plan.kind == TurnKind.TOOLS
     deep, huge, ok = plan.calls
@@ -96,8 +116,10 @@ def test_binary_attachments_are_named_not_inlined():
     latin1 = Attachment("old.txt", "caf\xe9".encode("latin-1"), "text/plain")
     text = Attachment("notes.txt", "naïve\n".encode(), "text/plain")
     _, pdf_part, latin1_part, text_part = user_content("task\x00", [pdf, latin1, text])
-    assert pdf_part["text"] == ("Attached file report.pdf (application/pdf, 19 bytes) is binary, so it is not shown "
-                                "here; it is in the workspace as report.pdf, where the python tool can read it.")
+    assert pdf_part["text"] == (
+        "Attached file report.pdf (application/pdf, 19 bytes) is binary, so it is not shown "
+        "here; it is in the workspace as report.pdf, where the python tool can read it."
+    )
     assert latin1_part["text"].startswith("Attached file old.txt (text/plain, 4 bytes) is binary")
     assert text_part["text"] == "Attached file notes.txt:\nnaïve\n"
     assert user_content("task\x00", []) == "task\ufffd"

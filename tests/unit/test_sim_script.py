@@ -16,8 +16,7 @@ ORCH_SYSTEM = "You are the orchestrator."
 DEFAULTS = SimParams()
 
 
-def ask(messages: list[dict[str, Any]], params: SimParams = DEFAULTS,
-        **body: Any) -> dict[str, Any]:
+def ask(messages: list[dict[str, Any]], params: SimParams = DEFAULTS, **body: Any) -> dict[str, Any]:
     """One model call: the request must be one the real API accepts, the reply one message."""
     request = {"model": "kimi-k2.5", "messages": messages, **body}
     assert script.validate_request(request) is None
@@ -58,8 +57,7 @@ class Engine:
         return f"Error: unknown tool {name}"
 
     def converse(self, system: str, user: str, limit: int = 50) -> str:
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system},
-                                          {"role": "user", "content": user}]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         for _ in range(limit):
             msg = ask(messages, self.params)
             self.replies.append((system, msg))
@@ -72,8 +70,9 @@ class Engine:
                 continue
             for call in calls:
                 fn = call["function"]
-                messages.append({"role": "tool", "tool_call_id": call["id"],
-                                 "content": self.tool(fn["name"], fn["arguments"])})
+                messages.append(
+                    {"role": "tool", "tool_call_id": call["id"], "content": self.tool(fn["name"], fn["arguments"])}
+                )
         raise AssertionError("conversation did not finish")
 
 
@@ -82,43 +81,53 @@ class Engine:
 
 def test_parse_directive_reads_pairs_and_normalises_keys() -> None:
     text = "Please research X.\n#sim agents=100 tools=15 latency=1.0 Tool-Latency=0.5 tool=echo"
-    assert parse_directive(text) == {"agents": "100", "tools": "15", "latency": "1.0",
-                                     "tool_latency": "0.5", "tool": "echo"}
+    assert parse_directive(text) == {
+        "agents": "100",
+        "tools": "15",
+        "latency": "1.0",
+        "tool_latency": "0.5",
+        "tool": "echo",
+    }
 
 
 def test_parse_directive_is_robust() -> None:
     assert parse_directive("no directive here agents=5") == {}
     assert parse_directive("") == {}
     assert parse_directive("#sim") == {}
-    assert parse_directive('#SIM agents = 7, fault="empty"; junk') == {"agents": "7",
-                                                                     "fault": "empty"}
+    assert parse_directive('#SIM agents = 7, fault="empty"; junk') == {"agents": "7", "fault": "empty"}
     assert parse_directive("#sim agents=2\n#sim agents=4 tools=1") == {"agents": "4", "tools": "1"}
     # The directive only runs to the end of its line.
     assert parse_directive("#sim agents=2\ntools=9") == {"agents": "2"}
 
 
 def test_merged_applies_valid_values_and_ignores_the_rest() -> None:
-    d = parse_directive("#sim agents=5 tools=0 tool=python latency=0.25 fault=bad_json "
-                        "http=429x2 thinking=false colour=blue")
+    d = parse_directive(
+        "#sim agents=5 tools=0 tool=python latency=0.25 fault=bad_json http=429x2 thinking=false colour=blue"
+    )
     p = SimParams().merged(d)
-    assert p == SimParams(agents=5, tools=0, latency=0.25, fault="bad_json", http="429x2",
-                          thinking=False)
-    bad = SimParams().merged(parse_directive(
-        "#sim agents=0 tools=-1 tool=bash latency=nan tool_latency=-2 fault=fire http=teapot "
-        "thinking=maybe"))
+    assert p == SimParams(agents=5, tools=0, latency=0.25, fault="bad_json", http="429x2", thinking=False)
+    bad = SimParams().merged(
+        parse_directive(
+            "#sim agents=0 tools=-1 tool=bash latency=nan tool_latency=-2 fault=fire http=teapot thinking=maybe"
+        )
+    )
     assert bad == SimParams()
-    assert SimParams(fault="empty", http="401").merged({"fault": "none", "http": "none"}) == (
-        SimParams())
+    assert SimParams(fault="empty", http="401").merged({"fault": "none", "http": "none"}) == (SimParams())
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("429x2", params.HttpFault(429, "rate_limit_reached_error", 2)),
-    ("500x1", params.HttpFault(500, "server_error", 1)),
-    ("401", params.HttpFault(401, "invalid_authentication_error")),
-    ("403", params.HttpFault(403, "permission_denied_error")),
-    ("quota", params.HttpFault(429, "exceeded_current_quota_error")),
-    ("200", None), ("oops", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("429x2", params.HttpFault(429, "rate_limit_reached_error", 2)),
+        ("500x1", params.HttpFault(500, "server_error", 1)),
+        ("401", params.HttpFault(401, "invalid_authentication_error")),
+        ("403", params.HttpFault(403, "permission_denied_error")),
+        ("quota", params.HttpFault(429, "exceeded_current_quota_error")),
+        ("200", None),
+        ("oops", None),
+        (None, None),
+    ],
+)
 def test_parse_http_fault(spec: str | None, expected: params.HttpFault | None) -> None:
     assert params.parse_http_fault(spec) == expected
 
@@ -164,14 +173,15 @@ def test_fan_out_is_one_reply_with_n_assign_tasks() -> None:
     params = SimParams(agents=4, tools=3, tool="echo", tool_latency=0.5, latency=0.1)
     messages = orch()
     first = ask(messages, params)
-    messages += [first, {"role": "tool", "tool_call_id": "functions.create_subagent:0",
-                         "content": "ok"}]
+    messages += [first, {"role": "tool", "tool_call_id": "functions.create_subagent:0", "content": "ok"}]
     fan_out = ask(messages, params)
     calls = fan_out["tool_calls"]
     assert [c["id"] for c in calls] == [f"functions.assign_task:{i}" for i in range(1, 5)]
     prompts = [json.loads(c["function"]["arguments"]) for c in calls]
-    assert prompts[0] == {"agent": "worker", "prompt": (
-        "Task 1 of 4. #sim tools=3 tool=echo tool_latency=0.5 latency=0.1")}
+    assert prompts[0] == {
+        "agent": "worker",
+        "prompt": ("Task 1 of 4. #sim tools=3 tool=echo tool_latency=0.5 latency=0.1"),
+    }
     assert [p["prompt"].split(".")[0] for p in prompts] == [f"Task {i} of 4" for i in range(1, 5)]
 
 
@@ -179,23 +189,20 @@ def test_directive_in_first_user_message_overrides_server_defaults() -> None:
     engine = Engine(SimParams(agents=9, tools=9))
     final = engine.converse(ORCH_SYSTEM, "Go.\n#sim agents=2 tools=1 tool=echo")
     assert final.startswith("Summary of 2 subagent reports: 2 ok, 0 errors.")
-    echoes = [c["function"] for _, r in engine.replies for c in r.get("tool_calls") or []
-              if c["function"]["name"] == "echo"]
-    assert [json.loads(f["arguments"]) for f in echoes] == [{"text": "task 1 step 0"},
-                                                          {"text": "task 2 step 0"}]
+    echoes = [
+        c["function"] for _, r in engine.replies for c in r.get("tool_calls") or [] if c["function"]["name"] == "echo"
+    ]
+    assert [json.loads(f["arguments"]) for f in echoes] == [{"text": "task 1 step 0"}, {"text": "task 2 step 0"}]
 
 
 def test_summary_counts_failed_subagents_and_follows_call_order() -> None:
     messages = orch("#sim agents=2")
     messages.append(ask(messages))
-    messages.append({"role": "tool", "tool_call_id": "functions.create_subagent:0",
-                     "content": "ok"})
+    messages.append({"role": "tool", "tool_call_id": "functions.create_subagent:0", "content": "ok"})
     messages.append(ask(messages))
     # Results arrive out of order and one subagent failed.
-    messages.append({"role": "tool", "tool_call_id": "functions.assign_task:2",
-                     "content": "Error: subagent crashed"})
-    messages.append({"role": "tool", "tool_call_id": "functions.assign_task:1",
-                     "content": "Task 1 done: 1000;1001"})
+    messages.append({"role": "tool", "tool_call_id": "functions.assign_task:2", "content": "Error: subagent crashed"})
+    messages.append({"role": "tool", "tool_call_id": "functions.assign_task:1", "content": "Task 1 done: 1000;1001"})
     final = ask(messages)
     digest = hashlib.sha256(b"Task 1 done: 1000;1001Error: subagent crashed").hexdigest()[:12]
     assert final["content"] == f"Summary of 2 subagent reports: 1 ok, 1 errors. digest={digest}"
@@ -206,8 +213,7 @@ def test_summary_counts_failed_subagents_and_follows_call_order() -> None:
 
 
 def sub(prompt: str) -> list[dict[str, Any]]:
-    return [{"role": "system", "content": script.WORKER_SYSTEM_PROMPT},
-            {"role": "user", "content": prompt}]
+    return [{"role": "system", "content": script.WORKER_SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
 
 
 def test_subagent_python_calls_then_answers() -> None:
@@ -218,8 +224,7 @@ def test_subagent_python_calls_then_answers() -> None:
     messages += [first, {"role": "tool", "tool_call_id": "functions.python:0", "content": "7000"}]
     second = ask(messages)
     assert second["tool_calls"][0]["id"] == "functions.python:1"
-    messages += [second, {"role": "tool", "tool_call_id": "functions.python:1",
-                          "content": "7001\n"}]
+    messages += [second, {"role": "tool", "tool_call_id": "functions.python:1", "content": "7001\n"}]
     final = ask(messages)
     assert final["content"] == "Task 7 done: 7000;7001"
     assert "tool_calls" not in final
@@ -249,8 +254,7 @@ def test_subagent_ignores_orchestrator_faults() -> None:
 def after_create(params: SimParams) -> list[dict[str, Any]]:
     messages = orch()
     messages.append(ask(messages, params))
-    messages.append({"role": "tool", "tool_call_id": "functions.create_subagent:0",
-                     "content": "ok"})
+    messages.append({"role": "tool", "tool_call_id": "functions.create_subagent:0", "content": "ok"})
     return messages
 
 
@@ -343,10 +347,13 @@ def test_subagent_directive_carries_thinking_off() -> None:
 
 
 def test_content_parts_are_read_as_text() -> None:
-    messages = [{"role": "system", "content": [{"type": "text",
-                                                "text": script.WORKER_SYSTEM_PROMPT}]},
-                {"role": "user", "content": [{"type": "text", "text": "Task 5 of 5. "},
-                                             {"type": "text", "text": "#sim tool=echo"}]}]
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": script.WORKER_SYSTEM_PROMPT}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Task 5 of 5. "}, {"type": "text", "text": "#sim tool=echo"}],
+        },
+    ]
     msg = ask(messages)
     assert json.loads(msg["tool_calls"][0]["function"]["arguments"]) == {"text": "task 5 step 0"}
 
@@ -359,7 +366,8 @@ def test_request_and_conversation_keys() -> None:
     assert script.conversation_key(a) == script.conversation_key(b)
     assert script.conversation_key(a, "run-1") != script.conversation_key(a, "run-2")
     assert script.conversation_key(sub("x")) != script.conversation_key(
-        [{"role": "system", "content": ORCH_SYSTEM}, {"role": "user", "content": "x"}])
+        [{"role": "system", "content": ORCH_SYSTEM}, {"role": "user", "content": "x"}]
+    )
 
 
 # --------------------------------------------------------------------------- wire checks
@@ -371,27 +379,36 @@ def test_validate_rejects_missing_reasoning_content_when_thinking() -> None:
     stripped = {k: v for k, v in msg.items() if k != "reasoning_content"}
     tool = {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "ok"}
     problem = script.validate_request({"messages": [*messages, stripped, tool]})
-    assert problem == ("thinking is enabled but reasoning_content is missing in assistant "
-                       "tool call message at index 2")
-    assert script.validate_request({"messages": [*messages, stripped, tool],
-                                    "thinking": {"type": "disabled"}}) is None
+    assert problem == ("thinking is enabled but reasoning_content is missing in assistant tool call message at index 2")
+    assert script.validate_request({"messages": [*messages, stripped, tool], "thinking": {"type": "disabled"}}) is None
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    ([], "JSON object"),
-    ({"messages": []}, "non-empty"),
-    ({"messages": "hi"}, "non-empty"),
-    ({"messages": ["hi"]}, "must be an object"),
-    ({"messages": [{"role": "robot", "content": "x"}]}, "invalid role"),
-    ({"messages": [{"role": "user", "content": "x"}], "temperature": 0.3}, "temperature"),
-    ({"messages": [{"role": "user", "content": "x"}], "temperature": 0.6}, "only 1.0"),
-    ({"messages": [{"role": "user", "content": "x"}], "temperature": 1.0,
-      "thinking": {"type": "disabled"}}, "only 0.6"),
-    ({"messages": [{"role": "user", "content": "x"},
-                   {"role": "tool", "tool_call_id": "functions.x:0", "content": "y"}]},
-     "not found"),
-    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
-])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ([], "JSON object"),
+        ({"messages": []}, "non-empty"),
+        ({"messages": "hi"}, "non-empty"),
+        ({"messages": ["hi"]}, "must be an object"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "invalid role"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 0.3}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 0.6}, "only 1.0"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "temperature": 1.0, "thinking": {"type": "disabled"}},
+            "only 0.6",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "tool", "tool_call_id": "functions.x:0", "content": "y"},
+                ]
+            },
+            "not found",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
+    ],
+)
 def test_validate_rejects(body: Any, fragment: str) -> None:
     problem = script.validate_request(body)
     assert problem is not None
@@ -401,8 +418,7 @@ def test_validate_rejects(body: Any, fragment: str) -> None:
 def test_validate_requires_every_tool_call_answered() -> None:
     messages = orch()
     msg = ask(messages)
-    problem = script.validate_request({"messages": [*messages, msg,
-                                                    {"role": "user", "content": "?"}]})
+    problem = script.validate_request({"messages": [*messages, msg, {"role": "user", "content": "?"}]})
     assert problem is not None
     assert "functions.create_subagent:0" in problem
 
@@ -410,5 +426,7 @@ def test_validate_requires_every_tool_call_answered() -> None:
 def test_validate_accepts_the_right_temperatures() -> None:
     user = [{"role": "user", "content": "x"}]
     assert script.validate_request({"messages": user, "temperature": 1}) is None
-    assert script.validate_request({"messages": user, "temperature": 0.6,
-                                    "chat_template_kwargs": {"thinking": False}}) is None
+    assert (
+        script.validate_request({"messages": user, "temperature": 0.6, "chat_template_kwargs": {"thinking": False}})
+        is None
+    )

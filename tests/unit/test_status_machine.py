@@ -78,8 +78,9 @@ def test_terminal_states_have_no_way_out_but_resume():
 def test_a_refused_move_says_what_from_where_and_what_is_allowed():
     with pytest.raises(InvalidTransition) as caught:
         status.RUN_RESUME.check(RunStatus.SUCCEEDED, "run r1")
-    assert str(caught.value) == ("cannot resume run r1: it is succeeded, and resume moves a run only from "
-                                 "cancelled or failed to running")
+    assert str(caught.value) == (
+        "cannot resume run r1: it is succeeded, and resume moves a run only from cancelled or failed to running"
+    )
     status.RUN_RESUME.check(RunStatus.CANCELLED)  # allowed: no error
 
 
@@ -97,6 +98,8 @@ def test_guards_render_the_sources_of_their_transition():
 def test_the_claim_statement_is_guarded_by_claim_and_take_over():
     # The same SQL the hand-written guard rendered: one equality per source, no IN list.
     compiled = sql.CLAIM.whereclause.compile(dialect=postgresql.dialect())
-    assert ("(steps.status = %(status_2)s::VARCHAR OR steps.status = %(status_3)s::VARCHAR AND steps.lease_until <"
-            in str(compiled))
+    assert (
+        "(steps.status = %(status_2)s::VARCHAR OR steps.status = %(status_3)s::VARCHAR AND steps.lease_until <"
+        in str(compiled)
+    )
     assert (compiled.params["status_2"], compiled.params["status_3"]) == ("ready", "running")

@@ -32,8 +32,7 @@ RESULTS = {
 
 
 def _ctx(tmp_path: Path, settings: Settings) -> ToolContext:
-    return ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path,
-                       settings=settings)
+    return ToolContext(run_id="r", agent_id="a", step_id="s", workspace=tmp_path, settings=settings)
 
 
 def _provider(handler: httpx.MockTransport | None = None) -> SearxngProvider:
@@ -43,8 +42,7 @@ def _provider(handler: httpx.MockTransport | None = None) -> SearxngProvider:
         seen.append(request)
         return httpx.Response(200, json=RESULTS)
 
-    provider = SearxngProvider("http://searx.test/search",
-                               transport=handler or httpx.MockTransport(respond))
+    provider = SearxngProvider("http://searx.test/search", transport=handler or httpx.MockTransport(respond))
     provider.seen = seen  # type: ignore[attr-defined]
     return provider
 
@@ -82,12 +80,15 @@ def test_searxng_provider_respects_max_results() -> None:
     assert [h.title for h in _provider().search("kimi", 1)] == ["Kimi K2.5"]
 
 
-@pytest.mark.parametrize(("response", "message"), [
-    (httpx.Response(403, text="Forbidden"), "enable the 'json' format"),
-    (httpx.Response(502, text="bad gateway"), "HTTP 502"),
-    (httpx.Response(200, text="<html>not json</html>"), "did not return SearXNG JSON"),
-    (httpx.Response(200, json=["not", "an", "object"]), "did not return SearXNG JSON"),
-])
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        (httpx.Response(403, text="Forbidden"), "enable the 'json' format"),
+        (httpx.Response(502, text="bad gateway"), "HTTP 502"),
+        (httpx.Response(200, text="<html>not json</html>"), "did not return SearXNG JSON"),
+        (httpx.Response(200, json=["not", "an", "object"]), "did not return SearXNG JSON"),
+    ],
+)
 def test_searxng_provider_errors(response: httpx.Response, message: str) -> None:
     provider = _provider(httpx.MockTransport(lambda request: response))
     with pytest.raises(ToolError, match=message):
@@ -104,11 +105,13 @@ def test_searxng_provider_unreachable() -> None:
 
 def test_tool_formats_hits(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
-    r = WebSearchTool(settings, provider=_provider()).run({"query": " kimi ", "max_results": 2},
-                                                          _ctx(tmp_path, settings))
+    r = WebSearchTool(settings, provider=_provider()).run(
+        {"query": " kimi ", "max_results": 2}, _ctx(tmp_path, settings)
+    )
     assert not r.is_error
-    assert r.content == ("1. Kimi K2.5\n   https://example.com/k2\n   An open model.\n"
-                         "2. (no title)\n   https://example.com/untitled")
+    assert r.content == (
+        "1. Kimi K2.5\n   https://example.com/k2\n   An open model.\n2. (no title)\n   https://example.com/untitled"
+    )
 
 
 def test_tool_reports_no_results(tmp_path: Path) -> None:
@@ -138,10 +141,17 @@ def test_tool_turns_provider_errors_into_tool_errors(tmp_path: Path) -> None:
     assert r.content.startswith("web_search failed:")
 
 
-@pytest.mark.parametrize("args", [{}, {"query": ""}, {"query": 1},
-                                  {"query": "q", "max_results": "3"},
-                                  {"query": "q", "max_results": 0},
-                                  {"query": "q", "max_results": True}])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {},
+        {"query": ""},
+        {"query": 1},
+        {"query": "q", "max_results": "3"},
+        {"query": "q", "max_results": 0},
+        {"query": "q", "max_results": True},
+    ],
+)
 def test_tool_validates_arguments(tmp_path: Path, args: dict[str, object]) -> None:
     settings = Settings(home=tmp_path)
     r = WebSearchTool(settings, provider=_provider()).run(args, _ctx(tmp_path, settings))
@@ -163,12 +173,10 @@ def test_operator_url_on_loopback_is_trusted(tmp_path: Path) -> None:
             self.wfile.write(body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        settings = Settings(home=tmp_path,
-                            web_search_url=f"http://127.0.0.1:{server.server_address[1]}/search")
+        settings = Settings(home=tmp_path, web_search_url=f"http://127.0.0.1:{server.server_address[1]}/search")
         r = WebSearchTool(settings).run({"query": "kimi"}, _ctx(tmp_path, settings))
     finally:
         server.shutdown()

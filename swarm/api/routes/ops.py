@@ -19,8 +19,12 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Ready, summary="Readiness",
-            responses={503: {"model": Ready, "description": "The database or the broker is unreachable."}})
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    summary="Readiness",
+    responses={503: {"model": Ready, "description": "The database or the broker is unreachable."}},
+)
 def readyz(ctx: Ctx) -> Response:
     """Ready to take work: the database answers and, in cluster mode, so does the broker."""
     checks: dict[str, Check] = {}
@@ -38,9 +42,17 @@ def readyz(ctx: Ctx) -> Response:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"description": "Prometheus text exposition format.",
-                             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(request: Request) -> Response:
     """Runs by status, active runs and agents, steps by kind and status, step latency and queue
     wait histograms, tokens, and this server's request latencies."""

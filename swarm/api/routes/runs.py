@@ -35,58 +35,96 @@ RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="A run id (32 he
 
 def links(run_id: str) -> dict[str, str]:
     base = f"/v1/runs/{run_id}"
-    return {"self": base, "agents": f"{base}/agents", "events": f"{base}/events", "export": f"{base}/export",
-            "timeline": f"{base}/timeline", "dashboard": f"/dashboard/runs/{run_id}"}
+    return {
+        "self": base,
+        "agents": f"{base}/agents",
+        "events": f"{base}/events",
+        "export": f"{base}/export",
+        "timeline": f"{base}/timeline",
+        "dashboard": f"/dashboard/runs/{run_id}",
+    }
 
 
-@router.post("/runs", status_code=202, response_model=RunAccepted, summary="Submit a run",
-             responses=error_responses(400, 401, 403, 413, 422, 503))
+@router.post(
+    "/runs",
+    status_code=202,
+    response_model=RunAccepted,
+    summary="Submit a run",
+    responses=error_responses(400, 401, 403, 413, 422, 503),
+)
 def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> RunAccepted:
     """Start a swarm on `task`. Returns at once (202) with the run id; follow it with
     `GET /v1/runs/{id}/events`."""
     lim = body.limits
-    run_id = ctx.runs.submit(RunRequest(
-        task=body.task, model=body.model, max_subagents=lim.max_subagents, max_tool_calls=lim.max_tool_calls,
-        max_steps_per_agent=lim.max_steps_per_agent, max_wall_seconds=lim.max_wall_seconds,
-        max_depth=lim.max_depth, attachments=tuple(a.to_attachment() for a in body.attachments),
-        tenant=auth.tenant))
+    run_id = ctx.runs.submit(
+        RunRequest(
+            task=body.task,
+            model=body.model,
+            max_subagents=lim.max_subagents,
+            max_tool_calls=lim.max_tool_calls,
+            max_steps_per_agent=lim.max_steps_per_agent,
+            max_wall_seconds=lim.max_wall_seconds,
+            max_depth=lim.max_depth,
+            attachments=tuple(a.to_attachment() for a in body.attachments),
+            tenant=auth.tenant,
+        )
+    )
     response.headers["Location"] = f"/v1/runs/{run_id}"
     return RunAccepted(id=run_id, status=RunStatus.RUNNING.value, links=links(run_id))
 
 
 @router.get("/runs", response_model=RunList, summary="List runs", responses=error_responses(401, 403, 422, 503))
-def list_runs(auth: Auth, ctx: Ctx,
-              status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> RunList:
+def list_runs(
+    auth: Auth,
+    ctx: Ctx,
+    status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> RunList:
     """The caller's tenant's runs, newest first."""
     rows = ctx.runs.list_runs(status=status.value if status else None, limit=limit + 1, offset=offset, scope=auth.scope)
     return RunList(runs=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
 
-@router.get("/runs/{run_id}", response_model=RunSummary, summary="A run's summary",
-            responses=error_responses(401, 403, 404, 422, 503))
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunSummary,
+    summary="A run's summary",
+    responses=error_responses(401, 403, 404, 422, 503),
+)
 def get_run(run_id: RunId, auth: Auth, ctx: Ctx) -> RunSummary:
     """Counters, critical steps (live while running), wall time, tokens and the result."""
     return ctx.runs.summary(run_id, scope=auth.scope)
 
 
-@router.get("/runs/{run_id}/agents", response_model=AgentTree, summary="A run's agent tree",
-            responses=error_responses(401, 403, 404, 422, 503))
+@router.get(
+    "/runs/{run_id}/agents",
+    response_model=AgentTree,
+    summary="A run's agent tree",
+    responses=error_responses(401, 403, 404, 422, 503),
+)
 def get_agents(run_id: RunId, auth: Auth, ctx: Ctx) -> AgentTree:
     agents = ctx.runs.agents(run_id, scope=auth.scope)
     return AgentTree(run_id=run_id, agents=[AgentOut.model_validate(a) for a in agents])
 
 
-@router.get("/runs/{run_id}/timeline", response_model=Timeline, summary="Agents and steps over time",
-            responses=error_responses(401, 403, 404, 422, 503))
+@router.get(
+    "/runs/{run_id}/timeline",
+    response_model=Timeline,
+    summary="Agents and steps over time",
+    responses=error_responses(401, 403, 404, 422, 503),
+)
 def get_timeline(run_id: RunId, auth: Auth, ctx: Ctx) -> Timeline:
     """Every step with its start and end: what the dashboard's Gantt chart draws."""
     return Timeline.model_validate(ctx.runs.timeline(run_id, scope=auth.scope))
 
 
-@router.post("/runs/{run_id}/cancel", response_model=CancelOut, summary="Cancel a run",
-             responses=error_responses(401, 403, 404, 422, 503))
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=CancelOut,
+    summary="Cancel a run",
+    responses=error_responses(401, 403, 404, 422, 503),
+)
 def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
     """Stop the run now: every open step is cancelled in one transaction, so no model or tool call
     of it starts anywhere afterwards, and calls in flight cannot commit. Idempotent."""
@@ -94,8 +132,12 @@ def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
     return CancelOut(id=run_id, status=out.status, changed=out.changed)
 
 
-@router.post("/runs/{run_id}/resume", response_model=ResumeOut, summary="Resume a run",
-             responses=error_responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/runs/{run_id}/resume",
+    response_model=ResumeOut,
+    summary="Resume a run",
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
 def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
     """Continue a failed, cancelled or interrupted run from where it stood. Committed model and
     tool calls are reused, never repeated. 409 if it already succeeded."""
@@ -103,11 +145,22 @@ def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
     return ResumeOut(id=run_id, status=ctx.runs.summary(run_id).status, dispatched=n)
 
 
-@router.get("/info", response_model=ServerInfo, tags=["server"], summary="Who am I, and what is this server",
-            responses=error_responses(401, 403))
+@router.get(
+    "/info",
+    response_model=ServerInfo,
+    tags=["server"],
+    summary="Who am I, and what is this server",
+    responses=error_responses(401, 403),
+)
 def info(auth: Auth, ctx: Ctx) -> ServerInfo:
     isolation = python_report(ctx.settings)
-    return ServerInfo(version=__version__, mode=ctx.runs.mode, tenant=auth.tenant, admin=auth.key.admin,
-                      key_prefix=auth.key.prefix, flower_url=ctx.flower_url or None,
-                      python_isolation=str(isolation["python_isolation"]),
-                      python_isolation_available=bool(isolation["available"]))
+    return ServerInfo(
+        version=__version__,
+        mode=ctx.runs.mode,
+        tenant=auth.tenant,
+        admin=auth.key.admin,
+        key_prefix=auth.key.prefix,
+        flower_url=ctx.flower_url or None,
+        python_isolation=str(isolation["python_isolation"]),
+        python_isolation_available=bool(isolation["available"]),
+    )

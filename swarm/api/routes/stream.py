@@ -27,20 +27,35 @@ KEEPALIVE_SECONDS = 15.0
 END = "event: end\ndata: {}\n\n"
 
 
-@router.get("/runs/{run_id}/events", summary="Follow a run live (Server-Sent Events)",
-            response_class=StreamingResponse,
-            responses={200: {"description": "`text/event-stream`: each event has `id` (resume with "
-                                            "`Last-Event-ID`), `event` (its type) and JSON `data`. Once the run "
-                                            "is finished and all its events are sent, an `end` event (no id) "
-                                            "closes the stream; a stream closed without it is to be resumed.",
-                             "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                       **error_responses(401, 403, 404, 422, 503)})
+@router.get(
+    "/runs/{run_id}/events",
+    summary="Follow a run live (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`text/event-stream`: each event has `id` (resume with "
+            "`Last-Event-ID`), `event` (its type) and JSON `data`. Once the run "
+            "is finished and all its events are sent, an `end` event (no id) "
+            "closes the stream; a stream closed without it is to be resumed.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(401, 403, 404, 422, 503),
+    },
+)
 async def run_events(
-    run_id: RunId, auth: Auth, ctx: Ctx, *,
+    run_id: RunId,
+    auth: Auth,
+    ctx: Ctx,
+    *,
     # Plain str/int with defaults rather than Optional: HTTP has no null header or query value.
-    last_event_id: Annotated[str, Header(alias="Last-Event-ID", pattern=r"^\s*[0-9]{0,18}\s*$",
-                                         description="Resume after this event id (sent by EventSource "
-                                                     "on reconnect).")] = "",
+    last_event_id: Annotated[
+        str,
+        Header(
+            alias="Last-Event-ID",
+            pattern=r"^\s*[0-9]{0,18}\s*$",
+            description="Resume after this event id (sent by EventSource on reconnect).",
+        ),
+    ] = "",
     after: Annotated[int, Query(ge=0, le=2**62, description="Like Last-Event-ID, as a query parameter.")] = 0,
     follow: Annotated[bool, Query(description="false: send the events so far, then end.")] = True,
 ) -> StreamingResponse:
@@ -50,18 +65,20 @@ async def run_events(
     start = _start_id(last_event_id, after)
     status = await run_in_threadpool(ctx.store.run_status, run_id, auth.scope)
     sub = ctx.hub.subscribe(run_id)
-    return StreamingResponse(_stream(ctx.store, ctx.hub, sub, start, terminal=status in RUN_TERMINAL,
-                                     follow=follow),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _stream(ctx.store, ctx.hub, sub, start, terminal=status in RUN_TERMINAL, follow=follow),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _start_id(header: str, after: int) -> int:
     return int(header.strip()) if header.strip() else after  # the pattern admits digits only
 
 
-async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int, *, terminal: bool,
-                  follow: bool) -> AsyncIterator[str]:
+async def _stream(
+    store: StateStore, hub: EventHub, sub: Subscription, last: int, *, terminal: bool, follow: bool
+) -> AsyncIterator[str]:
     try:
         yield "retry: 1000\n\n"
         # Catch up from the run's own index up to where the hub's live feed starts.
@@ -103,4 +120,3 @@ async def _stream(store: StateStore, hub: EventHub, sub: Subscription, last: int
                 ending = ending or any(e["type"] == EventType.RUN_DONE for e in fresh)
     finally:
         hub.unsubscribe(sub)
-
