@@ -1,7 +1,7 @@
 """The Runs service: one interface, and its implementations agree on what they report.
 
 A run executed by an API server (embedded mode) is read back through the server (``RemoteRuns``,
-the CLI's client) and straight from the same database (``StoreRuns``): every answer is the same.
+the CLI's client) and straight from the same database (``EmbeddedRuns``): every answer is the same.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from swarm.api.testing import live_api
 from swarm.exceptions import NotFound, StateError
 from swarm.runs import RunRequest, open_runs
-from swarm.runs.local import ClusterRuns, EmbeddedRuns, StoreRuns
+from swarm.runs.local import ClusterRuns, EmbeddedRuns
 from swarm.runs.remote import RemoteRuns
 from tests.conftest import REDIS_URL, make_settings
 
@@ -28,7 +28,7 @@ def test_the_server_and_the_database_report_a_run_alike(tmp_path, sqlite_url, si
         done = remote.wait(run_id)
         assert done.status == "succeeded" and done.subagents == 3 and done.max_subagents == 5
 
-        local = StoreRuns(s)
+        local = EmbeddedRuns(s)
         try:
             assert local.summary(run_id) == done  # one record: the store's is the client's
             assert local.list_runs() == remote.list_runs() == [done]
@@ -60,7 +60,7 @@ def _records(lines: Iterator[str]) -> list[dict[str, Any]]:
 def test_a_tenant_sees_only_its_own_runs_through_the_service(tmp_path, sqlite_url, sim):
     s = make_settings(tmp_path, sqlite_url, sim.url)
     with live_api(s) as api, RemoteRuns(api.url, api.key("tenant-b")) as other:
-        local = StoreRuns(s)
+        local = EmbeddedRuns(s)
         try:
             run_id = local.store.create_run(local.spec(RunRequest(task="t", tenant="tenant-a")))[0]
             assert [r.id for r in local.list_runs(scope="tenant-a")] == [run_id]
