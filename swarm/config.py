@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     max_steps_per_agent: int = Field(c.DEFAULT_MAX_STEPS_PER_AGENT, ge=1)
     max_wall_seconds: float = Field(c.DEFAULT_MAX_WALL_SECONDS, gt=0)
     max_depth: int = Field(c.DEFAULT_MAX_DEPTH, ge=1)
+    max_repeats: int = Field(
+        c.DEFAULT_MAX_REPEATS,
+        ge=1,
+        description="Loop guard: how many times one agent may run an identical tool call (same tool, same "
+        "arguments). Past it the call is not run and the model gets a tool error saying why. Read by "
+        "the workers that run model turns.",
+    )
 
     lease_seconds: float = Field(c.LEASE_SECONDS, gt=0)
     heartbeat_seconds: float = Field(c.HEARTBEAT_SECONDS, gt=0)

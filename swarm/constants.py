@@ -34,6 +34,8 @@ DEFAULT_MAX_STEPS_PER_AGENT = 100
 DEFAULT_MAX_ORCHESTRATOR_STEPS = 100
 DEFAULT_MAX_WALL_SECONDS = 6 * 3600.0
 DEFAULT_MAX_DEPTH = 1
+#: Loop guard: how many times one agent may run an identical tool call (SWARM_MAX_REPEATS).
+DEFAULT_MAX_REPEATS = 3
 #: Warn the model once fewer than this fraction of a budget remains.
 BUDGET_WARNING_FRACTION = 0.1
 

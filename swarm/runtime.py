@@ -16,6 +16,7 @@ from typing import Any
 
 from swarm.config import Settings
 from swarm.dispatch.local import LocalDispatcher
+from swarm.domain import guards
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
 from swarm.engine.executor import StepExecutor
@@ -47,6 +48,7 @@ def run_spec(
     max_steps: int | None = None,
     max_wall_seconds: float | None = None,
     max_depth: int | None = None,
+    max_spawns_per_turn: int | None = None,
     attachments: Sequence[Path] = (),
     tenant: str | None = None,
 ) -> RunSpec:
@@ -58,6 +60,7 @@ def run_spec(
         max_steps_per_agent=max_steps or settings.max_steps_per_agent,
         max_wall_seconds=max_wall_seconds or settings.max_wall_seconds,
         max_depth=max_depth or settings.max_depth,
+        max_spawns_per_turn=guards.check_spawn_cap(max_spawns_per_turn),
         tenant=tenant,
         attachments=tuple(load_attachment(p) for p in attachments),
     )

@@ -80,6 +80,11 @@ class Limits(BaseModel):
     max_steps_per_agent: Annotated[int, Field(ge=1, le=100_000), NUMBER] | None = None
     max_wall_seconds: Annotated[float, Field(gt=0, le=30 * 86400), NUMBER] | None = None
     max_depth: Annotated[int, Field(ge=1, le=16), NUMBER] | None = None
+    max_spawns_per_turn: Annotated[int, Field(ge=1, le=100_000), NUMBER] | None = Field(
+        None,
+        description="Loop guard: subagents one turn may launch; the turn's further assign_task calls get a "
+        "tool error asking to assign them in a later turn. Omitted: no cap beyond max_subagents.",
+    )
 
 
 class RunCreate(BaseModel):

@@ -105,6 +105,11 @@ def run(
     max_steps: int = typer.Option(None, help="Max steps per agent (default 100)."),
     max_depth: int = typer.Option(None, help="How deep subagents may nest (default 1: only the orchestrator spawns)."),
     max_wall: float = typer.Option(None, "--max-wall", help="Max wall-clock seconds for the run."),
+    max_spawns_per_turn: int = typer.Option(
+        None,
+        help="Loop guard: subagents one turn may launch; further assign_task calls of that turn get a tool error "
+        "(default: no cap beyond --max-subagents).",
+    ),
     attach: list[Path] = typer.Option(
         [],
         "--attach",
@@ -132,6 +137,7 @@ def run(
             max_steps_per_agent=max_steps,
             max_depth=max_depth,
             max_wall_seconds=max_wall,
+            max_spawns_per_turn=max_spawns_per_turn,
             attachments=tuple(load_attachment(p) for p in attach),
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)

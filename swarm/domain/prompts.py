@@ -66,6 +66,15 @@ OVER_BUDGET = (
     "Refused: this run's limit of {limit} {what} is reached. Do not retry this call; "
     "finish the task with the results you have."
 )
+REPEATED_CALL = (
+    "Refused: you already ran this exact {name} call (same arguments) {limit} times, so it was not "
+    "run again; use the results you have. Change the arguments, try another approach, or give your "
+    "final answer."
+)
+SPAWN_CAP = (
+    "Not launched: at most {cap} subagents may be launched in one turn, and this turn's earlier "
+    "assign_task calls used them. Nothing was run for this call: assign it again in a later turn."
+)
 BUDGET_NOTE = "[swarm: {left} of {limit} {what} left in this run; plan to finish.]"
 AGENT_CREATED = "Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
 SUBAGENT_FAILED = "Subagent {name!r} failed: {reason}"

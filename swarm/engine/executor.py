@@ -177,7 +177,8 @@ class StepExecutor:
             return self._durable(lambda: self.store.fail_step(claim, error))
         response = sanitize.response(response)  # what the database cannot store never reaches it
         plan = plan_turn(response, names, last_step=last_step)
-        return self._durable(lambda: self.store.commit_llm(claim, response, plan))
+        max_repeats = self.settings.max_repeats
+        return self._durable(lambda: self.store.commit_llm(claim, response, plan, max_repeats=max_repeats))
 
     # ----------------------------------------------------------------- tools
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swarm.domain import guards
 from swarm.domain.status import RunStatus
 from swarm.store.types import Attachment, RunSummary
 
@@ -31,8 +32,13 @@ class RunRequest:
     max_steps_per_agent: int | None = None
     max_wall_seconds: float | None = None
     max_depth: int | None = None
+    #: Subagents one turn may launch (None: no cap beyond max_subagents). Refused below 1.
+    max_spawns_per_turn: int | None = None
     attachments: tuple[Attachment, ...] = ()
     tenant: str | None = None
+
+    def __post_init__(self) -> None:
+        guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3
 
     def limits(self) -> dict[str, Any]:
         """The limits that were given, by their API names."""
@@ -42,6 +48,7 @@ class RunRequest:
             "max_steps_per_agent": self.max_steps_per_agent,
             "max_wall_seconds": self.max_wall_seconds,
             "max_depth": self.max_depth,
+            "max_spawns_per_turn": self.max_spawns_per_turn,
         }
         return {k: v for k, v in given.items() if v is not None}
 

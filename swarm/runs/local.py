@@ -52,6 +52,7 @@ class StoreRuns:
             max_steps=request.max_steps_per_agent,
             max_wall_seconds=request.max_wall_seconds,
             max_depth=request.max_depth,
+            max_spawns_per_turn=request.max_spawns_per_turn,
             tenant=request.tenant,
         )
         return dataclasses.replace(spec, attachments=request.attachments)

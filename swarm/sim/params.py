@@ -15,7 +15,10 @@ from typing import Any
 SIM_TOOLS = ("python", "echo")
 #: ``files``: each subagent's python step k writes notes/<i>_<k>.txt and reads step k-1's file,
 #: failing loudly if it is missing: proves workspace files follow a run across workers.
-SCENARIOS = ("files",)
+#: ``repeat``: each subagent makes one identical tool call at every step (python: it appends to
+#: repeat_<i>.txt and prints how many runs the file holds), so the loop guard refuses the ones past
+#: SWARM_MAX_REPEATS.
+SCENARIOS = ("files", "repeat")
 FAULTS = ("bad_json", "unknown_tool", "unknown_agent", "empty")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.domain.prompts import SPAWN_CAP
 from swarm.sim.params import SimParams, decode_args, parse_directive
 
 #: Written by the sim into the subagent's system prompt, so the sim recognises its own workers.
@@ -174,20 +175,28 @@ def _tool_results(messages: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 _DONE_RE = re.compile(r"Task \d+ done:")
+#: How a tool error from the spawn cap begins: the sim assigns those tasks again in its next turn.
+_SPAWN_CAP_PREFIX = SPAWN_CAP.split("{", 1)[0]
+
+
+def _arguments(call: Mapping[str, Any]) -> str:
+    return str(_function(call).get("arguments", ""))
 
 
 def _summary(messages: Sequence[Mapping[str, Any]], n: int) -> Turn:
-    # The fan-out is the last turn that assigned tasks (an unknown_agent fault turn came earlier).
     fan_outs = [
         calls
         for calls in map(_tool_calls, _role_messages(messages, "assistant"))
         if any(_function(c).get("name") == ASSIGN_TASK for c in calls)
     ]
-    calls = fan_outs[-1] if fan_outs else []
+    # The fan-out is the last turn that assigned Task 1 (an unknown_agent fault turn came earlier);
+    # tasks the spawn cap refused were assigned again in later turns: a task's latest result counts.
+    start = max((j for j, calls in enumerate(fan_outs) if any("Task 1 of" in _arguments(c) for c in calls)), default=-1)
     results = _tool_results(messages)
+    latest = {_arguments(c): results.get(str(c.get("id")), "") for calls in fan_outs[start:] for c in calls}
     # Results are read in call order, not arrival order, so the digest does not depend on
     # which subagent happened to finish first.
-    ordered = [results.get(str(c.get("id")), "") for c in calls]
+    ordered = [latest[_arguments(c)] for c in (fan_outs[start] if fan_outs else [])]
     n_ok = sum(1 for r in ordered if _DONE_RE.search(r))
     digest = hashlib.sha256("".join(ordered).encode()).hexdigest()[:12]
     return Turn(
@@ -252,7 +261,20 @@ def orchestrator_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) 
             for i in range(1, n + 1)
         )
         return Turn("", f"The worker exists; assigning {n} tasks in parallel.", calls)
+    if again := _refused_by_spawn_cap(messages):
+        return Turn("", f"{len(again)} tasks were not launched (per-turn cap); assigning them again.", again)
     return _summary(messages, n)
+
+
+def _refused_by_spawn_cap(messages: Sequence[Mapping[str, Any]]) -> tuple[Call, ...]:
+    """The previous turn's assign_task calls that the spawn cap refused, to be made again."""
+    assistants = _role_messages(messages, "assistant")
+    results = _tool_results(messages)
+    return tuple(
+        Call(ASSIGN_TASK, _arguments(c))
+        for c in (_tool_calls(assistants[-1]) if assistants else [])
+        if _function(c).get("name") == ASSIGN_TASK and results.get(str(c.get("id")), "").startswith(_SPAWN_CAP_PREFIX)
+    )
 
 
 _TASK_RE = re.compile(r"Task (\d+) of \d+")
@@ -267,6 +289,8 @@ def subagent_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> T
         return Turn(f"Task {i} done: {';'.join(results)}", f"{k} tool results in; reporting.")
     if params.scenario == "files":
         call = _call("python", {"code": _files_code(i, k)})
+    elif params.scenario == "repeat":
+        call = _repeat_call(i, params.tool)
     elif params.tool == "echo":
         call = _call("echo", {"text": f"task {i} step {k}"})
     else:
@@ -286,6 +310,20 @@ def _files_code(i: int, k: int) -> str:
         f"pathlib.Path('notes/{i}_{k}.txt').write_text(prev + 'step {k};')\n"
         f"print('task {i} step {k} read', len(prev))"
     )
+
+
+def _repeat_call(i: int, tool: str) -> Call:
+    """Task i's one call, identical at every step. Its python appends to repeat_<i>.txt, so the
+    file tells how many times the call really ran."""
+    if tool == "echo":
+        return _call("echo", {"text": f"task {i}, the same call again"})
+    code = (
+        "import pathlib\n"
+        f"p = pathlib.Path('repeat_{i}.txt')\n"
+        "p.write_text((p.read_text() if p.exists() else '') + 'ran;')\n"
+        "print('runs:', p.read_text().count('ran;'))"
+    )
+    return _call("python", {"code": code})
 
 
 def decide(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:

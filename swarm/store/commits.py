@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from swarm.constants import ORCHESTRATION_TOOLS
-from swarm.domain import limits, prompts, sanitize
+from swarm.constants import DEFAULT_MAX_REPEATS, ORCHESTRATION_TOOLS
+from swarm.domain import guards, limits, prompts, sanitize
 from swarm.domain.events import EventType
 from swarm.domain.llm import LLMResponse
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
@@ -41,19 +41,24 @@ class Commits:
             rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
         return AgentContext(claim.run_id, claim.agent_id, agent, [conversation.to_openai(r) for r in rows])
 
-    def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
-        """Commit one model turn: the assistant message, its tool steps (budget permitting) or the
-        agent's end, all in one transaction guarded by the fence.
+    def commit_llm(
+        self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, max_repeats: int = DEFAULT_MAX_REPEATS
+    ) -> list[StepRef]:
+        """Commit one model turn: the assistant message, its tool steps (loop guards and budget
+        permitting) or the agent's end, all in one transaction guarded by the fence. An identical
+        tool call this agent already ran ``max_repeats`` times is refused (``domain/guards.py``).
 
         The run row (budgets, counters) is every agent's hot spot, so it is touched last, by a
         conditional UPDATE that re-checks the budget: the lock is held only for the commit itself.
         If the budget moved meanwhile the transaction is redone holding the lock from the start."""
         try:
-            return self._commit_llm(claim, response, plan, optimistic=True)
+            return self._commit_llm(claim, response, plan, max_repeats, optimistic=True)
         except _BudgetMoved:
-            return self._commit_llm(claim, response, plan, optimistic=False)
+            return self._commit_llm(claim, response, plan, max_repeats, optimistic=False)
 
-    def _commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, optimistic: bool) -> list[StepRef]:
+    def _commit_llm(
+        self, claim: Claim, response: LLMResponse, plan: TurnPlan, max_repeats: int, *, optimistic: bool
+    ) -> list[StepRef]:
         with self.session.tx() as conn:
             # Only a turn with tool calls needs the budgets; the pessimistic retry locks them first.
             run = None if optimistic else writes.lock_run(conn, claim.run_id)
@@ -79,6 +84,7 @@ class Commits:
             if plan.kind == TurnKind.TOOLS:
                 if run is None:
                     run = conn.execute(sql.RUN_BUDGETS, {"b_id": claim.run_id}).one()
+                plan = self._guard(conn, claim, run, plan, max_repeats)
                 pending, refs, granted = self._open_tool_steps(conn, claim, run, plan, seq)
                 conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 1 + len(plan.calls), "b_pending": pending})
                 if pending == 0:
@@ -114,6 +120,16 @@ class Commits:
             if not counted:
                 raise _BudgetMoved()
             return refs
+
+    @staticmethod
+    def _guard(conn: Connection, claim: Claim, run: Any, plan: TurnPlan, max_repeats: int) -> TurnPlan:
+        """The turn with the loop guards applied: the facts (how often the agent already ran each of
+        these calls) are one query, only for a turn whose calls would run."""
+        keys = sorted({k for c in plan.calls if (k := guards.planned_key(c)) is not None})
+        ran: dict[str, int] = {}
+        if keys:
+            ran = {key: n for key, n in conn.execute(sql.RAN_BEFORE, {"b_agent": claim.agent_id, "b_keys": keys})}
+        return guards.guard_turn(plan, ran, guards.LoopGuards(max_repeats, run.max_spawns_per_turn))
 
     def _open_tool_steps(
         self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan, seq: int
@@ -166,7 +182,7 @@ class Commits:
                 fence=0,
             )
             if error is None:
-                ready.append({**values, "note": note})
+                ready.append({**values, "note": note, "call_key": guards.planned_key(c)})
                 refs.append(StepRef(step_id, claim.run_id, claim.agent_id, StepKind.TOOL, c.name))
             else:
                 conn.execute(

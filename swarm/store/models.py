@@ -76,6 +76,8 @@ class Run(Base):
     max_steps_per_agent: Mapped[int] = mapped_column(Integer)
     max_wall_seconds: Mapped[float] = mapped_column(Float)
     max_depth: Mapped[int] = mapped_column(Integer)
+    #: Subagents one turn may launch (loop guard); None: only max_subagents limits them.
+    max_spawns_per_turn: Mapped[int | None] = mapped_column(Integer)
     # Counters, updated atomically under the run row's lock.
     subagents: Mapped[int] = mapped_column(Integer, default=0)
     tool_calls: Mapped[int] = mapped_column(Integer, default=0)
@@ -174,6 +176,9 @@ class Step(Base):
     tool_name: Mapped[str | None] = mapped_column(String(128))
     tool_call_id: Mapped[str | None] = mapped_column(String(128))
     arguments: Mapped[str | None] = mapped_column(Text)
+    #: A tool call granted a run: ``domain.guards.call_key`` of its tool and canonical arguments, so
+    #: the repeat guard counts an agent's identical calls (NULL for LLM steps and refused calls).
+    call_key: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str | None] = mapped_column(Text)
     is_error: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Sequence number reserved for this tool call's result message.

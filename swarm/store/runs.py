@@ -49,6 +49,7 @@ class Runs:
                     max_steps_per_agent=spec.max_steps_per_agent,
                     max_wall_seconds=spec.max_wall_seconds,
                     max_depth=spec.max_depth,
+                    max_spawns_per_turn=spec.max_spawns_per_turn,
                     subagents=0,
                     tool_calls=0,
                     llm_calls=0,

@@ -145,8 +145,17 @@ INSERT_EVENT = EVENTS.insert()
 INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 
-#: A run's tool-call and subagent budgets and what is used of them.
-RUN_BUDGETS = select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents).where(R.id == bindparam("b_id"))
+#: A run's tool-call and subagent budgets and what is used of them (and its per-turn spawn cap).
+RUN_BUDGETS = select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents, R.max_spawns_per_turn).where(
+    R.id == bindparam("b_id")
+)
+
+#: How many times an agent already ran each of the given identical calls (the repeat guard's facts).
+RAN_BEFORE = (
+    select(S.call_key, func.count())
+    .where(S.agent_id == bindparam("b_agent"), S.call_key.in_(bindparam("b_keys", expanding=True)))
+    .group_by(S.call_key)
+)
 
 #: Count one committed turn and its granted budget, only if the budget still allows it.
 COUNT_TURN = (

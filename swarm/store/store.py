@@ -41,7 +41,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from swarm.constants import MAX_STEP_ATTEMPTS
+from swarm.constants import DEFAULT_MAX_REPEATS, MAX_STEP_ATTEMPTS
 from swarm.domain.llm import LLMResponse
 from swarm.domain.status import StepStatus
 from swarm.domain.turns import TurnPlan
@@ -149,8 +149,10 @@ class StateStore:
     def agent_context(self, claim: Claim) -> AgentContext:
         return self.commits.agent_context(claim)
 
-    def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
-        return self.commits.commit_llm(claim, response, plan)
+    def commit_llm(
+        self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, max_repeats: int = DEFAULT_MAX_REPEATS
+    ) -> list[StepRef]:
+        return self.commits.commit_llm(claim, response, plan, max_repeats=max_repeats)
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool, changes: Changes | None = None) -> list[StepRef]:
         return self.commits.commit_tool(claim, content, is_error, changes)

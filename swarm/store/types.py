@@ -89,6 +89,8 @@ class RunSpec:
     max_steps_per_agent: int
     max_wall_seconds: float
     max_depth: int
+    #: Subagents one turn may launch; None: no cap beyond max_subagents.
+    max_spawns_per_turn: int | None = None
     tenant: str | None = None
     attachments: tuple[Attachment, ...] = ()
 

@@ -58,7 +58,8 @@ RUN_TABLES = ("runs", "agents", "agent_defs", "steps", "messages", "events", "ar
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def old_db_url(request, tmp_path) -> Iterator[str]:
-    """An empty database migrated to the revision before the CHECK constraints."""
+    """An empty database at head: a test writes its rows with today's code, then takes it back to
+    the revision it upgrades from (today's code writes columns an old schema does not have)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
@@ -66,34 +67,50 @@ def old_db_url(request, tmp_path) -> Iterator[str]:
         _admin_exec(f'CREATE DATABASE "{name}"')
         url = f"{_pg_base(PG_ADMIN_URL)}/{name}"
     engine = create_engine(url)
-    upgrade(engine, BEFORE_CHECKS)
+    upgrade(engine)
     engine.dispose()
     yield url
     if request.param == "postgres":
         _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _fill(tmp_path, url: str, sim) -> StateStore:
-    """Real runs in every status: one finished by the engine, one left open, one cancelled."""
+def _fill(
+    tmp_path, url: str, sim, revision: str = BEFORE_CHECKS, task: str = "t #sim agents=3 tools=2 tool=echo"
+) -> StateStore:
+    """Real runs in every status: one finished by the engine, one left open, one cancelled; then
+    the schema goes back to ``revision``."""
     settings = make_settings(tmp_path, url, sim.url)
     store = StateStore.from_url(url)  # given a store, the runtime does not migrate the database
     with LocalRuntime(settings, store=store) as rt:
-        done = rt.wait(rt.submit(run_spec(settings, "t #sim agents=3 tools=2 tool=echo")), timeout=120)
+        done = rt.wait(rt.submit(run_spec(settings, task, max_spawns_per_turn=2)), timeout=120)
     assert done.status == "succeeded", done.reason
     store.create_run(run_spec(settings, "left ready"))
     cancelled, _ = store.create_run(run_spec(settings, "cancelled"))
     assert store.cancel_run(cancelled)
+    store.engine.dispose()
+    downgrade(store.engine, revision)
     return store
 
 
-def _rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+def _rows(engine: Engine) -> dict[str, list[dict[str, object]]]:
     meta = MetaData()
     meta.reflect(engine, only=RUN_TABLES)
     with engine.connect() as conn:
         return {
-            name: [tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key))]
+            name: [dict(r._mapping) for r in conn.execute(select(table).order_by(*table.primary_key))]
             for name, table in ((n, meta.tables[n]) for n in RUN_TABLES)
         }
+
+
+def _same_rows(a: dict[str, list[dict[str, object]]], b: dict[str, list[dict[str, object]]]) -> bool:
+    """The same rows in every table, over the columns both schemas have (a migration that adds or
+    drops a column keeps every row and every other value)."""
+
+    def common(rows: list[dict[str, object]], other: list[dict[str, object]]) -> list[dict[str, object]]:
+        keep = set(rows[0]) & set(other[0]) if rows and other else set()
+        return [{k: v for k, v in row.items() if k in keep} for row in rows]
+
+    return all(common(a[t], b[t]) == common(b[t], a[t]) and len(a[t]) == len(b[t]) for t in RUN_TABLES)
 
 
 def _checked_values(engine: Engine) -> dict[str, set[str]]:
@@ -123,7 +140,7 @@ def test_upgrade_keeps_every_row_and_adds_the_status_checks(tmp_path, old_db_url
 
     upgrade(engine)
     assert current_revision(engine) == head_revision(engine)
-    assert _rows(engine) == before
+    assert _same_rows(_rows(engine), before)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
@@ -148,7 +165,7 @@ def test_upgrade_keeps_every_row_and_adds_the_status_checks(tmp_path, old_db_url
     after = _rows(engine)
     downgrade(engine, BEFORE_CHECKS)
     assert current_revision(engine) == BEFORE_CHECKS
-    assert _rows(engine) == after
+    assert _same_rows(_rows(engine), after)
     assert _checked_values(engine) == {}
     engine.dispose()
 
@@ -157,6 +174,8 @@ def test_upgrade_refuses_an_unknown_status_and_changes_nothing(tmp_path, old_db_
     store = StateStore.from_url(old_db_url)
     settings = make_settings(tmp_path, old_db_url, sim.url)
     run_id, _ = store.create_run(run_spec(settings, "odd"))
+    store.engine.dispose()
+    downgrade(store.engine, BEFORE_CHECKS)
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE runs SET status = 'queued' WHERE id = :id"), {"id": run_id})
     before = _rows(store.engine)
@@ -166,3 +185,43 @@ def test_upgrade_refuses_an_unknown_status_and_changes_nothing(tmp_path, old_db_
     assert current_revision(store.engine) == BEFORE_CHECKS
     assert _rows(store.engine) == before
     store.engine.dispose()
+
+
+# --------------------------------------------------------------- 0005: loop guards
+
+BEFORE_GUARDS = "0003"
+
+
+def test_loop_guard_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_GUARDS, "t #sim agents=3 tools=2 tool=echo scenario=repeat")
+    engine = store.engine
+    assert current_revision(engine) == BEFORE_GUARDS
+    before = _rows(engine)
+    assert "max_spawns_per_turn" not in before["runs"][0] and "call_key" not in before["steps"][0]
+
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine) == "0005"
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    # Rows written before the upgrade have no spawn cap and count no repeats.
+    assert {r["max_spawns_per_turn"] for r in rows["runs"]} == {None}
+    assert {r["call_key"] for r in rows["steps"]} == {None}
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+    # The guards work on the migrated database.
+    settings = make_settings(tmp_path, old_db_url, sim.url, max_repeats=1)
+    with LocalRuntime(settings, store=store) as rt:
+        run_id = rt.submit(
+            run_spec(settings, "t #sim agents=2 tools=2 tool=echo scenario=repeat", max_spawns_per_turn=1)
+        )
+        done = rt.wait(run_id, timeout=120)
+    assert done.status == "succeeded" and done.subagents == 2 and done.tool_calls == 2, done
+    after = _rows(engine)
+
+    downgrade(engine, BEFORE_GUARDS)
+    assert current_revision(engine) == BEFORE_GUARDS
+    assert _same_rows(_rows(engine), after)
+    assert "call_key" not in _rows(engine)["steps"][0]
+    engine.dispose()

@@ -65,6 +65,7 @@ def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> Run
             max_steps_per_agent=lim.max_steps_per_agent,
             max_wall_seconds=lim.max_wall_seconds,
             max_depth=lim.max_depth,
+            max_spawns_per_turn=lim.max_spawns_per_turn,
             attachments=tuple(a.to_attachment() for a in body.attachments),
             tenant=auth.tenant,
         )
