@@ -16,7 +16,7 @@ def db_upgrade(revision: str = typer.Argument("head"), json_out: bool = JSON_OPT
     from swarm.store.db import make_engine
     from swarm.store.migrate import current_revision, upgrade
 
-    with errors():
+    with errors(json_out):
         engine = make_engine(settings().db_url)
         upgrade(engine, revision)
         rev = current_revision(engine)
@@ -32,7 +32,7 @@ def db_current(json_out: bool = JSON_OPT) -> None:
     from swarm.store.db import make_engine
     from swarm.store.migrate import current_revision, head_revision
 
-    with errors():
+    with errors(json_out):
         engine = make_engine(settings().db_url)
         cur, head = current_revision(engine), head_revision(engine)
     if json_out:

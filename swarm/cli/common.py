@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -83,9 +85,39 @@ def runs_service(s: Settings, api: str | None = None) -> Runs:
     return open_runs(s, api)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+class ExitCode(IntEnum):
+    """Every command's exit codes, the same locally and against a server (README's table)."""
+
+    OK = 0
+    ERROR = 1  #: configuration, a server that cannot be reached, anything else
+    NOT_FOUND = 2  #: no such run (or key)
+    INVALID = 3  #: invalid input, or a move the run's state does not allow
+    RUN_NOT_SUCCEEDED = 4  #: the run (followed to its end) failed or was cancelled
+    USAGE = 64  #: the command line itself is wrong (unknown option, bad value): sysexits' EX_USAGE
+    INTERRUPTED = 130  #: Ctrl-C
+
+
+_ERROR_NAMES: dict[int, str] = {
+    ExitCode.ERROR: "error",
+    ExitCode.NOT_FOUND: "not_found",
+    ExitCode.INVALID: "invalid",
+    ExitCode.USAGE: "usage",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+#: Set by :func:`errors` for a command run with --json: its errors are JSON on stdout too.
+_json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+
+
+def fail(message: str, code: int = ExitCode.ERROR) -> NoReturn:
+    """End the command with ``message`` and exit ``code``: one line on stderr, or with --json an
+    object ``{"error": kind, "message": ..., "exit_code": code}`` on stdout."""
+    if _json_errors.get():
+        kind = _ERROR_NAMES.get(code, "error")
+        emit_json({"error": kind, "message": message, "exit_code": int(code)})
+    else:
+        err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one greppable line
+    raise typer.Exit(int(code))
 
 
 def emit_json(data: Any) -> None:
@@ -93,16 +125,20 @@ def emit_json(data: Any) -> None:
 
 
 @contextmanager
-def errors() -> Iterator[None]:
-    """Turn swarm's exceptions into one clear line and an exit code; never a traceback."""
+def errors(json_out: bool = False) -> Iterator[None]:
+    """Turn swarm's exceptions into one clear message and an exit code; never a traceback. With
+    ``json_out`` the message is JSON (see :func:`fail`)."""
+    token = _json_errors.set(json_out)
     try:
         yield
     except NotFound as exc:
-        fail(str(exc), 2)
+        fail(str(exc), ExitCode.NOT_FOUND)
     except (InputError, StateError) as exc:
-        fail(str(exc), 3)
+        fail(str(exc), ExitCode.INVALID)
     except SwarmError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), ExitCode.ERROR)
+    finally:
+        _json_errors.reset(token)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -6,7 +6,11 @@ or — with SWARM_API_URL or ``--api`` — a swarm server.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.live import Live
@@ -14,6 +18,7 @@ from rich.live import Live
 from swarm.cli.common import (
     API_OPT,
     JSON_OPT,
+    ExitCode,
     app,
     console,
     emit_json,
@@ -27,6 +32,7 @@ from swarm.cli.common import (
 )
 from swarm.cli.render import RunProgress, agent_tree, summary_table
 from swarm.config import Settings
+from swarm.domain.status import RunStatus
 from swarm.runs import RunRequest, Runs
 from swarm.store.types import RunSummary
 
@@ -74,9 +80,34 @@ def execute(
             verb = "submitted to" if request is not None else "resumed on"
             hint = f"  (resume it with `swarm resume {run_id}` if interrupted)" if runs.mode == "embedded" else ""
             err_console.print(f"run [bold]{run_id}[/] {verb} {runs.where}{hint}")
-        return follow(runs, run_id, json_out)
+        try:
+            return follow(runs, run_id, json_out)
+        except KeyboardInterrupt:
+            interrupted(runs, run_id)
     finally:
         runs.close()
+
+
+def interrupted(runs: Runs, run_id: str) -> NoReturn:
+    """Ctrl-C while following a run. A run this process executes stops at once, as if the process
+    were killed: what was committed is kept and `swarm resume` goes on from there (steps in flight
+    run again; their model calls were never committed). Waiting for them to commit would take as
+    long as their calls and, with the model client closing under them, fail their agents. A run
+    on the cluster or a server just goes on without this watcher."""
+    if runs.mode == "embedded":
+        message = f"interrupted: run {run_id} stopped; continue it with `swarm resume {run_id}`"
+    else:
+        message = (
+            f"stopped following run {run_id}; it goes on on {runs.where} "
+            f"(`swarm watch {run_id}` to follow, `swarm cancel {run_id}` to stop it)"
+        )
+    with contextlib.suppress(BaseException):
+        fail(message, ExitCode.INTERRUPTED)
+    if runs.mode == "embedded":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(ExitCode.INTERRUPTED)
+    raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 def _print_summary(s: RunSummary, json_out: bool) -> None:
@@ -93,7 +124,7 @@ def _finish(out: RunSummary | str, json_out: bool) -> None:
         return
     _print_summary(out, json_out)
     if out.status != "succeeded":
-        raise typer.Exit(4)
+        raise typer.Exit(ExitCode.RUN_NOT_SUCCEEDED)
 
 
 @app.command()
@@ -126,7 +157,7 @@ def run(
     from swarm.runtime import load_attachment
 
     setup_logging(verbose)
-    with errors():
+    with errors(json_out):
         s = settings()
         harden_process()  # settings are read once: from here on they live only in `s`
         request = RunRequest(
@@ -154,17 +185,19 @@ def demo(
 ) -> None:
     """Run the standard workload W1 on the built-in simulated model: no services, no API key."""
     setup_logging()
-    s = settings()
-    s = s.model_copy(update={"api_url": ""})  # the demo runs here or on the cluster, never on a server
-    if not s.distributed:
-        s = s.model_copy(update={"llm_base_url": ""})
-        s = _demo_isolation(s, tool, json_out)
-    harden_process()
-    task = W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
-    request = RunRequest(
-        task=task, max_subagents=max(agents, s.max_subagents), max_tool_calls=max(agents * tools, s.max_tool_calls)
-    )
-    with errors():
+    with errors(json_out):
+        s = settings()
+        s = s.model_copy(update={"api_url": ""})  # the demo runs here or on the cluster, never on a server
+        if not s.distributed:
+            s = s.model_copy(update={"llm_base_url": ""})
+            s = _demo_isolation(s, tool, json_out)
+        harden_process()
+        task = W1_TASK.format(agents=agents, tools=tools, tool=tool, latency=latency)
+        request = RunRequest(
+            task=task,
+            max_subagents=max(agents, s.max_subagents),
+            max_tool_calls=max(agents * tools, s.max_tool_calls),
+        )
         out = execute(s, None, request=request, json_out=json_out, detach=False)
     _finish(out, json_out)
 
@@ -191,7 +224,7 @@ def resume(
 ) -> None:
     """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
     setup_logging()
-    with errors():
+    with errors(json_out):
         s = settings()
         harden_process()
         out = execute(s, api, resume_id=run_id, json_out=json_out, detach=detach)
@@ -201,7 +234,7 @@ def resume(
 @app.command()
 def cancel(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
     """Cancel a run: no new model or tool call of it starts anywhere after this returns."""
-    with errors():
+    with errors(json_out):
         runs = runs_service(settings(), api)
         try:
             out = runs.cancel(run_id)
@@ -215,7 +248,7 @@ def cancel(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
 
 @app.command("ls")
 def list_runs(
-    status: str = typer.Option(None, help="Only runs with this status."),
+    status: RunStatus = typer.Option(None, help="Only runs with this status."),
     limit: int = typer.Option(20, min=1, max=1000),
     json_out: bool = JSON_OPT,
     api: str = API_OPT,
@@ -225,10 +258,10 @@ def list_runs(
 
     from swarm.cli.render import styled
 
-    with errors():
+    with errors(json_out):
         service = runs_service(settings(), api)
         try:
-            runs = service.list_runs(status=status, limit=limit)
+            runs = service.list_runs(status=status.value if status else None, limit=limit)
         finally:
             service.close()
     if json_out:
@@ -251,7 +284,7 @@ def list_runs(
 @app.command()
 def show(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
     """Show a run's summary and its agent tree."""
-    with errors():
+    with errors(json_out):
         runs = runs_service(settings(), api)
         try:
             s, agents = runs.summary(run_id), runs.agents(run_id)

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.live import Live
@@ -14,6 +15,7 @@ from rich.table import Table
 from swarm.cli.common import (
     API_OPT,
     JSON_OPT,
+    ExitCode,
     app,
     console,
     emit_json,
@@ -24,6 +26,11 @@ from swarm.cli.common import (
     settings,
     setup_logging,
 )
+from swarm.domain.events import EventType
+from swarm.domain.status import RunStatus
+
+if TYPE_CHECKING:
+    from swarm.runs import Runs
 
 keys_app = typer.Typer(help="API keys of the REST server (stored hashed; a key is shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -70,7 +77,7 @@ def keys_create(
     """Create an API key and print it. It is shown only this once: only its hash is stored."""
     from swarm.runtime import open_store
 
-    with errors():
+    with errors(json_out):
         info, key = open_store(settings()).create_key(tenant, name, admin=admin)
     if json_out:
         emit_json({**info.as_dict(), "key": key})
@@ -88,7 +95,7 @@ def keys_list(tenant: str = typer.Option(None, help="Only this tenant's keys."),
     """List API keys (prefixes only; the keys themselves are not stored)."""
     from swarm.runtime import open_store
 
-    with errors():
+    with errors(json_out):
         keys = open_store(settings()).list_keys(tenant=tenant)
     if json_out:
         emit_json([k.as_dict() for k in keys])
@@ -113,7 +120,7 @@ def keys_revoke(
     """Revoke an API key: requests with it are refused (403) from now on."""
     from swarm.runtime import open_store
 
-    with errors():
+    with errors(json_out):
         info = open_store(settings()).revoke_key(ref)
     if json_out:
         emit_json(info.as_dict())
@@ -134,32 +141,43 @@ def watch(
 ) -> None:
     """Follow a run live: agent tree, progress against limits, tokens, critical steps.
 
-    Driven by the run's event stream (SSE from a server, or the events table locally).
+    Driven by the run's event stream (SSE from a server, or the events table locally). Exits when
+    the run has ended: 0 if it succeeded, 4 if it failed or was cancelled (130 on Ctrl-C).
     """
-    from swarm.cli.live import LiveRun
-    from swarm.domain.events import EventType
-
-    with errors():
+    with errors(json_out):
         runs = runs_service(settings(), api)
         try:
-            if json_out:
-                for event in runs.events(run_id):
-                    sys.stdout.write(json.dumps(event, default=str) + "\n")
-                    sys.stdout.flush()
-                return
-            live = LiveRun(runs.summary(run_id))
-            live.merge_tree(runs.agents(run_id))
-            with Live(console=console, get_renderable=live.render, refresh_per_second=4):
-                for event in runs.events(run_id, after=live.last_event_id):
-                    live.apply(event)
-                    if live.needs_tree:
-                        live.merge_tree(runs.agents(run_id))
-                    if event["type"] in (EventType.RUN_DONE, EventType.RUN_RESUMED):
-                        live.sync(runs.summary(run_id))
-                live.sync(runs.summary(run_id))
-                live.merge_tree(runs.agents(run_id))
+            status = _watch_json(runs, run_id) if json_out else _watch_live(runs, run_id)
+        except KeyboardInterrupt:
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
         finally:
             runs.close()
+    if status != RunStatus.SUCCEEDED:
+        raise typer.Exit(ExitCode.RUN_NOT_SUCCEEDED)
+
+
+def _watch_json(runs: Runs, run_id: str) -> str:
+    for event in runs.events(run_id):
+        sys.stdout.write(json.dumps(event, default=str) + "\n")
+        sys.stdout.flush()
+    return runs.summary(run_id).status
+
+
+def _watch_live(runs: Runs, run_id: str) -> str:
+    from swarm.cli.live import LiveRun
+
+    live = LiveRun(runs.summary(run_id))
+    live.merge_tree(runs.agents(run_id))
+    with Live(console=console, get_renderable=live.render, refresh_per_second=4):
+        for event in runs.events(run_id, after=live.last_event_id):
+            live.apply(event)
+            if live.needs_tree:
+                live.merge_tree(runs.agents(run_id))
+            if event["type"] in (EventType.RUN_DONE, EventType.RUN_RESUMED):
+                live.sync(runs.summary(run_id))
+        live.sync(runs.summary(run_id))
+        live.merge_tree(runs.agents(run_id))
+    return live.status
 
 
 # ----------------------------------------------------------------- export

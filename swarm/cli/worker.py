@@ -58,7 +58,7 @@ def worker(
 
     setup_logging()
     s = settings()
-    with errors():
+    with errors(json_out):
         plan = NodePlan(
             queues=parse_queues(queues),
             llm_concurrency=llm_concurrency or s.llm_max_concurrency,
@@ -75,7 +75,7 @@ def worker(
             for c in commands:
                 console.print(" ".join(c), soft_wrap=True)
         return
-    with errors():
+    with errors(json_out):
         report = _check(s, plan.queues, ping_broker=check)
     if check:
         if json_out:
