@@ -33,6 +33,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+RUN_ID_ARG = typer.Argument(..., help="A run id, or any unique prefix of one (as `swarm ls` shows them).")
 API_OPT = typer.Option(
     None,
     "--api",

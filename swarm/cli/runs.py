@@ -18,6 +18,7 @@ from rich.live import Live
 from swarm.cli.common import (
     API_OPT,
     JSON_OPT,
+    RUN_ID_ARG,
     ExitCode,
     app,
     console,
@@ -72,7 +73,7 @@ def execute(
             run_id = runs.submit(request)
         else:
             assert resume_id
-            run_id = resume_id
+            run_id = runs.resolve(resume_id)
             runs.resume(run_id)
         if detach:
             return run_id
@@ -220,7 +221,10 @@ def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
 
 @app.command()
 def resume(
-    run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT, api: str = API_OPT
+    run_id: str = RUN_ID_ARG,
+    detach: bool = typer.Option(False, "--detach"),
+    json_out: bool = JSON_OPT,
+    api: str = API_OPT,
 ) -> None:
     """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
     setup_logging()
@@ -232,11 +236,12 @@ def resume(
 
 
 @app.command()
-def cancel(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
+def cancel(run_id: str = RUN_ID_ARG, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
     """Cancel a run: no new model or tool call of it starts anywhere after this returns."""
     with errors(json_out):
         runs = runs_service(settings(), api)
         try:
+            run_id = runs.resolve(run_id)
             out = runs.cancel(run_id)
         finally:
             runs.close()
@@ -267,7 +272,14 @@ def list_runs(
     if json_out:
         emit_json([r.as_dict() for r in runs])
         return
-    t = Table("id", "status", "subagents", "tool calls", "critical", "wall s", "task")
+    # Ids whole at any width (they are what the other commands take); the task gives way.
+    t = Table(box=None, header_style="bold")
+    t.add_column("id", no_wrap=True, min_width=32)
+    t.add_column("status", no_wrap=True, min_width=9)
+    for name in ("subs", "tools", "crit", "wall s"):
+        t.add_column(name, no_wrap=True, justify="right")
+    # What is left of the terminal after the other columns (~78 characters).
+    t.add_column("task", overflow="ellipsis", no_wrap=True, max_width=max(6, console.width - 80))
     for r in runs:
         t.add_row(
             r.id,
@@ -282,11 +294,12 @@ def list_runs(
 
 
 @app.command()
-def show(run_id: str, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
+def show(run_id: str = RUN_ID_ARG, json_out: bool = JSON_OPT, api: str = API_OPT) -> None:
     """Show a run's summary and its agent tree."""
     with errors(json_out):
         runs = runs_service(settings(), api)
         try:
+            run_id = runs.resolve(run_id)
             s, agents = runs.summary(run_id), runs.agents(run_id)
         finally:
             runs.close()

@@ -15,6 +15,7 @@ from rich.table import Table
 from swarm.cli.common import (
     API_OPT,
     JSON_OPT,
+    RUN_ID_ARG,
     ExitCode,
     app,
     console,
@@ -137,7 +138,9 @@ def _when(t: float | None) -> str:
 
 @app.command()
 def watch(
-    run_id: str, json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."), api: str = API_OPT
+    run_id: str = RUN_ID_ARG,
+    json_out: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+    api: str = API_OPT,
 ) -> None:
     """Follow a run live: agent tree, progress against limits, tokens, critical steps.
 
@@ -147,6 +150,7 @@ def watch(
     with errors(json_out):
         runs = runs_service(settings(), api)
         try:
+            run_id = runs.resolve(run_id)
             status = _watch_json(runs, run_id) if json_out else _watch_live(runs, run_id)
         except KeyboardInterrupt:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -186,12 +190,12 @@ OUTPUT_OPT = typer.Option(None, "-o", "--output", dir_okay=False, help="Write to
 
 
 @app.command()
-def export(run_id: str, output: Path = OUTPUT_OPT, api: str = API_OPT) -> None:
+def export(run_id: str = RUN_ID_ARG, output: Path = OUTPUT_OPT, api: str = API_OPT) -> None:
     """Export a run's trajectory as JSON Lines: a run header, one record per agent (messages and
     steps with timings and tokens), then per-stage critical-step annotations."""
     with errors():
         runs = runs_service(settings(), api)
-        lines = iter(runs.export(run_id))
+        lines = iter(runs.export(runs.resolve(run_id)))
         first = next(lines)  # an unknown run fails here, before an empty file is created
         out = output.open("w", encoding="utf-8") if output else sys.stdout
         n = 1

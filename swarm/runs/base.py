@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from swarm.domain import guards
+from swarm.domain import guards, run_ids
 from swarm.domain.status import RunStatus
 from swarm.store.types import Attachment, RunSummary
 
@@ -77,8 +77,17 @@ class Runs(Protocol):
     def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary: ...
 
     def list_runs(
-        self, *, status: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        scope: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[RunSummary]: ...
+
+    def resolve(self, run_id: str, *, scope: str | None = None) -> str:
+        """The whole id of the run ``run_id`` names: itself, or the one run it is a unique prefix of."""
 
     def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
         """The agent tree, parents before children."""
@@ -99,3 +108,16 @@ class Runs(Protocol):
         """None if runs can be submitted, else what is wrong (for /readyz)."""
 
     def close(self) -> None: ...
+
+
+class _Lister(Protocol):
+    def list_runs(self, *, limit: int, scope: str | None, id_prefix: str | None) -> list[RunSummary]: ...
+
+
+def resolve(runs: _Lister, run_id: str, scope: str | None = None) -> str:
+    """What every implementation's :meth:`Runs.resolve` does: a whole id is taken as it is (a run
+    that does not exist fails where it is used); a prefix must name exactly one run."""
+    if run_ids.is_whole(run_id):
+        return run_id
+    matches = runs.list_runs(id_prefix=run_ids.prefix(run_id), limit=2, scope=scope)
+    return run_ids.pick(run_id, [r.id for r in matches])

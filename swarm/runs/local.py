@@ -18,7 +18,7 @@ from typing import Any
 from swarm.config import Settings
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.exceptions import ConfigError, SwarmError
-from swarm.runs.base import Cancelled, Progress, RunRequest
+from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
 from swarm.runs.follow import follow_store, poll_until_done
 from swarm.runtime import LocalRuntime, open_store, run_spec
 from swarm.store.store import StateStore
@@ -66,9 +66,18 @@ class StoreRuns:
         return self.store.run_summary(run_id, scope)
 
     def list_runs(
-        self, *, status: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        scope: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[RunSummary]:
-        return self.store.list_runs(tenant=scope, status=status, limit=limit, offset=offset)
+        return self.store.list_runs(tenant=scope, status=status, limit=limit, offset=offset, id_prefix=id_prefix)
+
+    def resolve(self, run_id: str, *, scope: str | None = None) -> str:
+        return resolve(self, run_id, scope)
 
     def agents(self, run_id: str, *, scope: str | None = None) -> list[dict[str, Any]]:
         return self.store.agent_tree(run_id, scope)

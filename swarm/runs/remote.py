@@ -21,7 +21,7 @@ from swarm.config import Settings
 from swarm.domain.status import RunStatus
 from swarm.exceptions import ConfigError, InputError, NotFound, StateError, SwarmError
 from swarm.retry import RetryPolicy
-from swarm.runs.base import Cancelled, Progress, RunRequest
+from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
 from swarm.store.types import RunSummary
 
 #: Reconnecting a dropped event stream (Last-Event-ID makes it lossless): 20 retries in a row at most.
@@ -83,12 +83,23 @@ class RemoteRuns:
         return Cancelled(run_id, RunStatus(out["status"]), bool(out["changed"]))
 
     def list_runs(
-        self, *, status: str | None = None, limit: int = 50, offset: int = 0, scope: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        scope: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[RunSummary]:
         params: dict[str, Any] = {"limit": min(limit, 500), "offset": offset}
         if status:
             params["status"] = status
+        if id_prefix:
+            params["id_prefix"] = id_prefix
         return [RunSummary.model_validate(r) for r in self._json("GET", "/v1/runs", params=params)["runs"]]
+
+    def resolve(self, run_id: str, *, scope: str | None = None) -> str:
+        return resolve(self, run_id, scope)
 
     def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary:
         return RunSummary.model_validate(self._json("GET", f"/v1/runs/{run_id}"))

@@ -185,9 +185,15 @@ class StateStore:
         return self.views.run_summary(run_id, tenant)
 
     def list_runs(
-        self, *, tenant: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        id_prefix: str | None = None,
     ) -> list[RunSummary]:
-        return self.views.list_runs(tenant=tenant, status=status, limit=limit, offset=offset)
+        return self.views.list_runs(tenant=tenant, status=status, limit=limit, offset=offset, id_prefix=id_prefix)
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
         return self.views.agent_tree(run_id, tenant)

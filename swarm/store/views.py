@@ -32,7 +32,13 @@ class Views:
         return _summary(run, crit, total)
 
     def list_runs(
-        self, *, tenant: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        id_prefix: str | None = None,
     ) -> list[RunSummary]:
         with self.session.read() as conn:
             q = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit).offset(offset)
@@ -40,6 +46,8 @@ class Views:
                 q = q.where(RUNS.c.tenant == tenant)
             if status:
                 q = q.where(RUNS.c.status == status)
+            if id_prefix:  # a run id typed short: the primary key's index serves the range
+                q = q.where(RUNS.c.id.startswith(id_prefix, autoescape=True))
             rows = conn.execute(q).all()
         return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls) for r in rows]
 

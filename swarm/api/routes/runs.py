@@ -81,9 +81,15 @@ def list_runs(
     status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    id_prefix: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9a-f]{1,32}$", description="Only runs whose id starts with this (a run id typed short)."),
+    ] = None,
 ) -> RunList:
     """The caller's tenant's runs, newest first."""
-    rows = ctx.runs.list_runs(status=status.value if status else None, limit=limit + 1, offset=offset, scope=auth.scope)
+    rows = ctx.runs.list_runs(
+        status=status.value if status else None, limit=limit + 1, offset=offset, scope=auth.scope, id_prefix=id_prefix
+    )
     return RunList(runs=rows[:limit], limit=limit, offset=offset, has_more=len(rows) > limit)
 
 
