@@ -151,6 +151,13 @@ class CancelOut(BaseModel):
     changed: bool = Field(description="False if the run was not running (cancelling is idempotent).")
 
 
+class DeletedOut(BaseModel):
+    runs: list[str] = Field(description="The runs deleted.")
+    rows: dict[str, int] = Field(description="Rows deleted, per table.")
+    total_rows: int
+    file_bytes: int = Field(description="Bytes of the runs' workspace files freed.")
+
+
 class ResumeOut(BaseModel):
     id: str
     status: RunStatus

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from swarm.domain import guards, run_ids
 from swarm.domain.status import RunStatus
+from swarm.store.retention import Deleted
 from swarm.store.types import Attachment, RunSummary
 
 #: What a follower is shown while a run runs: its summary and its agents counted by status.
@@ -97,6 +98,9 @@ class Runs(Protocol):
 
     def events(self, run_id: str, *, after: int = 0, scope: str | None = None) -> Iterator[dict[str, Any]]:
         """The run's events with id > ``after``, none missed or repeated, until the run has ended."""
+
+    def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
+        """Delete an ended run with all its rows and files (StateError for a running one)."""
 
     def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         """The trajectory as JSON Lines (newline included); an unknown run fails on the first line."""

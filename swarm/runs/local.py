@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -21,6 +21,7 @@ from swarm.exceptions import ConfigError, SwarmError
 from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
 from swarm.runs.follow import follow_store, poll_until_done
 from swarm.runtime import LocalRuntime, open_store, run_spec
+from swarm.store.retention import Deleted
 from swarm.store.store import StateStore
 from swarm.store.types import RunSpec, RunSummary
 
@@ -100,6 +101,13 @@ class StoreRuns:
 
     def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         return self.store.trajectory_jsonl(run_id, scope)
+
+    def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
+        return self.store.retention.delete_run(run_id, scope)
+
+    def prune(self, older_than: float, statuses: Iterable[RunStatus], *, dry_run: bool = False) -> Deleted:
+        """Delete the runs with one of ``statuses`` that ended more than ``older_than`` seconds ago."""
+        return self.store.retention.prune(older_than, statuses, dry_run=dry_run)
 
     def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
         return poll_until_done(self.store, run_id, on_progress)

@@ -22,6 +22,7 @@ from swarm.domain.status import RunStatus
 from swarm.exceptions import ConfigError, InputError, NotFound, StateError, SwarmError
 from swarm.retry import RetryPolicy
 from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
+from swarm.store.retention import Deleted
 from swarm.store.types import RunSummary
 
 #: Reconnecting a dropped event stream (Last-Event-ID makes it lossless): 20 retries in a row at most.
@@ -109,6 +110,10 @@ class RemoteRuns:
 
     def timeline(self, run_id: str, *, scope: str | None = None) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/runs/{run_id}/timeline"))
+
+    def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
+        out = self._json("DELETE", f"/v1/runs/{run_id}")
+        return Deleted(runs=list(out["runs"]), rows=dict(out["rows"]), file_bytes=int(out["file_bytes"]))
 
     def info(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/info"))

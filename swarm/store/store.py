@@ -52,6 +52,7 @@ from swarm.store.db import make_engine
 from swarm.store.export import Export
 from swarm.store.keys import KeyInfo, Keys
 from swarm.store.leases import Leases
+from swarm.store.retention import Retention
 from swarm.store.runs import Runs
 from swarm.store.session import Session, new_id, owner_id
 from swarm.store.subagents import Subagents
@@ -75,6 +76,7 @@ class StateStore:
         self.live = LiveViews(self.session)
         self.keys = Keys(self.session)
         self.export = Export(self.session, self.views)
+        self.retention = Retention(self.session)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:

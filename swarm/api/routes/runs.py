@@ -15,6 +15,7 @@ from swarm.api.schemas import (
     AgentOut,
     AgentTree,
     CancelOut,
+    DeletedOut,
     ResumeOut,
     RunAccepted,
     RunCreate,
@@ -137,6 +138,18 @@ def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
     of it starts anywhere afterwards, and calls in flight cannot commit. Idempotent."""
     out = ctx.runs.cancel(run_id, scope=auth.scope)
     return CancelOut(id=run_id, status=out.status, changed=out.changed)
+
+
+@router.delete(
+    "/runs/{run_id}",
+    response_model=DeletedOut,
+    summary="Delete a run",
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+def delete_run(run_id: RunId, auth: Auth, ctx: Ctx) -> DeletedOut:
+    """Delete an ended run with all its agents, messages, steps, events and files, in small
+    batches that never hold long locks. 409 while it runs: cancel it first."""
+    return DeletedOut.model_validate(ctx.runs.delete(run_id, scope=auth.scope).as_dict())
 
 
 @router.post(
