@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarm import __version__
@@ -63,11 +64,13 @@ def create_app(
             if own_store:
                 st.engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="swarm",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc load their scripts from this server, not a CDN: they work offline.
+        static_url="/docs/static",
         openapi_tags=[
             {"name": "runs", "description": "Submit and follow swarm runs."},
             {"name": "server", "description": "About this server and your key."},

@@ -122,3 +122,34 @@ def test_run_page_shows_a_live_timeline(api, tmp_path):
     saturated = (region.max(axis=-1) - region.min(axis=-1) > 60).sum()
     assert llm_blue > 200 and saturated > 1000, (llm_blue, saturated)
     api.wait(run_id)
+
+
+def test_the_api_docs_pages_work_without_internet(api):
+    """Swagger UI's and ReDoc's scripts come from swarm itself: with every request to another host
+    refused, both pages still show the API's operations."""
+    from playwright.sync_api import sync_playwright
+
+    foreign: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(api.url):
+            route.continue_()
+        else:
+            foreign.append(f"{route.request.resource_type} {route.request.url}")
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_local)
+            page.goto(f"{api.url}/docs")
+            page.wait_for_selector(".opblock-summary-path >> nth=5", timeout=15_000)
+            paths = {page.locator(".opblock-summary-path").nth(i).inner_text().replace("\u200b", "") for i in range(6)}
+            assert "/v1/runs" in paths
+            page.goto(f"{api.url}/redoc")
+            page.wait_for_selector("text=Submit a run >> nth=0", state="attached", timeout=15_000)
+            # Only ReDoc's "powered by" logo is a foreign image; no script, style or data is.
+            assert [f for f in foreign if not f.startswith("image ")] == []
+        finally:
+            browser.close()
