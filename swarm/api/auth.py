@@ -55,6 +55,8 @@ async def principal(
         raise ApiError(401, "unknown API key", _CHALLENGE)
     if info.revoked:
         raise ApiError(403, f"API key {info.prefix} was revoked")
+    if info.expired():
+        raise ApiError(403, f"API key {info.prefix} expired: create a new one with `swarm keys create`")
     return Principal(info)
 
 

@@ -73,13 +73,16 @@ def keys_create(
     tenant: str = typer.Option("default", help="The tenant whose runs this key sees and creates."),
     name: str = typer.Option(None, help="A label, e.g. who or what uses the key."),
     admin: bool = typer.Option(False, "--admin", help="See every tenant's runs (operators)."),
+    expires_in: str = typer.Option(None, "--expires-in", help="Lifetime, e.g. 90d or 12h (default: until revoked)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Create an API key and print it. It is shown only this once: only its hash is stored."""
+    from swarm.domain.durations import parse_age
     from swarm.runtime import open_store
 
     with errors(json_out):
-        info, key = open_store(settings()).create_key(tenant, name, admin=admin)
+        lifetime = None if expires_in is None else parse_age(expires_in)
+        info, key = open_store(settings()).create_key(tenant, name, admin=admin, expires_in=lifetime)
     if json_out:
         emit_json({**info.as_dict(), "key": key})
         return
@@ -101,7 +104,7 @@ def keys_list(tenant: str = typer.Option(None, help="Only this tenant's keys."),
     if json_out:
         emit_json([k.as_dict() for k in keys])
         return
-    t = Table("prefix", "tenant", "name", "admin", "created", "revoked")
+    t = Table("prefix", "tenant", "name", "admin", "created", "expires", "last used", "revoked")
     for k in keys:
         t.add_row(
             k.prefix,
@@ -109,7 +112,9 @@ def keys_list(tenant: str = typer.Option(None, help="Only this tenant's keys."),
             k.name or "",
             "yes" if k.admin else "",
             _when(k.created_at),
-            _when(k.revoked_at) if k.revoked_at else "",
+            _when(k.expires_at) + (" (expired)" if k.expired() else ""),
+            _when(k.last_used_at),
+            _when(k.revoked_at),
         )
     console.print(t)
 

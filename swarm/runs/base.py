@@ -37,6 +37,8 @@ class RunRequest:
     max_spawns_per_turn: int | None = None
     attachments: tuple[Attachment, ...] = ()
     tenant: str | None = None
+    #: Submitting again with the same key returns the run the first submission created.
+    idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
         guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3

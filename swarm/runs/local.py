@@ -56,7 +56,7 @@ class StoreRuns:
             max_spawns_per_turn=request.max_spawns_per_turn,
             tenant=request.tenant,
         )
-        return dataclasses.replace(spec, attachments=request.attachments)
+        return dataclasses.replace(spec, attachments=request.attachments, idempotency_key=request.idempotency_key)
 
     def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled:
         self.store.run_status(run_id, scope)  # NotFound for another tenant's run

@@ -74,7 +74,8 @@ class RemoteRuns:
         }
         if request.model:
             body["model"] = request.model
-        return str(self._json("POST", "/v1/runs", json=body)["id"])
+        headers = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
+        return str(self._json("POST", "/v1/runs", json=body, headers=headers)["id"])
 
     def resume(self, run_id: str, *, scope: str | None = None) -> int:
         return int(self._json("POST", f"/v1/runs/{run_id}/resume")["dispatched"])

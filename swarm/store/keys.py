@@ -7,12 +7,13 @@ hash is one indexed query. The prefix is not secret; it names the key in listing
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, or_, select, update
@@ -36,10 +37,16 @@ class KeyInfo:
     admin: bool
     created_at: float
     revoked_at: float | None
+    expires_at: float | None = None
+    #: Not part of a key's identity: two reads of one key are equal whenever it was used.
+    last_used_at: float | None = field(default=None, compare=False)
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +57,8 @@ class KeyInfo:
             "admin": self.admin,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
+            "expires_at": self.expires_at,
+            "last_used_at": self.last_used_at,
         }
 
 
@@ -63,6 +72,10 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
+#: Seconds: how exactly a key's last use is kept.
+LAST_USED_RESOLUTION = 60.0
+
+
 class Keys:
     """API keys: create, list, revoke, authenticate."""
 
@@ -70,15 +83,20 @@ class Keys:
         self.session = session
 
     def create_key(
-        self, tenant: str = "default", name: str | None = None, *, admin: bool = False
+        self, tenant: str = "default", name: str | None = None, *, admin: bool = False, expires_in: float | None = None
     ) -> tuple[KeyInfo, str]:
-        """A new key for *tenant*; returns its record and the key itself (shown once, never stored)."""
+        """A new key for *tenant*, valid for ``expires_in`` seconds (None: until revoked); returns
+        its record and the key itself (shown once, never stored)."""
         check_tenant(tenant)
+        if expires_in is not None and expires_in <= 0:
+            raise InputError("a key's lifetime must be positive")
         if name is not None and len(name) > 128:
             raise InputError("key name is too long (max 128 characters)")
         prefix = secrets.token_hex(4)
         key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
-        info = KeyInfo(uuid.uuid4().hex, prefix, tenant, name, admin, time.time(), None)
+        now = time.time()
+        expires_at = None if expires_in is None else now + expires_in
+        info = KeyInfo(uuid.uuid4().hex, prefix, tenant, name, admin, now, None, expires_at)
         with self.session.tx() as conn:
             conn.execute(
                 insert(ApiKey).values(
@@ -90,6 +108,7 @@ class Keys:
                     admin=admin,
                     created_at=info.created_at,
                     revoked_at=None,
+                    expires_at=expires_at,
                 )
             )
         return info, key
@@ -120,8 +139,25 @@ class Keys:
             return None
         with self.session.read() as conn:
             row = conn.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
-        return None if row is None else _info(row)
+        if row is None:
+            return None
+        now = time.time()
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            # At most one write per key per LAST_USED_RESOLUTION, not one per request.
+            with self.session.tx() as conn:
+                conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return dataclasses.replace(_info(row), last_used_at=now)
 
 
 def _info(row: Any) -> KeyInfo:
-    return KeyInfo(row.id, row.prefix, row.tenant, row.name, bool(row.admin), row.created_at, row.revoked_at)
+    return KeyInfo(
+        row.id,
+        row.prefix,
+        row.tenant,
+        row.name,
+        bool(row.admin),
+        row.created_at,
+        row.revoked_at,
+        row.expires_at,
+        row.last_used_at,
+    )

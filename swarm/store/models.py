@@ -61,7 +61,10 @@ def one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (one_of("status", RunStatus),)
+    __table_args__ = (
+        one_of("status", RunStatus),
+        Index("ux_runs_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -92,6 +95,8 @@ class Run(Base):
     deadline: Mapped[float | None] = mapped_column(Float)
     #: Wall seconds accumulated by earlier attempts of a resumed run.
     wall_before: Mapped[float] = mapped_column(Float, default=0.0)
+    #: The submitter's Idempotency-Key: a second submission with it returns this run.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class Agent(Base):
@@ -244,6 +249,10 @@ class ApiKey(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
+    #: None: the key never expires.
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    #: When a request last authenticated with it (kept to the minute: not a write per request).
+    last_used_at: Mapped[float | None] = mapped_column(Float)
 
 
 # Core tables for the hot paths: plain-table statements skip the ORM layer's per-statement work

@@ -20,7 +20,7 @@ from swarm.domain.status import (
     RunStatus,
     StepStatus,
 )
-from swarm.exceptions import InvalidTransition, StateError
+from swarm.exceptions import InvalidTransition, StateError, StoreDataError
 from swarm.store import artifacts, conversation, outcomes, writes
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, RUNS, STEPS
@@ -34,7 +34,26 @@ class Runs:
         self.session = session
 
     def create(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
-        """A new running run with its orchestrator and the orchestrator's first step."""
+        """A new running run with its orchestrator and the orchestrator's first step. With an
+        idempotency key already used by the tenant: that run, and nothing to dispatch."""
+        if spec.idempotency_key is not None:
+            if (earlier := self._by_idempotency_key(spec)) is not None:
+                return earlier, []
+            try:
+                return self._create(spec)
+            except StoreDataError:  # the unique index: a concurrent submission with the key won
+                if (earlier := self._by_idempotency_key(spec)) is not None:
+                    return earlier, []
+                raise
+        return self._create(spec)
+
+    def _by_idempotency_key(self, spec: RunSpec) -> str | None:
+        with self.session.read() as conn:
+            q = select(RUNS.c.id).where(RUNS.c.idempotency_key == spec.idempotency_key)
+            q = q.where(RUNS.c.tenant.is_(None) if spec.tenant is None else RUNS.c.tenant == spec.tenant)
+            return conn.execute(q).scalar()
+
+    def _create(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.session.tx() as conn:
             conn.execute(
@@ -59,6 +78,7 @@ class Runs:
                     started_at=now,
                     wall_before=0.0,
                     deadline=db_now() + spec.max_wall_seconds,
+                    idempotency_key=spec.idempotency_key,
                 )
             )
             conn.execute(

@@ -245,9 +245,9 @@ class StateStore:
     # ------------------------------------------------------------------ keys
 
     def create_key(
-        self, tenant: str = "default", name: str | None = None, *, admin: bool = False
+        self, tenant: str = "default", name: str | None = None, *, admin: bool = False, expires_in: float | None = None
     ) -> tuple[KeyInfo, str]:
-        return self.keys.create_key(tenant, name, admin=admin)
+        return self.keys.create_key(tenant, name, admin=admin, expires_in=expires_in)
 
     def list_keys(self, *, tenant: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:
         return self.keys.list_keys(tenant=tenant, include_revoked=include_revoked)

@@ -93,6 +93,8 @@ class RunSpec:
     max_spawns_per_turn: int | None = None
     tenant: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: A second submission with the same key (and tenant) returns the first one's run.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def test_loop_guard_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, ol
     assert "max_spawns_per_turn" not in before["runs"][0] and "call_key" not in before["steps"][0]
 
     upgrade(engine)
-    assert current_revision(engine) == head_revision(engine) == "0005"
+    assert current_revision(engine) == head_revision(engine)  # 0005 or a later head
     rows = _rows(engine)
     assert _same_rows(rows, before)
     # Rows written before the upgrade have no spawn cap and count no repeats.
@@ -224,4 +224,32 @@ def test_loop_guard_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, ol
     assert current_revision(engine) == BEFORE_GUARDS
     assert _same_rows(_rows(engine), after)
     assert "call_key" not in _rows(engine)["steps"][0]
+    engine.dispose()
+
+
+# ---------------------------------------------------- 0007: key expiry, idempotency keys
+
+BEFORE_KEYS = "0005"
+
+
+def test_key_expiry_and_idempotency_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_KEYS, "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert "idempotency_key" not in before["runs"][0]
+
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    assert {r["idempotency_key"] for r in rows["runs"]} == {None}
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    info, key = store.create_key("t", expires_in=60.0)
+    assert store.authenticate(key).expires_at == info.expires_at
+
+    downgrade(engine, BEFORE_KEYS)
+    assert current_revision(engine) == BEFORE_KEYS
+    assert "idempotency_key" not in _rows(engine)["runs"][0]
     engine.dispose()

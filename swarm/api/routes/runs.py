@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from swarm import __version__
 from swarm.api.auth import Auth, Ctx
@@ -53,7 +53,20 @@ def links(run_id: str) -> dict[str, str]:
     summary="Submit a run",
     responses=error_responses(400, 401, 403, 413, 422, 503),
 )
-def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> RunAccepted:
+def create_run(
+    body: RunCreate,
+    auth: Auth,
+    ctx: Ctx,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=r"^[\x21-\x7e]{1,255}$",
+            description="Submitting again with the same key returns the run the first submission created "
+            "(same id, nothing started twice): safe retries after a timeout.",
+        ),
+    ] = None,
+) -> RunAccepted:
     """Start a swarm on `task`. Returns at once (202) with the run id; follow it with
     `GET /v1/runs/{id}/events`."""
     lim = body.limits
@@ -69,6 +82,7 @@ def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> Run
             max_spawns_per_turn=lim.max_spawns_per_turn,
             attachments=tuple(a.to_attachment() for a in body.attachments),
             tenant=auth.tenant,
+            idempotency_key=idempotency_key,
         )
     )
     response.headers["Location"] = f"/v1/runs/{run_id}"
