@@ -188,6 +188,18 @@ class Settings(BaseSettings):
         description="Largest request body the REST API accepts: a larger Content-Length is answered 413 before "
         "anything is read, and a chunked body is cut off at this size.",
     )
+    api_rate_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Requests per minute one API key may make (0: unlimited); beyond it 429 with Retry-After. "
+        "Counted in Redis when SWARM_BROKER_URL is set (shared by every API process), else per process.",
+    )
+    tenant_max_running: int = Field(
+        0, ge=0, description="Runs one tenant may have running at once (0: unlimited); a submission beyond it: 429."
+    )
+    tenant_max_runs_per_day: int = Field(
+        0, ge=0, description="Runs one tenant may submit in 24 hours (0: unlimited); a submission beyond it: 429."
+    )
 
     @field_validator("database_url")
     @classmethod

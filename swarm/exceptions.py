@@ -9,6 +9,7 @@
     ├── StateError                  an illegal transition or a lost claim
     │   ├── InvalidTransition       status machine refused a move
     │   └── FenceLost               another worker took the step over; our write is refused
+    ├── QuotaExceeded               a tenant's quota or a key's rate limit; retry after .retry_after s
     ├── StoreUnavailable            the database cannot be reached (retryable)
     │   └── StoreConflict           a deadlock or serialisation failure; the transaction may be retried
     ├── StoreDataError              the database refused a value (too long, out of range, NUL); not retryable
@@ -59,6 +60,14 @@ class InvalidTransition(StateError):
 
 class FenceLost(StateError):
     """Another worker took this step over; this worker's result was discarded."""
+
+
+class QuotaExceeded(SwarmError):
+    """A quota or rate limit was reached: retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(SwarmError):

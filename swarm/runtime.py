@@ -17,6 +17,7 @@ from typing import Any
 from swarm.config import Settings
 from swarm.dispatch.local import LocalDispatcher
 from swarm.domain import guards
+from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
 from swarm.engine.executor import StepExecutor
@@ -137,8 +138,8 @@ class LocalRuntime:
     def dispatch(self, refs: Sequence[StepRef]) -> None:
         self.dispatcher.dispatch(refs)
 
-    def submit(self, spec: RunSpec) -> str:
-        run_id, refs = self.store.create_run(spec)
+    def submit(self, spec: RunSpec, quota: TenantQuota | None = None) -> str:
+        run_id, refs = self.store.create_run(spec, quota)
         self._runs.add(run_id)
         self.dispatch(refs)
         return run_id

@@ -14,6 +14,7 @@ from swarm.store.store import StateStore
 
 if TYPE_CHECKING:
     from swarm.api.events import EventHub
+    from swarm.api.ratelimit import KeyRateLimit
 
 #: Not (yet) a Settings field: read here so the dashboard can link to Flower.
 FLOWER_URL_ENV = "SWARM_FLOWER_URL"
@@ -29,6 +30,7 @@ class ServerContext:
     store: StateStore
     runs: Runs
     hub: EventHub
+    rate: KeyRateLimit
     flower_url: str = ""
 
 

@@ -7,6 +7,7 @@ reaches the client: unexpected exceptions become a bare 500 and are logged here.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +17,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
-from swarm.exceptions import ConfigError, InputError, NotFound, StateError, StoreUnavailable, SwarmError
+from swarm.exceptions import (
+    ConfigError,
+    InputError,
+    NotFound,
+    QuotaExceeded,
+    StateError,
+    StoreUnavailable,
+    SwarmError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,7 @@ CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }
@@ -103,6 +113,8 @@ async def _swarm_error(_: Request, exc: Exception) -> JSONResponse:
         return error_response(422, str(exc))
     if isinstance(exc, StateError):
         return error_response(409, str(exc))
+    if isinstance(exc, QuotaExceeded):
+        return error_response(429, str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after))})
     if isinstance(exc, StoreUnavailable):
         return error_response(503, "the database is unavailable; retry shortly", headers={"Retry-After": "2"})
     if isinstance(exc, ConfigError):

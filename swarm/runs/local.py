@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from swarm.config import Settings
+from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.exceptions import ConfigError, SwarmError
 from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
@@ -41,6 +42,8 @@ class StoreRuns:
         self.settings = settings
         self._own_store = store is None
         self.store = store or open_store(settings)
+        #: Applied to tenants' submissions (the API's); a local `swarm run` has no tenant.
+        self.quota = TenantQuota(settings.tenant_max_running, settings.tenant_max_runs_per_day)
 
     def spec(self, request: RunRequest) -> RunSpec:
         """The request with this side's defaults for the limits it leaves open."""
@@ -149,7 +152,7 @@ class EmbeddedRuns(StoreRuns):
             return self._runtime
 
     def submit(self, request: RunRequest) -> str:
-        return self.runtime.submit(self.spec(request))
+        return self.runtime.submit(self.spec(request), self.quota)
 
     def resume(self, run_id: str, *, scope: str | None = None) -> int:
         self.store.run_status(run_id, scope)
@@ -212,7 +215,7 @@ class ClusterRuns(StoreRuns):
         self.dispatcher = CeleryDispatcher.from_settings(settings)
 
     def submit(self, request: RunRequest) -> str:
-        run_id, refs = self.store.create_run(self.spec(request))
+        run_id, refs = self.store.create_run(self.spec(request), self.quota)
         self.dispatcher.dispatch(refs)
         return run_id
 

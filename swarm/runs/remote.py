@@ -19,7 +19,7 @@ import httpx
 
 from swarm.config import Settings
 from swarm.domain.status import RunStatus
-from swarm.exceptions import ConfigError, InputError, NotFound, StateError, SwarmError
+from swarm.exceptions import ConfigError, InputError, NotFound, QuotaExceeded, StateError, SwarmError
 from swarm.retry import RetryPolicy
 from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
 from swarm.store.retention import Deleted
@@ -272,4 +272,6 @@ def _raise_for(resp: httpx.Response) -> None:
         raise InputError(message)
     if code in (401, 403):
         raise ConfigError(f"the server refused the API key ({code}): {message}")
+    if code == 429:
+        raise QuotaExceeded(message, retry_after=float(resp.headers.get("Retry-After") or 1))
     raise ServerUnavailable(f"the swarm server answered {code}: {message}")

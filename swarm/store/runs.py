@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from swarm.constants import ASSIGN_TASK
-from swarm.domain import prompts, sanitize
+from swarm.domain import prompts, quotas, sanitize
 from swarm.domain.events import EventType
+from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import (
     AGENT_REOPEN,
     RUN_CANCEL,
@@ -33,19 +35,35 @@ class Runs:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def create(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
+    def create(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
         """A new running run with its orchestrator and the orchestrator's first step. With an
         idempotency key already used by the tenant: that run, and nothing to dispatch."""
         if spec.idempotency_key is not None:
             if (earlier := self._by_idempotency_key(spec)) is not None:
                 return earlier, []
             try:
-                return self._create(spec)
+                return self._create(spec, quota)
             except StoreDataError:  # the unique index: a concurrent submission with the key won
                 if (earlier := self._by_idempotency_key(spec)) is not None:
                     return earlier, []
                 raise
-        return self._create(spec)
+        return self._create(spec, quota)
+
+    def _check_quota(self, conn: Connection, quota: TenantQuota, tenant: str, now: float) -> None:
+        """Count the tenant's runs holding its lock until the new run is committed: concurrent
+        submissions take turns (PostgreSQL: a transaction-scoped advisory lock; SQLite has one
+        writer), so together they cannot pass a quota."""
+        if self.session.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(select(func.pg_advisory_xact_lock(key)))
+        mine = RUNS.c.tenant == tenant
+        running = conn.execute(select(func.count()).where(mine, RUNS.c.status == RunStatus.RUNNING)).scalar_one()
+        last_day = list(
+            conn.execute(
+                select(RUNS.c.created_at).where(mine, RUNS.c.created_at > now - quotas.DAY).order_by(RUNS.c.created_at)
+            ).scalars()
+        )
+        quotas.check(quota, tenant, running, last_day, now)
 
     def _by_idempotency_key(self, spec: RunSpec) -> str | None:
         with self.session.read() as conn:
@@ -53,9 +71,11 @@ class Runs:
             q = q.where(RUNS.c.tenant.is_(None) if spec.tenant is None else RUNS.c.tenant == spec.tenant)
             return conn.execute(q).scalar()
 
-    def _create(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
+    def _create(self, spec: RunSpec, quota: TenantQuota | None) -> tuple[str, list[StepRef]]:
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.session.tx() as conn:
+            if quota is not None and not quota.unlimited and spec.tenant is not None:
+                self._check_quota(conn, quota, spec.tenant, now)
             conn.execute(
                 insert(RUNS).values(
                     id=run_id,

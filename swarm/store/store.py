@@ -43,6 +43,7 @@ from sqlalchemy import Connection, Engine
 
 from swarm.constants import DEFAULT_MAX_REPEATS, MAX_STEP_ATTEMPTS
 from swarm.domain.llm import LLMResponse
+from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import StepStatus
 from swarm.domain.turns import TurnPlan
 from swarm.domain.workspace import Changes
@@ -109,8 +110,8 @@ class StateStore:
 
     # ------------------------------------------------------------------ runs
 
-    def create_run(self, spec: RunSpec) -> tuple[str, list[StepRef]]:
-        return self.runs.create(spec)
+    def create_run(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
+        return self.runs.create(spec, quota)
 
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a run: every open step is cancelled in the same transaction, so no worker can
