@@ -17,6 +17,7 @@ from typing import Any
 
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
 from swarm.domain.prompts import SPAWN_CAP
+from swarm.sim import wire
 from swarm.sim.params import SimParams, decode_args, parse_directive
 
 #: Written by the sim into the subagent's system prompt, so the sim recognises its own workers.
@@ -58,16 +59,6 @@ def resolve_params(messages: Sequence[Mapping[str, Any]], defaults: SimParams) -
     return defaults.merged(parse_directive(first_user_text(messages)))
 
 
-def thinking_requested(body: Mapping[str, Any]) -> bool:
-    """Whether the request leaves Kimi's thinking on (Moonshot's ``thinking`` field or the
-    vLLM/SGLang ``chat_template_kwargs``); thinking is Kimi K2.5's default."""
-    thinking = body.get("thinking")
-    if isinstance(thinking, Mapping) and thinking.get("type") == "disabled":
-        return False
-    kwargs = body.get("chat_template_kwargs")
-    return not (isinstance(kwargs, Mapping) and kwargs.get("thinking") is False)
-
-
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -82,69 +73,6 @@ def conversation_key(messages: Sequence[Mapping[str, Any]], run_id: str = "") ->
     role = "subagent" if is_subagent(messages) else "orchestrator"
     text = _canonical([run_id, role, first_user_text(messages)])
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _tool_calls(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    calls = message.get("tool_calls")
-    return [c for c in calls if isinstance(c, Mapping)] if isinstance(calls, list) else []
-
-
-def _function(call: Mapping[str, Any]) -> Mapping[str, Any]:
-    fn = call.get("function")
-    return fn if isinstance(fn, Mapping) else {}
-
-
-# --------------------------------------------------------------------------- wire checks
-
-
-def validate_request(body: Any) -> str | None:
-    """Why the real Kimi API would reject ``body`` with a 400, or None if it would accept it."""
-    if not isinstance(body, Mapping):
-        return "request body must be a JSON object"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages must be a non-empty array"
-    if body.get("stream"):
-        return "stream=true is not supported by the simulated model"
-    thinking = thinking_requested(body)
-    temperature = body.get("temperature")
-    if temperature is not None:
-        wanted = 1.0 if thinking else 0.6
-        if not isinstance(temperature, int | float) or abs(float(temperature) - wanted) > 1e-9:
-            mode = "enabled" if thinking else "disabled"
-            return f"invalid temperature: only {wanted} is allowed when thinking is {mode}"
-    return _validate_messages(messages, thinking)
-
-
-def _validate_messages(messages: list[Any], thinking: bool) -> str | None:
-    answered: set[str] = set()
-    pending: list[str] = []  # ids of the latest tool-call turn still waiting for results
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping):
-            return f"message at index {i} must be an object"
-        role = m.get("role")
-        if role not in ("system", "user", "assistant", "tool"):
-            return f"message at index {i} has invalid role {role!r}"
-        if role != "tool" and pending:
-            return (
-                f"assistant message with tool_calls must be followed by tool messages "
-                f"for each tool_call_id; missing {pending[0]!r} before index {i}"
-            )
-        if role == "assistant":
-            calls = _tool_calls(m)
-            if calls and thinking and not m.get("reasoning_content"):
-                return (
-                    f"thinking is enabled but reasoning_content is missing in assistant tool call message at index {i}"
-                )
-            pending = [str(c.get("id", "")) for c in calls]
-            answered.update(pending)
-        elif role == "tool":
-            call_id = m.get("tool_call_id")
-            if not isinstance(call_id, str) or call_id not in answered:
-                return f"tool_call_id {call_id!r} at index {i} is not found"
-            if call_id in pending:
-                pending.remove(call_id)
-    return None
 
 
 # --------------------------------------------------------------------------- decisions
@@ -180,14 +108,14 @@ _SPAWN_CAP_PREFIX = SPAWN_CAP.split("{", 1)[0]
 
 
 def _arguments(call: Mapping[str, Any]) -> str:
-    return str(_function(call).get("arguments", ""))
+    return str(wire.function(call).get("arguments", ""))
 
 
 def _summary(messages: Sequence[Mapping[str, Any]], n: int) -> Turn:
     fan_outs = [
         calls
-        for calls in map(_tool_calls, _role_messages(messages, "assistant"))
-        if any(_function(c).get("name") == ASSIGN_TASK for c in calls)
+        for calls in map(wire.tool_calls, _role_messages(messages, "assistant"))
+        if any(wire.function(c).get("name") == ASSIGN_TASK for c in calls)
     ]
     # The fan-out is the last turn that assigned Task 1 (an unknown_agent fault turn came earlier);
     # tasks the spawn cap refused were assigned again in later turns: a task's latest result counts.
@@ -223,7 +151,7 @@ def _orchestrator_turn_index(messages: Sequence[Mapping[str, Any]], fault: str |
     if (
         fault == "empty"
         and len(_role_messages(messages, "user")) > 1
-        and not any(not message_text(a.get("content")) and not _tool_calls(a) for a in assistants)
+        and not any(not message_text(a.get("content")) and not wire.tool_calls(a) for a in assistants)
     ):
         # The engine nudged but dropped the empty reply from history; counting the nudge as
         # that turn keeps the sim from answering empty forever.
@@ -272,8 +200,9 @@ def _refused_by_spawn_cap(messages: Sequence[Mapping[str, Any]]) -> tuple[Call, 
     results = _tool_results(messages)
     return tuple(
         Call(ASSIGN_TASK, _arguments(c))
-        for c in (_tool_calls(assistants[-1]) if assistants else [])
-        if _function(c).get("name") == ASSIGN_TASK and results.get(str(c.get("id")), "").startswith(_SPAWN_CAP_PREFIX)
+        for c in (wire.tool_calls(assistants[-1]) if assistants else [])
+        if wire.function(c).get("name") == ASSIGN_TASK
+        and results.get(str(c.get("id")), "").startswith(_SPAWN_CAP_PREFIX)
     )
 
 
@@ -339,7 +268,7 @@ def completion_body(
 ) -> dict[str, Any]:
     """``turn`` as an OpenAI ``chat.completion`` body, with Kimi-style tool-call ids."""
     # Kimi numbers tool calls across the whole conversation: functions.<name>:<idx>.
-    base = sum(len(_tool_calls(m)) for m in _role_messages(messages, "assistant"))
+    base = sum(len(wire.tool_calls(m)) for m in _role_messages(messages, "assistant"))
     tool_calls = [
         {
             "id": f"functions.{c.name}:{base + j}",
@@ -389,5 +318,5 @@ def reply(body: Mapping[str, Any], defaults: SimParams) -> dict[str, Any]:
         decide(messages, params),
         messages,
         model if isinstance(model, str) and model else DEFAULT_MODEL,
-        thinking=params.thinking and thinking_requested(body),
+        thinking=params.thinking and wire.thinking_requested(body),
     )

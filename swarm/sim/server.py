@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from swarm.sim import script
+from swarm.sim import script, wire
 from swarm.sim.params import HttpFault, SimParams
 from swarm.threaded_server import ThreadedServer
 
@@ -150,7 +150,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(body, dict) or not isinstance(messages, list):
             ledger.record(400, "", headers)
-            return _error(400, script.validate_request(body) or "invalid request", "invalid_request_error")
+            return _error(400, wire.validate_request(body) or "invalid request", "invalid_request_error")
         key = script.request_key(messages)
         params = script.resolve_params(messages, defaults)
         fault = params.http_fault
@@ -162,7 +162,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
             if fault.times is None or nth <= fault.times:
                 ledger.record(fault.status, key, headers)
                 return _fault_response(fault)
-        problem = script.validate_request(body)
+        problem = wire.validate_request(body)
         if problem is not None:
             ledger.record(400, key, headers)
             return _error(400, problem, "invalid_request_error")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from swarm.sim import params, script
+from swarm.sim import params, script, wire
 from swarm.sim.params import SimParams, parse_directive
 
 ORCH_SYSTEM = "You are the orchestrator."
@@ -19,7 +19,7 @@ DEFAULTS = SimParams()
 def ask(messages: list[dict[str, Any]], params: SimParams = DEFAULTS, **body: Any) -> dict[str, Any]:
     """One model call: the request must be one the real API accepts, the reply one message."""
     request = {"model": "kimi-k2.5", "messages": messages, **body}
-    assert script.validate_request(request) is None
+    assert wire.validate_request(request) is None
     completion = script.reply(request, params)
     assert completion["object"] == "chat.completion"
     return dict(completion["choices"][0]["message"])
@@ -378,9 +378,9 @@ def test_validate_rejects_missing_reasoning_content_when_thinking() -> None:
     msg = ask(messages)
     stripped = {k: v for k, v in msg.items() if k != "reasoning_content"}
     tool = {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "ok"}
-    problem = script.validate_request({"messages": [*messages, stripped, tool]})
+    problem = wire.validate_request({"messages": [*messages, stripped, tool]})
     assert problem == ("thinking is enabled but reasoning_content is missing in assistant tool call message at index 2")
-    assert script.validate_request({"messages": [*messages, stripped, tool], "thinking": {"type": "disabled"}}) is None
+    assert wire.validate_request({"messages": [*messages, stripped, tool], "thinking": {"type": "disabled"}}) is None
 
 
 @pytest.mark.parametrize(
@@ -410,7 +410,7 @@ def test_validate_rejects_missing_reasoning_content_when_thinking() -> None:
     ],
 )
 def test_validate_rejects(body: Any, fragment: str) -> None:
-    problem = script.validate_request(body)
+    problem = wire.validate_request(body)
     assert problem is not None
     assert fragment in problem
 
@@ -418,15 +418,15 @@ def test_validate_rejects(body: Any, fragment: str) -> None:
 def test_validate_requires_every_tool_call_answered() -> None:
     messages = orch()
     msg = ask(messages)
-    problem = script.validate_request({"messages": [*messages, msg, {"role": "user", "content": "?"}]})
+    problem = wire.validate_request({"messages": [*messages, msg, {"role": "user", "content": "?"}]})
     assert problem is not None
     assert "functions.create_subagent:0" in problem
 
 
 def test_validate_accepts_the_right_temperatures() -> None:
     user = [{"role": "user", "content": "x"}]
-    assert script.validate_request({"messages": user, "temperature": 1}) is None
+    assert wire.validate_request({"messages": user, "temperature": 1}) is None
     assert (
-        script.validate_request({"messages": user, "temperature": 0.6, "chat_template_kwargs": {"thinking": False}})
+        wire.validate_request({"messages": user, "temperature": 0.6, "chat_template_kwargs": {"thinking": False}})
         is None
     )
