@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     )
     llm_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for the model endpoint. Never logged.")
     model: str = Field("kimi-k2.5", description="Model name sent to the endpoint.")
+    prices: str = Field(
+        "",
+        description="A price file (TOML, or JSON by its .json suffix): USD per million tokens per model "
+        "(input, input_cached, output), on top of the built-in kimi-k2.5 prices. A model without a price "
+        "has an unknown cost.",
+    )
     llm_thinking: bool = Field(True, description="Kimi thinking mode (reasoning_content).")
     llm_flavor: Literal["moonshot", "vllm", "openai"] = Field(
         "moonshot",

@@ -129,6 +129,8 @@ class AgentOut(BaseModel):
     tool_calls: int
     tokens_in: int
     tokens_out: int
+    tokens_cached: int = Field(0, description="Input tokens served from the provider's prefix cache.")
+    cost_usd: float | None = Field(None, description="USD this agent's model calls cost; null: unknown (no price).")
     parent_turn: int | None = Field(description="The parent's turn (stage) that launched this agent.")
     created_at: float
     finished_at: float | None
@@ -168,6 +170,8 @@ class TimelineStep(BaseModel):
     attempt: int
     tokens_in: int
     tokens_out: int
+    tokens_cached: int | None = Field(None, description="An LLM call's cached input tokens.")
+    cost_usd: float | None = Field(None, description="An LLM call's cost; null for tool calls and unpriced models.")
     is_error: bool
 
 

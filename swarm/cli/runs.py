@@ -217,7 +217,7 @@ def list_runs(
     """List recent runs."""
     from rich.table import Table
 
-    from swarm.cli.render import styled
+    from swarm.cli.render import styled, usd_text
 
     with errors():
         service = runs_service(settings(), api)
@@ -228,7 +228,7 @@ def list_runs(
     if json_out:
         emit_json([r.as_dict() for r in runs])
         return
-    t = Table("id", "status", "subagents", "tool calls", "critical", "wall s", "task")
+    t = Table("id", "status", "subagents", "tool calls", "critical", "wall s", "cost", "task")
     for r in runs:
         t.add_row(
             r.id,
@@ -237,6 +237,7 @@ def list_runs(
             str(r.tool_calls),
             str(r.critical_steps),
             f"{r.wall_seconds:.1f}",
+            usd_text(r.cost_usd),
             r.task[:50],
         )
     console.print(t)

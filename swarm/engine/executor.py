@@ -15,8 +15,8 @@ from typing import Any, Protocol, TypeVar
 from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import prompts, sanitize
-from swarm.domain.llm import CallContext, LLMResponse
+from swarm.domain import pricing, prompts, sanitize
+from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
 from swarm.engine.file_cache import FileCache
@@ -86,6 +86,8 @@ class StepExecutor:
         self._lock = threading.Lock()
         self.quota = Quota.from_settings(settings)
         self.file_cache = _file_cache(settings)
+        #: Read when the worker starts: an error in SWARM_PRICES stops it there, naming the line.
+        self.prices = pricing.load(settings.prices)
 
     def in_flight(self) -> list[str]:
         """Steps being worked on right now: the only leases this owner's heartbeat may renew."""
@@ -164,7 +166,7 @@ class StepExecutor:
             response = self.llm.complete(
                 messages,
                 schemas,
-                CallContext(claim.run_id, claim.agent_id, claim.step_id),
+                CallContext(claim.run_id, claim.agent_id, claim.step_id, cache_key(claim.run_id, ctx.agent.name)),
                 model=ctx.agent.model,
                 still_wanted=lambda: self.store.still_claimed(claim),
             )
@@ -177,7 +179,11 @@ class StepExecutor:
             return self._durable(lambda: self.store.fail_step(claim, error))
         response = sanitize.response(response)  # what the database cannot store never reaches it
         plan = plan_turn(response, names, last_step=last_step)
-        return self._durable(lambda: self.store.commit_llm(claim, response, plan))
+        usage = pricing.Usage(
+            response.tokens_in, response.tokens_cached, response.tokens_out, response.tokens_reasoning
+        )
+        cost = self.prices.cost(ctx.agent.model, usage)
+        return self._durable(lambda: self.store.commit_llm(claim, response, plan, cost=cost))
 
     # ----------------------------------------------------------------- tools
 

@@ -28,6 +28,8 @@ from swarm.threaded_server import ThreadedServer
 
 #: Bounds memory of a long-running sim; far above any test's request count.
 LOG_LIMIT = 200_000
+#: Prefix-cache blocks the sim remembers (oldest forgotten first): ~4 GB of prompt text.
+CACHE_LIMIT = 4_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +56,25 @@ class SimState:
     #: Requests seen per conversation, for "fail the first N" HTTP faults.
     attempts: Counter[str] = field(default_factory=Counter)
     entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    #: The prefix cache: digests of prompt prefixes seen, one per whole 256-token block.
+    cache: dict[bytes, None] = field(default_factory=dict)
+    #: Input tokens served and how many of them the cache held (the benchmark's cache share).
+    tokens: Counter[str] = field(default_factory=Counter)
+    usages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cached_tokens(self, digests: list[bytes]) -> int:
+        """Tokens of the prompt whose blocks ``digests`` the cache holds (a leading run of
+        blocks, as Kimi's prefix cache serves them); the prompt's blocks are cached after."""
+        with self.lock:
+            hits = 0
+            while hits < len(digests) and digests[hits] in self.cache:
+                hits += 1
+            for digest in digests[hits:]:
+                self.cache[digest] = None
+            while len(self.cache) > CACHE_LIMIT:
+                del self.cache[next(iter(self.cache))]
+        return hits * script.CACHE_CHUNK_TOKENS
 
     def count_request(self) -> None:
         with self.lock:
@@ -76,6 +96,32 @@ class SimState:
                 self.errors[status] += 1
             self.entries.append({"t": time.time(), "key": key, **headers, "status": status})
 
+    def record_usage(self, headers: dict[str, str], usage: dict[str, Any], cache_key: Any) -> None:
+        """What a served request reported as its usage (and the ``prompt_cache_key`` it sent)."""
+        with self.lock:
+            self.tokens["prompt"] += usage["prompt_tokens"]
+            self.tokens["cached"] += usage["cached_tokens"]
+            self.tokens["completion"] += usage["completion_tokens"]
+            self.usages.append(
+                {
+                    **headers,
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "cached_tokens": usage["cached_tokens"],
+                    "completion_tokens": usage["completion_tokens"],
+                    "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"],
+                    "prompt_cache_key": cache_key,
+                }
+            )
+
+    def usage(self, run_id: str | None = None) -> dict[str, Any]:
+        """Token totals of every served request (``prompt``, ``cached``, ``completion``), and
+        each request's usage as reported, of one run or all."""
+        with self.lock:
+            return {
+                "tokens": {k: self.tokens[k] for k in ("prompt", "cached", "completion")},
+                "calls": [dict(u) for u in self.usages if run_id is None or u["run_id"] == run_id],
+            }
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             served = sum(self.served.values())
@@ -96,9 +142,11 @@ class SimState:
     def reset(self) -> None:
         with self.lock:
             self.requests = 0
-            for counter in (self.by_run, self.errors, self.served, self.attempts):
+            for counter in (self.by_run, self.errors, self.served, self.attempts, self.tokens):
                 counter.clear()
             self.entries.clear()
+            self.usages.clear()
+            self.cache.clear()
 
 
 def _error(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -168,8 +216,10 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
             return _error(400, problem, "invalid_request_error")
         if params.latency > 0:
             await asyncio.sleep(params.latency)
-        completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults)
+        cached = ledger.cached_tokens(script.prefix_digests(script.prompt_text(body)))
+        completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults, cached_tokens=cached)
         ledger.record(200, key, headers)
+        ledger.record_usage(headers, completion["usage"], body.get("prompt_cache_key"))
         return JSONResponse(completion)
 
     async def models(_: Request) -> Response:
@@ -185,6 +235,9 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
 
     async def log(request: Request) -> Response:
         return JSONResponse(ledger.log(request.query_params.get("run_id")))
+
+    async def usage(request: Request) -> Response:
+        return JSONResponse(ledger.usage(request.query_params.get("run_id")))
 
     async def reset(_: Request) -> Response:
         ledger.reset()
@@ -210,6 +263,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
             Route("/v1/models", models, methods=["GET"]),
             Route("/sim/stats", stats, methods=["GET"]),
             Route("/sim/log", log, methods=["GET"]),
+            Route("/sim/usage", usage, methods=["GET"]),
             Route("/sim/reset", reset, methods=["POST"]),
             Route("/search", search, methods=["GET"]),
             Route("/pages/{slug}", page, methods=["GET"]),
@@ -304,6 +358,9 @@ class SimServer(ThreadedServer):
 
     def log(self, run_id: str | None = None) -> list[dict[str, Any]]:
         return self.state.log(run_id)
+
+    def usage(self, run_id: str | None = None) -> dict[str, Any]:
+        return self.state.usage(run_id)
 
     def reset(self) -> None:
         self.state.reset()

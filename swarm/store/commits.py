@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from swarm.constants import ORCHESTRATION_TOOLS
-from swarm.domain import limits, prompts, sanitize
+from swarm.domain import limits, pricing, prompts, sanitize
 from swarm.domain.events import EventType
 from swarm.domain.llm import LLMResponse
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
@@ -41,25 +41,37 @@ class Commits:
             rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
         return AgentContext(claim.run_id, claim.agent_id, agent, [conversation.to_openai(r) for r in rows])
 
-    def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
+    def commit_llm(
+        self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, cost: int | None = None
+    ) -> list[StepRef]:
         """Commit one model turn: the assistant message, its tool steps (budget permitting) or the
-        agent's end, all in one transaction guarded by the fence.
+        agent's end, all in one transaction guarded by the fence. ``cost``: the call's price in
+        picodollars (``domain.pricing``), None when unknown; added to the agent's and run's.
 
         The run row (budgets, counters) is every agent's hot spot, so it is touched last, by a
         conditional UPDATE that re-checks the budget: the lock is held only for the commit itself.
         If the budget moved meanwhile the transaction is redone holding the lock from the start."""
         try:
-            return self._commit_llm(claim, response, plan, optimistic=True)
+            return self._commit_llm(claim, response, plan, cost, optimistic=True)
         except _BudgetMoved:
-            return self._commit_llm(claim, response, plan, optimistic=False)
+            return self._commit_llm(claim, response, plan, cost, optimistic=False)
 
-    def _commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, optimistic: bool) -> list[StepRef]:
+    def _commit_llm(
+        self, claim: Claim, response: LLMResponse, plan: TurnPlan, cost: int | None, *, optimistic: bool
+    ) -> list[StepRef]:
         with self.session.tx() as conn:
             # Only a turn with tool calls needs the budgets; the pessimistic retry locks them first.
             run = None if optimistic else writes.lock_run(conn, claim.run_id)
             granted = (0, 0)
             outcomes.close_step(
-                conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in, tokens_out=response.tokens_out
+                conn,
+                claim,
+                StepStatus.SUCCEEDED,
+                tokens_in=response.tokens_in,
+                tokens_out=response.tokens_out,
+                tokens_cached=response.tokens_cached,
+                tokens_reasoning=response.tokens_reasoning,
+                cost_pico=cost,
             )
             agent = conn.execute(sql.AGENT_COUNTERS, {"b_id": claim.agent_id}).one()
             seq = agent.next_seq
@@ -73,7 +85,12 @@ class Commits:
                 reasoning=response.reasoning_content,
                 tool_calls=conversation.tool_calls_json(response) or None,
             )
-            tokens = {"b_tin": response.tokens_in, "b_tout": response.tokens_out}
+            tokens = {
+                "b_tin": response.tokens_in,
+                "b_tout": response.tokens_out,
+                "b_tcached": response.tokens_cached,
+                "b_cost": cost,
+            }
             advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
@@ -106,6 +123,8 @@ class Commits:
                     "tool_calls": len(plan.calls),
                     "tokens_in": response.tokens_in,
                     "tokens_out": response.tokens_out,
+                    "tokens_cached": response.tokens_cached,
+                    "cost_usd": pricing.usd(cost),
                 },
             )
             counted = conn.execute(

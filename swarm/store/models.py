@@ -82,6 +82,9 @@ class Run(Base):
     llm_calls: Mapped[int] = mapped_column(Integer, default=0)
     tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_cached: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: USD spent, in picodollars (``domain.pricing``); NULL once any call's cost is unknown.
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger, default=0)
     critical_steps: Mapped[int | None] = mapped_column(Integer)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
@@ -116,6 +119,9 @@ class Agent(Base):
     pending_tools: Mapped[int] = mapped_column(Integer, default=0)
     tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_cached: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: USD spent, in picodollars; NULL once any of its calls' cost is unknown.
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
 
@@ -189,6 +195,10 @@ class Step(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    #: An LLM step's usage beyond in/out, and its cost in picodollars (NULL: unknown, or a tool step).
+    tokens_cached: Mapped[int | None] = mapped_column(Integer)
+    tokens_reasoning: Mapped[int | None] = mapped_column(Integer)
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
     #: Appended to the tool result for the model, e.g. "5 of 1500 tool calls left".
     note: Mapped[str | None] = mapped_column(Text)

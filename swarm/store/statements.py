@@ -123,6 +123,10 @@ CLOSE_STEP = (
         finished_at=bindparam("b_now"),
         tokens_in=bindparam("b_tin"),
         tokens_out=bindparam("b_tout"),
+        # NULL unless given: a tool step's close, or a call whose cost is unknown.
+        tokens_cached=bindparam("b_tcached", None, type_=S.tokens_cached.type),
+        tokens_reasoning=bindparam("b_treason", None, type_=S.tokens_reasoning.type),
+        cost_pico=bindparam("b_cost", None, type_=S.cost_pico.type),
     )
 )
 
@@ -160,6 +164,9 @@ COUNT_TURN = (
         llm_calls=R.llm_calls + 1,
         tokens_in=R.tokens_in + bindparam("b_tin"),
         tokens_out=R.tokens_out + bindparam("b_tout"),
+        tokens_cached=R.tokens_cached + bindparam("b_tcached"),
+        # NULL (unknown) stays NULL: a sum with an unknown part is unknown.
+        cost_pico=R.cost_pico + bindparam("b_cost", type_=R.cost_pico.type),
         tool_calls=R.tool_calls + bindparam("b_tools"),
         subagents=R.subagents + bindparam("b_subs"),
     )
@@ -172,6 +179,8 @@ ADVANCE_AGENT = (
         steps=A.steps + 1,
         tokens_in=A.tokens_in + bindparam("b_tin"),
         tokens_out=A.tokens_out + bindparam("b_tout"),
+        tokens_cached=A.tokens_cached + bindparam("b_tcached"),
+        cost_pico=A.cost_pico + bindparam("b_cost", type_=A.cost_pico.type),
         next_seq=bindparam("b_next"),
         pending_tools=bindparam("b_pending"),
     )

@@ -149,8 +149,10 @@ class StateStore:
     def agent_context(self, claim: Claim) -> AgentContext:
         return self.commits.agent_context(claim)
 
-    def commit_llm(self, claim: Claim, response: LLMResponse, plan: TurnPlan) -> list[StepRef]:
-        return self.commits.commit_llm(claim, response, plan)
+    def commit_llm(
+        self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, cost: int | None = None
+    ) -> list[StepRef]:
+        return self.commits.commit_llm(claim, response, plan, cost=cost)
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool, changes: Changes | None = None) -> list[StepRef]:
         return self.commits.commit_tool(claim, content, is_error, changes)

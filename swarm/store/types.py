@@ -122,6 +122,10 @@ class RunSummary(BaseModel):
     wall_seconds: float
     tokens_in: int
     tokens_out: int
+    #: Input tokens served from the provider's prefix cache (part of ``tokens_in``).
+    tokens_cached: int = 0
+    #: USD spent on model calls; None when a call's model has no price (unknown, never 0).
+    cost_usd: float | None = None
     result: str | None
     created_at: float
     finished_at: float | None

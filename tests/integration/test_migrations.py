@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -19,6 +20,8 @@ from swarm.store.migrate import current_revision, downgrade, ensure_schema, head
 from swarm.store.models import Base
 from swarm.store.store import StateStore
 from tests.conftest import PG_ADMIN_URL, _admin_exec, _pg_base, make_settings
+
+T = TypeVar("T")
 
 
 def test_upgrade_head_matches_the_models(db_url):
@@ -73,16 +76,35 @@ def old_db_url(request, tmp_path) -> Iterator[str]:
         _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+#: Columns later revisions added (0004: usage and cost); rows are compared without them.
+LATER_COLUMNS = frozenset({"tokens_cached", "tokens_reasoning", "cost_pico"})
+
+
+def _written_at_head(store: StateStore, revision: str, write: Callable[[], T]) -> T:
+    """Rows written by today's code (which needs the head schema), then the database taken back
+    to ``revision`` with them: what a database of that revision held."""
+    upgrade(store.engine)
+    try:
+        return write()
+    finally:
+        store.engine.dispose()
+        downgrade(store.engine, revision)
+
+
 def _fill(tmp_path, url: str, sim) -> StateStore:
     """Real runs in every status: one finished by the engine, one left open, one cancelled."""
     settings = make_settings(tmp_path, url, sim.url)
     store = StateStore.from_url(url)  # given a store, the runtime does not migrate the database
-    with LocalRuntime(settings, store=store) as rt:
-        done = rt.wait(rt.submit(run_spec(settings, "t #sim agents=3 tools=2 tool=echo")), timeout=120)
-    assert done.status == "succeeded", done.reason
-    store.create_run(run_spec(settings, "left ready"))
-    cancelled, _ = store.create_run(run_spec(settings, "cancelled"))
-    assert store.cancel_run(cancelled)
+
+    def write() -> None:
+        with LocalRuntime(settings, store=store) as rt:
+            done = rt.wait(rt.submit(run_spec(settings, "t #sim agents=3 tools=2 tool=echo")), timeout=120)
+        assert done.status == "succeeded", done.reason
+        store.create_run(run_spec(settings, "left ready"))
+        cancelled, _ = store.create_run(run_spec(settings, "cancelled"))
+        assert store.cancel_run(cancelled)
+
+    _written_at_head(store, BEFORE_CHECKS, write)
     return store
 
 
@@ -91,7 +113,12 @@ def _rows(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
     meta.reflect(engine, only=RUN_TABLES)
     with engine.connect() as conn:
         return {
-            name: [tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key))]
+            name: [
+                tuple(r)
+                for r in conn.execute(
+                    select(*(c for c in table.c if c.name not in LATER_COLUMNS)).order_by(*table.primary_key)
+                )
+            ]
             for name, table in ((n, meta.tables[n]) for n in RUN_TABLES)
         }
 
@@ -156,7 +183,7 @@ def test_upgrade_keeps_every_row_and_adds_the_status_checks(tmp_path, old_db_url
 def test_upgrade_refuses_an_unknown_status_and_changes_nothing(tmp_path, old_db_url, sim):
     store = StateStore.from_url(old_db_url)
     settings = make_settings(tmp_path, old_db_url, sim.url)
-    run_id, _ = store.create_run(run_spec(settings, "odd"))
+    run_id, _ = _written_at_head(store, BEFORE_CHECKS, lambda: store.create_run(run_spec(settings, "odd")))
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE runs SET status = 'queued' WHERE id = :id"), {"id": run_id})
     before = _rows(store.engine)
@@ -164,5 +191,23 @@ def test_upgrade_refuses_an_unknown_status_and_changes_nothing(tmp_path, old_db_
     with pytest.raises(ConfigError, match=r"runs.status = 'queued' in 1 row\(s\)"):
         upgrade(store.engine)
     assert current_revision(store.engine) == BEFORE_CHECKS
+    assert _rows(store.engine) == before
+    store.engine.dispose()
+
+
+# --------------------------------------------------------------- 0004: usage and cost
+
+
+def test_upgrade_to_usage_columns_keeps_rows_and_leaves_old_costs_unknown(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim)
+    upgrade(store.engine, "0003")
+    before = _rows(store.engine)
+    upgrade(store.engine)
+    assert _rows(store.engine) == before
+    done = next(r for r in store.list_runs() if r.status == "succeeded")
+    # Written before costs were recorded: unknown, never a made-up 0.
+    assert (done.tokens_cached, done.cost_usd) == (0, None)
+    assert all(a["cost_usd"] is None for a in store.agent_tree(done.id))
+    downgrade(store.engine, "0003")
     assert _rows(store.engine) == before
     store.engine.dispose()
