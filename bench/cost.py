@@ -69,6 +69,11 @@ def measure(agents: int, tools: int, model: str, prices: pricing.PriceTable) -> 
     sim_out = sum(c["completion_tokens"] for c in calls)
     uncached = pricing.Usage(summary.tokens_in, 0, summary.tokens_out)
     keys = {c["prompt_cache_key"] for c in calls}
+    # Tokens no prefix cache can serve: what each request added to its agent's previous one.
+    new, last = 0, {}
+    for c in calls:
+        new += c["prompt_tokens"] - last.get(c["agent_id"], 0) if c["agent_id"] in last else 0
+        last[c["agent_id"]] = c["prompt_tokens"]
     return {
         "status": summary.status,
         "model": model,
@@ -83,6 +88,9 @@ def measure(agents: int, tools: int, model: str, prices: pricing.PriceTable) -> 
         "cost_usd": summary.cost_usd,
         "cost_without_cache_usd": pricing.usd(pricing.cost(uncached, price)),
         "prompt_cache_keys": len(keys),
+        # Requests that did not start with every whole block of their agent's previous request.
+        "prefix_breaks": reported["prefix_breaks"],
+        "new_tokens_share": round(new / sim_in, 4) if sim_in else 0.0,
         # What the simulator reported must be what swarm recorded, token for token.
         "matches_simulator": (sim_in, sim_cached, sim_out)
         == (summary.tokens_in, summary.tokens_cached, summary.tokens_out),
@@ -107,6 +115,8 @@ def report(r: dict[str, Any]) -> str:
             f"W1 ({r['agents']} subagents × {r['tools']} tools, {r['llm_calls']} model calls, {r['model']}): "
             f"{r['status']}",
             f"  input tokens   {r['tokens_in']:>12,}   cached {r['tokens_cached']:,} ({100 * r['cached_share']:.1f} %)",
+            f"  later turns' new input: {100 * r['new_tokens_share']:.1f} % of input (no prefix cache serves it); "
+            f"requests that broke their agent's prefix: {r['prefix_breaks']}",
             f"  output tokens  {r['tokens_out']:>12,}",
             f"  cost           ${r['cost_usd']:.4f} with the cache, ${r['cost_without_cache_usd']:.4f} without "
             f"({100 * saved:.1f} % saved)",

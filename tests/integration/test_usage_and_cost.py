@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import swarm.cli.runs  # noqa: F401  (registers the commands)
 from swarm.cli.common import app
 from swarm.domain import pricing
+from swarm.domain.llm import cache_key
 from swarm.domain.pricing import Usage
 from swarm.runtime import LocalRuntime, run_spec
 from swarm.sim import script
@@ -141,3 +142,25 @@ def test_the_rest_api_the_metrics_and_the_export_show_usage_and_cost(tmp_path, s
     assert sum(s["tokens_cached"] for s in calls) == summary["tokens_cached"]
     assert {"tokens_reasoning", "cost_usd"} <= set(calls[0])
     assert export[0]["cost_usd"] == summary["cost_usd"]
+
+
+@pytest.mark.timeout(120)
+def test_every_request_of_an_agent_extends_its_previous_one_byte_for_byte(tmp_path, sqlite_url, sim):
+    s = make_settings(tmp_path, sqlite_url, sim.url)
+    with LocalRuntime(s) as rt:
+        run_id = rt.submit(run_spec(s, "cache #sim agents=4 tools=6 tool=echo"))
+        summary = rt.wait(run_id, timeout=100)
+        names = {a["id"]: a["name"] for a in rt.store.agent_tree(run_id)}
+    assert summary.status == "succeeded", summary.reason
+    usage = sim.usage(run_id)
+    # Not one request broke its agent's prefix (system prompt, tools, earlier messages): every
+    # whole cache block of the agent's previous request came back unchanged.
+    assert usage["prefix_breaks"] == 0
+    calls = usage["calls"]
+    assert len(calls) == summary.llm_calls
+    # Each call carries the key of its run and agent definition: all workers share one.
+    assert all(c["prompt_cache_key"] == cache_key(run_id, names[c["agent_id"]]) for c in calls)
+    assert len({c["prompt_cache_key"] for c in calls}) == 2
+    # Later requests of each agent are served from the cache, block by block.
+    later = [c for i, c in enumerate(calls) if any(d["agent_id"] == c["agent_id"] for d in calls[:i])]
+    assert all(c["cached_tokens"] >= script.CACHE_CHUNK_TOKENS for c in later if c["prompt_tokens"] >= 512)
