@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     max_steps_per_agent: int = Field(c.DEFAULT_MAX_STEPS_PER_AGENT, ge=1)
     max_wall_seconds: float = Field(c.DEFAULT_MAX_WALL_SECONDS, gt=0)
     max_depth: int = Field(c.DEFAULT_MAX_DEPTH, ge=1)
+    max_usd: float | None = Field(
+        None, gt=0, description="Default USD cap of a run's model calls (none: no cap); `swarm run --max-usd`."
+    )
+    max_tokens: int | None = Field(
+        None, gt=0, description="Default cap of a run's model tokens, in + out (none: no cap); `--max-tokens`."
+    )
+    llm_max_tokens: int = Field(
+        c.DEFAULT_LLM_MAX_TOKENS,
+        ge=1,
+        description="Output tokens one model call of a run with a budget may produce: sent as max_tokens, "
+        "and reserved (with the prompt) as the call's worst case before it starts.",
+    )
 
     lease_seconds: float = Field(c.LEASE_SECONDS, gt=0)
     heartbeat_seconds: float = Field(c.HEARTBEAT_SECONDS, gt=0)

@@ -80,6 +80,21 @@ class Limits(BaseModel):
     max_steps_per_agent: Annotated[int, Field(ge=1, le=100_000), NUMBER] | None = None
     max_wall_seconds: Annotated[float, Field(gt=0, le=30 * 86400), NUMBER] | None = None
     max_depth: Annotated[int, Field(ge=1, le=16), NUMBER] | None = None
+    max_usd: Annotated[float, Field(gt=0, le=1_000_000), NUMBER] | None = Field(
+        None, description="USD cap of the run's model calls (default SWARM_MAX_USD; none: no cap)."
+    )
+    max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = Field(
+        None, description="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS; none: no cap)."
+    )
+
+
+class ResumeIn(BaseModel):
+    """New spend caps for the resumed run (raise them to continue a run its budget stopped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_usd: Annotated[float, Field(gt=0, le=1_000_000), NUMBER] | None = None
+    max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = None
 
 
 class RunCreate(BaseModel):

@@ -53,8 +53,10 @@ def summary_table(s: RunSummary) -> Table:
         ("parallel speed-up", f"{speedup} (total / critical steps)"),
         ("wall", f"{s.wall_seconds:.1f} s"),
         ("tokens", tokens_text(s.tokens_in, s.tokens_out, s.tokens_cached)),
-        ("cost", usd_text(s.cost_usd)),
+        ("cost", usd_text(s.cost_usd) + (f" of {usd_text(s.max_usd)} cap" if s.max_usd is not None else "")),
     ]
+    if s.max_tokens is not None:
+        rows.append(("token cap", f"{s.tokens_in + s.tokens_out} of {s.max_tokens}"))
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
     if s.result:

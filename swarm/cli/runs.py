@@ -7,6 +7,7 @@ or — with SWARM_API_URL or ``--api`` — a swarm server.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.live import Live
@@ -36,6 +37,25 @@ W1_TASK = (
 )
 
 
+MAX_USD_OPT = typer.Option(None, "--max-usd", help="USD cap of the run's model calls (default SWARM_MAX_USD).")
+MAX_TOKENS_OPT = typer.Option(
+    None, "--max-tokens", help="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS)."
+)
+
+
+def budget_options(max_usd: str | None, max_tokens: str | None) -> dict[str, Any]:
+    """--max-usd / --max-tokens as given, checked here (InputError: exit 3) so a bad value never
+    reaches a server or a run."""
+    from swarm.domain import budget
+
+    caps: dict[str, Any] = {}
+    if max_usd is not None:
+        caps["max_usd"] = budget.parse_usd(max_usd, "--max-usd") / 10**12
+    if max_tokens is not None:
+        caps["max_tokens"] = budget.parse_tokens(max_tokens, "--max-tokens")
+    return caps
+
+
 def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
     """Show live progress until the run ends (or just wait, with --json)."""
     if json_out:
@@ -53,6 +73,7 @@ def execute(
     resume_id: str | None = None,
     json_out: bool,
     detach: bool,
+    caps: dict[str, Any] | None = None,
 ) -> RunSummary | str:
     """Submit ``request`` (or resume ``resume_id``) and follow the run until it ends."""
     runs = runs_service(s, api)
@@ -67,7 +88,7 @@ def execute(
         else:
             assert resume_id
             run_id = resume_id
-            runs.resume(run_id)
+            runs.resume(run_id, **(caps or {}))
         if detach:
             return run_id
         if not json_out:
@@ -105,6 +126,8 @@ def run(
     max_steps: int = typer.Option(None, help="Max steps per agent (default 100)."),
     max_depth: int = typer.Option(None, help="How deep subagents may nest (default 1: only the orchestrator spawns)."),
     max_wall: float = typer.Option(None, "--max-wall", help="Max wall-clock seconds for the run."),
+    max_usd: str = MAX_USD_OPT,
+    max_tokens: str = MAX_TOKENS_OPT,
     attach: list[Path] = typer.Option(
         [],
         "--attach",
@@ -133,6 +156,7 @@ def run(
             max_depth=max_depth,
             max_wall_seconds=max_wall,
             attachments=tuple(load_attachment(p) for p in attach),
+            **budget_options(max_usd, max_tokens),
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)
     _finish(out, json_out)
@@ -181,14 +205,21 @@ def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
 
 @app.command()
 def resume(
-    run_id: str, detach: bool = typer.Option(False, "--detach"), json_out: bool = JSON_OPT, api: str = API_OPT
+    run_id: str,
+    detach: bool = typer.Option(False, "--detach"),
+    max_usd: str = MAX_USD_OPT,
+    max_tokens: str = MAX_TOKENS_OPT,
+    json_out: bool = JSON_OPT,
+    api: str = API_OPT,
 ) -> None:
-    """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
+    """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated.
+    --max-usd / --max-tokens replace its spend caps (to continue a run its budget stopped)."""
     setup_logging()
     with errors():
+        caps = budget_options(max_usd, max_tokens)
         s = settings()
         harden_process()
-        out = execute(s, api, resume_id=run_id, json_out=json_out, detach=detach)
+        out = execute(s, api, resume_id=run_id, json_out=json_out, detach=detach, caps=caps)
     _finish(out, json_out)
 
 

@@ -70,12 +70,15 @@ class LLMClient:
         *,
         model: str | None = None,
         still_wanted: Callable[[], bool] | None = None,
+        max_tokens: int | None = None,
     ) -> LLMResponse:
         """One assistant turn for ``messages``. Raises :class:`LLMError` subclasses, or
         :class:`FenceLost` when ``still_wanted()`` says, before a retry, that nobody awaits the
         answer any more (the run was cancelled or the step taken over): a stopped run must not
         keep calling the model from a backoff loop."""
         body = self._body(messages, tools, model or self._settings.model, ctx.cache_key)
+        if max_tokens is not None:  # a run with a budget: the bound its reservation assumed
+            body["max_tokens"] = max_tokens
         headers = self._headers(ctx)
         max_retries = self._settings.llm_max_retries
         attempt = 0

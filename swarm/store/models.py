@@ -76,6 +76,12 @@ class Run(Base):
     max_steps_per_agent: Mapped[int] = mapped_column(Integer)
     max_wall_seconds: Mapped[float] = mapped_column(Float)
     max_depth: Mapped[int] = mapped_column(Integer)
+    #: Spend caps (``domain.budget``): picodollars and tokens (in + out); NULL: no cap.
+    max_cost_pico: Mapped[int | None] = mapped_column(BigInteger)
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    #: The worst cases of the model calls in flight, reserved before each call, settled by its commit.
+    reserved_pico: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     # Counters, updated atomically under the run row's lock.
     subagents: Mapped[int] = mapped_column(Integer, default=0)
     tool_calls: Mapped[int] = mapped_column(Integer, default=0)

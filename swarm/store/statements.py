@@ -69,6 +69,8 @@ _LIMITS = (
     ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
     ("max_depth", R.max_depth, R.id, _STEP_RUN),
     ("model", R.model, R.id, _STEP_RUN),
+    ("max_cost_pico", R.max_cost_pico, R.id, _STEP_RUN),
+    ("max_tokens", R.max_tokens, R.id, _STEP_RUN),
 )
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
@@ -149,8 +151,18 @@ INSERT_EVENT = EVENTS.insert()
 INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 
-#: A run's tool-call and subagent budgets and what is used of them.
-RUN_BUDGETS = select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents).where(R.id == bindparam("b_id"))
+#: A run's tool-call, subagent and spend budgets and what is used of them.
+RUN_BUDGETS = select(
+    R.tool_calls,
+    R.max_tool_calls,
+    R.subagents,
+    R.max_subagents,
+    R.cost_pico,
+    R.max_cost_pico,
+    R.tokens_in,
+    R.tokens_out,
+    R.max_tokens,
+).where(R.id == bindparam("b_id"))
 
 #: Count one committed turn and its granted budget, only if the budget still allows it.
 COUNT_TURN = (
@@ -169,8 +181,50 @@ COUNT_TURN = (
         cost_pico=R.cost_pico + bindparam("b_cost", type_=R.cost_pico.type),
         tool_calls=R.tool_calls + bindparam("b_tools"),
         subagents=R.subagents + bindparam("b_subs"),
+        # Settle the call's reservation (domain.budget): its worst case off, its usage (above) on.
+        reserved_pico=R.reserved_pico - bindparam("b_rpico", 0, type_=R.reserved_pico.type),
+        reserved_tokens=R.reserved_tokens - bindparam("b_rtok", 0, type_=R.reserved_tokens.type),
     )
 )
+
+_RPICO = bindparam("b_rpico", type_=R.reserved_pico.type)
+_RTOK = bindparam("b_rtok", type_=R.reserved_tokens.type)
+
+#: Reserve a model call's worst case, only if it fits every cap of a running run (domain.budget).
+RESERVE = (
+    update(RUNS)
+    .where(
+        R.id == bindparam("b_id"),
+        R.status == RunStatus.RUNNING,
+        or_(R.max_cost_pico.is_(None), R.cost_pico + R.reserved_pico + _RPICO <= R.max_cost_pico),
+        or_(
+            R.max_tokens.is_(None),
+            R.tokens_in + R.tokens_out + R.reserved_tokens + _RTOK <= R.max_tokens,
+        ),
+    )
+    .values(
+        reserved_pico=R.reserved_pico + _RPICO,
+        reserved_tokens=R.reserved_tokens + _RTOK,
+    )
+)
+#: Give back the reservation of a call that will not commit (it failed, or lost its step).
+RELEASE = (
+    update(RUNS)
+    .where(R.id == bindparam("b_id"))
+    .values(
+        reserved_pico=case((R.reserved_pico > _RPICO, R.reserved_pico - _RPICO), else_=0),
+        reserved_tokens=case((R.reserved_tokens > _RTOK, R.reserved_tokens - _RTOK), else_=0),
+    )
+)
+#: A run's budget counters, when a reservation did not fit.
+BUDGET_STATE = select(
+    R.cost_pico,
+    R.reserved_pico,
+    R.max_cost_pico,
+    (R.tokens_in + R.tokens_out).label("used_tokens"),
+    R.reserved_tokens,
+    R.max_tokens,
+).where(R.id == bindparam("b_id"))
 
 ADVANCE_AGENT = (
     update(AGENTS)

@@ -31,6 +31,13 @@ class AgentLimits:
     max_steps: int
     max_depth: int
     model: str
+    #: The run's spend caps (picodollars, tokens); None: no cap, and no reservation needed.
+    max_cost_pico: int | None = None
+    max_tokens: int | None = None
+
+    @property
+    def budgeted(self) -> bool:
+        return self.max_cost_pico is not None or self.max_tokens is not None
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class RunSpec:
     max_depth: int
     tenant: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: Spend caps: picodollars and tokens (in + out); None: no cap.
+    max_cost_pico: int | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,9 @@ class RunSummary(BaseModel):
     max_subagents: int
     max_tool_calls: int
     tenant: str | None = None
+    #: The run's spend caps; None: no cap.
+    max_usd: float | None = None
+    max_tokens: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

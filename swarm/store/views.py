@@ -192,6 +192,8 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         max_subagents=run.max_subagents,
         max_tool_calls=run.max_tool_calls,
         tenant=run.tenant,
+        max_usd=pricing.usd(run.max_cost_pico),
+        max_tokens=run.max_tokens,
     )
 
 

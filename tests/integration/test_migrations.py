@@ -76,8 +76,18 @@ def old_db_url(request, tmp_path) -> Iterator[str]:
         _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-#: Columns later revisions added (0004: usage and cost); rows are compared without them.
-LATER_COLUMNS = frozenset({"tokens_cached", "tokens_reasoning", "cost_pico"})
+#: Columns later revisions added (0004: usage and cost, 0005: budgets); rows are compared without them.
+LATER_COLUMNS = frozenset(
+    {
+        "tokens_cached",
+        "tokens_reasoning",
+        "cost_pico",
+        "max_cost_pico",
+        "max_tokens",
+        "reserved_pico",
+        "reserved_tokens",
+    }
+)
 
 
 def _written_at_head(store: StateStore, revision: str, write: Callable[[], T]) -> T:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from swarm import __version__
 from swarm.api.auth import Auth, Ctx
@@ -15,6 +15,7 @@ from swarm.api.schemas import (
     AgentOut,
     AgentTree,
     CancelOut,
+    ResumeIn,
     ResumeOut,
     RunAccepted,
     RunCreate,
@@ -65,6 +66,8 @@ def create_run(body: RunCreate, auth: Auth, ctx: Ctx, response: Response) -> Run
             max_steps_per_agent=lim.max_steps_per_agent,
             max_wall_seconds=lim.max_wall_seconds,
             max_depth=lim.max_depth,
+            max_usd=lim.max_usd,
+            max_tokens=lim.max_tokens,
             attachments=tuple(a.to_attachment() for a in body.attachments),
             tenant=auth.tenant,
         )
@@ -136,12 +139,15 @@ def cancel_run(run_id: RunId, auth: Auth, ctx: Ctx) -> CancelOut:
     "/runs/{run_id}/resume",
     response_model=ResumeOut,
     summary="Resume a run",
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
 )
-def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
+def resume_run(run_id: RunId, auth: Auth, ctx: Ctx, body: Annotated[ResumeIn | None, Body()] = None) -> ResumeOut:
     """Continue a failed, cancelled or interrupted run from where it stood. Committed model and
-    tool calls are reused, never repeated. 409 if it already succeeded."""
-    n = ctx.runs.resume(run_id, scope=auth.scope)
+    tool calls are reused, never repeated. 409 if it already succeeded. An optional body
+    (`max_usd`, `max_tokens`) replaces the run's spend caps: raise them to continue a run that
+    stopped with reason `budget`."""
+    caps = body or ResumeIn()
+    n = ctx.runs.resume(run_id, scope=auth.scope, max_usd=caps.max_usd, max_tokens=caps.max_tokens)
     return ResumeOut(id=run_id, status=ctx.runs.summary(run_id).status, dispatched=n)
 
 
