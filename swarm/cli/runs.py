@@ -46,11 +46,11 @@ MAX_TOKENS_OPT = typer.Option(
 def budget_options(max_usd: str | None, max_tokens: str | None) -> dict[str, Any]:
     """--max-usd / --max-tokens as given, checked here (InputError: exit 3) so a bad value never
     reaches a server or a run."""
-    from swarm.domain import budget
+    from swarm.domain import budget, pricing
 
     caps: dict[str, Any] = {}
     if max_usd is not None:
-        caps["max_usd"] = budget.parse_usd(max_usd, "--max-usd") / 10**12
+        caps["max_usd"] = pricing.usd(budget.parse_usd(max_usd, "--max-usd"))
     if max_tokens is not None:
         caps["max_tokens"] = budget.parse_tokens(max_tokens, "--max-tokens")
     return caps
