@@ -75,3 +75,21 @@ def test_a_price_file_with_errors_is_refused_naming_the_line(tmp_path, text, suf
 def test_a_missing_price_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"SWARM_PRICES=.*cannot read"):
         pricing.load(str(tmp_path / "nope.toml"))
+
+
+def test_an_llm_worker_refuses_to_start_with_a_broken_price_file(tmp_path):
+    from swarm.config import Settings
+    from swarm.constants import QUEUE_LLM
+    from workers.celery_app import check_node
+
+    path = tmp_path / "prices.toml"
+    path.write_text('["m"]\ninput = 1\noutput = "x"\n')
+    s = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        broker_url="redis://127.0.0.1:1/0",
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+        llm_base_url="http://127.0.0.1:1/v1",
+        prices=str(path),
+    )
+    with pytest.raises(ConfigError, match=r"prices.toml, line 1, model 'm', field 'output'"):
+        check_node(s, {QUEUE_LLM})
