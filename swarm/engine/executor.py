@@ -183,7 +183,7 @@ class StepExecutor:
             reserved = (worst.pico or 0, worst.tokens)
         try:
             return self._call_and_commit(claim, ctx, messages, schemas, names, last_step, reserved, max_tokens)
-        except FenceLost:
+        except (FenceLost, StoreDataError):
             if reserved != (0, 0):  # the call will not commit: its reservation goes back
                 self._durable(lambda: self.store.release_reservation(claim.run_id, *reserved))
             raise

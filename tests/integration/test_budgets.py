@@ -159,3 +159,16 @@ def test_bad_budgets_are_a_cli_error(api, option, value):
     assert code == 3 and option in out
     code, out = cli("resume", "a" * 32, option, value)
     assert code == 3 and option in out
+
+
+@pytest.mark.timeout(60)
+def test_a_call_that_fails_gives_its_reservation_back(tmp_path, sqlite_url, sim):
+    s = make_settings(tmp_path, sqlite_url, sim.url)
+    store = StateStore.from_url(sqlite_url)
+    with LocalRuntime(s, store=store) as rt:
+        out = rt.wait(rt.submit(run_spec(s, "t #sim agents=1 tools=1 http=401", max_usd=5.0)), timeout=30)
+    assert out.status == "failed" and "LLMAuthError" in (out.reason or "")
+    with store.read() as conn:
+        row = conn.execute(select(RUNS).where(RUNS.c.id == out.id)).one()
+    assert (row.reserved_pico, row.reserved_tokens, row.cost_pico) == (0, 0, 0)
+    store.engine.dispose()
