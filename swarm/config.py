@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     )
     llm_api_key: SecretStr = Field(SecretStr(""), description="Bearer token for the model endpoint. Never logged.")
     model: str = Field("kimi-k2.5", description="Model name sent to the endpoint.")
+    prices: str = Field(
+        "",
+        description="A price file (TOML, or JSON by its .json suffix): USD per million tokens per model "
+        "(input, input_cached, output), on top of the built-in kimi-k2.5 prices. A model without a price "
+        "has an unknown cost.",
+    )
     llm_thinking: bool = Field(True, description="Kimi thinking mode (reasoning_content).")
     llm_flavor: Literal["moonshot", "vllm", "openai"] = Field(
         "moonshot",
@@ -166,6 +172,18 @@ class Settings(BaseSettings):
         description="Loop guard: how many times one agent may run an identical tool call (same tool, same "
         "arguments). Past it the call is not run and the model gets a tool error saying why. Read by "
         "the workers that run model turns.",
+    )
+    max_usd: float | None = Field(
+        None, gt=0, description="Default USD cap of a run's model calls (none: no cap); `swarm run --max-usd`."
+    )
+    max_tokens: int | None = Field(
+        None, gt=0, description="Default cap of a run's model tokens, in + out (none: no cap); `--max-tokens`."
+    )
+    llm_max_tokens: int = Field(
+        c.DEFAULT_LLM_MAX_TOKENS,
+        ge=1,
+        description="Output tokens one model call of a run with a budget may produce: sent as max_tokens, "
+        "and reserved (with the prompt) as the call's worst case before it starts.",
     )
 
     lease_seconds: float = Field(c.LEASE_SECONDS, gt=0)

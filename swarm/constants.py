@@ -36,6 +36,9 @@ DEFAULT_MAX_WALL_SECONDS = 6 * 3600.0
 DEFAULT_MAX_DEPTH = 1
 #: Loop guard: how many times one agent may run an identical tool call (SWARM_MAX_REPEATS).
 DEFAULT_MAX_REPEATS = 3
+#: Output tokens a model call of a run with a spend budget may produce (SWARM_LLM_MAX_TOKENS): sent
+#: as ``max_tokens`` and reserved as the call's worst case.
+DEFAULT_LLM_MAX_TOKENS = 32_768
 #: Warn the model once fewer than this fraction of a budget remains.
 BUDGET_WARNING_FRACTION = 0.1
 

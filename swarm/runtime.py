@@ -16,7 +16,7 @@ from typing import Any
 
 from swarm.config import Settings
 from swarm.dispatch.local import LocalDispatcher
-from swarm.domain import guards
+from swarm.domain import budget, guards
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
@@ -52,7 +52,10 @@ def run_spec(
     max_spawns_per_turn: int | None = None,
     attachments: Sequence[Path] = (),
     tenant: str | None = None,
+    max_usd: float | None = None,
+    max_tokens: int | None = None,
 ) -> RunSpec:
+    usd = settings.max_usd if max_usd is None else max_usd
     return RunSpec(
         task=task,
         model=model or settings.model,
@@ -64,6 +67,8 @@ def run_spec(
         max_spawns_per_turn=guards.check_spawn_cap(max_spawns_per_turn),
         tenant=tenant,
         attachments=tuple(load_attachment(p) for p in attachments),
+        max_cost_pico=None if usd is None else budget.parse_usd(usd),
+        max_tokens=settings.max_tokens if max_tokens is None else budget.parse_tokens(max_tokens),
     )
 
 
@@ -144,14 +149,14 @@ class LocalRuntime:
         self.dispatch(refs)
         return run_id
 
-    def resume(self, run_id: str) -> None:
+    def resume(self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None) -> None:
         was_running = self.store.run_status(run_id) == RunStatus.RUNNING
         # A step whose dead owner was its last allowed crash is given up here, and that may end
         # the run (an LLM step of the orchestrator): then it stays ended, with that reason.
         self.store.release_dead_owners(run_id, pid_is_dead, self.settings.step_max_crashes)
         if was_running and self.store.run_status(run_id) != RunStatus.RUNNING:
             return
-        refs = self.store.resume_run(run_id)
+        refs = self.store.resume_run(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens)
         self._runs.add(run_id)
         self.dispatch(refs)
 

@@ -56,6 +56,10 @@ def check_node(s: Settings, queues: set[str]) -> None:
             f"this worker consumes {QUEUE_LLM} but SWARM_LLM_BASE_URL is empty: set the model "
             "endpoint (for the simulated model run `swarm sim-llm` and point at it)"
         )
+    if QUEUE_LLM in queues:
+        from swarm.domain import pricing
+
+        pricing.load(s.prices)  # an error in SWARM_PRICES stops the worker here, naming the line
     engine = make_engine(s.db_url, pool_size=1)
     try:
         # Workers never migrate: an old worker must not race a new one's migration.

@@ -1,7 +1,7 @@
 """loop guards: runs.max_spawns_per_turn and steps.call_key
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 07:45:00
 
 Two nullable columns, so existing rows need no value: a run without ``max_spawns_per_turn`` has no
@@ -12,8 +12,6 @@ therefore starts its repeat count afresh; nothing else changes.
 Adding a nullable column is a plain ``ALTER TABLE ... ADD COLUMN`` on both databases (no table
 rewrite); dropping one on SQLite recreates the table (batch mode).
 
-NOTE (merge): written on top of 0003 while 0004 was under way on another branch; when both are
-merged, ``down_revision`` must point at 0004.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """API keys that expire and say when they were last used; idempotent run submission
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 08:10:00
 
 ``api_keys.expires_at`` (NULL: never) and ``api_keys.last_used_at`` (NULL: not yet);
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -45,7 +45,14 @@ class StoreCollector(Collector):
         tokens = CounterMetricFamily("swarm_tokens", "Model tokens used, all runs.", labels=["direction"])
         tokens.add_metric(["in"], snap["tokens_in"])
         tokens.add_metric(["out"], snap["tokens_out"])
+        tokens.add_metric(["cached"], snap["tokens_cached"])
         yield tokens
+        yield CounterMetricFamily(
+            "swarm_cost_usd", "USD spent on model calls, all runs with a known cost.", value=snap["cost_usd"]
+        )
+        yield GaugeMetricFamily(
+            "swarm_unpriced_runs", "Runs whose cost is unknown (a model without a price).", value=snap["unpriced_runs"]
+        )
         yield GaugeMetricFamily(
             "swarm_metrics_scrape_seconds",
             "Time the database queries of this scrape took.",

@@ -85,6 +85,21 @@ class Limits(BaseModel):
         description="Loop guard: subagents one turn may launch; the turn's further assign_task calls get a "
         "tool error asking to assign them in a later turn. Omitted: no cap beyond max_subagents.",
     )
+    max_usd: Annotated[float, Field(gt=0, le=1_000_000), NUMBER] | None = Field(
+        None, description="USD cap of the run's model calls (default SWARM_MAX_USD; none: no cap)."
+    )
+    max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = Field(
+        None, description="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS; none: no cap)."
+    )
+
+
+class ResumeIn(BaseModel):
+    """New spend caps for the resumed run (raise them to continue a run its budget stopped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_usd: Annotated[float, Field(gt=0, le=1_000_000), NUMBER] | None = None
+    max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = None
 
 
 class RunCreate(BaseModel):
@@ -134,6 +149,8 @@ class AgentOut(BaseModel):
     tool_calls: int
     tokens_in: int
     tokens_out: int
+    tokens_cached: int = Field(0, description="Input tokens served from the provider's prefix cache.")
+    cost_usd: float | None = Field(None, description="USD this agent's model calls cost; null: unknown (no price).")
     parent_turn: int | None = Field(description="The parent's turn (stage) that launched this agent.")
     created_at: float
     finished_at: float | None
@@ -180,6 +197,8 @@ class TimelineStep(BaseModel):
     attempt: int
     tokens_in: int
     tokens_out: int
+    tokens_cached: int | None = Field(None, description="An LLM call's cached input tokens.")
+    cost_usd: float | None = Field(None, description="An LLM call's cost; null for tool calls and unpriced models.")
     is_error: bool
 
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from swarm.cli.render import styled
+from swarm.cli.render import styled, tokens_text, usd_text
 from swarm.domain.critical import AgentSteps, critical_steps
 from swarm.domain.events import EventType
 from swarm.domain.status import RUN_TERMINAL
@@ -49,6 +49,9 @@ class LiveRun:
         self.failures = 0
         self.tokens_in = 0
         self.tokens_out = 0
+        self.tokens_cached = 0
+        #: USD so far; None once a call's cost is unknown (a model without a price).
+        self.cost_usd: float | None = 0.0
         self.last_event_id = 0
         self.needs_tree = False
         self._synced_at = time.monotonic()
@@ -80,6 +83,9 @@ class LiveRun:
             self.last_turn[agent_id] = max(turn, self.last_turn.get(agent_id, -1))
             self.tokens_in += int(data.get("tokens_in", 0))
             self.tokens_out += int(data.get("tokens_out", 0))
+            self.tokens_cached += int(data.get("tokens_cached", 0))
+            cost = data.get("cost_usd")
+            self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + float(cost)
         elif kind == EventType.TOOL_DONE and agent_id:
             self._agent(agent_id).tools += 1
             self.tool_calls += 1
@@ -155,7 +161,8 @@ class LiveRun:
         head.add_row("elapsed", f"{self.elapsed:.1f} s")
         total = sum(a.steps for a in self.agents.values())
         head.add_row("critical steps", f"{self.critical_steps}  (total steps {total})")
-        head.add_row("tokens", f"{self.tokens_in} in / {self.tokens_out} out")
+        head.add_row("tokens", tokens_text(self.tokens_in, self.tokens_out, self.tokens_cached))
+        head.add_row("cost", usd_text(self.cost_usd))
         subs = self.subagents
         done = sum(1 for a in subs if a.status != "running")
         bars = Progress(

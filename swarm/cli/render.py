@@ -27,6 +27,15 @@ def styled(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
+def usd_text(cost: float | None) -> str:
+    """A cost for people: ``$0.0123``; ``unknown`` when a model had no price (never a made-up 0)."""
+    return "unknown" if cost is None else f"${cost:,.4f}"
+
+
+def tokens_text(tokens_in: int, tokens_out: int, tokens_cached: int) -> str:
+    return f"{tokens_in} in ({tokens_cached} cached) / {tokens_out} out"
+
+
 def summary_table(s: RunSummary) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
@@ -43,8 +52,11 @@ def summary_table(s: RunSummary) -> Table:
         ("total steps", s.total_steps),
         ("parallel speed-up", f"{speedup} (total / critical steps)"),
         ("wall", f"{s.wall_seconds:.1f} s"),
-        ("tokens", f"{s.tokens_in} in / {s.tokens_out} out"),
+        ("tokens", tokens_text(s.tokens_in, s.tokens_out, s.tokens_cached)),
+        ("cost", usd_text(s.cost_usd) + (f" of {usd_text(s.max_usd)} cap" if s.max_usd is not None else "")),
     ]
+    if s.max_tokens is not None:
+        rows.append(("token cap", f"{s.tokens_in + s.tokens_out} of {s.max_tokens}"))
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
     if s.result:
@@ -64,6 +76,7 @@ def agent_tree(agents: list[dict[str, Any]], limit: int = 60) -> Tree:
         t = Text(f"{a['name']} ", style="bold")
         t.append_text(styled(a["status"]))
         t.append(f"  steps {a['steps']}  tools {a['tool_calls']}  tokens {a['tokens_in']}/{a['tokens_out']}")
+        t.append(f"  {usd_text(a.get('cost_usd'))}")
         if a.get("reason"):
             t.append(f"  {a['reason'][:80]}", style="red")
         return t
@@ -105,7 +118,7 @@ class RunProgress:
         self.progress.update(
             self.llm,
             completed=s.llm_calls,
-            extra=f"critical steps {s.critical_steps}  tokens {s.tokens_in + s.tokens_out}  "
+            extra=f"critical steps {s.critical_steps}  tokens {s.tokens_in + s.tokens_out}  {usd_text(s.cost_usd)}  "
             f"{time.monotonic() - self.started:.0f}s",
         )
 

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.live import Live
@@ -43,6 +43,25 @@ W1_TASK = (
 )
 
 
+MAX_USD_OPT = typer.Option(None, "--max-usd", help="USD cap of the run's model calls (default SWARM_MAX_USD).")
+MAX_TOKENS_OPT = typer.Option(
+    None, "--max-tokens", help="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS)."
+)
+
+
+def budget_options(max_usd: str | None, max_tokens: str | None) -> dict[str, Any]:
+    """--max-usd / --max-tokens as given, checked here (InputError: exit 3) so a bad value never
+    reaches a server or a run."""
+    from swarm.domain import budget, pricing
+
+    caps: dict[str, Any] = {}
+    if max_usd is not None:
+        caps["max_usd"] = pricing.usd(budget.parse_usd(max_usd, "--max-usd"))
+    if max_tokens is not None:
+        caps["max_tokens"] = budget.parse_tokens(max_tokens, "--max-tokens")
+    return caps
+
+
 def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
     """Show live progress until the run ends (or just wait, with --json)."""
     if json_out:
@@ -60,6 +79,7 @@ def execute(
     resume_id: str | None = None,
     json_out: bool,
     detach: bool,
+    caps: dict[str, Any] | None = None,
 ) -> RunSummary | str:
     """Submit ``request`` (or resume ``resume_id``) and follow the run until it ends."""
     runs = runs_service(s, api)
@@ -74,7 +94,7 @@ def execute(
         else:
             assert resume_id
             run_id = runs.resolve(resume_id)
-            runs.resume(run_id)
+            runs.resume(run_id, **(caps or {}))
         if detach:
             return run_id
         if not json_out:
@@ -142,6 +162,8 @@ def run(
         help="Loop guard: subagents one turn may launch; further assign_task calls of that turn get a tool error "
         "(default: no cap beyond --max-subagents).",
     ),
+    max_usd: str = MAX_USD_OPT,
+    max_tokens: str = MAX_TOKENS_OPT,
     attach: list[Path] = typer.Option(
         [],
         "--attach",
@@ -171,6 +193,7 @@ def run(
             max_wall_seconds=max_wall,
             max_spawns_per_turn=max_spawns_per_turn,
             attachments=tuple(load_attachment(p) for p in attach),
+            **budget_options(max_usd, max_tokens),
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)
     _finish(out, json_out)
@@ -223,15 +246,19 @@ def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
 def resume(
     run_id: str = RUN_ID_ARG,
     detach: bool = typer.Option(False, "--detach"),
+    max_usd: str = MAX_USD_OPT,
+    max_tokens: str = MAX_TOKENS_OPT,
     json_out: bool = JSON_OPT,
     api: str = API_OPT,
 ) -> None:
-    """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated."""
+    """Continue an interrupted, failed or cancelled run; committed steps are reused, not repeated.
+    --max-usd / --max-tokens replace its spend caps (to continue a run its budget stopped)."""
     setup_logging()
     with errors(json_out):
+        caps = budget_options(max_usd, max_tokens)
         s = settings()
         harden_process()
-        out = execute(s, api, resume_id=run_id, json_out=json_out, detach=detach)
+        out = execute(s, api, resume_id=run_id, json_out=json_out, detach=detach, caps=caps)
     _finish(out, json_out)
 
 
@@ -261,7 +288,7 @@ def list_runs(
     """List recent runs."""
     from rich.table import Table
 
-    from swarm.cli.render import styled
+    from swarm.cli.render import styled, usd_text
 
     with errors(json_out):
         service = runs_service(settings(), api)
@@ -276,10 +303,10 @@ def list_runs(
     t = Table(box=None, header_style="bold")
     t.add_column("id", no_wrap=True, min_width=32)
     t.add_column("status", no_wrap=True, min_width=9)
-    for name in ("subs", "tools", "crit", "wall s"):
+    for name in ("subs", "tools", "crit", "wall s", "cost"):
         t.add_column(name, no_wrap=True, justify="right")
-    # What is left of the terminal after the other columns (~78 characters).
-    t.add_column("task", overflow="ellipsis", no_wrap=True, max_width=max(6, console.width - 80))
+    # What is left of the terminal after the other columns (~86 characters).
+    t.add_column("task", overflow="ellipsis", no_wrap=True, max_width=max(6, console.width - 88))
     for r in runs:
         t.add_row(
             r.id,
@@ -288,6 +315,7 @@ def list_runs(
             str(r.tool_calls),
             str(r.critical_steps),
             f"{r.wall_seconds:.1f}",
+            usd_text(r.cost_usd),
             r.task[:50],
         )
     console.print(t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,10 @@ class LLMResponse:
     model: str
     latency_seconds: float = 0.0
     raw: dict[str, Any] = field(default_factory=dict)
+    #: Input tokens served from the provider's prefix cache (part of ``tokens_in``).
+    tokens_cached: int = 0
+    #: Output tokens spent thinking, where the provider reports them (part of ``tokens_out``).
+    tokens_reasoning: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,3 +44,12 @@ class CallContext:
     run_id: str = ""
     agent_id: str = ""
     step_id: str = ""
+    #: Sent as ``prompt_cache_key`` where the provider honours it (:func:`cache_key`).
+    cache_key: str = ""
+
+
+def cache_key(run_id: str, agent_name: str) -> str:
+    """The prompt-cache routing key of every call of one agent definition in one run: its calls
+    share their prefix (system prompt, tools), so a provider that routes by this key serves them
+    from one cache. Derived, not secret; no more than 64 characters (OpenAI's limit)."""
+    return "swarm-" + hashlib.sha256(f"{run_id}\n{agent_name}".encode()).hexdigest()[:40]

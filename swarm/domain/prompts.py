@@ -84,6 +84,20 @@ TOOL_NOT_RUN = "The {name} tool call could not be run: {reason}."
 TIME_LIMIT = "time limit: the run exceeded its max wall time"
 #: Why an agent that wanted more tools on its last allowed step failed.
 STEP_LIMIT = "step limit: used all {steps} allowed steps without a final answer"
+#: Told the model, as a note on its tool results, once 90 % of the run's spend budget is used.
+BUDGET_WRAP_UP = (
+    "[swarm: {percent} % of this run's spending budget is used. Wrap up now: launch no new work, "
+    "and give your final answer with what you have.]"
+)
+#: Why a run whose next model call does not fit its budget failed (it starts with "budget").
+BUDGET_EXHAUSTED = (
+    "budget: the run spent {spent} of its {cap} cap and its next model call could cost up to {worst}; "
+    "no new model call was started. Continue it with `swarm resume RUN_ID {what} <higher cap>`."
+)
+BUDGET_NO_PRICE = (
+    "budget: model {model!r} has no price, so a USD budget cannot be kept; add it to the SWARM_PRICES "
+    "file (or run without --max-usd)."
+)
 #: Why a ready step that nobody could claim any more was given up.
 ATTEMPTS_USED = "step used up its {times} attempts without finishing; not retried"
 

@@ -130,6 +130,8 @@ def response(resp: LLMResponse) -> LLMResponse:
         tool_calls=calls,
         tokens_in=token_count(resp.tokens_in),
         tokens_out=token_count(resp.tokens_out),
+        tokens_cached=min(token_count(resp.tokens_cached), token_count(resp.tokens_in)),
+        tokens_reasoning=token_count(resp.tokens_reasoning),
     )
     return resp if clean == resp else clean
 

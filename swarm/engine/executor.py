@@ -15,10 +15,11 @@ from typing import Any, Protocol, TypeVar
 from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import prompts, sanitize
-from swarm.domain.llm import CallContext, LLMResponse
+from swarm.domain import budget, pricing, prompts, sanitize
+from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
+from swarm.engine import spend
 from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
@@ -61,6 +62,7 @@ class LLMProtocol(Protocol):
         *,
         model: str | None = None,
         still_wanted: Callable[[], bool] | None = None,
+        max_tokens: int | None = None,
     ) -> LLMResponse: ...
 
 
@@ -86,6 +88,8 @@ class StepExecutor:
         self._lock = threading.Lock()
         self.quota = Quota.from_settings(settings)
         self.file_cache = _file_cache(settings)
+        #: Read when the worker starts: an error in SWARM_PRICES stops it there, naming the line.
+        self.prices = pricing.load(settings.prices)
 
     def in_flight(self) -> list[str]:
         """Steps being worked on right now: the only leases this owner's heartbeat may renew."""
@@ -160,25 +164,68 @@ class StepExecutor:
         messages = list(ctx.messages)
         if last_step:
             messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
+        reserved, max_tokens = (0, 0), None
+        if ctx.agent.budgeted:  # reserve the call's worst case first: no call starts past the cap
+            max_tokens = self.settings.llm_max_tokens
+            size = len(json.dumps([messages, schemas], ensure_ascii=False).encode())
+            worst = budget.worst_case(size, max_tokens, self.prices.price(ctx.agent.model))
+            reason = spend.reserve(
+                self.store,
+                claim.run_id,
+                ctx.agent.model,
+                worst,
+                still_wanted=lambda: self.store.still_claimed(claim),
+                max_wait=self.settings.llm_timeout + self.settings.lease_seconds,
+                usd_capped=ctx.agent.max_cost_pico is not None,
+            )
+            if reason is not None:
+                return self._durable(lambda: self.store.fail_step(claim, reason, fail_run=True))
+            reserved = (worst.pico or 0, worst.tokens)
+        try:
+            return self._call_and_commit(claim, ctx, messages, schemas, names, last_step, reserved, max_tokens)
+        except (FenceLost, StoreDataError):
+            if reserved != (0, 0):  # the call will not commit: its reservation goes back
+                self._durable(lambda: self.store.release_reservation(claim.run_id, *reserved))
+            raise
+
+    def _call_and_commit(
+        self,
+        claim: Claim,
+        ctx: AgentContext,
+        messages: list[dict[str, Any]],
+        schemas: list[dict[str, Any]],
+        names: list[str],
+        last_step: bool,
+        reserved: tuple[int, int],
+        max_tokens: int | None,
+    ) -> list[StepRef]:
+        """The model call, and its commit (or the step's failure), settling ``reserved``."""
         try:
             response = self.llm.complete(
                 messages,
                 schemas,
-                CallContext(claim.run_id, claim.agent_id, claim.step_id),
+                CallContext(claim.run_id, claim.agent_id, claim.step_id, cache_key(claim.run_id, ctx.agent.name)),
                 model=ctx.agent.model,
                 still_wanted=lambda: self.store.still_claimed(claim),
+                max_tokens=max_tokens,
             )
         except (LLMAuthError, LLMQuotaExceeded) as exc:
             # Retrying cannot help and burns quota: end the whole run now, with the reason.
             error = f"{type(exc).__name__}: {exc}"
-            return self._durable(lambda: self.store.fail_step(claim, error, fail_run=True))
+            return self._durable(lambda: self.store.fail_step(claim, error, fail_run=True, release=reserved))
         except LLMError as exc:
             error = f"model call failed: {type(exc).__name__}: {exc}"
-            return self._durable(lambda: self.store.fail_step(claim, error))
+            return self._durable(lambda: self.store.fail_step(claim, error, release=reserved))
         response = sanitize.response(response)  # what the database cannot store never reaches it
         plan = plan_turn(response, names, last_step=last_step)
+        usage = pricing.Usage(
+            response.tokens_in, response.tokens_cached, response.tokens_out, response.tokens_reasoning
+        )
+        cost = self.prices.cost(ctx.agent.model, usage)
         max_repeats = self.settings.max_repeats
-        return self._durable(lambda: self.store.commit_llm(claim, response, plan, max_repeats=max_repeats))
+        return self._durable(
+            lambda: self.store.commit_llm(claim, response, plan, max_repeats=max_repeats, cost=cost, reserved=reserved)
+        )
 
     # ----------------------------------------------------------------- tools
 

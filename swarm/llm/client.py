@@ -27,6 +27,9 @@ THINKING_TEMPERATURE = 1.0
 INSTANT_TEMPERATURE = 0.6
 
 _NO_CONTEXT = CallContext()
+#: Flavours whose API takes a ``prompt_cache_key`` (Moonshot's and OpenAI's); vLLM and SGLang
+#: route without one and would only warn about an unknown field.
+CACHE_KEY_FLAVORS = frozenset({"moonshot", "openai"})
 
 
 class LLMClient:
@@ -67,12 +70,15 @@ class LLMClient:
         *,
         model: str | None = None,
         still_wanted: Callable[[], bool] | None = None,
+        max_tokens: int | None = None,
     ) -> LLMResponse:
         """One assistant turn for ``messages``. Raises :class:`LLMError` subclasses, or
         :class:`FenceLost` when ``still_wanted()`` says, before a retry, that nobody awaits the
         answer any more (the run was cancelled or the step taken over): a stopped run must not
         keep calling the model from a backoff loop."""
-        body = self._body(messages, tools, model or self._settings.model)
+        body = self._body(messages, tools, model or self._settings.model, ctx.cache_key)
+        if max_tokens is not None:  # a run with a budget: the bound its reservation assumed
+            body["max_tokens"] = max_tokens
         headers = self._headers(ctx)
         max_retries = self._settings.llm_max_retries
         attempt = 0
@@ -118,11 +124,15 @@ class LLMClient:
             self._limiter.on_success()
             return result
 
-    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    def _body(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str, cache_key: str = ""
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
         if tools:
             body["tools"] = tools
         flavor, thinking = self._settings.llm_flavor, self._settings.llm_thinking
+        if cache_key and flavor in CACHE_KEY_FLAVORS:
+            body["prompt_cache_key"] = cache_key
         if flavor == "openai":
             return body
         body["temperature"] = THINKING_TEMPERATURE if thinking else INSTANT_TEMPERATURE
@@ -248,7 +258,22 @@ def parse_completion(response: httpx.Response, latency: float, *, default_model:
         model=str(data.get("model") or default_model),
         latency_seconds=latency,
         raw=message,
+        tokens_cached=cached_tokens(usage),
+        tokens_reasoning=_count(_details(usage, "completion_tokens_details").get("reasoning_tokens")),
     )
+
+
+def cached_tokens(usage: dict[str, Any]) -> int:
+    """Input tokens served from the prefix cache: Moonshot reports ``usage.cached_tokens``, OpenAI
+    and vLLM ``usage.prompt_tokens_details.cached_tokens``; the larger, if both are there."""
+    return max(
+        _count(usage.get("cached_tokens")), _count(_details(usage, "prompt_tokens_details").get("cached_tokens"))
+    )
+
+
+def _details(usage: dict[str, Any], name: str) -> dict[str, Any]:
+    value = usage.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def _tool_calls(value: Any, response: httpx.Response) -> tuple[ToolCall, ...]:

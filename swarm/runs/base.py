@@ -37,6 +37,9 @@ class RunRequest:
     max_spawns_per_turn: int | None = None
     attachments: tuple[Attachment, ...] = ()
     tenant: str | None = None
+    #: Spend caps: USD and tokens (in + out) of the run's model calls.
+    max_usd: float | None = None
+    max_tokens: int | None = None
     #: Submitting again with the same key returns the run the first submission created.
     idempotency_key: str | None = None
 
@@ -52,6 +55,8 @@ class RunRequest:
             "max_wall_seconds": self.max_wall_seconds,
             "max_depth": self.max_depth,
             "max_spawns_per_turn": self.max_spawns_per_turn,
+            "max_usd": self.max_usd,
+            "max_tokens": self.max_tokens,
         }
         return {k: v for k, v in given.items() if v is not None}
 
@@ -72,8 +77,17 @@ class Runs(Protocol):
     def submit(self, request: RunRequest) -> str:
         """Start a run; returns its id at once."""
 
-    def resume(self, run_id: str, *, scope: str | None = None) -> int:
-        """Continue a run from where it stood; returns how many open steps were dispatched."""
+    def resume(
+        self,
+        run_id: str,
+        *,
+        scope: str | None = None,
+        max_usd: float | None = None,
+        max_tokens: int | None = None,
+    ) -> int:
+        """Continue a run from where it stood; returns how many open steps were dispatched.
+        ``max_usd`` / ``max_tokens`` replace the run's spend caps (raise them to continue a run
+        its budget stopped)."""
 
     def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled: ...
 

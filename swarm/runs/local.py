@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from swarm.config import Settings
+from swarm.domain import budget
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.exceptions import ConfigError, SwarmError
@@ -30,6 +31,14 @@ log = logging.getLogger(__name__)
 
 #: Seconds a stopping embedded service waits for steps in flight to commit.
 SHUTDOWN_GRACE = 10.0
+
+
+def resume_caps(max_usd: float | None, max_tokens: int | None) -> dict[str, int | None]:
+    """New spend caps for a resumed run, as the store keeps them (InputError if not > 0)."""
+    return {
+        "max_cost_pico": None if max_usd is None else budget.parse_usd(max_usd),
+        "max_tokens": None if max_tokens is None else budget.parse_tokens(max_tokens),
+    }
 
 
 class StoreRuns:
@@ -58,6 +67,8 @@ class StoreRuns:
             max_depth=request.max_depth,
             max_spawns_per_turn=request.max_spawns_per_turn,
             tenant=request.tenant,
+            max_usd=request.max_usd,
+            max_tokens=request.max_tokens,
         )
         return dataclasses.replace(spec, attachments=request.attachments, idempotency_key=request.idempotency_key)
 
@@ -154,11 +165,19 @@ class EmbeddedRuns(StoreRuns):
     def submit(self, request: RunRequest) -> str:
         return self.runtime.submit(self.spec(request), self.quota)
 
-    def resume(self, run_id: str, *, scope: str | None = None) -> int:
+    def resume(
+        self,
+        run_id: str,
+        *,
+        scope: str | None = None,
+        max_usd: float | None = None,
+        max_tokens: int | None = None,
+    ) -> int:
         self.store.run_status(run_id, scope)
+        caps = resume_caps(max_usd, max_tokens)
         # LocalRuntime.resume frees steps of dead local owners at once (a process killed with -9),
         # re-opens the run and adopts it: this process's sweeper looks after it from now on.
-        self.runtime.resume(run_id)
+        self.runtime.resume(run_id, **caps)
         return len(self.store.steps_of(run_id, [StepStatus.READY, StepStatus.RUNNING]))
 
     def adopt_interrupted(self) -> list[str]:
@@ -219,9 +238,16 @@ class ClusterRuns(StoreRuns):
         self.dispatcher.dispatch(refs)
         return run_id
 
-    def resume(self, run_id: str, *, scope: str | None = None) -> int:
+    def resume(
+        self,
+        run_id: str,
+        *,
+        scope: str | None = None,
+        max_usd: float | None = None,
+        max_tokens: int | None = None,
+    ) -> int:
         self.store.run_status(run_id, scope)
-        refs = self.store.resume_run(run_id)
+        refs = self.store.resume_run(run_id, **resume_caps(max_usd, max_tokens))
         self.dispatcher.dispatch(refs)
         return len(refs)
 

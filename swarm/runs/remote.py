@@ -77,8 +77,16 @@ class RemoteRuns:
         headers = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
         return str(self._json("POST", "/v1/runs", json=body, headers=headers)["id"])
 
-    def resume(self, run_id: str, *, scope: str | None = None) -> int:
-        return int(self._json("POST", f"/v1/runs/{run_id}/resume")["dispatched"])
+    def resume(
+        self,
+        run_id: str,
+        *,
+        scope: str | None = None,
+        max_usd: float | None = None,
+        max_tokens: int | None = None,
+    ) -> int:
+        caps = {k: v for k, v in (("max_usd", max_usd), ("max_tokens", max_tokens)) if v is not None}
+        return int(self._json("POST", f"/v1/runs/{run_id}/resume", json=caps or None)["dispatched"])
 
     def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled:
         out = self._json("POST", f"/v1/runs/{run_id}/cancel")

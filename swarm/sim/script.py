@@ -29,6 +29,10 @@ WORKER_SYSTEM_PROMPT = (
 DEFAULT_MODEL = "kimi-k2.5-sim"
 #: A fixed ``created`` keeps whole responses reproducible.
 CREATED = 1_700_000_000
+#: The sim counts a token per 4 characters of canonical JSON.
+CHARS_PER_TOKEN = 4
+#: Kimi's prefix cache works in blocks of this many tokens.
+CACHE_CHUNK_TOKENS = 256
 
 # --------------------------------------------------------------------------- reading requests
 
@@ -260,11 +264,33 @@ def decide(messages: Sequence[Mapping[str, Any]], params: SimParams) -> Turn:
     return subagent_turn(messages, params) if is_subagent(messages) else orchestrator_turn(messages, params)
 
 
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The request as the sim "tokenizes" it (4 characters a token): the tools, then the
+    messages, serialized canonically, so a conversation's next request extends its last one."""
+    tools = body.get("tools")
+    return _canonical(list(tools) if isinstance(tools, list) else []) + _canonical(list(body["messages"]))
+
+
+def prefix_digests(text: str) -> list[bytes]:
+    """One digest per whole :data:`CACHE_CHUNK_TOKENS` chunk of ``text``, each over everything
+    up to the chunk's end: Kimi-style prefix caching hits chunk k only if chunks 0..k all match."""
+    size = CACHE_CHUNK_TOKENS * CHARS_PER_TOKEN
+    running = hashlib.blake2b(digest_size=16)
+    digests = []
+    for end in range(size, len(text) + 1, size):
+        running.update(text[end - size : end].encode())
+        digests.append(running.copy().digest())
+    return digests
+
+
 def completion_body(
     turn: Turn,
     messages: Sequence[Mapping[str, Any]],
     model: str,
     thinking: bool,
+    *,
+    prompt_tokens: int | None = None,
+    cached_tokens: int = 0,
 ) -> dict[str, Any]:
     """``turn`` as an OpenAI ``chat.completion`` body, with Kimi-style tool-call ids."""
     # Kimi numbers tool calls across the whole conversation: functions.<name>:<idx>.
@@ -287,8 +313,10 @@ def completion_body(
         + (len(turn.reasoning) if thinking else 0)
         + sum(len(c.name) + len(c.arguments) for c in turn.calls)
     )
-    prompt_tokens = len(_canonical(list(messages))) // 4
-    completion_tokens = max(1, reply_chars // 4)
+    if prompt_tokens is None:
+        prompt_tokens = len(_canonical(list(messages))) // CHARS_PER_TOKEN
+    completion_tokens = max(1, reply_chars // CHARS_PER_TOKEN)
+    reasoning_tokens = len(turn.reasoning) // CHARS_PER_TOKEN if thinking else 0
     return {
         "id": f"chatcmpl-sim-{request_key(messages)[:24]}",
         "object": "chat.completion",
@@ -305,12 +333,17 @@ def completion_body(
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
+            # Moonshot's field, and OpenAI's / vLLM's: clients read one or the other.
+            "cached_tokens": cached_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": min(reasoning_tokens, completion_tokens)},
         },
     }
 
 
-def reply(body: Mapping[str, Any], defaults: SimParams) -> dict[str, Any]:
-    """The whole pure path: a valid request body and server defaults → completion body."""
+def reply(body: Mapping[str, Any], defaults: SimParams, *, cached_tokens: int = 0) -> dict[str, Any]:
+    """The whole pure path: a valid request body and server defaults → completion body.
+    ``cached_tokens``: how much of the prompt the server's prefix cache held."""
     messages: list[Mapping[str, Any]] = list(body["messages"])
     params = resolve_params(messages, defaults)
     model = body.get("model")
@@ -319,4 +352,6 @@ def reply(body: Mapping[str, Any], defaults: SimParams) -> dict[str, Any]:
         messages,
         model if isinstance(model, str) and model else DEFAULT_MODEL,
         thinking=params.thinking and wire.thinking_requested(body),
+        prompt_tokens=len(prompt_text(body)) // CHARS_PER_TOKEN,
+        cached_tokens=cached_tokens,
     )

@@ -1,8 +1,11 @@
 """The simulated model as a real OpenAI-compatible HTTP server.
 
 Decisions come from :mod:`swarm.sim.script`; this module adds what only a server can do:
-latency, HTTP faults, Kimi's wire-format 400s, and a ledger of every request so tests can
-prove that no committed LLM call was ever sent twice.
+latency, HTTP faults, Kimi's wire-format 400s, a ledger of every request so tests can
+prove that no committed LLM call was ever sent twice, and a Kimi-style prefix cache: the
+tools and messages of a request, serialized, in 256-token blocks; a request's leading blocks
+that an earlier request already sent are reported as ``usage.cached_tokens`` (and
+``usage.prompt_tokens_details.cached_tokens``). ``/sim/usage`` lists what each request reported.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from swarm.threaded_server import ThreadedServer
 
 #: Bounds memory of a long-running sim; far above any test's request count.
 LOG_LIMIT = 200_000
+#: Prefix-cache blocks the sim remembers (oldest forgotten first): ~4 GB of prompt text.
+CACHE_LIMIT = 4_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +59,35 @@ class SimState:
     #: Requests seen per conversation, for "fail the first N" HTTP faults.
     attempts: Counter[str] = field(default_factory=Counter)
     entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    #: The prefix cache: digests of prompt prefixes seen, one per whole 256-token block.
+    cache: dict[bytes, None] = field(default_factory=dict)
+    #: Input tokens served and how many of them the cache held (the benchmark's cache share).
+    tokens: Counter[str] = field(default_factory=Counter)
+    #: Per conversation: how many whole blocks its last request had, and the last one's digest.
+    prefixes: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    usages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cached_tokens(self, digests: list[bytes], conversation: str) -> tuple[int, bool]:
+        """Tokens of the prompt whose blocks ``digests`` the cache holds (a leading run of
+        blocks, as Kimi's prefix cache serves them); the prompt's blocks are cached after.
+        Also whether the request broke its conversation's prefix: did not start with every
+        whole block of the conversation's previous request (a client-side cache miss)."""
+        with self.lock:
+            hits = 0
+            while hits < len(digests) and digests[hits] in self.cache:
+                hits += 1
+            for digest in digests[hits:]:
+                self.cache[digest] = None
+            while len(self.cache) > CACHE_LIMIT:
+                del self.cache[next(iter(self.cache))]
+            n, last = self.prefixes.get(conversation, (0, b""))
+            broke = n > 0 and (len(digests) < n or digests[n - 1] != last)
+            if digests:
+                self.prefixes[conversation] = (len(digests), digests[-1])
+            if len(self.prefixes) > LOG_LIMIT:
+                del self.prefixes[next(iter(self.prefixes))]
+        return hits * script.CACHE_CHUNK_TOKENS, broke
 
     def count_request(self) -> None:
         with self.lock:
@@ -76,6 +109,35 @@ class SimState:
                 self.errors[status] += 1
             self.entries.append({"t": time.time(), "key": key, **headers, "status": status})
 
+    def record_usage(self, headers: dict[str, str], usage: dict[str, Any], cache_key: Any, broke: bool) -> None:
+        """What a served request reported as its usage (and the ``prompt_cache_key`` it sent)."""
+        with self.lock:
+            self.tokens["prompt"] += usage["prompt_tokens"]
+            self.tokens["cached"] += usage["cached_tokens"]
+            self.tokens["completion"] += usage["completion_tokens"]
+            self.tokens["prefix_breaks"] += broke
+            self.usages.append(
+                {
+                    **headers,
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "cached_tokens": usage["cached_tokens"],
+                    "completion_tokens": usage["completion_tokens"],
+                    "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"],
+                    "prompt_cache_key": cache_key,
+                    "prefix_break": broke,
+                }
+            )
+
+    def usage(self, run_id: str | None = None) -> dict[str, Any]:
+        """Token totals of every served request (``prompt``, ``cached``, ``completion``), and
+        each request's usage as reported, of one run or all."""
+        with self.lock:
+            return {
+                "tokens": {k: self.tokens[k] for k in ("prompt", "cached", "completion")},
+                "prefix_breaks": self.tokens["prefix_breaks"],
+                "calls": [dict(u) for u in self.usages if run_id is None or u["run_id"] == run_id],
+            }
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             served = sum(self.served.values())
@@ -96,9 +158,12 @@ class SimState:
     def reset(self) -> None:
         with self.lock:
             self.requests = 0
-            for counter in (self.by_run, self.errors, self.served, self.attempts):
+            for counter in (self.by_run, self.errors, self.served, self.attempts, self.tokens):
                 counter.clear()
+            self.prefixes.clear()
             self.entries.clear()
+            self.usages.clear()
+            self.cache.clear()
 
 
 def _error(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -168,8 +233,11 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
             return _error(400, problem, "invalid_request_error")
         if params.latency > 0:
             await asyncio.sleep(params.latency)
-        completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults)
+        conversation = headers["agent_id"] or script.conversation_key(messages, headers["run_id"])
+        cached, broke = ledger.cached_tokens(script.prefix_digests(script.prompt_text(body)), conversation)
+        completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults, cached_tokens=cached)
         ledger.record(200, key, headers)
+        ledger.record_usage(headers, completion["usage"], body.get("prompt_cache_key"), broke)
         return JSONResponse(completion)
 
     async def models(_: Request) -> Response:
@@ -185,6 +253,9 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
 
     async def log(request: Request) -> Response:
         return JSONResponse(ledger.log(request.query_params.get("run_id")))
+
+    async def usage(request: Request) -> Response:
+        return JSONResponse(ledger.usage(request.query_params.get("run_id")))
 
     async def reset(_: Request) -> Response:
         ledger.reset()
@@ -210,6 +281,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
             Route("/v1/models", models, methods=["GET"]),
             Route("/sim/stats", stats, methods=["GET"]),
             Route("/sim/log", log, methods=["GET"]),
+            Route("/sim/usage", usage, methods=["GET"]),
             Route("/sim/reset", reset, methods=["POST"]),
             Route("/search", search, methods=["GET"]),
             Route("/pages/{slug}", page, methods=["GET"]),
@@ -304,6 +376,9 @@ class SimServer(ThreadedServer):
 
     def log(self, run_id: str | None = None) -> list[dict[str, Any]]:
         return self.state.log(run_id)
+
+    def usage(self, run_id: str | None = None) -> dict[str, Any]:
+        return self.state.usage(run_id)
 
     def reset(self) -> None:
         self.state.reset()

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from swarm.constants import DEFAULT_MAX_REPEATS, ORCHESTRATION_TOOLS
-from swarm.domain import guards, limits, prompts, sanitize
+from swarm.domain import budget, guards, limits, pricing, prompts, sanitize
 from swarm.domain.events import EventType
 from swarm.domain.llm import LLMResponse
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
@@ -42,29 +42,53 @@ class Commits:
         return AgentContext(claim.run_id, claim.agent_id, agent, [conversation.to_openai(r) for r in rows])
 
     def commit_llm(
-        self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, max_repeats: int = DEFAULT_MAX_REPEATS
+        self,
+        claim: Claim,
+        response: LLMResponse,
+        plan: TurnPlan,
+        *,
+        max_repeats: int = DEFAULT_MAX_REPEATS,
+        cost: int | None = None,
+        reserved: tuple[int, int] = (0, 0),
     ) -> list[StepRef]:
         """Commit one model turn: the assistant message, its tool steps (loop guards and budget
         permitting) or the agent's end, all in one transaction guarded by the fence. An identical
         tool call this agent already ran ``max_repeats`` times is refused (``domain/guards.py``).
+        ``cost``: the call's price in picodollars (``domain.pricing``), None when unknown; added to
+        the agent's and run's. ``reserved``: the (picodollars, tokens) reserved for the call, settled here.
 
         The run row (budgets, counters) is every agent's hot spot, so it is touched last, by a
         conditional UPDATE that re-checks the budget: the lock is held only for the commit itself.
         If the budget moved meanwhile the transaction is redone holding the lock from the start."""
         try:
-            return self._commit_llm(claim, response, plan, max_repeats, optimistic=True)
+            return self._commit_llm(claim, response, plan, max_repeats, cost, reserved, optimistic=True)
         except _BudgetMoved:
-            return self._commit_llm(claim, response, plan, max_repeats, optimistic=False)
+            return self._commit_llm(claim, response, plan, max_repeats, cost, reserved, optimistic=False)
 
     def _commit_llm(
-        self, claim: Claim, response: LLMResponse, plan: TurnPlan, max_repeats: int, *, optimistic: bool
+        self,
+        claim: Claim,
+        response: LLMResponse,
+        plan: TurnPlan,
+        max_repeats: int,
+        cost: int | None,
+        reserved: tuple[int, int],
+        *,
+        optimistic: bool,
     ) -> list[StepRef]:
         with self.session.tx() as conn:
             # Only a turn with tool calls needs the budgets; the pessimistic retry locks them first.
             run = None if optimistic else writes.lock_run(conn, claim.run_id)
             granted = (0, 0)
             outcomes.close_step(
-                conn, claim, StepStatus.SUCCEEDED, tokens_in=response.tokens_in, tokens_out=response.tokens_out
+                conn,
+                claim,
+                StepStatus.SUCCEEDED,
+                tokens_in=response.tokens_in,
+                tokens_out=response.tokens_out,
+                tokens_cached=response.tokens_cached,
+                tokens_reasoning=response.tokens_reasoning,
+                cost_pico=cost,
             )
             agent = conn.execute(sql.AGENT_COUNTERS, {"b_id": claim.agent_id}).one()
             seq = agent.next_seq
@@ -78,14 +102,26 @@ class Commits:
                 reasoning=response.reasoning_content,
                 tool_calls=conversation.tool_calls_json(response) or None,
             )
-            tokens = {"b_tin": response.tokens_in, "b_tout": response.tokens_out}
+            tokens = {
+                "b_tin": response.tokens_in,
+                "b_tout": response.tokens_out,
+                "b_tcached": response.tokens_cached,
+                "b_cost": cost,
+            }
             advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
                 if run is None:
                     run = conn.execute(sql.RUN_BUDGETS, {"b_id": claim.run_id}).one()
                 plan = self._guard(conn, claim, run, plan, max_repeats)
-                pending, refs, granted = self._open_tool_steps(conn, claim, run, plan, seq)
+                spend = budget.wrap_up_note(
+                    None if run.cost_pico is None or cost is None else run.cost_pico + cost,
+                    run.max_cost_pico,
+                    run.tokens_in + run.tokens_out + response.tokens_in + response.tokens_out,
+                    run.max_tokens,
+                    reserved,
+                )
+                pending, refs, granted = self._open_tool_steps(conn, claim, run, plan, seq, spend)
                 conn.execute(sql.ADVANCE_AGENT, {**advance, "b_next": seq + 1 + len(plan.calls), "b_pending": pending})
                 if pending == 0:
                     refs.append(writes.new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
@@ -112,10 +148,20 @@ class Commits:
                     "tool_calls": len(plan.calls),
                     "tokens_in": response.tokens_in,
                     "tokens_out": response.tokens_out,
+                    "tokens_cached": response.tokens_cached,
+                    "cost_usd": pricing.usd(cost),
                 },
             )
             counted = conn.execute(
-                sql.COUNT_TURN, {"b_id": claim.run_id, "b_tools": granted[0], "b_subs": granted[1], **tokens}
+                sql.COUNT_TURN,
+                {
+                    "b_id": claim.run_id,
+                    "b_tools": granted[0],
+                    "b_subs": granted[1],
+                    "b_rpico": reserved[0],
+                    "b_rtok": reserved[1],
+                    **tokens,
+                },
             ).rowcount
             if not counted:
                 raise _BudgetMoved()
@@ -132,7 +178,7 @@ class Commits:
         return guards.guard_turn(plan, ran, guards.LoopGuards(max_repeats, run.max_spawns_per_turn))
 
     def _open_tool_steps(
-        self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan, seq: int
+        self, conn: Connection, claim: Claim, run: Any, plan: TurnPlan, seq: int, spend_note: str | None
     ) -> tuple[int, list[StepRef], tuple[int, int]]:
         """Insert the turn's tool steps; returns (pending, refs, (tool calls, subagents) granted).
         The caller adds the grant to the run's counters."""
@@ -151,6 +197,8 @@ class Commits:
         note = (
             limits.budget_note(run.tool_calls + g.tool_calls, run.max_tool_calls, "tool calls") if want_tools else None
         )
+        if spend_note:
+            note = f"{note}\n{spend_note}" if note else spend_note
         refs: list[StepRef] = []
         ready: list[dict[str, Any]] = []
         now = time.time()
@@ -251,12 +299,17 @@ class Commits:
             raise FenceLost(f"step {claim.step_id} was taken over or cancelled; result discarded")
         return [StepRef(next_id, claim.run_id, claim.agent_id, StepKind.LLM)] if row.next_step_id else []
 
-    def fail_step(self, claim: Claim, error: str, *, fail_run: bool = False) -> list[StepRef]:
+    def fail_step(
+        self, claim: Claim, error: str, *, fail_run: bool = False, release: tuple[int, int] = (0, 0)
+    ) -> list[StepRef]:
         """A step failed for good. Its agent fails (the parent hears of it as a tool error); with
-        ``fail_run`` (bad credentials, no quota) the whole run ends at once."""
+        ``fail_run`` (bad credentials, no quota, budget) the whole run ends at once. ``release``:
+        the (picodollars, tokens) reserved for the step's model call, given back."""
         error = sanitize.text(error)  # it may quote what the model or a tool sent
         with self.session.tx() as conn:
             writes.lock_run(conn, claim.run_id)
+            if release != (0, 0):
+                conn.execute(sql.RELEASE, {"b_id": claim.run_id, "b_rpico": release[0], "b_rtok": release[1]})
             outcomes.close_step(conn, claim, StepStatus.FAILED, error=error)
             writes.event(
                 conn, claim.run_id, EventType.STEP_FAILED, claim.agent_id, claim.step_id, {"error": error[:500]}

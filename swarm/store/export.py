@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from swarm.domain import pricing
 from swarm.domain.critical import AgentSteps
 from swarm.store.models import Agent, Message, Step
 from swarm.store.session import Session
@@ -219,6 +220,8 @@ def _step(r: Any) -> dict[str, Any]:
         "tokens_out": r.tokens_out,
         "error": r.error,
     }
+    if r.kind == "llm":
+        s.update(tokens_cached=r.tokens_cached, tokens_reasoning=r.tokens_reasoning, cost_usd=pricing.usd(r.cost_pico))
     if r.kind == "tool":
         s.update(
             tool_name=r.tool_name,

@@ -81,12 +81,21 @@ class Run(Base):
     max_depth: Mapped[int] = mapped_column(Integer)
     #: Subagents one turn may launch (loop guard); None: only max_subagents limits them.
     max_spawns_per_turn: Mapped[int | None] = mapped_column(Integer)
+    #: Spend caps (``domain.budget``): picodollars and tokens (in + out); NULL: no cap.
+    max_cost_pico: Mapped[int | None] = mapped_column(BigInteger)
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    #: The worst cases of the model calls in flight, reserved before each call, settled by its commit.
+    reserved_pico: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     # Counters, updated atomically under the run row's lock.
     subagents: Mapped[int] = mapped_column(Integer, default=0)
     tool_calls: Mapped[int] = mapped_column(Integer, default=0)
     llm_calls: Mapped[int] = mapped_column(Integer, default=0)
     tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_cached: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: USD spent, in picodollars (``domain.pricing``); NULL once any call's cost is unknown.
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger, default=0)
     critical_steps: Mapped[int | None] = mapped_column(Integer)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
@@ -123,6 +132,9 @@ class Agent(Base):
     pending_tools: Mapped[int] = mapped_column(Integer, default=0)
     tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
     tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_cached: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: USD spent, in picodollars; NULL once any of its calls' cost is unknown.
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
 
@@ -199,6 +211,10 @@ class Step(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    #: An LLM step's usage beyond in/out, and its cost in picodollars (NULL: unknown, or a tool step).
+    tokens_cached: Mapped[int | None] = mapped_column(Integer)
+    tokens_reasoning: Mapped[int | None] = mapped_column(Integer)
+    cost_pico: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
     #: Appended to the tool result for the model, e.g. "5 of 1500 tool calls left".
     note: Mapped[str | None] = mapped_column(Text)

@@ -44,9 +44,13 @@ from swarm.store.types import Claim, StepRef
 CLOSES: dict[StepStatus, Transition[StepStatus]] = {t.target: t for t in (STEP_SUCCEED, STEP_FAIL, STEP_WAIT)}
 
 
+#: What an LLM step's close records of its call.
+USAGE = frozenset({"tokens_in", "tokens_out", "tokens_cached", "tokens_reasoning", "cost_pico"})
+
+
 def close_step(conn: Connection, claim: Claim, status: StepStatus, **values: Any) -> None:
     """Close a claimed step, guarded by its fence; raises FenceLost if it was taken over or cancelled."""
-    if status == StepStatus.SUCCEEDED and set(values) <= {"tokens_in", "tokens_out"}:
+    if status == StepStatus.SUCCEEDED and set(values) <= USAGE:
         # The per-LLM-step case, as a prebuilt statement.
         n = conn.execute(
             sql.CLOSE_STEP,
@@ -57,6 +61,9 @@ def close_step(conn: Connection, claim: Claim, status: StepStatus, **values: Any
                 "b_now": time.time(),
                 "b_tin": values.get("tokens_in", 0),
                 "b_tout": values.get("tokens_out", 0),
+                "b_tcached": values.get("tokens_cached"),
+                "b_treason": values.get("tokens_reasoning"),
+                "b_cost": values.get("cost_pico"),
             },
         ).rowcount
     else:

@@ -89,6 +89,8 @@ class Runs:
                     max_wall_seconds=spec.max_wall_seconds,
                     max_depth=spec.max_depth,
                     max_spawns_per_turn=spec.max_spawns_per_turn,
+                    max_cost_pico=spec.max_cost_pico,
+                    max_tokens=spec.max_tokens,
                     subagents=0,
                     tool_calls=0,
                     llm_calls=0,
@@ -145,7 +147,7 @@ class Runs:
             outcomes.finish_run(conn, run_id, RUN_CANCEL.target, None, reason)
             return True
 
-    def resume(self, run_id: str) -> list[StepRef]:
+    def resume(self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None) -> list[StepRef]:
         """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch.
         Everything committed stays: only steps that never finished run again. A succeeded run
         cannot be resumed (InvalidTransition, changing nothing)."""
@@ -158,6 +160,9 @@ class Runs:
                     f"run {run_id} already succeeded; there is nothing to resume (resume "
                     f"moves a run only from {sources} to {RUN_RESUME.target})"
                 )
+            caps = {k: v for k, v in (("max_cost_pico", max_cost_pico), ("max_tokens", max_tokens)) if v is not None}
+            if caps:
+                conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**caps))
             if RUN_RESUME.allows(status):  # else running: interrupted, its work is still open
                 self._reopen(conn, run)
             refs = writes.ready_refs(conn, run_id)
@@ -210,5 +215,9 @@ class Runs:
                 started_at=time.time(),
                 wall_before=RUNS.c.wall_before + max(0.0, wall),
                 deadline=db_now() + RUNS.c.max_wall_seconds,
+                # Nothing of an ended run is in flight: reservations left were of calls whose
+                # answers were lost (a worker died); their steps run again and reserve anew.
+                reserved_pico=0,
+                reserved_tokens=0,
             )
         )

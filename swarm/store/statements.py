@@ -69,6 +69,8 @@ _LIMITS = (
     ("max_steps", R.max_steps_per_agent, R.id, _STEP_RUN),
     ("max_depth", R.max_depth, R.id, _STEP_RUN),
     ("model", R.model, R.id, _STEP_RUN),
+    ("max_cost_pico", R.max_cost_pico, R.id, _STEP_RUN),
+    ("max_tokens", R.max_tokens, R.id, _STEP_RUN),
 )
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
@@ -123,6 +125,10 @@ CLOSE_STEP = (
         finished_at=bindparam("b_now"),
         tokens_in=bindparam("b_tin"),
         tokens_out=bindparam("b_tout"),
+        # NULL unless given: a tool step's close, or a call whose cost is unknown.
+        tokens_cached=bindparam("b_tcached", None, type_=S.tokens_cached.type),
+        tokens_reasoning=bindparam("b_treason", None, type_=S.tokens_reasoning.type),
+        cost_pico=bindparam("b_cost", None, type_=S.cost_pico.type),
     )
 )
 
@@ -145,10 +151,19 @@ INSERT_EVENT = EVENTS.insert()
 INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 
-#: A run's tool-call and subagent budgets and what is used of them (and its per-turn spawn cap).
-RUN_BUDGETS = select(R.tool_calls, R.max_tool_calls, R.subagents, R.max_subagents, R.max_spawns_per_turn).where(
-    R.id == bindparam("b_id")
-)
+#: A run's tool-call, subagent and spend budgets and what is used of them (and its per-turn spawn cap).
+RUN_BUDGETS = select(
+    R.tool_calls,
+    R.max_tool_calls,
+    R.subagents,
+    R.max_subagents,
+    R.max_spawns_per_turn,
+    R.cost_pico,
+    R.max_cost_pico,
+    R.tokens_in,
+    R.tokens_out,
+    R.max_tokens,
+).where(R.id == bindparam("b_id"))
 
 #: How many times an agent already ran each of the given identical calls (the repeat guard's facts).
 RAN_BEFORE = (
@@ -169,10 +184,55 @@ COUNT_TURN = (
         llm_calls=R.llm_calls + 1,
         tokens_in=R.tokens_in + bindparam("b_tin"),
         tokens_out=R.tokens_out + bindparam("b_tout"),
+        tokens_cached=R.tokens_cached + bindparam("b_tcached"),
+        # NULL (unknown) stays NULL: a sum with an unknown part is unknown.
+        cost_pico=R.cost_pico + bindparam("b_cost", type_=R.cost_pico.type),
         tool_calls=R.tool_calls + bindparam("b_tools"),
         subagents=R.subagents + bindparam("b_subs"),
+        # Settle the call's reservation (domain.budget): its worst case off, its usage (above) on.
+        reserved_pico=R.reserved_pico - bindparam("b_rpico", 0, type_=R.reserved_pico.type),
+        reserved_tokens=R.reserved_tokens - bindparam("b_rtok", 0, type_=R.reserved_tokens.type),
     )
 )
+
+_RPICO = bindparam("b_rpico", type_=R.reserved_pico.type)
+_RTOK = bindparam("b_rtok", type_=R.reserved_tokens.type)
+
+#: Reserve a model call's worst case, only if it fits every cap of a running run (domain.budget).
+RESERVE = (
+    update(RUNS)
+    .where(
+        R.id == bindparam("b_id"),
+        R.status == RunStatus.RUNNING,
+        or_(R.max_cost_pico.is_(None), R.cost_pico + R.reserved_pico + _RPICO <= R.max_cost_pico),
+        or_(
+            R.max_tokens.is_(None),
+            R.tokens_in + R.tokens_out + R.reserved_tokens + _RTOK <= R.max_tokens,
+        ),
+    )
+    .values(
+        reserved_pico=R.reserved_pico + _RPICO,
+        reserved_tokens=R.reserved_tokens + _RTOK,
+    )
+)
+#: Give back the reservation of a call that will not commit (it failed, or lost its step).
+RELEASE = (
+    update(RUNS)
+    .where(R.id == bindparam("b_id"))
+    .values(
+        reserved_pico=case((R.reserved_pico > _RPICO, R.reserved_pico - _RPICO), else_=0),
+        reserved_tokens=case((R.reserved_tokens > _RTOK, R.reserved_tokens - _RTOK), else_=0),
+    )
+)
+#: A run's budget counters, when a reservation did not fit.
+BUDGET_STATE = select(
+    R.cost_pico,
+    R.reserved_pico,
+    R.max_cost_pico,
+    (R.tokens_in + R.tokens_out).label("used_tokens"),
+    R.reserved_tokens,
+    R.max_tokens,
+).where(R.id == bindparam("b_id"))
 
 ADVANCE_AGENT = (
     update(AGENTS)
@@ -181,6 +241,8 @@ ADVANCE_AGENT = (
         steps=A.steps + 1,
         tokens_in=A.tokens_in + bindparam("b_tin"),
         tokens_out=A.tokens_out + bindparam("b_tout"),
+        tokens_cached=A.tokens_cached + bindparam("b_tcached"),
+        cost_pico=A.cost_pico + bindparam("b_cost", type_=A.cost_pico.type),
         next_seq=bindparam("b_next"),
         pending_tools=bindparam("b_pending"),
     )

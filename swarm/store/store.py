@@ -42,12 +42,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from swarm.constants import DEFAULT_MAX_REPEATS, MAX_STEP_ATTEMPTS
+from swarm.domain import budget
 from swarm.domain.llm import LLMResponse
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import StepStatus
 from swarm.domain.turns import TurnPlan
 from swarm.domain.workspace import Changes
 from swarm.store import artifacts
+from swarm.store.budgets import Budgets
 from swarm.store.commits import Commits
 from swarm.store.db import make_engine
 from swarm.store.export import Export
@@ -78,6 +80,7 @@ class StateStore:
         self.keys = Keys(self.session)
         self.export = Export(self.session, self.views)
         self.retention = Retention(self.session)
+        self.budgets = Budgets(self.session)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:
@@ -119,9 +122,23 @@ class StateStore:
         had already ended."""
         return self.runs.cancel(run_id, reason)
 
-    def resume_run(self, run_id: str) -> list[StepRef]:
-        """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch."""
-        return self.runs.resume(run_id)
+    def resume_run(
+        self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None
+    ) -> list[StepRef]:
+        """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch. Spend
+        caps given here replace the run's (a budget raised to continue a run it stopped)."""
+        return self.runs.resume(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens)
+
+    # --------------------------------------------------------------- budgets
+
+    def reserve(self, run_id: str, worst: budget.Worst) -> bool:
+        return self.budgets.reserve(run_id, worst)
+
+    def release_reservation(self, run_id: str, pico: int, tokens: int) -> None:
+        self.budgets.release(run_id, pico, tokens)
+
+    def budget_state(self, run_id: str) -> budget.State:
+        return self.budgets.state(run_id)
 
     # ---------------------------------------------------------------- leases
 
@@ -153,15 +170,24 @@ class StateStore:
         return self.commits.agent_context(claim)
 
     def commit_llm(
-        self, claim: Claim, response: LLMResponse, plan: TurnPlan, *, max_repeats: int = DEFAULT_MAX_REPEATS
+        self,
+        claim: Claim,
+        response: LLMResponse,
+        plan: TurnPlan,
+        *,
+        max_repeats: int = DEFAULT_MAX_REPEATS,
+        cost: int | None = None,
+        reserved: tuple[int, int] = (0, 0),
     ) -> list[StepRef]:
-        return self.commits.commit_llm(claim, response, plan, max_repeats=max_repeats)
+        return self.commits.commit_llm(claim, response, plan, max_repeats=max_repeats, cost=cost, reserved=reserved)
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool, changes: Changes | None = None) -> list[StepRef]:
         return self.commits.commit_tool(claim, content, is_error, changes)
 
-    def fail_step(self, claim: Claim, error: str, *, fail_run: bool = False) -> list[StepRef]:
-        return self.commits.fail_step(claim, error, fail_run=fail_run)
+    def fail_step(
+        self, claim: Claim, error: str, *, fail_run: bool = False, release: tuple[int, int] = (0, 0)
+    ) -> list[StepRef]:
+        return self.commits.fail_step(claim, error, fail_run=fail_run, release=release)
 
     def create_subagent(self, claim: Claim, name: str, system_prompt: str) -> list[StepRef]:
         return self.subagents.create(claim, name, system_prompt)

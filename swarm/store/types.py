@@ -31,6 +31,13 @@ class AgentLimits:
     max_steps: int
     max_depth: int
     model: str
+    #: The run's spend caps (picodollars, tokens); None: no cap, and no reservation needed.
+    max_cost_pico: int | None = None
+    max_tokens: int | None = None
+
+    @property
+    def budgeted(self) -> bool:
+        return self.max_cost_pico is not None or self.max_tokens is not None
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class RunSpec:
     attachments: tuple[Attachment, ...] = ()
     #: A second submission with the same key (and tenant) returns the first one's run.
     idempotency_key: str | None = None
+    #: Spend caps: picodollars and tokens (in + out); None: no cap.
+    max_cost_pico: int | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,12 +136,19 @@ class RunSummary(BaseModel):
     wall_seconds: float
     tokens_in: int
     tokens_out: int
+    #: Input tokens served from the provider's prefix cache (part of ``tokens_in``).
+    tokens_cached: int = 0
+    #: USD spent on model calls; None when a call's model has no price (unknown, never 0).
+    cost_usd: float | None = None
     result: str | None
     created_at: float
     finished_at: float | None
     max_subagents: int
     max_tool_calls: int
     tenant: str | None = None
+    #: The run's spend caps; None: no cap.
+    max_usd: float | None = None
+    max_tokens: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select, text
 
+from swarm.domain import pricing
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
 from swarm.exceptions import NotFound
@@ -75,6 +76,8 @@ class Views:
                 "tool_calls": int(tools.get(a.id, 0)),
                 "tokens_in": a.tokens_in,
                 "tokens_out": a.tokens_out,
+                "tokens_cached": a.tokens_cached,
+                "cost_usd": pricing.usd(a.cost_pico),
                 "parent_turn": a.parent_turn,
                 "created_at": a.created_at,
                 "finished_at": a.finished_at,
@@ -120,12 +123,14 @@ class Views:
                     STEPS.c.attempt,
                     STEPS.c.tokens_in,
                     STEPS.c.tokens_out,
+                    STEPS.c.tokens_cached,
+                    STEPS.c.cost_pico,
                     STEPS.c.is_error,
                 )
                 .where(STEPS.c.run_id == run_id)
                 .order_by(STEPS.c.started_at)
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [_timeline_step(r) for r in rows]
 
     def steps_of(self, run_id: str, statuses: Sequence[StepStatus] | None = None) -> list[StepRef]:
         with self.session.read() as conn:
@@ -164,6 +169,12 @@ class Views:
         return critical_steps(agents), total_steps(agents)
 
 
+def _timeline_step(r: Any) -> dict[str, Any]:
+    step = dict(r._mapping)
+    step["cost_usd"] = pricing.usd(step.pop("cost_pico"))
+    return step
+
+
 def _summary(run: Any, crit: int, total: int) -> RunSummary:
     end = run.finished_at if run.finished_at else time.time()
     wall = (run.wall_before or 0.0) + max(0.0, end - (run.started_at or run.created_at))
@@ -181,12 +192,16 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         wall_seconds=round(wall, 3),
         tokens_in=run.tokens_in,
         tokens_out=run.tokens_out,
+        tokens_cached=run.tokens_cached,
+        cost_usd=pricing.usd(run.cost_pico),
         result=run.result,
         created_at=run.created_at,
         finished_at=run.finished_at,
         max_subagents=run.max_subagents,
         max_tool_calls=run.max_tool_calls,
         tenant=run.tenant,
+        max_usd=pricing.usd(run.max_cost_pico),
+        max_tokens=run.max_tokens,
     )
 
 
@@ -269,6 +284,13 @@ class LiveViews:
                     func.coalesce(func.sum(RUNS.c.tokens_out), 0),
                 ).group_by(RUNS.c.status)
             ).all()
+            cached, cost, unpriced = conn.execute(
+                select(
+                    func.coalesce(func.sum(RUNS.c.tokens_cached), 0),
+                    func.coalesce(func.sum(RUNS.c.cost_pico), 0),
+                    func.count(case((RUNS.c.cost_pico.is_(None), 1))),
+                )
+            ).one()
             active_agents = conn.execute(
                 select(func.count())
                 .select_from(AGENTS)
@@ -296,6 +318,9 @@ class LiveViews:
             "runs": {str(s): int(n) for s, n, _, _ in runs},
             "tokens_in": sum(int(t) for _, _, t, _ in runs),
             "tokens_out": sum(int(t) for _, _, _, t in runs),
+            "tokens_cached": int(cached),
+            "cost_usd": pricing.usd(int(cost)),
+            "unpriced_runs": int(unpriced),
             "active_agents": int(active_agents),
             "steps": [(str(k), str(s), int(n)) for k, s, n in steps],
             "step_latency": latency,

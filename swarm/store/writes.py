@@ -122,7 +122,16 @@ def refs(rows: Iterable[Any]) -> list[StepRef]:
 
 def limits(row: Any) -> AgentLimits:
     """AgentLimits from a row labelled as statements._LIMITS (CLAIM, AGENT_AND_LIMITS)."""
-    return AgentLimits(row.agent_name, row.agent_depth, row.agent_steps, row.max_steps, row.max_depth, row.model)
+    return AgentLimits(
+        row.agent_name,
+        row.agent_depth,
+        row.agent_steps,
+        row.max_steps,
+        row.max_depth,
+        row.model,
+        row.max_cost_pico,
+        row.max_tokens,
+    )
 
 
 def with_note(content: str, note: str | None) -> str:

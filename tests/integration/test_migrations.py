@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -19,6 +20,8 @@ from swarm.store.migrate import current_revision, downgrade, ensure_schema, head
 from swarm.store.models import Base
 from swarm.store.store import StateStore
 from tests.conftest import PG_ADMIN_URL, _admin_exec, _pg_base, make_settings
+
+T = TypeVar("T")
 
 
 def test_upgrade_head_matches_the_models(db_url):
@@ -189,7 +192,7 @@ def test_upgrade_refuses_an_unknown_status_and_changes_nothing(tmp_path, old_db_
 
 # --------------------------------------------------------------- 0005: loop guards
 
-BEFORE_GUARDS = "0003"
+BEFORE_GUARDS = "0004"
 
 
 def test_loop_guard_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
@@ -229,7 +232,7 @@ def test_loop_guard_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, ol
 
 # ---------------------------------------------------- 0007: key expiry, idempotency keys
 
-BEFORE_KEYS = "0005"
+BEFORE_KEYS = "0006"
 
 
 def test_key_expiry_and_idempotency_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
@@ -253,3 +256,20 @@ def test_key_expiry_and_idempotency_columns_upgrade_and_downgrade_keeping_every_
     assert current_revision(engine) == BEFORE_KEYS
     assert "idempotency_key" not in _rows(engine)["runs"][0]
     engine.dispose()
+
+
+# --------------------------------------------------------------- 0004: usage and cost
+
+
+def test_upgrade_to_usage_columns_keeps_rows_and_leaves_old_costs_unknown(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, "0003")
+    before = _rows(store.engine)
+    upgrade(store.engine)
+    assert _same_rows(_rows(store.engine), before)
+    done = next(r for r in store.list_runs() if r.status == "succeeded")
+    # Written before costs were recorded: unknown, never a made-up 0.
+    assert (done.tokens_cached, done.cost_usd) == (0, None)
+    assert all(a["cost_usd"] is None for a in store.agent_tree(done.id))
+    downgrade(store.engine, "0003")
+    assert _same_rows(_rows(store.engine), before)
+    store.engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 
 from swarm import __version__
 from swarm.api.auth import Auth, Ctx
@@ -16,6 +16,7 @@ from swarm.api.schemas import (
     AgentTree,
     CancelOut,
     DeletedOut,
+    ResumeIn,
     ResumeOut,
     RunAccepted,
     RunCreate,
@@ -80,6 +81,8 @@ def create_run(
             max_wall_seconds=lim.max_wall_seconds,
             max_depth=lim.max_depth,
             max_spawns_per_turn=lim.max_spawns_per_turn,
+            max_usd=lim.max_usd,
+            max_tokens=lim.max_tokens,
             attachments=tuple(a.to_attachment() for a in body.attachments),
             tenant=auth.tenant,
             idempotency_key=idempotency_key,
@@ -170,12 +173,15 @@ def delete_run(run_id: RunId, auth: Auth, ctx: Ctx) -> DeletedOut:
     "/runs/{run_id}/resume",
     response_model=ResumeOut,
     summary="Resume a run",
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
 )
-def resume_run(run_id: RunId, auth: Auth, ctx: Ctx) -> ResumeOut:
+def resume_run(run_id: RunId, auth: Auth, ctx: Ctx, body: Annotated[ResumeIn | None, Body()] = None) -> ResumeOut:
     """Continue a failed, cancelled or interrupted run from where it stood. Committed model and
-    tool calls are reused, never repeated. 409 if it already succeeded."""
-    n = ctx.runs.resume(run_id, scope=auth.scope)
+    tool calls are reused, never repeated. 409 if it already succeeded. An optional body
+    (`max_usd`, `max_tokens`) replaces the run's spend caps: raise them to continue a run that
+    stopped with reason `budget`."""
+    caps = body or ResumeIn()
+    n = ctx.runs.resume(run_id, scope=auth.scope, max_usd=caps.max_usd, max_tokens=caps.max_tokens)
     return ResumeOut(id=run_id, status=ctx.runs.summary(run_id).status, dispatched=n)
 
 

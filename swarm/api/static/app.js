@@ -65,6 +65,8 @@ function svg(tag, attrs = {}) {
 function badge(status) { return el("span", { class: `st st-${status}`, text: status }); }
 function fmtSeconds(s) { return s >= 100 ? `${s.toFixed(0)} s` : `${s.toFixed(1)} s`; }
 function fmtInt(n) { return Number(n || 0).toLocaleString(); }
+// A cost: null means the model had no price (unknown), never a made-up $0.
+function fmtUsd(v) { return v === null || v === undefined ? "unknown" : `$${Number(v).toFixed(4)}`; }
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 // ------------------------------------------------------------------ runs list
@@ -83,9 +85,9 @@ async function showRuns() {
       el("td", {}, link), el("td", {}, badge(r.status)), el("td", { class: "task", text: r.task.slice(0, 160) }),
       el("td", { text: `${r.subagents} / ${r.max_subagents}` }), el("td", { text: `${r.tool_calls} / ${r.max_tool_calls}` }),
       el("td", { text: r.critical_steps }), el("td", { text: fmtInt(r.tokens_in + r.tokens_out) }),
-      el("td", { text: fmtSeconds(r.wall_seconds) }), el("td", { text: new Date(r.created_at * 1000).toLocaleString() })));
+      el("td", { text: fmtUsd(r.cost_usd) }), el("td", { text: fmtSeconds(r.wall_seconds) }), el("td", { text: new Date(r.created_at * 1000).toLocaleString() })));
   }
-  if (!data.runs.length) body.append(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "no runs" })));
+  if (!data.runs.length) body.append(el("tr", {}, el("td", { colspan: 10, class: "muted", text: "no runs" })));
   $("prev-page").disabled = state.offset === 0;
   $("next-page").disabled = !data.has_more;
 }
@@ -119,6 +121,33 @@ async function refresh() {
   drawSummary(summary);
   drawTree(timeline.agents);
   drawTimeline(timeline);
+  drawSpend(timeline);
+}
+
+// Spend over time: the cumulative cost of the run's model calls, by the time each finished.
+function drawSpend(tl) {
+  const box = $("spend");
+  const calls = tl.steps.filter((s) => s.kind === "llm" && s.finished_at && s.status === "succeeded")
+    .sort((a, b) => a.finished_at - b.finished_at);
+  if (!calls.length) { box.replaceChildren(el("p", { class: "muted", text: "no model calls yet" })); return; }
+  if (calls.some((s) => s.cost_usd === null)) {
+    box.replaceChildren(el("p", { class: "muted", text: "cost unknown: a model without a price (SWARM_PRICES)" }));
+    return;
+  }
+  const width = Math.max(320, box.clientWidth - 16), height = 90, pad = 4;
+  const t0 = tl.created_at, t1 = Math.max(calls[calls.length - 1].finished_at, t0 + 1e-3);
+  let total = 0;
+  const points = [[t0, 0]];
+  for (const s of calls) { total += s.cost_usd; points.push([s.finished_at, total]); }
+  const x = (t) => pad + ((t - t0) / (t1 - t0)) * (width - 2 * pad);
+  const y = (v) => height - pad - (total ? (v / total) * (height - 2 * pad) : 0);
+  const root = svg("svg", { width, height });
+  root.append(svg("polyline", { points: points.map(([t, v]) => `${x(t)},${y(v)}`).join(" "),
+                                fill: "none", stroke: COLORS.llm, "stroke-width": 2 }));
+  const label = svg("text", { x: pad + 2, y: 12 });
+  label.textContent = `${fmtUsd(total)} over ${(t1 - t0).toFixed(1)} s`;
+  root.append(label);
+  box.replaceChildren(root);
 }
 
 function scheduleRefresh() {
@@ -145,6 +174,8 @@ function drawSummary(s) {
   $("c-critical").textContent = s.critical_steps;
   $("c-speedup").textContent = s.critical_steps ? `total ${s.total_steps} → ${(s.total_steps / s.critical_steps).toFixed(1)}× parallel` : "";
   $("c-tokens").textContent = `${fmtInt(s.tokens_in)} / ${fmtInt(s.tokens_out)}`;
+  $("c-cached").textContent = s.tokens_in ? `${((100 * s.tokens_cached) / s.tokens_in).toFixed(1)}% of input cached` : "";
+  $("c-cost").textContent = fmtUsd(s.cost_usd);
   $("c-wall").textContent = fmtSeconds(s.wall_seconds);
   $("cancel-run").hidden = s.status !== "running";
   $("resume-run").hidden = !["failed", "cancelled"].includes(s.status);
@@ -173,7 +204,7 @@ function orderedAgents(agents) {
 function drawTree(agents) {
   const tree = $("agent-tree");
   const rows = [el("div", { class: "agent-row head" }, el("span", { text: "agent" }), el("span", { text: "status" }),
-    el("span", { text: "steps" }), el("span", { text: "tools" }))];
+    el("span", { text: "steps" }), el("span", { text: "tools" }), el("span", { text: "cost" }))];
   const counts = {};
   for (const a of orderedAgents(agents)) {
     counts[a.status] = (counts[a.status] || 0) + 1;
@@ -181,7 +212,8 @@ function drawTree(agents) {
     name.style.paddingLeft = `${a.depth * 1.1}rem`;
     name.append(`${a.name} `, el("code", { class: "muted", text: a.id.slice(0, 8) }));
     const row = el("div", { class: "agent-row", "data-agent": a.id, "data-status": a.status }, name, badge(a.status),
-      el("span", { text: a.steps }), el("span", { text: a.tool_calls }));
+      el("span", { text: a.steps }), el("span", { text: a.tool_calls }),
+      el("span", { text: fmtUsd(a.cost_usd), title: `${fmtInt(a.tokens_cached)} of ${fmtInt(a.tokens_in)} input tokens cached` }));
     if (a.reason) row.append(el("p", { class: "reason", text: a.reason }));
     rows.push(row);
   }
@@ -271,7 +303,7 @@ function drawTimeline(tl) {
     const title = svg("title");
     const dur = ((s.finished_at || now) - s.started_at).toFixed(2);
     title.textContent = `${s.kind === "llm" ? "LLM call" : s.tool_name} · turn ${s.turn} · ${dur} s · ${s.status}` +
-      (s.attempt > 1 ? ` · attempt ${s.attempt}` : "") + (s.kind === "llm" ? ` · ${s.tokens_in}/${s.tokens_out} tokens` : "");
+      (s.attempt > 1 ? ` · attempt ${s.attempt}` : "") + (s.kind === "llm" ? ` · ${s.tokens_in}/${s.tokens_out} tokens · ${fmtUsd(s.cost_usd)}` : "");
     r.append(title);
     bars.append(r);
   }
