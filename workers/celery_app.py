@@ -20,7 +20,7 @@ from swarm.config import Settings
 from swarm.constants import QUEUE_LLM
 from swarm.dispatch.celery import NO_BROKER, celery_config
 from swarm.exceptions import SwarmError
-from workers import context
+from workers import context, sweeper
 from workers.consumer import CONSUMER
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,14 @@ def _refuse(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def check_node(s: Settings, queues: set[str]) -> None:
-    """What a worker needs before it takes any step; raises :class:`SwarmError` with the fix."""
+def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
+    """What a worker needs before it takes any step; raises :class:`SwarmError` with the fix.
+    Returns what an operator wants to know of the cluster: who holds the sweeper role."""
+    from swarm.constants import SWEEPER_ROLE
     from swarm.exceptions import ConfigError
     from swarm.store.db import make_engine
     from swarm.store.migrate import ensure_schema
+    from swarm.store.store import StateStore
 
     if not s.broker_url:
         raise ConfigError(NO_BROKER)
@@ -60,12 +63,21 @@ def check_node(s: Settings, queues: set[str]) -> None:
     try:
         # Workers never migrate: an old worker must not race a new one's migration.
         ensure_schema(engine, upgrade_if_needed=False)
+        role = StateStore(engine).role_holder(SWEEPER_ROLE)
     except SwarmError:
         raise
     except Exception as exc:
         raise ConfigError(f"cannot reach the database at SWARM_DATABASE_URL: {type(exc).__name__}: {exc}") from exc
     finally:
         engine.dispose()
+    held = role.holder is not None and role.expires_in > 0
+    return {
+        "sweeper": {
+            "holder": role.holder if held else None,
+            "expires_in": round(role.expires_in, 1) if held else None,
+            "held_for": round(role.held_for, 1) if held else None,
+        },
+    }
 
 
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
@@ -90,11 +102,6 @@ def _on_celeryd_init(instance: Any = None, **_: Any) -> None:
             instance.quiet = True
 
 
-def _on_beat_init(**_: Any) -> None:
-    if not settings.broker_url:
-        _refuse(NO_BROKER)
-
-
 def _harden(**_: Any) -> None:
     # `settings` was read when this module was imported; from here on the secrets live only there.
     # In the main process, before the pool forks: pool children inherit the scrubbed environment
@@ -105,6 +112,11 @@ def _harden(**_: Any) -> None:
 
 
 def _on_worker_ready(**_: Any) -> None:
+    # Every worker process is a candidate for the cluster's sweeper; one holds the role at a time.
+    try:
+        sweeper.start(app, settings)
+    except Exception:  # the node still runs steps; another process sweeps
+        log.exception("could not start this process's sweeper candidate")
     # A threads-pool worker runs its steps in this process: build what they need now rather than
     # on the first step, which would otherwise be late by the build (a prefork parent never runs
     # steps and must not start threads or open connections before it forks).
@@ -117,6 +129,7 @@ def _on_process_init(**_: Any) -> None:
     # connections never cross a fork); anything inherited is dropped, not closed. It builds
     # them now, so its first step does not wait for them (nothing connects yet).
     context.after_fork()
+    sweeper.after_fork()
     _build_early()
 
 
@@ -132,6 +145,7 @@ def _on_process_shutdown(**_: Any) -> None:
 
 
 def _on_worker_shutdown(**_: Any) -> None:
+    sweeper.stop()  # hands the role over at once
     context.shutdown()
 
 
@@ -179,8 +193,6 @@ signals.after_setup_logger.connect(_on_setup_logger)
 signals.after_setup_task_logger.connect(_on_setup_task_logger)
 signals.task_prerun.connect(_on_task_prerun)
 signals.task_postrun.connect(_on_task_postrun)
-signals.beat_init.connect(_on_beat_init)
-signals.beat_init.connect(_harden)
 signals.worker_ready.connect(_on_worker_ready)
 signals.worker_process_init.connect(_on_process_init)
 signals.worker_process_shutdown.connect(_on_process_shutdown)

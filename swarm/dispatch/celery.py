@@ -20,7 +20,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from swarm.config import Settings
-from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.constants import QUEUE_LLM, QUEUE_TOOL
 from swarm.dispatch import redis_transport
 from swarm.dispatch.base import queue_for
 from swarm.exceptions import ConfigError
@@ -29,8 +29,7 @@ from swarm.store.types import StepRef
 log = logging.getLogger(__name__)
 
 STEP_TASK = "swarm.step"
-SWEEP_TASK = "swarm.sweep"
-QUEUES = (QUEUE_LLM, QUEUE_TOOL, QUEUE_CONTROL)
+QUEUES = (QUEUE_LLM, QUEUE_TOOL)
 
 #: Seconds before Redis hands an unacknowledged message to another worker. Recovery never waits
 #: for it (the sweeper re-dispatches from Postgres within seconds); it only has to exceed the
@@ -90,15 +89,6 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         "task_default_queue": QUEUE_LLM,
         "task_create_missing_queues": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        # The sweeper schedule for `celery beat` (`swarm worker --beat` runs it). An old sweep
-        # message is worthless: expire it rather than let a backlog run after an outage.
-        "beat_schedule": {
-            "swarm-sweep": {
-                "task": SWEEP_TASK,
-                "schedule": settings.sweep_interval,
-                "options": {"queue": QUEUE_CONTROL, "expires": max(10.0, 5 * settings.sweep_interval)},
-            },
-        },
         "timezone": "UTC",
     }
 

@@ -1,4 +1,4 @@
-"""The distributed CLI path, all through subprocesses: `swarm worker --beat` runs the node,
+"""The distributed CLI path, all through subprocesses: a plain `swarm worker` runs the node,
 `swarm run` submits to the cluster and follows progress from the database, `swarm show --json`
 gives the same summary as the embedded mode does for the same task."""
 
@@ -54,7 +54,7 @@ def test_swarm_run_on_the_cluster_matches_embedded(tmp_path, pg_url, redis_url, 
         ok = swarm(env, "worker", "--check", "--json")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["ok"] is True
-        # The real wrapper: llm + tool + control workers and celery beat, supervised.
+        # The real wrapper: llm + tool workers (each a sweeper candidate), supervised.
         c._spawn(
             "node",
             [
@@ -62,7 +62,6 @@ def test_swarm_run_on_the_cluster_matches_embedded(tmp_path, pg_url, redis_url, 
                 "-m",
                 "swarm",
                 "worker",
-                "--beat",
                 "--llm-concurrency",
                 "16",
                 "--tool-concurrency",
@@ -157,7 +156,6 @@ def test_worker_dry_run_plans_one_process_per_pool(tmp_path):
         "100",
         "--tool-concurrency",
         "3",
-        "--beat",
         "--dry-run",
         "--json",
     )
@@ -166,7 +164,11 @@ def test_worker_dry_run_plans_one_process_per_pool(tmp_path):
     joined = [" ".join(c) for c in cmds]
     assert any("-P threads -c 100 -Q swarm.llm" in c for c in joined)
     assert any("-P prefork -c 3 -Q swarm.tool" in c for c in joined)
-    assert any("-P solo -c 1 -Q swarm.control" in c for c in joined)
-    assert any(c[3:6] == ["workers", "beat", "-l"] or " beat " in f" {' '.join(c)} " for c in cmds)
+    assert len(cmds) == 2  # no beat, no control worker: every worker process is a sweeper candidate
+    # The retired --beat and control queue: accepted with a warning, nothing more started.
+    old = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "llm,tool,control", "--beat", "--dry-run")
+    assert old.returncode == 0 and "retired" in old.stderr and len(old.stdout.strip().splitlines()) == 2
+    only = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "control", "--beat", "--dry-run")
+    assert only.returncode != 0 and "retired" in only.stderr
     bad = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "gpu", "--dry-run")
     assert bad.returncode != 0 and "unknown queue" in bad.stderr

@@ -39,7 +39,6 @@ def test_workspace_files_follow_the_run_across_machines(tmp_path, pg_url, redis_
                 cwd=home,
                 env={"TMPDIR": str(home / "tmp"), "SWARM_HOME": str(home / "swarm")},
             )[0]
-        c.start_sweeper()
         run_id = submit(
             store,
             dispatcher,

@@ -155,7 +155,6 @@ def test_probes_are_refused_on_a_worker_node(tmp_path, pg_url, redis_url, sim):
     dispatcher = CeleryDispatcher.from_settings(s)
     with cluster(tmp_path / "cluster", s, SWARM_LLM_API_KEY=SECRET) as c:
         c.start_node("node", llm_concurrency=4, tool_concurrency=2)
-        c.start_sweeper()
         answers = {}
         for name, code in PROBES_ON_A_NODE.items():
             run_id = submit(store, dispatcher, s, hostile.task(code), agents=0, tools=1)

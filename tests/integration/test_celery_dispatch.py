@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from swarm.config import Settings
-from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
-from swarm.dispatch.celery import STEP_TASK, SWEEP_TASK, VISIBILITY_TIMEOUT, CeleryDispatcher, celery_config
+from swarm.constants import QUEUE_LLM, QUEUE_TOOL
+from swarm.dispatch.celery import STEP_TASK, VISIBILITY_TIMEOUT, CeleryDispatcher, celery_config
 from swarm.domain.status import StepKind
 from swarm.exceptions import ConfigError
 from swarm.runtime import run_spec
@@ -51,9 +51,8 @@ def test_config_is_at_least_once_and_has_one_visibility_timeout(tmp_path):
     # Far above the longest step: a model call may take llm_timeout on each of its attempts.
     s = Settings(_env_file=None, home=tmp_path)
     assert s.llm_timeout * (s.llm_max_retries + 1) + s.python_timeout < VISIBILITY_TIMEOUT
-    assert {q.name for q in conf["task_queues"]} == {QUEUE_LLM, QUEUE_TOOL, QUEUE_CONTROL}
-    sweep = conf["beat_schedule"]["swarm-sweep"]
-    assert sweep["task"] == SWEEP_TASK and sweep["options"]["queue"] == QUEUE_CONTROL
+    assert {q.name for q in conf["task_queues"]} == {QUEUE_LLM, QUEUE_TOOL}
+    assert "beat_schedule" not in conf  # the sweeper is a thread in every worker, not a beat task
     with pytest.raises(ConfigError, match="SWARM_BROKER_URL"):
         celery_config(Settings(_env_file=None, home=tmp_path))
 
@@ -119,9 +118,18 @@ def worker_ctx(monkeypatch: pytest.MonkeyPatch, tmp_path, pg_url, redis_url, sim
 
 @pytest.mark.postgres
 def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_url, redis_url, sim):
-    from workers.tasks import step, sweep
+    from swarm.engine.election import ElectedSweeper
+    from workers.context import context
+    from workers.tasks import step
 
     store = StateStore.from_url(pg_url, pool_size=2)
+    sweeper = ElectedSweeper(
+        store,
+        "test:1:sweeper",
+        interval=2.0,
+        republish_after=worker_ctx.republish_after,
+        dispatch=context().dispatcher.dispatch,
+    )
     run_id, refs = store.create_run(run_spec(worker_ctx, "dup #sim agents=1 tools=1 tool=echo"))
     (ref,) = refs
     client = redis.Redis.from_url(redis_url)
@@ -130,10 +138,10 @@ def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_
     assert step.run(ref.step_id) == 0  # redelivered: nothing to claim, nothing called, nothing published
     assert len(_messages(client, QUEUE_LLM)) == 1
     assert sim.stats()["by_run"][run_id] == 1
-    # The published step is lost (Redis flushed): once it is older than republish_after the sweep
-    # task publishes it again.
+    # The published step is lost (Redis flushed): once it is older than republish_after the elected
+    # sweeper publishes it again.
     client.flushdb()
-    assert sweep.run() == 0
+    assert sweeper.tick() == 0 and sweeper.leading
     with store.tx() as conn:
         from sqlalchemy import update
 
@@ -144,8 +152,9 @@ def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_
             .where(Step.run_id == run_id, Step.status == "ready")
             .values(ready_at=Step.ready_at - worker_ctx.republish_after - 1)
         )
-    assert sweep.run() == 1
+    assert sweeper.tick() == 1
     assert len(_messages(client, QUEUE_LLM)) == 1
+    sweeper.stop()
     client.close()
     store.engine.dispose()
 
