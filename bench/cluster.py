@@ -89,7 +89,7 @@ class Bench:
                 llm_base_url=self.sim.url,
             )
             store = StateStore.from_url(url, pool_size=4)
-            dispatcher = CeleryDispatcher.from_settings(s)
+            dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
             c = Cluster.for_settings(self.root / name, s, **extra_env)
             try:
                 yield c, store, dispatcher, s

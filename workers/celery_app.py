@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from contextvars import Token
 from typing import Any, NoReturn
@@ -40,7 +41,8 @@ def _refuse(message: str) -> NoReturn:
 
 def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
     """What a worker needs before it takes any step; raises :class:`SwarmError` with the fix.
-    Returns what an operator wants to know of the cluster: who holds the sweeper role."""
+    Returns what an operator wants to know of the cluster: its id (the database's, which every
+    step message must carry) and who holds the sweeper role."""
     from swarm.constants import SWEEPER_ROLE
     from swarm.exceptions import ConfigError
     from swarm.store.db import make_engine
@@ -63,7 +65,9 @@ def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
     try:
         # Workers never migrate: an old worker must not race a new one's migration.
         ensure_schema(engine, upgrade_if_needed=False)
-        role = StateStore(engine).role_holder(SWEEPER_ROLE)
+        store = StateStore(engine)
+        role = store.role_holder(SWEEPER_ROLE)
+        cluster = store.cluster_id()
     except SwarmError:
         raise
     except Exception as exc:
@@ -72,6 +76,7 @@ def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
         engine.dispose()
     held = role.holder is not None and role.expires_in > 0
     return {
+        "cluster": cluster,
         "sweeper": {
             "holder": role.holder if held else None,
             "expires_in": round(role.expires_in, 1) if held else None,
@@ -83,9 +88,10 @@ def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     queues = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
     try:
-        check_node(settings, queues)
+        facts = check_node(settings, queues)
     except SwarmError as exc:
         _refuse(str(exc))
+    log.info("cluster %s: this worker runs the steps of this deployment only", facts["cluster"])
     # The CLI hands over the pool class (celery.concurrency.thread.TaskPool for -P threads);
     # configuration may give its alias ("threads").
     pool = getattr(sender, "pool_cls", None)
@@ -135,7 +141,9 @@ def _on_process_init(**_: Any) -> None:
 
 def _build_early() -> None:
     try:
-        context.context().executor()
+        ctx = context.context()
+        ctx.executor()
+        ctx.cluster_id  # noqa: B018  (read once now; every step message is checked against it)
     except Exception:  # the first step builds it again and reports the error where it belongs
         log.exception("could not prepare this worker process's step executor")
 
@@ -171,16 +179,19 @@ def _on_setup_task_logger(logger: logging.Logger | None = None, **_: Any) -> Non
 
 #: The ids bound for the task each thread runs (swarm.step's labels), from task_prerun to
 #: task_postrun, so that Celery's own lines about the task (e.g. "succeeded in") carry them too.
-_task_ids: dict[str, Token[Mapping[str, str]]] = {}
+#: Keyed by task and thread: one task id may run on two threads at once (a message handed back by
+#: a worker of another deployment is a copy with the same id).
+_task_ids: dict[tuple[str, int], Token[Mapping[str, str]]] = {}
 
 
 def _on_task_prerun(task_id: str = "", kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     kw = kwargs or {}
-    _task_ids[task_id] = logs.bind(run_id=kw.get("run_id"), agent_id=kw.get("agent_id"), step_id=kw.get("step_id"))
+    token = logs.bind(run_id=kw.get("run_id"), agent_id=kw.get("agent_id"), step_id=kw.get("step_id"))
+    _task_ids[task_id, threading.get_ident()] = token
 
 
 def _on_task_postrun(task_id: str = "", **_: Any) -> None:
-    token = _task_ids.pop(task_id, None)
+    token = _task_ids.pop((task_id, threading.get_ident()), None)
     if token is not None:
         logs.unbind(token)
 

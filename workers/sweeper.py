@@ -36,7 +36,7 @@ def start(app: Celery, settings: Settings) -> ElectedSweeper:
     if _slot.sweeper is not None and _slot.pid == os.getpid():
         return _slot.sweeper
     store = StateStore(make_engine(settings.db_url, pool_size=1, max_overflow=1))
-    dispatcher = CeleryDispatcher(app)
+    dispatcher = CeleryDispatcher(app, store.cluster_id)
     sweeper = ElectedSweeper(
         store,
         owner_id(),

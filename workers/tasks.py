@@ -14,17 +14,29 @@ from swarm.dispatch.celery import STEP_TASK
 from swarm.exceptions import StoreUnavailable
 from workers.celery_app import app
 from workers.context import context
+from workers.identity import REFUSALS
 from workers.timing import StepTimer
 
 log = logging.getLogger(__name__)
 
 
-def run_step(step_id: str, run_id: str = "", agent_id: str = "", kind: str = "", tool: str | None = None) -> int:
+def run_step(
+    step_id: str, run_id: str = "", agent_id: str = "", kind: str = "", tool: str | None = None, cluster: str = ""
+) -> int:
     """Execute one step; returns how many steps it made ready (shown in Flower).
 
-    run_id, agent_id, kind and tool are labels for operators; only step_id is used.
+    run_id, agent_id, kind and tool are labels for operators. ``cluster`` is the publishing
+    deployment's id: a step of another deployment is refused (workers/identity.py).
     """
     ctx = context()
+    if cluster:
+        try:
+            mine = ctx.cluster_id
+        except StoreUnavailable as exc:  # as below: nothing claimed, the owner's sweeper re-publishes
+            log.warning("step %s: database unavailable (%s); leaving it to the sweeper", step_id, exc)
+            return 0
+        if cluster != mine:
+            raise REFUSALS.refuse(app, mine, cluster, step_id, run_id)
     executor = ctx.executor()
     with StepTimer(step_id=step_id, kind=kind, tool=tool) as timer:
         try:

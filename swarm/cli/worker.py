@@ -94,6 +94,7 @@ def worker(
             emit_json(report)
         else:
             console.print(f"ok: schema {report['schema']}, broker reachable, queues {', '.join(plan.queues)}")
+            console.print(f"cluster: {report['cluster']} (from the database; every step message carries it)")
             holder = report["sweeper"]["holder"]
             console.print(f"sweeper: {holder or 'nobody (the first worker to start takes the role)'}")
             if "python_isolation" in report:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -104,26 +104,38 @@ def task_id(ref: StepRef) -> str:
     return f"{ref.kind.value}-{ref.step_id[:12]}-{uuid.uuid4().hex[:6]}"
 
 
-def step_kwargs(ref: StepRef) -> dict[str, Any]:
-    """Only step_id matters to the worker; the rest lets an operator follow a swarm in Flower."""
+def step_kwargs(ref: StepRef, cluster: str) -> dict[str, Any]:
+    """step_id is what the worker runs and cluster is whose step it is (the id of the deployment's
+    database: a worker of another deployment refuses the message); the rest lets an operator
+    follow a swarm in Flower."""
     return {
         "step_id": ref.step_id,
         "run_id": ref.run_id,
         "agent_id": ref.agent_id,
         "kind": ref.kind.value,
         "tool": ref.tool_name,
+        "cluster": cluster,
     }
 
 
 class CeleryDispatcher:
-    """Publishes ready steps to their queues (``swarm.llm`` or ``swarm.tool``)."""
+    """Publishes ready steps to their queues (``swarm.llm`` or ``swarm.tool``), each stamped with
+    the publishing deployment's cluster id (``StateStore.cluster_id``; a callable is asked once,
+    at the first publish, so building a dispatcher touches no database)."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, cluster: str | Callable[[], str]) -> None:
         self.app = app
+        self._cluster = cluster
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
-        return cls(make_app(settings))
+    def from_settings(cls, settings: Settings, cluster: str | Callable[[], str]) -> CeleryDispatcher:
+        return cls(make_app(settings), cluster)
+
+    @property
+    def cluster(self) -> str:
+        if callable(self._cluster):
+            self._cluster = self._cluster()
+        return self._cluster
 
     def dispatch(self, refs: Sequence[StepRef]) -> None:
         """Publish every ref; never raises. A step whose publish failed stays ready in Postgres and
@@ -131,7 +143,7 @@ class CeleryDispatcher:
         failed = 0
         for ref in refs:
             try:
-                kwargs = step_kwargs(ref)
+                kwargs = step_kwargs(ref, self.cluster)
                 self.app.send_task(
                     STEP_TASK,
                     kwargs=kwargs,

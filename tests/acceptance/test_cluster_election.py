@@ -65,7 +65,7 @@ def _stranded(store: StateStore, run_id: str) -> int:
 @pytest.mark.timeout(180)
 def test_plain_nodes_elect_a_sweeper_that_fails_over(setup, sim: SimServer, redis_url: str) -> None:
     s, store, c = setup
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     flush = redis.Redis.from_url(redis_url)
     nodes = {"a": c.start_node("a", llm_concurrency=16), "b": c.start_node("b", llm_concurrency=16)}
     every = [p for node in nodes.values() for p in node]

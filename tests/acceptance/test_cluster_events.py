@@ -43,7 +43,7 @@ class Recorder(EventReceiver):  # type: ignore[misc]
 def test_flower_sees_every_step_from_sent_to_succeeded_with_its_labels(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=2)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     app = make_app(s)  # Flower's own app: only the broker in common with the workers
     with app.connection_for_read() as conn, cluster(tmp_path / "cluster", s) as c:
         recorder = Recorder(conn, app)

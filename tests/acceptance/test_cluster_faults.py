@@ -83,7 +83,7 @@ class Env:
 def env(tmp_path: Path, pg_url: str, redis_url: str, sim: SimServer) -> Iterator[Env]:
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=4)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     c = Cluster.for_settings(tmp_path / "cluster", s)
     try:
         nodes = [c.start_node("a", llm_concurrency=32), c.start_node("b", llm_concurrency=32)]

@@ -152,7 +152,7 @@ PROBES_ON_A_NODE = {
 def test_probes_are_refused_on_a_worker_node(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=4)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     with cluster(tmp_path / "cluster", s, SWARM_LLM_API_KEY=SECRET) as c:
         c.start_node("node", llm_concurrency=4, tool_concurrency=2)
         answers = {}

@@ -59,7 +59,7 @@ def test_config_is_at_least_once_and_has_one_visibility_timeout(tmp_path):
 
 def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
     client = redis.Redis.from_url(redis_url)
-    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url))
+    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url), "c0")
     refs = [
         StepRef("a" * 32, "run1", "agent1", StepKind.LLM),
         StepRef("b" * 32, "run1", "agent1", StepKind.TOOL, "assign_task"),
@@ -78,6 +78,7 @@ def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
         "agent_id": "agent2",
         "kind": "tool",
         "tool": "python",
+        "cluster": "c0",
     }
     # Redis loses everything (FLUSHALL / restart without AOF): the same dispatcher still publishes.
     client.flushdb()
@@ -89,7 +90,9 @@ def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
 
 
 def test_dispatch_never_raises_when_the_broker_is_down(tmp_path):
-    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    d = CeleryDispatcher.from_settings(
+        Settings(_env_file=None, home=tmp_path, broker_url="redis://127.0.0.1:1/0"), "c0"
+    )
     t0 = time.monotonic()
     d.dispatch([StepRef("a" * 32, "r", "g", StepKind.LLM)])  # logged; the sweeper re-publishes later
     assert time.monotonic() - t0 < 15
@@ -159,6 +162,34 @@ def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_
     store.engine.dispose()
 
 
+@pytest.mark.postgres
+def test_a_step_of_another_deployment_is_refused_and_goes_back(worker_ctx, pg_url, sim, caplog, monkeypatch):
+    from celery.exceptions import Reject
+
+    from swarm.domain.status import StepStatus
+    from workers import identity
+    from workers.context import context
+    from workers.tasks import step
+
+    monkeypatch.setattr(identity, "REFUSAL_PAUSE", 0.0)
+    store = StateStore.from_url(pg_url, pool_size=2)
+    run_id, (ref,) = store.create_run(run_spec(worker_ctx, "foreign #sim agents=1 tools=1 tool=echo"))
+    mine, theirs = context().cluster_id, "f" * 32
+    assert mine == store.cluster_id() and len(mine) == 32
+    with pytest.raises(Reject) as refused:  # run in-process there is no message to copy: requeued
+        step.run(ref.step_id, run_id=run_id, cluster=theirs)
+    assert refused.value.requeue  # back to its queue, for a worker of its own deployment
+    (line,) = [r for r in caplog.records if r.levelname == "ERROR" and "refused" in r.getMessage()]
+    assert theirs in line.getMessage() and mine in line.getMessage()
+    assert run_id not in sim.stats()["by_run"]  # nothing claimed, no model call
+    assert [r.step_id for r in store.steps_of(run_id, [StepStatus.READY])] == [ref.step_id]
+    with pytest.raises(Reject):  # refused again, but said only every REPEAT_EVERY seconds
+        step.run(ref.step_id, run_id=run_id, cluster=theirs)
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+    assert step.run(ref.step_id, run_id=run_id, cluster=mine) == 1  # its own deployment's message runs
+    store.engine.dispose()
+
+
 def test_worker_db_pool_follows_the_pool_type():
     from celery.concurrency import get_implementation
 
@@ -172,7 +203,7 @@ def test_worker_db_pool_follows_the_pool_type():
 
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(workers.celery_app, "check_node", lambda *a: None)
+            mp.setattr(workers.celery_app, "check_node", lambda *a: {"cluster": "c0"})
             workers.celery_app._on_worker_init(Sender())
             assert context.db_pool_size() == 16  # 128 threads share 16 connections, never more
             Sender.concurrency = 8
@@ -201,7 +232,7 @@ def test_heartbeat_renews_only_steps_in_flight(tmp_path, pg_url, sim):
 def test_publishing_reuses_one_redis_client_per_channel_until_the_pool_changes(tmp_path, redis_url):
     from swarm.dispatch import redis_transport
 
-    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url))
+    d = CeleryDispatcher.from_settings(Settings(_env_file=None, home=tmp_path, broker_url=redis_url), "c0")
     try:
         with d.app.connection_for_write() as conn:
             assert isinstance(conn.transport, redis_transport.Transport)

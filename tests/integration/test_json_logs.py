@@ -43,7 +43,7 @@ def _records(path: Path) -> list[dict[str, object]]:
 def test_a_worker_node_logs_json_lines_that_carry_the_run(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=2)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     logs: list[Path] = []
     try:
         with cluster(tmp_path / "cluster", s, SWARM_LOG_FORMAT="json") as c:
