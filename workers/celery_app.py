@@ -152,6 +152,12 @@ def _on_process_shutdown(**_: Any) -> None:
     context.shutdown()
 
 
+def _on_worker_shutting_down(**_: Any) -> None:
+    # At the signal, not once the consumer has stopped: a worker on its way out neither keeps
+    # nor takes the sweeper role (a sibling process that is stopping too would otherwise take it).
+    sweeper.stopping()
+
+
 def _on_worker_shutdown(**_: Any) -> None:
     sweeper.stop()  # hands the role over at once
     context.shutdown()
@@ -207,4 +213,5 @@ signals.task_postrun.connect(_on_task_postrun)
 signals.worker_ready.connect(_on_worker_ready)
 signals.worker_process_init.connect(_on_process_init)
 signals.worker_process_shutdown.connect(_on_process_shutdown)
+signals.worker_shutting_down.connect(_on_worker_shutting_down)
 signals.worker_shutdown.connect(_on_worker_shutdown)

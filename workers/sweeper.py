@@ -61,6 +61,14 @@ def stop() -> None:
         sweeper.store.engine.dispose()
 
 
+def stopping() -> None:
+    """The worker was told to stop: no more tries, and the role is handed over now (only sets an
+    event: it runs in Celery's signal handler)."""
+    sweeper = _slot.sweeper
+    if sweeper is not None and _slot.pid == os.getpid():
+        sweeper.request_stop()
+
+
 def after_fork() -> None:
     """In a forked pool child: the parent's candidate is not ours (no thread, shared sockets)."""
     sweeper = _slot.sweeper

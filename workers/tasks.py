@@ -1,7 +1,9 @@
 """The step task. Thin: all logic lives in the executor and the state store.
 
-``swarm.step``   run one step (claim → one model or tool call → commit), then publish the steps
-                 the commit made ready. A duplicate or stale message finds nothing to claim.
+Run one step (claim → one model or tool call → commit), then publish the steps the commit made
+ready. A duplicate or stale message finds nothing to claim. One function, registered under every
+name a step is published as (``swarm.llm``, ``swarm.tool.<tool>``, ``swarm.tool``; ``swarm.step``
+for messages of older versions), so Flower's task list says what each step is.
 
 The sweeper is no task: every worker process runs a candidate thread (workers/sweeper.py).
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from swarm.dispatch.celery import STEP_TASK
+from swarm.dispatch.celery import STEP_TASK, STEP_TASKS
 from swarm.exceptions import StoreUnavailable
 from workers.celery_app import app
 from workers.context import context
@@ -61,4 +63,5 @@ def run_step(
 
 # Registered explicitly (not as decorators) so the functions keep their type annotations.
 #: A duplicate delivery is cheap (the claim finds nothing), so late acks cost nothing.
-step = app.task(name=STEP_TASK, acks_late=True, ignore_result=True, max_retries=3)(run_step)
+tasks = {name: app.task(name=name, acks_late=True, ignore_result=True, max_retries=3)(run_step) for name in STEP_TASKS}
+step = tasks[STEP_TASK]

@@ -100,7 +100,7 @@ def worker(
             if "python_isolation" in report:
                 console.print(f"python tool: {report['python_isolation']['detail']}")
         return
-    raise typer.Exit(run_node(plan, started=harden_process))
+    run_node(plan, started=harden_process)
 
 
 def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[str, Any]:

@@ -20,15 +20,25 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from swarm.config import Settings
-from swarm.constants import QUEUE_LLM, QUEUE_TOOL
+from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, QUEUE_LLM, QUEUE_TOOL
 from swarm.dispatch import redis_transport
 from swarm.dispatch.base import queue_for
+from swarm.domain.status import StepKind
 from swarm.exceptions import ConfigError
 from swarm.store.types import StepRef
 
 log = logging.getLogger(__name__)
 
+#: What Flower lists: ``swarm.llm`` for a model call, ``swarm.tool.<tool>`` for a tool call.
+LLM_TASK = "swarm.llm"
+TOOL_TASK = "swarm.tool"
+#: Tools with a task name of their own; any other tool is published as plain ``swarm.tool``.
+#: (A worker must know a name before a publisher uses it: Celery drops unregistered tasks.)
+TOOL_TASK_NAMES = frozenset({"python", "web_fetch", "web_search", "echo", CREATE_SUBAGENT, ASSIGN_TASK})
+#: The name every step had before issue 15; still registered for messages queued by older versions.
 STEP_TASK = "swarm.step"
+#: Every name a worker runs steps under (all the same task).
+STEP_TASKS = (LLM_TASK, TOOL_TASK, *(f"{TOOL_TASK}.{t}" for t in sorted(TOOL_TASK_NAMES)), STEP_TASK)
 QUEUES = (QUEUE_LLM, QUEUE_TOOL)
 
 #: Seconds before Redis hands an unacknowledged message to another worker. Recovery never waits
@@ -69,7 +79,11 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         "worker_prefetch_multiplier": 1,
         # On a warm/cold shutdown give running steps time to commit before the process goes.
         "worker_soft_shutdown_timeout": 30.0,
-        "worker_enable_soft_shutdown_on_idle": True,
+        # ...but an idle worker stops at once: with this on, a cold shutdown (Ctrl-C twice, which
+        # is what a terminal's Ctrl-C used to deliver to `swarm worker`'s children) waited the full
+        # 30 s with nothing running. Messages held for a countdown need no soft phase here: the
+        # sweeper re-publishes every step from Postgres.
+        "worker_enable_soft_shutdown_on_idle": False,
         # Postgres is the record: no result backend, nothing to expire or lose.
         "task_ignore_result": True,
         "result_backend": None,
@@ -99,9 +113,21 @@ def make_app(settings: Settings, main: str = "swarm") -> Celery:
     return app
 
 
+def task_name(ref: StepRef) -> str:
+    """``swarm.llm``, ``swarm.tool.python``, ...: what a step is, at a glance in Flower's task list."""
+    if ref.kind == StepKind.LLM:
+        return LLM_TASK
+    if ref.tool_name in TOOL_TASK_NAMES:
+        return f"{TOOL_TASK}.{ref.tool_name}"
+    return TOOL_TASK
+
+
 def task_id(ref: StepRef) -> str:
-    """Readable in Flower (kind and step), unique per publish: a re-dispatch is its own message."""
-    return f"{ref.kind.value}-{ref.step_id[:12]}-{uuid.uuid4().hex[:6]}"
+    """``<run8>-<agent8>-<llm|tool>-<step8>-<nonce>``: sorts and searches by run in Flower, says
+    which agent and what it does; unique per publish (a re-dispatch is its own message). Nothing
+    relies on it: duplicates are found by the step's claim, never by the task id."""
+    what = "llm" if ref.kind == StepKind.LLM else (ref.tool_name or "tool")
+    return f"{ref.run_id[:8]}-{ref.agent_id[:8]}-{what}-{ref.step_id[:8]}-{uuid.uuid4().hex[:6]}"
 
 
 def step_kwargs(ref: StepRef, cluster: str) -> dict[str, Any]:
@@ -145,7 +171,7 @@ class CeleryDispatcher:
             try:
                 kwargs = step_kwargs(ref, self.cluster)
                 self.app.send_task(
-                    STEP_TASK,
+                    task_name(ref),
                     kwargs=kwargs,
                     queue=queue_for(ref),
                     task_id=task_id(ref),

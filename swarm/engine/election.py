@@ -48,10 +48,13 @@ class ElectedSweeper(threading.Thread):
         self._problem = ""
 
     def run(self) -> None:
-        while True:
-            self.tick()
-            if self._stop_event.wait(self.interval):
-                return
+        try:
+            while True:
+                self.tick()
+                if self._stop_event.wait(self.interval):
+                    return
+        finally:
+            self._release()
 
     def tick(self) -> int:
         """Renew or take the role; sweep if held. Returns how many steps it re-dispatched."""
@@ -88,14 +91,24 @@ class ElectedSweeper(threading.Thread):
             log.warning("sweeper election: %s", problem, exc_info=exc_info)
             self._problem = problem
 
+    def request_stop(self) -> None:
+        """Stop trying; the thread hands the role over as it ends. Safe in a signal handler."""
+        self._stop_event.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop trying and hand the role over at once (a clean shutdown)."""
-        self._stop_event.set()
+        self.request_stop()
         if self.is_alive():
             self.join(timeout)
+        else:  # never started (driven by tick()), or already ended
+            self._release()
+
+    def _release(self) -> None:
+        if not self.leading:
+            return
+        self.leading = False
         try:
             if self.store.release_role(SWEEPER_ROLE, self.holder):
                 log.info("released the cluster's sweeper role")
         except Exception as exc:  # it lapses by itself within its lease
             log.debug("could not release the sweeper role: %s", exc)
-        self.leading = False

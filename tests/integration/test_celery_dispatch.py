@@ -15,7 +15,7 @@ import redis
 
 from swarm.config import Settings
 from swarm.constants import QUEUE_LLM, QUEUE_TOOL
-from swarm.dispatch.celery import STEP_TASK, VISIBILITY_TIMEOUT, CeleryDispatcher, celery_config
+from swarm.dispatch.celery import VISIBILITY_TIMEOUT, CeleryDispatcher, celery_config
 from swarm.domain.status import StepKind
 from swarm.exceptions import ConfigError
 from swarm.runtime import run_spec
@@ -42,6 +42,8 @@ def test_config_is_at_least_once_and_has_one_visibility_timeout(tmp_path):
     assert conf["task_ignore_result"] and conf["broker_connection_retry_on_startup"]
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
     assert conf["worker_soft_shutdown_timeout"] > 0
+    # ...for running steps only: an idle worker's cold shutdown (Ctrl-C twice) does not wait it out.
+    assert conf["worker_enable_soft_shutdown_on_idle"] is False
     assert (
         conf["broker_transport_options"]["visibility_timeout"]
         == conf["result_backend_transport_options"]["visibility_timeout"]
@@ -71,7 +73,10 @@ def test_dispatch_routes_labels_and_survives_a_flush(tmp_path, redis_url):
     assert sorted(m["kwargs"]["step_id"] for m in llm) == ["a" * 32, "b" * 32]
     assert [m["kwargs"]["tool"] for m in tool] == ["python"]
     head = tool[0]["headers"]
-    assert head["task"] == STEP_TASK and head["id"].startswith("tool-cccccccccccc-")
+    # Flower's list says what each step is: its name the kind and tool, its id run, agent, tool, step.
+    assert head["task"] == "swarm.tool.python" and head["id"].startswith("run1-agent2-python-cccccccc-")
+    assert sorted(m["headers"]["task"] for m in llm) == ["swarm.llm", "swarm.tool.assign_task"]
+    assert {m["headers"]["id"][:12] for m in llm} == {"run1-agent1-"}
     assert tool[0]["kwargs"] == {
         "step_id": "c" * 32,
         "run_id": "run1",
@@ -188,6 +193,22 @@ def test_a_step_of_another_deployment_is_refused_and_goes_back(worker_ctx, pg_ur
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
     assert step.run(ref.step_id, run_id=run_id, cluster=mine) == 1  # its own deployment's message runs
     store.engine.dispose()
+
+
+def test_every_step_name_is_a_task_of_the_workers():
+    """A publisher's task name must be registered on the workers (Celery drops unknown tasks), for
+    every tool the workers know; old messages (swarm.step) still run."""
+    import workers
+    from swarm.constants import ORCHESTRATION_TOOLS
+    from swarm.dispatch.celery import STEP_TASKS, TOOL_TASK_NAMES, task_name
+    from swarm.tools.builtin import default_registry
+
+    tools = set(default_registry(Settings(_env_file=None)).names()) | ORCHESTRATION_TOOLS
+    assert tools <= TOOL_TASK_NAMES
+    assert set(STEP_TASKS) <= set(workers.app.tasks)
+    assert {"swarm.step", "swarm.llm", "swarm.tool", "swarm.tool.python"} <= set(workers.app.tasks)
+    assert task_name(StepRef("s", "r", "a", StepKind.TOOL, "some_new_tool")) == "swarm.tool"
+    assert task_name(StepRef("s", "r", "a", StepKind.LLM)) == "swarm.llm"
 
 
 def test_worker_db_pool_follows_the_pool_type():
