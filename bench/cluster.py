@@ -237,8 +237,6 @@ def process_group(pid: int, table: dict[int, tuple[int, str, float]]) -> str:
         return "redis"
     if " -I -S -B -c " in cmd:
         return "python fork servers and their tool calls"
-    if "celery" in cmd and " beat " in cmd:
-        return "celery beat"
     if "celery" in cmd and " worker " in cmd:
         queue = cmd.split(" -Q ", 1)[1].split()[0] if " -Q " in cmd else "?"
         child = ppid in table and table[ppid][1] == cmd

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from swarm.exceptions import StoreUnavailable
 from swarm.store.db import db_now
 from swarm.store.models import CLUSTER_IDENTITY, CLUSTER_LEASES
 from swarm.store.session import Session
@@ -55,8 +56,9 @@ class ClusterState:
         stmt = insert(CLUSTER_IDENTITY).values(singleton=1, cluster_id=uuid.uuid4().hex, created_at=time.time())
         with self.session.tx() as conn:
             conn.execute(stmt.on_conflict_do_nothing())
-        created = self._read_identity()
-        assert created is not None  # ours, or the one a racing process wrote first
+        created = self._read_identity()  # ours, or the one a racing process wrote first
+        if created is None:
+            raise StoreUnavailable("the cluster id was written but cannot be read back")
         return created
 
     def hold(self, role: str, holder: str, ttl: float) -> bool:
