@@ -329,9 +329,9 @@ def _run(args: argparse.Namespace, w1: str, home: Path, db_url: str) -> dict[str
             )
         )
         if args.mode == "cluster":
-            # One node: llm + tool + control workers and the sweeper; the warm-up run waits for it.
+            # One node: llm + tool workers (each a sweeper candidate); the warm-up run waits for it.
             stack.enter_context(
-                process([*swarm, "worker", "--beat", "--loglevel", "WARNING"], env, lambda: True, home / "worker.log")
+                process([*swarm, "worker", "--loglevel", "WARNING"], env, lambda: True, home / "worker.log")
             )
         server_pid = stack.enter_context(
             process(

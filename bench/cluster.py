@@ -89,7 +89,7 @@ class Bench:
                 llm_base_url=self.sim.url,
             )
             store = StateStore.from_url(url, pool_size=4)
-            dispatcher = CeleryDispatcher.from_settings(s)
+            dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
             c = Cluster.for_settings(self.root / name, s, **extra_env)
             try:
                 yield c, store, dispatcher, s
@@ -196,7 +196,6 @@ def _cluster_w1(b: Bench, name: str) -> dict[str, Any]:
     with b.cluster(name) as (c, store, dispatcher, s):
         for i in range(a.nodes):
             c.start_node(f"n{i}", llm_concurrency=max(100 // a.nodes + 8, 16), tool_concurrency=a.tool_concurrency)
-        c.start_sweeper()
         time.sleep(a.warmup)
         t0, busy0, procs0 = time.time(), machine_busy_seconds(), process_table()
         run_id = b.submit(store, dispatcher, s, a.agents, a.tools, a.tool, a.latency)
@@ -238,8 +237,6 @@ def process_group(pid: int, table: dict[int, tuple[int, str, float]]) -> str:
         return "redis"
     if " -I -S -B -c " in cmd:
         return "python fork servers and their tool calls"
-    if "celery" in cmd and " beat " in cmd:
-        return "celery beat"
     if "celery" in cmd and " worker " in cmd:
         queue = cmd.split(" -Q ", 1)[1].split()[0] if " -Q " in cmd else "?"
         child = ppid in table and table[ppid][1] == cmd
@@ -302,7 +299,6 @@ def scaleout_section(b: Bench) -> dict[str, Any]:
                 c.start_node(f"p{i}", queues=("llm",), llm_concurrency=a.scale_threads)
             # Tool steps (echo) get ample capacity of their own: only LLM processes vary.
             c.start_node("tools", queues=("tool",), tool_concurrency=4)
-            c.start_sweeper()
             time.sleep(a.warmup)
             run_id = b.submit(store, dispatcher, s, a.scale_agents, a.scale_tools, "echo", a.scale_latency)
             summary = wait_done(store, run_id, 1800, c)
@@ -335,7 +331,6 @@ def zero_section(b: Bench) -> dict[str, Any]:
     with b.cluster("zero", SWARM_STEP_TIMINGS=str(timings)) as (c, store, dispatcher, s):
         for i in range(a.nodes):
             c.start_node(f"n{i}", llm_concurrency=max(100 // a.nodes + 8, 16), tool_concurrency=a.tool_concurrency)
-        c.start_sweeper()
         time.sleep(a.warmup)
         run_id = b.submit(store, dispatcher, s, a.agents, a.tools, "echo", 0.0)
         summary = wait_done(store, run_id, 1800, c)
@@ -377,7 +372,6 @@ def recovery_section(b: Bench) -> dict[str, Any]:
         )
         victim = c.start_node("a", llm_concurrency=32)
         c.start_node("b", llm_concurrency=32)
-        c.start_sweeper()
         time.sleep(a.warmup)
         run_id = b.submit(store, dispatcher, s, agents, tools, "echo", 0.05)
         wait_progress(store, run_id, (4 + agents * (2 * tools + 2)) // 4)

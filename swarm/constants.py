@@ -7,11 +7,10 @@ CREATE_SUBAGENT = "create_subagent"
 ASSIGN_TASK = "assign_task"
 ORCHESTRATION_TOOLS = frozenset({CREATE_SUBAGENT, ASSIGN_TASK})
 
-#: Celery queues. LLM calls are I/O bound (thread pool), tools need process isolation (prefork),
-#: control carries the sweeper and housekeeping.
+#: Celery queues. LLM calls are I/O bound (thread pool), tools need process isolation (prefork).
+#: (The sweeper is no task: it is a thread in every worker process, one elected at a time.)
 QUEUE_LLM = "swarm.llm"
 QUEUE_TOOL = "swarm.tool"
-QUEUE_CONTROL = "swarm.control"
 
 #: How long a claimed step may run without renewing its lease before another worker may take it.
 #: Recovery after a kill -9 is at most LEASE_SECONDS + SWEEP_INTERVAL_SECONDS.
@@ -22,6 +21,11 @@ HEARTBEAT_SECONDS = 3.0
 SWEEP_INTERVAL_SECONDS = 2.0
 #: A ready step not started after this long is re-published (lost publish, Redis flushed).
 REPUBLISH_AFTER_SECONDS = 5.0
+#: The cluster-wide role of the sweeper (a row of ``cluster_leases``). Its holder renews it every
+#: sweep interval for SWEEPER_LEASE_INTERVALS intervals: a dead holder's role passes to another
+#: worker process at most (SWEEPER_LEASE_INTERVALS + 1) sweep intervals later (≤ 8 s by default).
+SWEEPER_ROLE = "sweeper"
+SWEEPER_LEASE_INTERVALS = 3
 
 #: How many times a step may be claimed before it is declared dead: a claim that ends in no commit
 #: crashed its worker, so this is also how many crashes a step may cause (SWARM_STEP_MAX_CRASHES).

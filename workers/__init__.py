@@ -6,7 +6,7 @@ a step needs, including a run's workspace files, comes from Postgres, so any wor
 machine can take any step. ``swarm worker`` wraps the celery command lines with sane defaults.
 """
 
-from workers import tasks as _tasks  # noqa: F401  (registers swarm.step and swarm.sweep on app)
+from workers import tasks as _tasks  # noqa: F401  (registers the step tasks on app)
 from workers.celery_app import app
 
 __all__ = ["app"]

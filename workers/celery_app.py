@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from contextvars import Token
 from typing import Any, NoReturn
@@ -20,7 +21,7 @@ from swarm.config import Settings
 from swarm.constants import QUEUE_LLM
 from swarm.dispatch.celery import NO_BROKER, celery_config
 from swarm.exceptions import SwarmError
-from workers import context
+from workers import context, sweeper
 from workers.consumer import CONSUMER
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,15 @@ def _refuse(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def check_node(s: Settings, queues: set[str]) -> None:
-    """What a worker needs before it takes any step; raises :class:`SwarmError` with the fix."""
+def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
+    """What a worker needs before it takes any step; raises :class:`SwarmError` with the fix.
+    Returns what an operator wants to know of the cluster: its id (the database's, which every
+    step message must carry) and who holds the sweeper role."""
+    from swarm.constants import SWEEPER_ROLE
     from swarm.exceptions import ConfigError
     from swarm.store.db import make_engine
     from swarm.store.migrate import ensure_schema
+    from swarm.store.store import StateStore
 
     if not s.broker_url:
         raise ConfigError(NO_BROKER)
@@ -64,20 +69,33 @@ def check_node(s: Settings, queues: set[str]) -> None:
     try:
         # Workers never migrate: an old worker must not race a new one's migration.
         ensure_schema(engine, upgrade_if_needed=False)
+        store = StateStore(engine)
+        role = store.role_holder(SWEEPER_ROLE)
+        cluster = store.cluster_id()
     except SwarmError:
         raise
     except Exception as exc:
         raise ConfigError(f"cannot reach the database at SWARM_DATABASE_URL: {type(exc).__name__}: {exc}") from exc
     finally:
         engine.dispose()
+    held = role.holder is not None and role.expires_in > 0
+    return {
+        "cluster": cluster,
+        "sweeper": {
+            "holder": role.holder if held else None,
+            "expires_in": round(role.expires_in, 1) if held else None,
+            "held_for": round(role.held_for, 1) if held else None,
+        },
+    }
 
 
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     queues = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
     try:
-        check_node(settings, queues)
+        facts = check_node(settings, queues)
     except SwarmError as exc:
         _refuse(str(exc))
+    log.info("cluster %s: this worker runs the steps of this deployment only", facts["cluster"])
     # The CLI hands over the pool class (celery.concurrency.thread.TaskPool for -P threads);
     # configuration may give its alias ("threads").
     pool = getattr(sender, "pool_cls", None)
@@ -94,11 +112,6 @@ def _on_celeryd_init(instance: Any = None, **_: Any) -> None:
             instance.quiet = True
 
 
-def _on_beat_init(**_: Any) -> None:
-    if not settings.broker_url:
-        _refuse(NO_BROKER)
-
-
 def _harden(**_: Any) -> None:
     # `settings` was read when this module was imported; from here on the secrets live only there.
     # In the main process, before the pool forks: pool children inherit the scrubbed environment
@@ -109,6 +122,11 @@ def _harden(**_: Any) -> None:
 
 
 def _on_worker_ready(**_: Any) -> None:
+    # Every worker process is a candidate for the cluster's sweeper; one holds the role at a time.
+    try:
+        sweeper.start(app, settings)
+    except Exception:  # the node still runs steps; another process sweeps
+        log.exception("could not start this process's sweeper candidate")
     # A threads-pool worker runs its steps in this process: build what they need now rather than
     # on the first step, which would otherwise be late by the build (a prefork parent never runs
     # steps and must not start threads or open connections before it forks).
@@ -121,12 +139,15 @@ def _on_process_init(**_: Any) -> None:
     # connections never cross a fork); anything inherited is dropped, not closed. It builds
     # them now, so its first step does not wait for them (nothing connects yet).
     context.after_fork()
+    sweeper.after_fork()
     _build_early()
 
 
 def _build_early() -> None:
     try:
-        context.context().executor()
+        ctx = context.context()
+        ctx.executor()
+        ctx.cluster_id  # noqa: B018  (read once now; every step message is checked against it)
     except Exception:  # the first step builds it again and reports the error where it belongs
         log.exception("could not prepare this worker process's step executor")
 
@@ -135,7 +156,14 @@ def _on_process_shutdown(**_: Any) -> None:
     context.shutdown()
 
 
+def _on_worker_shutting_down(**_: Any) -> None:
+    # At the signal, not once the consumer has stopped: a worker on its way out neither keeps
+    # nor takes the sweeper role (a sibling process that is stopping too would otherwise take it).
+    sweeper.stopping()
+
+
 def _on_worker_shutdown(**_: Any) -> None:
+    sweeper.stop()  # hands the role over at once
     context.shutdown()
 
 
@@ -161,16 +189,19 @@ def _on_setup_task_logger(logger: logging.Logger | None = None, **_: Any) -> Non
 
 #: The ids bound for the task each thread runs (swarm.step's labels), from task_prerun to
 #: task_postrun, so that Celery's own lines about the task (e.g. "succeeded in") carry them too.
-_task_ids: dict[str, Token[Mapping[str, str]]] = {}
+#: Keyed by task and thread: one task id may run on two threads at once (a message handed back by
+#: a worker of another deployment is a copy with the same id).
+_task_ids: dict[tuple[str, int], Token[Mapping[str, str]]] = {}
 
 
 def _on_task_prerun(task_id: str = "", kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     kw = kwargs or {}
-    _task_ids[task_id] = logs.bind(run_id=kw.get("run_id"), agent_id=kw.get("agent_id"), step_id=kw.get("step_id"))
+    token = logs.bind(run_id=kw.get("run_id"), agent_id=kw.get("agent_id"), step_id=kw.get("step_id"))
+    _task_ids[task_id, threading.get_ident()] = token
 
 
 def _on_task_postrun(task_id: str = "", **_: Any) -> None:
-    token = _task_ids.pop(task_id, None)
+    token = _task_ids.pop((task_id, threading.get_ident()), None)
     if token is not None:
         logs.unbind(token)
 
@@ -183,9 +214,8 @@ signals.after_setup_logger.connect(_on_setup_logger)
 signals.after_setup_task_logger.connect(_on_setup_task_logger)
 signals.task_prerun.connect(_on_task_prerun)
 signals.task_postrun.connect(_on_task_postrun)
-signals.beat_init.connect(_on_beat_init)
-signals.beat_init.connect(_harden)
 signals.worker_ready.connect(_on_worker_ready)
 signals.worker_process_init.connect(_on_process_init)
 signals.worker_process_shutdown.connect(_on_process_shutdown)
+signals.worker_shutting_down.connect(_on_worker_shutting_down)
 signals.worker_shutdown.connect(_on_worker_shutdown)

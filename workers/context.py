@@ -104,7 +104,12 @@ class WorkerContext:
     @classmethod
     def build(cls, app: Celery, settings: Settings) -> WorkerContext:
         store = instrument(StateStore(make_engine(settings.db_url, pool_size=db_pool_size(), max_overflow=0)))
-        return cls(settings=settings, store=store, dispatcher=CeleryDispatcher(app))
+        return cls(settings=settings, store=store, dispatcher=CeleryDispatcher(app, store.cluster_id))
+
+    @property
+    def cluster_id(self) -> str:
+        """This worker's deployment: its database's cluster id (read once, then cached)."""
+        return self.store.cluster_id()
 
     def executor(self) -> StepExecutor:
         """The step executor and this process's lease heartbeat, created on the first step."""

@@ -4,16 +4,17 @@ One Celery worker has one pool type, and swarm's queues want different ones:
 
 * ``swarm.llm``     threads: model calls (and the database-only orchestration tools) wait on I/O,
                     so one process holds 100+ concurrent calls without 100 processes;
-* ``swarm.tool``    prefork: real tools get process isolation;
-* ``swarm.control`` solo: the sweeper, one pass at a time, never starved by busy step slots.
+* ``swarm.tool``    prefork: real tools get process isolation.
 
-So a node is up to three workers (plus ``celery beat`` with ``--beat``), each its own process.
+So a node is up to two workers, each its own process. Each of them is also a candidate for the
+cluster's sweeper (workers/sweeper.py): no node needs to be started differently.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -22,22 +23,34 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import NoReturn
 
-from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.constants import QUEUE_LLM, QUEUE_TOOL
 from swarm.exceptions import InputError
 
 #: Short names accepted by ``--queues``; full queue names work too.
-QUEUE_NAMES = {"llm": QUEUE_LLM, "tool": QUEUE_TOOL, "control": QUEUE_CONTROL}
-DEFAULT_QUEUES = ("llm", "tool", "control")
+QUEUE_NAMES = {"llm": QUEUE_LLM, "tool": QUEUE_TOOL}
+DEFAULT_QUEUES = ("llm", "tool")
+#: The queue of the old beat-driven sweeper: accepted and ignored (the sweeper is in every node).
+RETIRED_QUEUES = frozenset({"control", "swarm.control"})
+RETIRED_NOTE = (
+    "the control queue is retired: every `swarm worker` node runs the sweeper now (one elected at a "
+    "time through the database), so no node needs --queues control or --beat"
+)
 
 
 def parse_queues(text: str) -> tuple[str, ...]:
-    """``"llm,tool"`` → ``("llm", "tool")``; full names (``swarm.llm``) are accepted too."""
+    """``"llm,tool"`` → ``("llm", "tool")``; full names (``swarm.llm``) are accepted too. The retired
+    ``control`` queue is skipped (:data:`RETIRED_NOTE`), unless it is all there is."""
     reverse = {v: k for k, v in QUEUE_NAMES.items()}
     out: list[str] = []
+    retired = False
     for raw in text.split(","):
         name = raw.strip()
         if not name:
+            continue
+        if name in RETIRED_QUEUES:
+            retired = True
             continue
         short = reverse.get(name, name)
         if short not in QUEUE_NAMES:
@@ -45,6 +58,10 @@ def parse_queues(text: str) -> tuple[str, ...]:
         if short not in out:
             out.append(short)
     if not out:
+        if retired:
+            raise InputError(
+                f"{RETIRED_NOTE}; this node would consume nothing: remove it (e.g. the old `sweeper` service)"
+            )
         raise InputError("--queues is empty: choose from " + ", ".join(QUEUE_NAMES))
     return tuple(out)
 
@@ -54,11 +71,9 @@ class NodePlan:
     queues: tuple[str, ...] = DEFAULT_QUEUES
     llm_concurrency: int = 128
     tool_concurrency: int = 2
-    beat: bool = False
     #: Node-name prefix; Celery's %h appends the host, so names are unique per machine.
     name: str = ""
     loglevel: str = "INFO"
-    beat_schedule_dir: str = ""
 
     def _node(self, role: str) -> str:
         return f"{role}-{self.name}@%h" if self.name else f"{role}@%h"
@@ -92,25 +107,6 @@ class NodePlan:
             cmds.append(self._worker("llm", "threads", self.llm_concurrency))
         if "tool" in self.queues:
             cmds.append(self._worker("tool", "prefork", self.tool_concurrency))
-        if "control" in self.queues or self.beat:
-            cmds.append(self._worker("control", "solo", 1))
-        if self.beat:
-            # The plain in-memory scheduler: no celerybeat-schedule file to keep or corrupt; a
-            # restarted beat simply starts sweeping again.
-            cmds.append(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers",
-                    "beat",
-                    "-l",
-                    self.loglevel,
-                    "-S",
-                    "celery.beat:Scheduler",
-                ]
-            )
         return cmds
 
 
@@ -133,10 +129,14 @@ class Supervisor:
 
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
+        # SIGINT becomes SIGTERM (Celery's warm shutdown, idempotent): a terminal's Ctrl-C already
+        # reaches every process of the foreground group, and a second SIGINT from here would turn
+        # it into a cold shutdown. SIGQUIT (cold: cancel running steps) is passed on as it is.
+        forward = signal.SIGTERM if signum == signal.SIGINT else signum
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signum)
+                    p.send_signal(forward)
 
     def run(self) -> int:
         self.start()
@@ -175,11 +175,12 @@ class Supervisor:
         return code
 
 
-def run_node(plan: NodePlan, started: Callable[[], object] | None = None) -> int:
+def run_node(plan: NodePlan, started: Callable[[], object] | None = None) -> NoReturn:
     """Run the node in the foreground. A single process is exec'd: then it is the container's
     main process and gets signals directly. Otherwise ``started`` is called once the processes run
     (``swarm worker`` drops its secrets then: its children got them with their environment, and
-    each ``celery`` process drops them itself once it has read its settings)."""
+    each ``celery`` process drops them itself once it has read its settings). Exits with the
+    status of the first process that exited (0 after a requested stop)."""
     cmds = plan.commands()
     if len(cmds) == 1:
         os.execv(cmds[0][0], cmds[0])
@@ -187,4 +188,9 @@ def run_node(plan: NodePlan, started: Callable[[], object] | None = None) -> int
     supervisor.start()
     if started is not None:
         started()
-    return supervisor.wait()
+    code = supervisor.wait()
+    # Every child has exited: skip the interpreter's teardown of everything imported (~1 s).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,4 +1,4 @@
-"""``swarm worker``: run this machine as a cluster node (Celery workers, optionally the sweeper)."""
+"""``swarm worker``: run this machine as a cluster node (Celery workers; each is a sweeper candidate)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ from typing import Any
 
 import typer
 
-from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, fail, harden_process, settings, setup_logging
+from swarm.cli.common import (
+    JSON_OPT,
+    app,
+    console,
+    emit_json,
+    err_console,
+    errors,
+    fail,
+    harden_process,
+    settings,
+    setup_logging,
+)
 from swarm.config import Settings
 
 
@@ -18,10 +29,10 @@ def _default_tool_concurrency() -> int:
 @app.command()
 def worker(
     queues: str = typer.Option(
-        "llm,tool,control",
+        "llm,tool",
         "--queues",
         "-Q",
-        help="Queues this node consumes: llm, tool, control (comma-separated). "
+        help="Queues this node consumes: llm, tool (comma-separated). "
         "E.g. --queues llm for an LLM-only node, --queues tool for a tool node.",
     ),
     llm_concurrency: int = typer.Option(
@@ -36,8 +47,8 @@ def worker(
     beat: bool = typer.Option(
         False,
         "--beat",
-        help="Also run the sweeper schedule (celery beat + a swarm.control worker). "
-        "Run exactly one per cluster; extra ones are harmless but useless.",
+        hidden=True,
+        help="Retired: every node runs the sweeper (one elected at a time). Accepted and ignored.",
     ),
     name: str = typer.Option("", "--name", help="Node-name prefix, e.g. gpu1 → llm-gpu1@host (for Flower)."),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
@@ -54,7 +65,7 @@ def worker(
 
     Never migrates: run `swarm db upgrade` once first (the compose file's `migrate` service does).
     """
-    from workers.launch import NodePlan, parse_queues, run_node
+    from workers.launch import RETIRED_NOTE, RETIRED_QUEUES, NodePlan, parse_queues, run_node
 
     setup_logging()
     s = settings()
@@ -63,10 +74,11 @@ def worker(
             queues=parse_queues(queues),
             llm_concurrency=llm_concurrency or s.llm_max_concurrency,
             tool_concurrency=tool_concurrency or _default_tool_concurrency(),
-            beat=beat,
             name=name,
             loglevel=loglevel,
         )
+    if beat or RETIRED_QUEUES & {q.strip() for q in queues.split(",")}:
+        err_console.print(f"swarm worker: warning: {RETIRED_NOTE}; ignored", soft_wrap=True)
     commands = plan.commands()
     if dry_run:
         if json_out:
@@ -82,10 +94,13 @@ def worker(
             emit_json(report)
         else:
             console.print(f"ok: schema {report['schema']}, broker reachable, queues {', '.join(plan.queues)}")
+            console.print(f"cluster: {report['cluster']} (from the database; every step message carries it)")
+            holder = report["sweeper"]["holder"]
+            console.print(f"sweeper: {holder or 'nobody (the first worker to start takes the role)'}")
             if "python_isolation" in report:
                 console.print(f"python tool: {report['python_isolation']['detail']}")
         return
-    raise typer.Exit(run_node(plan, started=harden_process))
+    run_node(plan, started=harden_process)
 
 
 def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[str, Any]:
@@ -93,8 +108,8 @@ def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[s
     from workers.celery_app import check_node
     from workers.launch import QUEUE_NAMES
 
-    check_node(s, {QUEUE_NAMES[q] for q in queues})
-    report: dict[str, Any] = {"ok": True, "queues": list(queues), "schema": "up to date"}
+    facts = check_node(s, {QUEUE_NAMES[q] for q in queues})
+    report: dict[str, Any] = {"ok": True, "queues": list(queues), "schema": "up to date", **facts}
     if "tool" in queues:
         from swarm.tools.executor import python_report
 

@@ -13,24 +13,33 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from swarm.config import Settings
-from swarm.constants import QUEUE_CONTROL, QUEUE_LLM, QUEUE_TOOL
+from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, QUEUE_LLM, QUEUE_TOOL
 from swarm.dispatch import redis_transport
 from swarm.dispatch.base import queue_for
+from swarm.domain.status import StepKind
 from swarm.exceptions import ConfigError
 from swarm.store.types import StepRef
 
 log = logging.getLogger(__name__)
 
+#: What Flower lists: ``swarm.llm`` for a model call, ``swarm.tool.<tool>`` for a tool call.
+LLM_TASK = "swarm.llm"
+TOOL_TASK = "swarm.tool"
+#: Tools with a task name of their own; any other tool is published as plain ``swarm.tool``.
+#: (A worker must know a name before a publisher uses it: Celery drops unregistered tasks.)
+TOOL_TASK_NAMES = frozenset({"python", "web_fetch", "web_search", "echo", CREATE_SUBAGENT, ASSIGN_TASK})
+#: The name every step had before issue 15; still registered for messages queued by older versions.
 STEP_TASK = "swarm.step"
-SWEEP_TASK = "swarm.sweep"
-QUEUES = (QUEUE_LLM, QUEUE_TOOL, QUEUE_CONTROL)
+#: Every name a worker runs steps under (all the same task).
+STEP_TASKS = (LLM_TASK, TOOL_TASK, *(f"{TOOL_TASK}.{t}" for t in sorted(TOOL_TASK_NAMES)), STEP_TASK)
+QUEUES = (QUEUE_LLM, QUEUE_TOOL)
 
 #: Seconds before Redis hands an unacknowledged message to another worker. Recovery never waits
 #: for it (the sweeper re-dispatches from Postgres within seconds); it only has to exceed the
@@ -70,7 +79,11 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         "worker_prefetch_multiplier": 1,
         # On a warm/cold shutdown give running steps time to commit before the process goes.
         "worker_soft_shutdown_timeout": 30.0,
-        "worker_enable_soft_shutdown_on_idle": True,
+        # ...but an idle worker stops at once: with this on, a cold shutdown (Ctrl-C twice, which
+        # is what a terminal's Ctrl-C used to deliver to `swarm worker`'s children) waited the full
+        # 30 s with nothing running. Messages held for a countdown need no soft phase here: the
+        # sweeper re-publishes every step from Postgres.
+        "worker_enable_soft_shutdown_on_idle": False,
         # Postgres is the record: no result backend, nothing to expire or lose.
         "task_ignore_result": True,
         "result_backend": None,
@@ -90,15 +103,6 @@ def celery_config(settings: Settings, *, require_broker: bool = True) -> dict[st
         "task_default_queue": QUEUE_LLM,
         "task_create_missing_queues": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        # The sweeper schedule for `celery beat` (`swarm worker --beat` runs it). An old sweep
-        # message is worthless: expire it rather than let a backlog run after an outage.
-        "beat_schedule": {
-            "swarm-sweep": {
-                "task": SWEEP_TASK,
-                "schedule": settings.sweep_interval,
-                "options": {"queue": QUEUE_CONTROL, "expires": max(10.0, 5 * settings.sweep_interval)},
-            },
-        },
         "timezone": "UTC",
     }
 
@@ -109,31 +113,55 @@ def make_app(settings: Settings, main: str = "swarm") -> Celery:
     return app
 
 
+def task_name(ref: StepRef) -> str:
+    """``swarm.llm``, ``swarm.tool.python``, ...: what a step is, at a glance in Flower's task list."""
+    if ref.kind == StepKind.LLM:
+        return LLM_TASK
+    if ref.tool_name in TOOL_TASK_NAMES:
+        return f"{TOOL_TASK}.{ref.tool_name}"
+    return TOOL_TASK
+
+
 def task_id(ref: StepRef) -> str:
-    """Readable in Flower (kind and step), unique per publish: a re-dispatch is its own message."""
-    return f"{ref.kind.value}-{ref.step_id[:12]}-{uuid.uuid4().hex[:6]}"
+    """``<run8>-<agent8>-<llm|tool>-<step8>-<nonce>``: sorts and searches by run in Flower, says
+    which agent and what it does; unique per publish (a re-dispatch is its own message). Nothing
+    relies on it: duplicates are found by the step's claim, never by the task id."""
+    what = "llm" if ref.kind == StepKind.LLM else (ref.tool_name or "tool")
+    return f"{ref.run_id[:8]}-{ref.agent_id[:8]}-{what}-{ref.step_id[:8]}-{uuid.uuid4().hex[:6]}"
 
 
-def step_kwargs(ref: StepRef) -> dict[str, Any]:
-    """Only step_id matters to the worker; the rest lets an operator follow a swarm in Flower."""
+def step_kwargs(ref: StepRef, cluster: str) -> dict[str, Any]:
+    """step_id is what the worker runs and cluster is whose step it is (the id of the deployment's
+    database: a worker of another deployment refuses the message); the rest lets an operator
+    follow a swarm in Flower."""
     return {
         "step_id": ref.step_id,
         "run_id": ref.run_id,
         "agent_id": ref.agent_id,
         "kind": ref.kind.value,
         "tool": ref.tool_name,
+        "cluster": cluster,
     }
 
 
 class CeleryDispatcher:
-    """Publishes ready steps to their queues (``swarm.llm`` or ``swarm.tool``)."""
+    """Publishes ready steps to their queues (``swarm.llm`` or ``swarm.tool``), each stamped with
+    the publishing deployment's cluster id (``StateStore.cluster_id``; a callable is asked once,
+    at the first publish, so building a dispatcher touches no database)."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, cluster: str | Callable[[], str]) -> None:
         self.app = app
+        self._cluster = cluster
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
-        return cls(make_app(settings))
+    def from_settings(cls, settings: Settings, cluster: str | Callable[[], str]) -> CeleryDispatcher:
+        return cls(make_app(settings), cluster)
+
+    @property
+    def cluster(self) -> str:
+        if callable(self._cluster):
+            self._cluster = self._cluster()
+        return self._cluster
 
     def dispatch(self, refs: Sequence[StepRef]) -> None:
         """Publish every ref; never raises. A step whose publish failed stays ready in Postgres and
@@ -141,9 +169,9 @@ class CeleryDispatcher:
         failed = 0
         for ref in refs:
             try:
-                kwargs = step_kwargs(ref)
+                kwargs = step_kwargs(ref, self.cluster)
                 self.app.send_task(
-                    STEP_TASK,
+                    task_name(ref),
                     kwargs=kwargs,
                     queue=queue_for(ref),
                     task_id=task_id(ref),

@@ -231,7 +231,7 @@ class ClusterRuns(StoreRuns):
         except ImportError as exc:  # pragma: no cover - depends on the installed version
             raise ConfigError(f"SWARM_BROKER_URL is set but the Celery dispatcher is unavailable: {exc}") from exc
         super().__init__(settings, store)
-        self.dispatcher = CeleryDispatcher.from_settings(settings)
+        self.dispatcher = CeleryDispatcher.from_settings(settings, self.store.cluster_id)
 
     def submit(self, request: RunRequest) -> str:
         run_id, refs = self.store.create_run(self.spec(request), self.quota)

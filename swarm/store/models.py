@@ -271,6 +271,30 @@ class ApiKey(Base):
     last_used_at: Mapped[float | None] = mapped_column(Float)
 
 
+class ClusterIdentity(Base):
+    """This deployment's id: one row, written by the first process that asks for it. Every step
+    message carries it, and a worker refuses a message whose id is not its database's."""
+
+    __tablename__ = "cluster_identity"
+    __table_args__ = (CheckConstraint("singleton = 1", name="singleton"),)
+
+    singleton: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cluster_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ClusterLease(Base):
+    """A cluster-wide role held by one process at a time (the sweeper): whoever holds an unexpired
+    lease has it; a holder that stops renewing loses it when ``expires_at`` (database clock) passes."""
+
+    __tablename__ = "cluster_leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    acquired_at: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 # Core tables for the hot paths: plain-table statements skip the ORM layer's per-statement work
 # (the store builds thousands of small statements per second).
 RUNS: Table = Run.__table__  # type: ignore[assignment]
@@ -280,3 +304,5 @@ MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 STEPS: Table = Step.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
 ARTIFACTS: Table = Artifact.__table__  # type: ignore[assignment]
+CLUSTER_IDENTITY: Table = ClusterIdentity.__table__  # type: ignore[assignment]
+CLUSTER_LEASES: Table = ClusterLease.__table__  # type: ignore[assignment]

@@ -50,6 +50,7 @@ from swarm.domain.turns import TurnPlan
 from swarm.domain.workspace import Changes
 from swarm.store import artifacts
 from swarm.store.budgets import Budgets
+from swarm.store.cluster import ClusterState, RoleHolder
 from swarm.store.commits import Commits
 from swarm.store.db import make_engine
 from swarm.store.export import Export
@@ -81,6 +82,7 @@ class StateStore:
         self.export = Export(self.session, self.views)
         self.retention = Retention(self.session)
         self.budgets = Budgets(self.session)
+        self.cluster = ClusterState(self.session)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:
@@ -163,6 +165,22 @@ class StateStore:
         self, run_id: str, is_dead: Callable[[str], bool], max_attempts: int = MAX_STEP_ATTEMPTS
     ) -> int:
         return self.leases.release_dead_owners(run_id, is_dead, max_attempts)
+
+    # --------------------------------------------------------------- cluster
+
+    def cluster_id(self) -> str:
+        """This deployment's id (created on first use); step messages carry it."""
+        return self.cluster.identity()
+
+    def hold_role(self, role: str, holder: str, ttl: float) -> bool:
+        """Renew or take over a cluster-wide role (the sweeper); True while ``holder`` has it."""
+        return self.cluster.hold(role, holder, ttl)
+
+    def release_role(self, role: str, holder: str) -> bool:
+        return self.cluster.release(role, holder)
+
+    def role_holder(self, role: str) -> RoleHolder:
+        return self.cluster.holder(role)
 
     # --------------------------------------------------------------- commits
 

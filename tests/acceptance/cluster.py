@@ -1,6 +1,7 @@
 """A real cluster on this machine for tests and benchmarks: ``celery`` worker processes started
-with subprocess (each in its own session, so a whole process tree can be killed), the sweeper
-(celery beat + a swarm.control worker), and the checks every cluster test makes.
+with subprocess (each in its own session, so a whole process tree can be killed; every worker
+process is a candidate for the cluster's sweeper, elected through the database), and the checks
+every cluster test makes.
 
 Everything started here is killed by :meth:`Cluster.close`, also when a test fails.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from swarm.config import Settings
+from swarm.constants import SWEEPER_ROLE
 from swarm.dispatch.celery import CeleryDispatcher
 from swarm.domain.status import RUN_TERMINAL, StepKind, StepStatus
 from swarm.exceptions import StoreUnavailable
@@ -169,13 +171,25 @@ class Cluster:
             procs.append(self._spawn(f"{name}-{role}", cmd, cwd=cwd, env=env))
         return procs
 
-    def start_sweeper(self) -> list[Proc]:
-        """The cluster's one sweeper: celery beat and the swarm.control worker it feeds."""
-        plan = NodePlan(queues=("control",), beat=True, name="sweeper", loglevel=self.loglevel)
-        return [
-            self._spawn(f"sweeper-{'beat' if 'beat' in cmd else 'control'}-{len(self.procs)}", cmd)
-            for cmd in plan.commands()
-        ]
+    def sweeper_pid(self, store: StateStore) -> int | None:
+        """The pid of the worker process holding the cluster's sweeper role now, if any."""
+        role = _retrying(store.role_holder, SWEEPER_ROLE)
+        if role.holder is None or role.expires_in <= 0:
+            return None
+        return int(role.holder.split(":")[1])
+
+    def wait_sweeper(self, store: StateStore, among: Iterable[Proc], timeout: float = 30.0) -> Proc:
+        """The process among ``among`` that holds (or takes) the sweeper role within ``timeout``."""
+        procs = list(among)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self.sweeper_pid(store)
+            found = [p for p in procs if p.pid == pid]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no sweeper among {[p.name for p in procs]} (holder pid {pid})\n{self.logs()}")
+            time.sleep(0.1)
 
     def stop(self, procs: Iterable[Proc], *, timeout: float = 40.0) -> None:
         """Graceful stop (SIGTERM = Celery warm shutdown), then SIGKILL whatever is left."""

@@ -35,7 +35,6 @@ def test_cancel_on_two_nodes_then_resume(tmp_path, pg_url, broker_url, sim):
     with cluster(tmp_path / "cluster", s) as c, live_api(s) as api:
         for node in ("a", "b"):
             c.start_node(node, llm_concurrency=16, tool_concurrency=2)
-        c.start_sweeper()
         key = api.key()
         with api.client(key) as http:
             assert http.get("/v1/info").json()["mode"] == "cluster"

@@ -1,4 +1,4 @@
-"""The distributed CLI path, all through subprocesses: `swarm worker --beat` runs the node,
+"""The distributed CLI path, all through subprocesses: a plain `swarm worker` runs the node,
 `swarm run` submits to the cluster and follows progress from the database, `swarm show --json`
 gives the same summary as the embedded mode does for the same task."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,9 @@ from tests.acceptance.cluster import cluster
 from tests.conftest import PG_ADMIN_URL, make_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+#: An idle node's stop after Ctrl-C (measured ~4 s on the shared 2-core box; 34 s before).
+IDLE_STOP_BOUND = 8.0
 
 TASK = "CLI check #sim agents=6 tools=3 tool=echo latency=0.01"
 SAME = (
@@ -54,15 +58,14 @@ def test_swarm_run_on_the_cluster_matches_embedded(tmp_path, pg_url, redis_url, 
         ok = swarm(env, "worker", "--check", "--json")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["ok"] is True
-        # The real wrapper: llm + tool + control workers and celery beat, supervised.
-        c._spawn(
+        # The real wrapper: llm + tool workers (each a sweeper candidate), supervised.
+        node = c._spawn(
             "node",
             [
                 sys.executable,
                 "-m",
                 "swarm",
                 "worker",
-                "--beat",
                 "--llm-concurrency",
                 "16",
                 "--tool-concurrency",
@@ -92,6 +95,16 @@ def test_swarm_run_on_the_cluster_matches_embedded(tmp_path, pg_url, redis_url, 
             assert time.monotonic() < deadline, "detached run did not finish"
             time.sleep(0.5)
         assert st["status"] == "succeeded"
+
+        # Idle now. Ctrl-C in the node's terminal (SIGINT to its whole process group) is a warm
+        # shutdown done within seconds; it used to be a cold one that waited 30 s with nothing to do.
+        t0 = time.monotonic()
+        os.killpg(node.pid, signal.SIGINT)
+        code = node.popen.wait(timeout=60)
+        stopped = time.monotonic() - t0
+        print(f"\n[cli] idle `swarm worker` node stopped {stopped:.2f} s after Ctrl-C")
+        assert code == 0 and stopped <= IDLE_STOP_BOUND, (code, stopped, node.tail())
+        assert "Soft Shutdown" not in node.log.read_text(errors="replace")
 
     embedded_env = {**env, "SWARM_DATABASE_URL": "", "SWARM_BROKER_URL": "", "SWARM_HOME": str(tmp_path / "emb")}
     emb = swarm(embedded_env, "run", TASK, "--json")
@@ -157,7 +170,6 @@ def test_worker_dry_run_plans_one_process_per_pool(tmp_path):
         "100",
         "--tool-concurrency",
         "3",
-        "--beat",
         "--dry-run",
         "--json",
     )
@@ -166,7 +178,11 @@ def test_worker_dry_run_plans_one_process_per_pool(tmp_path):
     joined = [" ".join(c) for c in cmds]
     assert any("-P threads -c 100 -Q swarm.llm" in c for c in joined)
     assert any("-P prefork -c 3 -Q swarm.tool" in c for c in joined)
-    assert any("-P solo -c 1 -Q swarm.control" in c for c in joined)
-    assert any(c[3:6] == ["workers", "beat", "-l"] or " beat " in f" {' '.join(c)} " for c in cmds)
+    assert len(cmds) == 2  # no beat, no control worker: every worker process is a sweeper candidate
+    # The retired --beat and control queue: accepted with a warning, nothing more started.
+    old = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "llm,tool,control", "--beat", "--dry-run")
+    assert old.returncode == 0 and "retired" in old.stderr and len(old.stdout.strip().splitlines()) == 2
+    only = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "control", "--beat", "--dry-run")
+    assert only.returncode != 0 and "retired" in only.stderr
     bad = swarm({**env, "SWARM_HOME": str(tmp_path)}, "worker", "--queues", "gpu", "--dry-run")
     assert bad.returncode != 0 and "unknown queue" in bad.stderr

@@ -25,7 +25,7 @@ AGENTS, TOOLS = 8, 4
 def test_workspace_files_follow_the_run_across_machines(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=4)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     with cluster(tmp_path / "cluster", s) as c:
         c.start_node("brain", queues=("llm",), llm_concurrency=16)
         machines = {}
@@ -39,7 +39,6 @@ def test_workspace_files_follow_the_run_across_machines(tmp_path, pg_url, redis_
                 cwd=home,
                 env={"TMPDIR": str(home / "tmp"), "SWARM_HOME": str(home / "swarm")},
             )[0]
-        c.start_sweeper()
         run_id = submit(
             store,
             dispatcher,

@@ -41,7 +41,7 @@ def _celery_tree(supervisor: int) -> list[int]:
 def test_a_node_keeps_no_secret_and_ignores_remote_control(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=2)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     control = make_app(s)  # anyone with broker access
     with cluster(tmp_path / "cluster", s, SWARM_LLM_API_KEY=LLM_KEY) as c:
         log = c.root / "node.log"

@@ -20,10 +20,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 def test_w1_on_two_nodes_exact_counts_no_duplicates(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     with cluster(tmp_path / "cluster", s) as c:
         nodes = [c.start_node("a"), c.start_node("b")]
-        c.start_sweeper()
         t0 = time.time()
         run_id = submit(store, dispatcher, s, w1_task(100, 15, latency=0.02), agents=100, tools=15)
         summary = wait_done(store, run_id, 240, c)

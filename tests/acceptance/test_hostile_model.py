@@ -152,10 +152,9 @@ PROBES_ON_A_NODE = {
 def test_probes_are_refused_on_a_worker_node(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=4)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     with cluster(tmp_path / "cluster", s, SWARM_LLM_API_KEY=SECRET) as c:
         c.start_node("node", llm_concurrency=4, tool_concurrency=2)
-        c.start_sweeper()
         answers = {}
         for name, code in PROBES_ON_A_NODE.items():
             run_id = submit(store, dispatcher, s, hostile.task(code), agents=0, tools=1)

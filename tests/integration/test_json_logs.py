@@ -43,7 +43,7 @@ def _records(path: Path) -> list[dict[str, object]]:
 def test_a_worker_node_logs_json_lines_that_carry_the_run(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url, pool_size=2)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     logs: list[Path] = []
     try:
         with cluster(tmp_path / "cluster", s, SWARM_LOG_FORMAT="json") as c:
@@ -78,7 +78,11 @@ def test_a_worker_node_logs_json_lines_that_carry_the_run(tmp_path, pg_url, redi
     records = [r for path in logs for r in _records(path)]
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     # ...and each step's task line names the run, its agent and the step
-    done = [r for r in records if str(r["message"]).startswith("Task swarm.step[") and "succeeded" in str(r["message"])]
+    done = [
+        r
+        for r in records
+        if str(r["message"]).startswith(("Task swarm.llm[", "Task swarm.tool.")) and "succeeded" in str(r["message"])
+    ]
     assert {r.get("run_id") for r in done} == {run_id}
     assert all(r.get("agent_id") for r in done)
     assert {r.get("step_id") for r in done} == step_ids

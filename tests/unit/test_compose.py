@@ -19,7 +19,7 @@ from celery import Celery
 from swarm.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-LONG_RUNNING = ("postgres", "redis", "api", "worker", "executor", "sweeper", "flower", "sim")
+LONG_RUNNING = ("postgres", "redis", "api", "worker", "executor", "flower", "sim")
 #: What model-written code must never be able to reach (settings that carry credentials).
 SECRET_SETTINGS = ("SWARM_DATABASE_URL", "SWARM_BROKER_URL", "SWARM_LLM_API_KEY", "SWARM_API_KEY")
 
@@ -69,7 +69,8 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_all_services_present(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "executor", "sweeper", "flower", "sim"}
+    assert set(services) >= {"postgres", "redis", "migrate", "api", "worker", "executor", "flower", "sim"}
+    assert "sweeper" not in services  # every worker replica is a sweeper candidate, one elected
     assert services["sim"]["profiles"] == ["sim"]
 
 
@@ -108,7 +109,7 @@ def test_swarm_env_vars_are_real_settings(services: dict[str, dict[str, Any]]) -
 
 def test_services_agree_on_database_and_broker(services: dict[str, dict[str, Any]]) -> None:
     swarm_services = [n for n, s in services.items() if "SWARM_DATABASE_URL" in _env(s)]
-    assert {"migrate", "api", "worker", "sweeper", "flower"} <= set(swarm_services)
+    assert {"migrate", "api", "worker", "flower"} <= set(swarm_services)
     assert len({_env(services[n])["SWARM_DATABASE_URL"] for n in swarm_services}) == 1
     assert len({_env(services[n])["SWARM_BROKER_URL"] for n in swarm_services}) == 1
     db = _env(services["worker"])["SWARM_DATABASE_URL"]
@@ -121,7 +122,8 @@ def test_celery_app_loads_as_compose_uses_it(services: dict[str, dict[str, Any]]
     import workers
 
     assert isinstance(workers.app, Celery)
-    assert {"swarm.step", "swarm.sweep"} <= set(workers.app.tasks)
+    assert "swarm.step" in workers.app.tasks
+    assert "swarm.sweep" not in workers.app.tasks  # the sweeper is a thread in every worker
     flower = _command(services["flower"])
     assert flower[:4] == ["celery", "-A", "workers", "flower"]
     import flower.command
@@ -134,14 +136,14 @@ def test_workers_scale_and_restart(services: dict[str, dict[str, Any]]) -> None:
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker, "--scale worker=N needs neither"
     assert _command(worker)[:2] == ["swarm", "worker"]
-    assert "--beat" not in _command(worker), "beat must run once (the sweeper service), not per replica"
-    assert "--beat" in _command(services["sweeper"])
+    for name, svc in services.items():
+        assert "--beat" not in _command(svc), f"{name}: --beat is retired (every worker elects a sweeper)"
     for name in LONG_RUNNING:
         assert services[name].get("restart") in ("unless-stopped", "always"), name
         assert "healthcheck" in services[name], name
     assert services["migrate"].get("restart") == "no"
     assert _command(services["migrate"]) == ["swarm", "db", "upgrade"]
-    for name in ("api", "worker", "sweeper"):
+    for name in ("api", "worker"):
         dep = services[name]["depends_on"]
         assert dep["migrate"]["condition"] == "service_completed_successfully", name
 
@@ -169,7 +171,7 @@ def test_redis_requires_a_password_every_client_sends(services: dict[str, dict[s
     assert _interpolate(_env(services["redis"])["REDISCLI_AUTH"], {"REDIS_PASSWORD": "pw"}) == "pw"
     assert "PONG" in " ".join(services["redis"]["healthcheck"]["test"])
     clients = [n for n, s in services.items() if "SWARM_BROKER_URL" in _env(s)]
-    assert {"api", "worker", "sweeper", "flower", "migrate"} <= set(clients)
+    assert {"api", "worker", "flower", "migrate"} <= set(clients)
     for name in clients:
         url = urlsplit(_interpolate(_env(services[name])["SWARM_BROKER_URL"], {"REDIS_PASSWORD": "s3cret"}))
         assert (url.scheme, url.hostname, url.port, url.password) == ("redis", "redis", 6379, "s3cret"), name
@@ -180,7 +182,7 @@ def test_redis_requires_a_password_every_client_sends(services: dict[str, dict[s
 def test_celery_remote_control_is_off_unless_enabled(services: dict[str, dict[str, Any]]) -> None:
     from swarm.dispatch.celery import celery_config
 
-    for name in ("worker", "sweeper", "flower"):
+    for name in ("worker", "flower"):
         value = _interpolate(_env(services[name])["SWARM_CELERY_REMOTE_CONTROL"], {})
         s = Settings(_env_file=None, broker_url="redis://:pw@redis:6379/0", celery_remote_control=value)
         assert celery_config(s)["worker_enable_remote_control"] is False, name
