@@ -40,11 +40,10 @@ def served_pico(sim, run_id: str) -> int:
 def test_w1_with_half_its_budget_on_two_nodes_stops_at_the_cap_and_resumes(tmp_path, pg_url, redis_url, sim):
     s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
     store = StateStore.from_url(pg_url)
-    dispatcher = CeleryDispatcher.from_settings(s)
+    dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
     with cluster(tmp_path / "cluster", s, SWARM_LLM_MAX_TOKENS=str(MAX_OUTPUT)) as c:
         c.start_node("a")
-        c.start_node("b")
-        c.start_sweeper()
+        c.start_node("b")  # every node runs a sweeper candidate: no sweeper of its own to start
         spec = run_spec(s, w1_task(100, 15), max_subagents=100, max_tool_calls=1500, max_usd=CAP_USD)
         run_id, refs = store.create_run(spec)
         dispatcher.dispatch(refs)
