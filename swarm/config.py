@@ -215,6 +215,12 @@ class Settings(BaseSettings):
     tenant_max_running: int = Field(
         0, ge=0, description="Runs one tenant may have running at once (0: unlimited); a submission beyond it: 429."
     )
+    tenant_max_usd_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="USD one tenant's model calls may spend per UTC day, all its runs together (none: no cap); "
+        "kept like a run's --max-usd: each call reserves its worst case first, so concurrent runs cannot overshoot.",
+    )
     tenant_max_runs_per_day: int = Field(
         0, ge=0, description="Runs one tenant may submit in 24 hours (0: unlimited); a submission beyond it: 429."
     )

@@ -9,8 +9,6 @@ it (not here, so that databases cloned from one migrated template, as the tests 
 id each). ``cluster_leases`` holds one row per cluster-wide role; the ``sweeper`` row is created
 here, free (no holder, expired), and the first worker to renew it becomes the sweeper.
 
-NOTE (merge): written on top of 0005 while other revisions were under way on other branches; when
-they are merged, ``down_revision`` must point at the last of them.
 """
 
 from __future__ import annotations

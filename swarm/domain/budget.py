@@ -16,6 +16,7 @@ ends ``failed`` with a ``budget:`` reason, and ``swarm resume --max-usd`` contin
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -145,3 +146,23 @@ def parse_tokens(value: object, name: str = "max_tokens") -> int:
 
 def _usd(pico: int) -> str:
     return f"${pico / pricing.PICO:,.4f}"
+
+
+# --------------------------------------------------------------- a tenant's daily cap
+
+
+def utc_day(now: float) -> str:
+    """The UTC day a tenant's spend counts on (``YYYY-MM-DD``)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def tenant_refused(spent_pico: int, cap_pico: int, worst_pico: int) -> Verdict:
+    """What a tenant reservation that did not fit means: wait for the tenant's calls in flight to
+    settle if the call would fit alone, else the day's cap is spent."""
+    return Verdict.WAIT if spent_pico + worst_pico <= cap_pico else Verdict.EXHAUSTED
+
+
+def tenant_exhausted_reason(tenant: str, day: str, spent_pico: int, cap_pico: int, worst_pico: int) -> str:
+    return prompts.TENANT_BUDGET_EXHAUSTED.format(
+        tenant=tenant, day=day, spent=_usd(spent_pico), cap=_usd(cap_pico), worst=_usd(worst_pico)
+    )

@@ -94,6 +94,11 @@ BUDGET_EXHAUSTED = (
     "budget: the run spent {spent} of its {cap} cap and its next model call could cost up to {worst}; "
     "no new model call was started. Continue it with `swarm resume RUN_ID {what} <higher cap>`."
 )
+TENANT_BUDGET_EXHAUSTED = (
+    "budget: tenant {tenant!r} spent {spent} of its {cap} daily cap (SWARM_TENANT_MAX_USD_PER_DAY, UTC day "
+    "{day}) and this run's next model call could cost up to {worst}; no new model call was started. "
+    "Resume the run on another day or once the cap is raised."
+)
 BUDGET_NO_PRICE = (
     "budget: model {model!r} has no price, so a USD budget cannot be kept; add it to the SWARM_PRICES "
     "file (or run without --max-usd)."

@@ -164,29 +164,59 @@ class StepExecutor:
         messages = list(ctx.messages)
         if last_step:
             messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
-        reserved, max_tokens = (0, 0), None
-        if ctx.agent.budgeted:  # reserve the call's worst case first: no call starts past the cap
+        reserved, max_tokens, hold = (0, 0), None, None
+        tenant_cap = self._tenant_cap(ctx)
+        if ctx.agent.budgeted or tenant_cap is not None:
+            # Reserve the call's worst case first: no call starts past a cap.
             max_tokens = self.settings.llm_max_tokens
             size = len(json.dumps([messages, schemas], ensure_ascii=False).encode())
             worst = budget.worst_case(size, max_tokens, self.prices.price(ctx.agent.model))
-            reason = spend.reserve(
-                self.store,
-                claim.run_id,
-                ctx.agent.model,
-                worst,
-                still_wanted=lambda: self.store.still_claimed(claim),
-                max_wait=self.settings.llm_timeout + self.settings.lease_seconds,
-                usd_capped=ctx.agent.max_cost_pico is not None,
-            )
-            if reason is not None:
-                return self._durable(lambda: self.store.fail_step(claim, reason, fail_run=True))
-            reserved = (worst.pico or 0, worst.tokens)
+            wait = self.settings.llm_timeout + self.settings.lease_seconds
+            if ctx.agent.budgeted:
+                reason = spend.reserve(
+                    self.store,
+                    claim.run_id,
+                    ctx.agent.model,
+                    worst,
+                    still_wanted=lambda: self.store.still_claimed(claim),
+                    max_wait=wait,
+                    usd_capped=ctx.agent.max_cost_pico is not None,
+                )
+                if reason is not None:
+                    return self._durable(lambda: self.store.fail_step(claim, reason, fail_run=True))
+                reserved = (worst.pico or 0, worst.tokens)
+            if tenant_cap is not None and ctx.agent.tenant is not None:
+                held = (
+                    prompts.BUDGET_NO_PRICE.format(model=ctx.agent.model)
+                    if worst.pico is None
+                    else spend.reserve_tenant(
+                        self.store,
+                        ctx.agent.tenant,
+                        tenant_cap,
+                        worst.pico,
+                        still_wanted=lambda: self.store.still_claimed(claim),
+                        max_wait=wait,
+                    )
+                )
+                if isinstance(held, str):
+                    return self._durable(lambda: self.store.fail_step(claim, held, fail_run=True, release=reserved))
+                hold = held
         try:
-            return self._call_and_commit(claim, ctx, messages, schemas, names, last_step, reserved, max_tokens)
+            refs, cost = self._call_and_commit(claim, ctx, messages, schemas, names, last_step, reserved, max_tokens)
         except (FenceLost, StoreDataError):
             if reserved != (0, 0):  # the call will not commit: its reservation goes back
                 self._durable(lambda: self.store.release_reservation(claim.run_id, *reserved))
+            if hold is not None:
+                self._durable(lambda: self.store.budgets.release_tenant(hold.tenant, hold.day, hold.pico))
             raise
+        if hold is not None:  # committed (cost) or failed (None): the tenant's day is settled
+            self._durable(lambda: self.store.budgets.settle_tenant(hold.tenant, hold.day, hold.pico, cost or 0))
+        return refs
+
+    def _tenant_cap(self, ctx: AgentContext) -> int | None:
+        """Picodollars the run's tenant may spend today, if a daily cap is set and the run has one."""
+        usd = self.settings.tenant_max_usd_per_day
+        return None if usd is None or ctx.agent.tenant is None else pricing.to_pico(usd)
 
     def _call_and_commit(
         self,
@@ -198,8 +228,9 @@ class StepExecutor:
         last_step: bool,
         reserved: tuple[int, int],
         max_tokens: int | None,
-    ) -> list[StepRef]:
-        """The model call, and its commit (or the step's failure), settling ``reserved``."""
+    ) -> tuple[list[StepRef], int | None]:
+        """The model call, and its commit (or the step's failure), settling ``reserved``; with the
+        call's cost once committed (None: it failed, or its model has no price)."""
         try:
             response = self.llm.complete(
                 messages,
@@ -212,10 +243,10 @@ class StepExecutor:
         except (LLMAuthError, LLMQuotaExceeded) as exc:
             # Retrying cannot help and burns quota: end the whole run now, with the reason.
             error = f"{type(exc).__name__}: {exc}"
-            return self._durable(lambda: self.store.fail_step(claim, error, fail_run=True, release=reserved))
+            return self._durable(lambda: self.store.fail_step(claim, error, fail_run=True, release=reserved)), None
         except LLMError as exc:
             error = f"model call failed: {type(exc).__name__}: {exc}"
-            return self._durable(lambda: self.store.fail_step(claim, error, release=reserved))
+            return self._durable(lambda: self.store.fail_step(claim, error, release=reserved)), None
         response = sanitize.response(response)  # what the database cannot store never reaches it
         plan = plan_turn(response, names, last_step=last_step)
         usage = pricing.Usage(
@@ -223,9 +254,10 @@ class StepExecutor:
         )
         cost = self.prices.cost(ctx.agent.model, usage)
         max_repeats = self.settings.max_repeats
-        return self._durable(
+        refs = self._durable(
             lambda: self.store.commit_llm(claim, response, plan, max_repeats=max_repeats, cost=cost, reserved=reserved)
         )
+        return refs, cost
 
     # ----------------------------------------------------------------- tools
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from swarm.domain import budget, prompts
 from swarm.exceptions import FenceLost
@@ -41,5 +42,43 @@ def reserve(
             return budget.exhausted_reason(state, worst, model)
         if not still_wanted():
             raise FenceLost("step abandoned while waiting for the run's budget")
+        sleep(pause)
+        pause = min(pause * 2, MAX_PAUSE)
+
+
+@dataclass(frozen=True)
+class TenantHold:
+    """A call's reservation on its tenant's day: settled by the call's commit, else given back."""
+
+    tenant: str
+    day: str
+    pico: int
+
+
+def reserve_tenant(
+    store: StateStore,
+    tenant: str,
+    cap_pico: int,
+    worst_pico: int,
+    *,
+    still_wanted: Callable[[], bool],
+    max_wait: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TenantHold | str:
+    """Reserve ``worst_pico`` on the tenant's spend of today (UTC): the hold, or the reason the run
+    ends with (the day's cap is spent). Waits, like :func:`reserve`, while the tenant's calls in
+    flight hold the rest of the cap."""
+    deadline = time.monotonic() + max_wait
+    pause = 0.02
+    while True:
+        day = budget.utc_day(time.time())
+        if store.budgets.reserve_tenant(tenant, day, worst_pico, cap_pico):
+            return TenantHold(tenant, day, worst_pico)
+        spent, _ = store.budgets.tenant_spend(tenant, day)
+        verdict = budget.tenant_refused(spent, cap_pico, worst_pico)
+        if verdict == budget.Verdict.EXHAUSTED or time.monotonic() > deadline:
+            return budget.tenant_exhausted_reason(tenant, day, spent, cap_pico, worst_pico)
+        if not still_wanted():
+            raise FenceLost("step abandoned while waiting for the tenant's budget")
         sleep(pause)
         pause = min(pause * 2, MAX_PAUSE)

@@ -295,6 +295,18 @@ class ClusterLease(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class TenantSpend(Base):
+    """What a tenant's model calls spent, and reserved while in flight, on one UTC day: the
+    daily USD cap (SWARM_TENANT_MAX_USD_PER_DAY) is kept against this row."""
+
+    __tablename__ = "tenant_spend"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  #: YYYY-MM-DD, UTC
+    spent_pico: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_pico: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 # Core tables for the hot paths: plain-table statements skip the ORM layer's per-statement work
 # (the store builds thousands of small statements per second).
 RUNS: Table = Run.__table__  # type: ignore[assignment]
@@ -306,3 +318,4 @@ EVENTS: Table = Event.__table__  # type: ignore[assignment]
 ARTIFACTS: Table = Artifact.__table__  # type: ignore[assignment]
 CLUSTER_IDENTITY: Table = ClusterIdentity.__table__  # type: ignore[assignment]
 CLUSTER_LEASES: Table = ClusterLease.__table__  # type: ignore[assignment]
+TENANT_SPEND: Table = TenantSpend.__table__  # type: ignore[assignment]

@@ -40,7 +40,7 @@ from swarm.domain.status import (
     Transition,
 )
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS
+from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS, TENANT_SPEND
 
 S, A, R = STEPS.c, AGENTS.c, RUNS.c
 
@@ -71,6 +71,7 @@ _LIMITS = (
     ("model", R.model, R.id, _STEP_RUN),
     ("max_cost_pico", R.max_cost_pico, R.id, _STEP_RUN),
     ("max_tokens", R.max_tokens, R.id, _STEP_RUN),
+    ("tenant", R.tenant, R.id, _STEP_RUN),
 )
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
@@ -385,3 +386,25 @@ def _commit_tool() -> Any:
 
 
 COMMIT_TOOL = _commit_tool()
+
+
+# ------------------------------------------------------------- a tenant's daily spend cap
+
+_T = TENANT_SPEND.c
+_TENANT_DAY = and_(_T.tenant == bindparam("b_t"), _T.day == bindparam("b_d"))
+#: Reserve a call's worst case on the tenant's day, only if it fits under the cap.
+RESERVE_TENANT = (
+    update(TENANT_SPEND)
+    .where(_TENANT_DAY, _T.spent_pico + _T.reserved_pico + bindparam("b_p") <= bindparam("b_cap"))
+    .values(reserved_pico=_T.reserved_pico + bindparam("b_p"))
+)
+#: Settle it: the reservation off (never below 0), the call's cost on (0 for a call that failed).
+SETTLE_TENANT = (
+    update(TENANT_SPEND)
+    .where(_TENANT_DAY)
+    .values(
+        reserved_pico=case((_T.reserved_pico > bindparam("b_p"), _T.reserved_pico - bindparam("b_p")), else_=0),
+        spent_pico=_T.spent_pico + bindparam("b_cost"),
+    )
+)
+TENANT_STATE = select(_T.spent_pico, _T.reserved_pico).where(_TENANT_DAY)

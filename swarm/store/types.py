@@ -34,6 +34,8 @@ class AgentLimits:
     #: The run's spend caps (picodollars, tokens); None: no cap, and no reservation needed.
     max_cost_pico: int | None = None
     max_tokens: int | None = None
+    #: The run's tenant: its model calls also count against the tenant's daily cap, if one is set.
+    tenant: str | None = None
 
     @property
     def budgeted(self) -> bool:

@@ -131,6 +131,7 @@ def limits(row: Any) -> AgentLimits:
         row.model,
         row.max_cost_pico,
         row.max_tokens,
+        row.tenant,
     )
 
 

@@ -76,3 +76,13 @@ def test_the_model_is_told_to_wrap_up_earlier_when_fewer_than_two_worst_case_cal
     assert budget.wrap_up_note(50, 100, 0, None, (20, 0)) is None
     assert budget.wrap_up_note(61, 100, 0, None, (20, 0)) is not None
     assert budget.wrap_up_note(0, None, 700, 1000, (0, 200)) is not None
+
+
+def test_a_tenant_reservation_waits_only_if_the_call_could_fit_the_day_alone():
+    from swarm.domain.budget import Verdict, tenant_exhausted_reason, tenant_refused, utc_day
+
+    assert tenant_refused(spent_pico=60, cap_pico=100, worst_pico=30) == Verdict.WAIT
+    assert tenant_refused(spent_pico=80, cap_pico=100, worst_pico=30) == Verdict.EXHAUSTED
+    assert utc_day(0.0) == "1970-01-01" and utc_day(86399.0) == "1970-01-01" and utc_day(86400.0) == "1970-01-02"
+    reason = tenant_exhausted_reason("acme", "2026-12-02", 80 * 10**10, 10**12, 3 * 10**11)
+    assert reason.startswith("budget: tenant 'acme' spent $0.8000 of its $1.0000 daily cap")
