@@ -151,7 +151,10 @@ class SandboxChild:
         """The exit code once the call ended, like ``Popen.wait`` (raises ``subprocess.TimeoutExpired``).
         None if the server died before reporting it."""
         if not self._done:
-            if not select.select([self._chan], [], [], timeout)[0]:
+            # poll, not select: a busy worker process may hold descriptors past FD_SETSIZE (1024).
+            poller = select.poll()
+            poller.register(self._chan, select.POLLIN)
+            if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 raise subprocess.TimeoutExpired("python", timeout or 0.0)
             data = self._chan.recv(_INT_SIZE, socket.MSG_WAITALL)
             self.returncode = int.from_bytes(data, "big", signed=True) if len(data) == _INT_SIZE else None

@@ -109,6 +109,15 @@ def _drop_capabilities() -> None:
     _sys(_libc.capset(header, data), "capset")
 
 
+def _readable(fds: list[int], timeout: float | None) -> list[int]:
+    """The descriptors of ``fds`` ready to read within ``timeout`` seconds (None: wait). poll, not
+    select: the requester's descriptors, inherited by number, may lie past FD_SETSIZE (1024)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(None if timeout is None else int(timeout * 1000))]
+
+
 def _say(fd: int, what: str, exc: BaseException) -> None:
     """Tell the requester (on the call's stderr) why a call's process is about to exit."""
     with contextlib.suppress(BaseException):
@@ -246,7 +255,7 @@ def _init(fds: list[int], cfg: dict[str, Any], uid: int) -> None:
             _user(fds, cfg, uid, None)
         os.close(fds[0])
         pidfd = os.pidfd_open(user)
-        timed_out = not select.select([pidfd], [], [], float(cfg["hard_timeout"]))[0]
+        timed_out = not _readable([pidfd], float(cfg["hard_timeout"]))
         os.close(pidfd)
         # PID 1 is not hit by kill(-1): this ends everything the code started, daemons included.
         with contextlib.suppress(ProcessLookupError):
@@ -328,7 +337,7 @@ def serve(config: str, control_fd: int) -> None:
     running: dict[int, socket.socket] = {}
     seq = 0
     while True:
-        ready = select.select([control.fileno(), wake_r], [], [])[0]
+        ready = _readable([control.fileno(), wake_r], None)
         if wake_r in ready:
             try:
                 while os.read(wake_r, 512):

@@ -233,3 +233,20 @@ def test_runs_under_main_with_real_interpreter(tool: PythonTool, tmp_path: Path)
     assert "shims" not in exe
     assert exists == "True"
     assert isolated == "1"
+
+
+def test_a_call_works_in_a_process_holding_more_than_1024_descriptors(tool: PythonTool, tmp_path: Path) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # what a busy worker may hold
+    try:
+        r = tool.run({"code": "print('past FD_SETSIZE')"}, _ctx(tmp_path))
+        assert not r.is_error and "past FD_SETSIZE" in r.content
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
