@@ -100,7 +100,7 @@ def execute(
         if not json_out:
             verb = "submitted to" if request is not None else "resumed on"
             hint = f"  (resume it with `swarm resume {run_id}` if interrupted)" if runs.mode == "embedded" else ""
-            err_console.print(f"run [bold]{run_id}[/] {verb} {runs.where}{hint}")
+            err_console.print(f"run [bold]{run_id}[/] {verb} {runs.where}{hint}", soft_wrap=True)
         try:
             return follow(runs, run_id, json_out)
         except KeyboardInterrupt:
