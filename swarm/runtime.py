@@ -79,6 +79,30 @@ def load_attachment(path: Path) -> Attachment:
     return Attachment(path.name, path.read_bytes(), mime)
 
 
+def wait_for_run(
+    store: StateStore,
+    run_id: str,
+    *,
+    timeout: float | None = None,
+    poll: float = 0.25,
+    on_progress: Callable[[RunSummary, dict[str, int]], None] | None = None,
+) -> RunSummary:
+    """Wait for a run in this database to end, reading its status — or, for ``on_progress``, its
+    summary and agent counts — every ``poll`` seconds (a summary computes critical steps)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if on_progress:  # the summary it shows carries the status too
+            summary = store.run_summary(run_id)
+            on_progress(summary, store.agent_counts(run_id))
+            if summary.status in RUN_TERMINAL:
+                return summary
+        elif store.run_status(run_id) in RUN_TERMINAL:
+            return store.run_summary(run_id)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still running after {timeout} s")
+        time.sleep(poll)
+
+
 def pid_is_dead(owner: str) -> bool:
     """True when *owner* ("host:pid:nonce") was a process on this host that no longer exists."""
     host, _, rest = owner.partition(":")
@@ -160,28 +184,8 @@ class LocalRuntime:
         self._runs.add(run_id)
         self.dispatch(refs)
 
-    def wait(
-        self,
-        run_id: str,
-        *,
-        timeout: float | None = None,
-        poll: float = 0.25,
-        on_progress: Callable[[RunSummary], None] | None = None,
-    ) -> RunSummary:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        status: str
-        while True:
-            if on_progress:  # the summary it shows carries the status too
-                summary = self.store.run_summary(run_id)
-                on_progress(summary)
-                status = summary.status
-            else:
-                status = self.store.run_status(run_id)
-            if status in RUN_TERMINAL:
-                return self.store.run_summary(run_id)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still running after {timeout} s")
-            time.sleep(poll)
+    def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.25) -> RunSummary:
+        return wait_for_run(self.store, run_id, timeout=timeout, poll=poll)
 
     def close(self) -> None:
         for t in self._threads:

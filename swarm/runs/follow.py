@@ -16,8 +16,7 @@ lacks the id proves it is gone. As a backstop â€” and the only rule elsewhere â€
 
 :class:`GapTracker` is that rule; :func:`follow_store` runs it in a process that reads the database
 directly (``swarm watch`` without a server); the API's :class:`~swarm.api.events.EventHub` runs it
-once per server process and fans events out to every SSE connection. :func:`poll_until_done` is
-how a local follower waits for a run to end.
+once per server process and fans events out to every SSE connection.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from typing import Any
 from swarm.domain.events import EventType
 from swarm.domain.status import RUN_TERMINAL
 from swarm.store.store import StateStore
-from swarm.store.types import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +133,3 @@ def follow_store(
             ending = ending or any(e["type"] == EventType.RUN_DONE for e in mine)
         if len(rows) < BATCH:
             time.sleep(poll)
-
-
-def poll_until_done(
-    store: StateStore,
-    run_id: str,
-    on_progress: Callable[[RunSummary, dict[str, int]], None] | None = None,
-    *,
-    poll: float = 0.25,
-) -> RunSummary:
-    """Wait for a run in this database to end, reading its status (and, for ``on_progress``, its
-    summary and agent counts) every ``poll`` seconds."""
-    while True:
-        if on_progress:  # the summary it shows carries the status too
-            summary = store.run_summary(run_id)
-            on_progress(summary, store.agent_counts(run_id))
-            if summary.status in RUN_TERMINAL:
-                return summary
-        elif store.run_status(run_id) in RUN_TERMINAL:
-            return store.run_summary(run_id)
-        time.sleep(poll)

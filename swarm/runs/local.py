@@ -21,8 +21,8 @@ from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.exceptions import ConfigError, SwarmError
 from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
-from swarm.runs.follow import follow_store, poll_until_done
-from swarm.runtime import LocalRuntime, open_store, run_spec
+from swarm.runs.follow import follow_store
+from swarm.runtime import LocalRuntime, open_store, run_spec, wait_for_run
 from swarm.store.retention import Deleted
 from swarm.store.store import StateStore
 from swarm.store.types import RunSpec, RunSummary
@@ -124,7 +124,7 @@ class StoreRuns:
         return self.store.retention.prune(older_than, statuses, dry_run=dry_run)
 
     def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
-        return poll_until_done(self.store, run_id, on_progress)
+        return wait_for_run(self.store, run_id, on_progress=on_progress)
 
     def check(self) -> str | None:
         return None
