@@ -23,10 +23,15 @@ def prefix(text: str) -> str:
     return cleaned
 
 
+def not_found(text: str) -> NotFound:
+    """The one error for a run that does not exist (or belongs to another tenant)."""
+    return NotFound(f"no run {text!r}; `swarm ls` lists runs")
+
+
 def pick(text: str, matches: Sequence[str]) -> str:
     """The one run id a prefix names, given the ids that start with it (two are enough to know)."""
     if not matches:
-        raise NotFound(f"no run {text!r}; `swarm ls` lists runs")
+        raise not_found(text)
     if len(matches) > 1:
         raise InputError(f"{text!r} names more than one run ({', '.join(matches)}, ...): give more of the id")
     return matches[0]

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import Table, delete, func, select
 
 from swarm.domain.status import RUN_TERMINAL, RunStatus
-from swarm.exceptions import NotFound, StateError
+from swarm.exceptions import StateError
 from swarm.store.models import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
+from swarm.store.views import LiveViews
 
 #: Rows one transaction deletes. Small enough that a batch holds its locks for milliseconds.
 BATCH_ROWS = 2000
@@ -50,22 +51,17 @@ class Deleted:
 
 
 class Retention:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, live: LiveViews) -> None:
         self.session = session
+        self.live = live  # its run_status: the existence, tenancy and status check
 
-    def delete_run(self, run_id: str, tenant: str | None = None, *, dry_run: bool = False) -> Deleted:
+    def delete_run(self, run_id: str, tenant: str | None = None) -> Deleted:
         """Delete an ended run with all its rows and files. NotFound for an unknown run (or one of
         another tenant), StateError for a running one: cancel it first."""
-        with self.session.read() as conn:
-            q = select(RUNS.c.status).where(RUNS.c.id == run_id)
-            if tenant is not None:
-                q = q.where(RUNS.c.tenant == tenant)
-            status = conn.execute(q).scalar()
-        if status is None:
-            raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
+        status = self.live.run_status(run_id, tenant)
         if status not in RUN_TERMINAL:
             raise StateError(f"run {run_id} is {status}: cancel it (`swarm cancel {run_id}`) before deleting it")
-        return self._measure([run_id]) if dry_run else self._delete(run_id)
+        return self._delete(run_id)
 
     def prune(
         self, older_than: float, statuses: Iterable[RunStatus], *, dry_run: bool = False, now: float | None = None

@@ -80,7 +80,7 @@ class StateStore:
         self.live = LiveViews(self.session)
         self.keys = Keys(self.session)
         self.export = Export(self.session, self.views)
-        self.retention = Retention(self.session)
+        self.retention = Retention(self.session, self.live)
         self.budgets = Budgets(self.session)
         self.cluster = ClusterState(self.session)
 

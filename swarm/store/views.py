@@ -9,10 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select, text
 
-from swarm.domain import pricing
+from swarm.domain import pricing, run_ids
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
-from swarm.exceptions import NotFound
 from swarm.store import writes
 from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
@@ -154,7 +153,7 @@ class Views:
             q = q.where(RUNS.c.tenant == tenant)
         run = conn.execute(q).first()
         if run is None:
-            raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
+            raise run_ids.not_found(run_id)
         return run
 
     def _live_steps(self, conn: Connection, run_id: str) -> tuple[int, int]:
@@ -269,7 +268,7 @@ class LiveViews:
                 q = q.where(RUNS.c.tenant == tenant)
             status = conn.execute(q).scalar()
         if status is None:
-            raise NotFound(f"no run {run_id!r}; `swarm ls` lists runs")
+            raise run_ids.not_found(run_id)
         return str(status)
 
     def metrics_snapshot(self, buckets: tuple[float, ...]) -> dict[str, Any]:
