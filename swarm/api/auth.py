@@ -57,7 +57,7 @@ async def principal(
         raise ApiError(403, f"API key {info.prefix} was revoked")
     if info.expired():
         raise ApiError(403, f"API key {info.prefix} expired: create a new one with `swarm keys create`")
-    if (wait := await run_in_threadpool(ctx.rate.retry_after, info.id)) is not None:
+    if ctx.rate.per_minute and (wait := await run_in_threadpool(ctx.rate.retry_after, info.id)) is not None:
         raise ApiError(
             429,
             f"API key {info.prefix} made more than {ctx.rate.per_minute} requests in a minute "

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from swarm.domain.workspace import Changes, Refused, Tally
+from swarm.store import writes
 from swarm.store.models import ARTIFACTS
 from swarm.store.session import Session
 from swarm.store.types import ArtifactInfo
@@ -40,9 +41,7 @@ def save(conn: Connection, dialect: str, run_id: str, changes: Changes) -> list[
     that did not fit. The quota is checked against the run's files as committed: writers of
     one run's files take turns (a transaction-scoped advisory lock on PostgreSQL; SQLite has a
     single writer), so parallel tool calls cannot exceed it together."""
-    if dialect == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"artifacts:{run_id}".encode()).digest()[:8], "big", signed=True)
-        conn.execute(select(func.pg_advisory_xact_lock(key)))
+    writes.take_turns(conn, dialect, f"artifacts:{run_id}")
     sizes = conn.execute(select(ARTIFACTS.c.path, ARTIFACTS.c.size).where(ARTIFACTS.c.run_id == run_id)).all()
     tally = Tally(changes.quota, {r.path: r.size for r in sizes})
     refused: list[Refused] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -53,9 +52,7 @@ class Runs:
         """Count the tenant's runs holding its lock until the new run is committed: concurrent
         submissions take turns (PostgreSQL: a transaction-scoped advisory lock; SQLite has one
         writer), so together they cannot pass a quota."""
-        if self.session.dialect == "postgresql":
-            key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big", signed=True)
-            conn.execute(select(func.pg_advisory_xact_lock(key)))
+        writes.take_turns(conn, self.session.dialect, f"quota:{tenant}")
         mine = RUNS.c.tenant == tenant
         running = conn.execute(select(func.count()).where(mine, RUNS.c.status == RunStatus.RUNNING)).scalar_one()
         last_day = list(

@@ -3,11 +3,12 @@ new LLM step, and step references. Each function runs inside its caller's transa
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from swarm.domain.events import EventType
 from swarm.domain.status import STEP_CLAIM, STEP_OPEN, StepKind, StepStatus
@@ -41,6 +42,15 @@ def lock_run(conn: Connection, run_id: str) -> Any:
     if row is None:
         raise NotFound(f"no run {run_id}")
     return row
+
+
+def take_turns(conn: Connection, dialect: str, name: str) -> None:
+    """Hold a lock named ``name`` until the transaction ends, so writers deciding on the same
+    thing take turns: a transaction-scoped advisory lock on PostgreSQL (keyed by a hash of the
+    name); SQLite has a single writer already."""
+    if dialect == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def message(
