@@ -110,14 +110,18 @@ _ERROR_NAMES: dict[int, str] = {
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
 
 
-def fail(message: str, code: int = ExitCode.ERROR) -> NoReturn:
-    """End the command with ``message`` and exit ``code``: one line on stderr, or with --json an
-    object ``{"error": kind, "message": ..., "exit_code": code}`` on stdout."""
+def report(message: str, code: int) -> None:
+    """Say why the command ends with ``code``: one line on stderr, or with --json an object
+    ``{"error": kind, "message": ..., "exit_code": code}`` on stdout."""
     if _json_errors.get():
-        kind = _ERROR_NAMES.get(code, "error")
-        emit_json({"error": kind, "message": message, "exit_code": int(code)})
+        emit_json({"error": _ERROR_NAMES.get(code, "error"), "message": message, "exit_code": int(code)})
     else:
         err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one greppable line
+
+
+def fail(message: str, code: int = ExitCode.ERROR) -> NoReturn:
+    """End the command with ``message`` (:func:`report`) and exit ``code``."""
+    report(message, code)
     raise typer.Exit(int(code))
 
 

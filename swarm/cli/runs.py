@@ -6,7 +6,6 @@ or — with SWARM_API_URL or ``--api`` — a swarm server.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from swarm.cli.common import (
     errors,
     fail,
     harden_process,
+    report,
     runs_service,
     settings,
     setup_logging,
@@ -122,8 +122,7 @@ def interrupted(runs: Runs, run_id: str) -> NoReturn:
             f"stopped following run {run_id}; it goes on on {runs.where} "
             f"(`swarm watch {run_id}` to follow, `swarm cancel {run_id}` to stop it)"
         )
-    with contextlib.suppress(BaseException):
-        fail(message, ExitCode.INTERRUPTED)
+    report(message, ExitCode.INTERRUPTED)
     if runs.mode == "embedded":
         sys.stdout.flush()
         sys.stderr.flush()
