@@ -24,12 +24,22 @@ class ToolContext:
 
 
 @dataclass(frozen=True)
+class ToolImage:
+    """An image a tool hands back for the model to see (an MCP image result, a plot it wrote)."""
+
+    mime: str  # "image/png" or "image/jpeg"
+    data: bytes
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """What goes back to the model. ``is_error`` results are shown to the model as tool errors."""
 
     content: str
     is_error: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Images for the agent's next model call (carried as image parts, or a note for text-only models).
+    images: tuple[ToolImage, ...] = ()
 
 
 class Tool(Protocol):
