@@ -7,12 +7,13 @@ reject is refused as a 422 naming the field, never left to fail as a 500 deep in
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from swarm.constants import TOOL_PATTERN
 from swarm.domain.status import RunStatus
-from swarm.store.types import Attachment, RunSummary
+from swarm.store.types import ApprovalInfo, Attachment, RunSummary
 
 #: Run ids are uuid4 hex; checking the shape up front keeps junk out of queries.
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -123,6 +124,12 @@ class RunCreate(BaseModel):
     )
     limits: Limits = Field(default_factory=Limits)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=32)
+    approve_tools: list[Annotated[str, Field(pattern=f"^{TOOL_PATTERN}$")]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Tools (names or fnmatch patterns like `mcp__github__*`) whose calls wait for a human "
+        "decision before they run, on top of the server's SWARM_APPROVE_TOOLS (which a run cannot switch off).",
+    )
 
 
 class RunAccepted(BaseModel):
@@ -210,6 +217,24 @@ class Timeline(BaseModel):
     finished_at: float | None
     agents: list[AgentOut]
     steps: list[TimelineStep]
+
+
+class ApprovalList(BaseModel):
+    approvals: list[ApprovalInfo]
+
+
+class DecisionIn(BaseModel):
+    """A human decision on a tool call awaiting approval."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"decision": "reject", "note": "no network access from this run"}]},
+    )
+
+    decision: Literal["approve", "reject"]
+    note: Annotated[str, Field(max_length=10_000, pattern=NO_NUL), STORABLE] | None = Field(
+        None, description="Why (required to reject: the model is told it as the tool call's error)."
+    )
 
 
 class ServerInfo(BaseModel):

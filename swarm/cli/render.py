@@ -20,6 +20,10 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "ready": "cyan",
     "waiting": "blue",
+    "awaiting_approval": "magenta",
+    "pending": "magenta",
+    "approved": "green",
+    "rejected": "red",
 }
 
 
