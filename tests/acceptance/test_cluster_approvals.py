@@ -5,6 +5,7 @@ approved through the restarted server by the CLI, runs exactly once, and the run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -61,10 +62,8 @@ def kill9(procs: list[Proc]) -> None:
     """SIGKILL every process (and its pool children), as a machine losing power would."""
     for p in procs:
         for pid in p.tree():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         p.popen.wait(timeout=10)
 
 
