@@ -223,18 +223,38 @@ class ApprovalList(BaseModel):
     approvals: list[ApprovalInfo]
 
 
-class DecisionIn(BaseModel):
-    """A human decision on a tool call awaiting approval."""
+#: Some text that is not only blank (and has no NUL): a rejection's reason, which the model reads.
+REASON = r"^[^\x00]*[^\x00\s][^\x00]*$"
+
+
+class ApproveIn(BaseModel):
+    """Run the tool call."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"decision": "approve"}]})
+
+    decision: Literal["approve"]
+    note: Annotated[str, Field(max_length=10_000, pattern=NO_NUL), STORABLE] | None = Field(
+        None, description="Kept with the decision."
+    )
+
+
+class RejectIn(BaseModel):
+    """Do not run the tool call: the model gets a tool error carrying ``note``."""
 
     model_config = ConfigDict(
         extra="forbid",
+        regex_engine="python-re",
         json_schema_extra={"examples": [{"decision": "reject", "note": "no network access from this run"}]},
     )
 
-    decision: Literal["approve", "reject"]
-    note: Annotated[str, Field(max_length=10_000, pattern=NO_NUL), STORABLE] | None = Field(
-        None, description="Why (required to reject: the model is told it as the tool call's error)."
+    decision: Literal["reject"]
+    note: Annotated[str, Field(min_length=1, max_length=10_000, pattern=REASON), STORABLE] = Field(
+        description="Why: the model is told it as the tool call's error."
     )
+
+
+#: A human decision on a tool call awaiting approval.
+DecisionIn = Annotated[ApproveIn | RejectIn, Field(discriminator="decision")]
 
 
 class ServerInfo(BaseModel):

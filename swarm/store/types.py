@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.domain.status import RunStatus, StepKind
 
@@ -155,6 +155,8 @@ class RunSummary(BaseModel):
     #: The run's spend caps; None: no cap.
     max_usd: float | None = None
     max_tokens: int | None = None
+    #: Tools (names, fnmatch patterns) whose calls wait for a human decision; empty: none.
+    approve_tools: list[str] = Field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

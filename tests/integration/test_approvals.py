@@ -72,7 +72,8 @@ def test_an_approved_call_waits_holding_no_worker_then_runs_once(api):
         time.sleep(1.5)  # past republish_after and several sweeps: still waiting, never run
         assert step_status(api, req["step_id"]) == "awaiting_approval"
         assert tool_runs(api, run_id) == 0
-        assert c.get(f"/v1/runs/{run_id}").json()["status"] == "running"
+        summary = c.get(f"/v1/runs/{run_id}").json()
+        assert (summary["status"], summary["approve_tools"]) == ("running", ["echo"])
         assert [a["step_id"] for a in c.get("/v1/approvals").json()["approvals"]] == [req["step_id"]]
 
         resp = c.post(f"/v1/runs/{run_id}/approvals/{req['step_id']}", json={"decision": "approve", "note": "ok"})
@@ -97,7 +98,8 @@ def test_a_rejected_call_never_runs_and_the_model_gets_the_reason(api):
         (req,) = pending(c, run_id)
         url = f"/v1/runs/{run_id}/approvals/{req['step_id']}"
         no_reason = c.post(url, json={"decision": "reject"})
-        assert no_reason.status_code == 422 and "reason" in no_reason.json()["message"]
+        assert no_reason.status_code == 422 and "body.reject.note" in no_reason.json()["message"]
+        assert c.post(url, json={"decision": "reject", "note": "  "}).status_code == 422
         assert step_status(api, req["step_id"]) == "awaiting_approval"  # nothing was stored
 
         assert c.post(url, json={"decision": "reject", "note": "not on a Friday"}).status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from swarm.api.auth import Auth, Ctx
 from swarm.api.errors import error_responses
@@ -60,9 +60,9 @@ def list_of_run(
     "/runs/{run_id}/approvals/{step_id}",
     response_model=ApprovalInfo,
     summary="Approve or reject a tool call",
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
 )
-def decide(run_id: RunId, step_id: StepId, body: DecisionIn, auth: Auth, ctx: Ctx) -> ApprovalInfo:
+def decide(run_id: RunId, step_id: StepId, body: Annotated[DecisionIn, Body()], auth: Auth, ctx: Ctx) -> ApprovalInfo:
     """Decide once: `approve` runs the call (dispatched like any ready step); `reject` hands the
     model a tool error carrying `note` (required) instead. 409 for a second decision, or while
     the run is not running (resume it first)."""
