@@ -101,6 +101,13 @@ def execute(
             verb = "submitted to" if request is not None else "resumed on"
             hint = f"  (resume it with `swarm resume {run_id}` if interrupted)" if runs.mode == "embedded" else ""
             err_console.print(f"run [bold]{run_id}[/] {verb} {runs.where}{hint}", soft_wrap=True)
+            gated = runs.summary(run_id).approve_tools
+            if gated:
+                err_console.print(
+                    f"calls of {', '.join(gated)} wait for your decision: `swarm approvals {run_id[:12]}`, "
+                    "then `swarm approve STEP_ID` or `swarm reject STEP_ID --reason TEXT`",
+                    soft_wrap=True,
+                )
         try:
             return follow(runs, run_id, json_out)
         except KeyboardInterrupt:

@@ -69,3 +69,15 @@ def test_bad_approve_patterns_are_refused_before_anything_runs(tmp_path, sqlite_
     monkeypatch.setenv("SWARM_HOME", str(tmp_path))
     code, out = cli("run", "x", "--approve", "python;rm -rf", "--json")
     assert code == 3 and "not a tool name or pattern" in out
+
+
+def test_swarm_run_says_which_calls_wait_and_how_to_decide(tmp_path, sqlite_url, sim, monkeypatch):
+    monkeypatch.setenv("SWARM_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("SWARM_HOME", str(tmp_path))
+    monkeypatch.setenv("SWARM_LLM_BASE_URL", sim.url)
+    monkeypatch.setenv("SWARM_APPROVAL_TIMEOUT", "1")  # nobody decides: it expires, the run goes on
+    monkeypatch.setenv("SWARM_SWEEP_INTERVAL", "0.2")
+    result = CliRunner().invoke(app, ["run", "t " + call_directive("echo", {"text": "x"}), "--approve", "echo"])
+    assert result.exit_code == 0, result.output
+    assert "calls of echo wait for your decision: `swarm approvals" in result.output
+    assert "approval expired" in result.output
