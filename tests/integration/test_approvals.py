@@ -180,3 +180,31 @@ def test_bad_patterns_and_decisions_are_refused_with_what_to_do(api):
         assert odd.status_code == 422
         assert step_status(api, req["step_id"]) == "awaiting_approval"
         assert c.post(f"/v1/runs/{run_id}/cancel").status_code == 200
+
+
+def test_concurrent_decisions_store_exactly_one(api):
+    """Eight reviewers click at once, half approving, half rejecting: one decision is stored (and
+    carried out), every other one is a 409, and the call runs at most once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = api.key("t1")
+    with api.client(key) as c:
+        run_id = submit(c)
+        (req,) = pending(c, run_id)
+    url = f"/v1/runs/{run_id}/approvals/{req['step_id']}"
+
+    def decide(i: int) -> tuple[int, str]:
+        body = {"decision": "approve"} if i % 2 else {"decision": "reject", "note": f"reviewer {i}"}
+        with api.client(key) as c:
+            resp = c.post(url, json=body)
+        return resp.status_code, body["decision"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(decide, range(8)))
+    assert sorted(code for code, _ in answers) == [200] + [409] * 7, answers
+    winner = next(d for code, d in answers if code == 200)
+    done = api.wait(run_id)
+    assert done["status"] == "succeeded"
+    assert tool_runs(api, run_id) == (1 if winner == "approve" else 0)
+    types = event_types(api, run_id)
+    assert types.count("approval_decided") == 1

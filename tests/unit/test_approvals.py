@@ -80,3 +80,24 @@ def test_step_ids_typed_short_must_name_one_request():
         approvals.pick_step("ab", [])
     with pytest.raises(InputError, match="more than one"):
         approvals.pick_step("ab", [("r1", "ab12"), ("r2", "ab34")])
+
+
+def test_the_live_view_counts_calls_awaiting_a_decision():
+    from rich.console import Console
+
+    from swarm.cli.live import LiveRun
+    from swarm.store.types import RunSummary
+
+    summary = RunSummary(
+        id="r" * 32, status="running", reason=None, task="t", model="m", subagents=0, llm_calls=1, tool_calls=0,
+        critical_steps=1, total_steps=1, wall_seconds=1.0, tokens_in=0, tokens_out=0, result=None,
+        created_at=0.0, finished_at=None, max_subagents=1, max_tool_calls=1,
+    )  # fmt: skip
+    live = LiveRun(summary)
+    event = {"run_id": summary.id, "agent_id": "a", "ts": 0.0}
+    live.apply({**event, "id": 1, "type": "approval_requested", "step_id": "s1" * 16, "data": {"tool": "python"}})
+    console = Console(width=200, record=True)
+    console.print(live.render())
+    assert "1 awaiting (e.g. python): swarm approve s1s1s1s1s1s1" in console.export_text()
+    live.apply({**event, "id": 2, "type": "approval_decided", "step_id": "s1" * 16, "data": {}})
+    assert live.awaiting == {}
