@@ -146,7 +146,9 @@ class Approvals:
     def _decide(self, step_id: str, decision: Decision, note: str | None, by: str) -> list[StepRef]:
         note = None if note is None else sanitize.text(note)
         with self.session.tx() as conn:
-            row = conn.execute(select(APPROVALS).where(P.step_id == step_id)).one()
+            row = conn.execute(select(APPROVALS).where(P.step_id == step_id)).first()
+            if row is None:  # its run was deleted meanwhile
+                raise NotFound(f"no approval request for step {step_id}")
             writes.lock_run(conn, row.run_id)  # lock order: run → step → agent, as cancel takes them
             decided = conn.execute(
                 update(APPROVALS)
@@ -235,8 +237,8 @@ class Approvals:
         for step_id in due:
             try:
                 refs += self._expire_one(step_id)
-            except StateError:
-                continue  # decided (or its run ended) meanwhile
+            except (StateError, NotFound):
+                continue  # decided, its run ended or was deleted meanwhile
         return refs
 
     def _expire_one(self, step_id: str) -> list[StepRef]:
