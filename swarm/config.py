@@ -12,6 +12,7 @@ workers and the simulated model. Setting ``SWARM_DATABASE_URL`` to PostgreSQL an
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -224,6 +225,37 @@ class Settings(BaseSettings):
     tenant_max_runs_per_day: int = Field(
         0, ge=0, description="Runs one tenant may submit in 24 hours (0: unlimited); a submission beyond it: 429."
     )
+
+    approve_tools: str = Field(
+        "",
+        description="Tools whose calls wait for a human decision before they run: names or fnmatch patterns, "
+        "comma-separated (python,mcp__github__*); a run's --approve adds to them. Empty: none.",
+    )
+    approval_timeout: str = Field(
+        "",
+        description="How long an approval request waits (seconds, or 30m, 2h, 1d) before it counts as rejected "
+        "with reason 'approval expired'. Empty: it waits until decided (the run's time limit still applies).",
+    )
+
+    @field_validator("approve_tools")
+    @classmethod
+    def _check_approve_tools(cls, v: str) -> str:
+        names = [p.strip() for p in v.split(",") if p.strip()]
+        for name in names:
+            if not re.fullmatch(c.TOOL_PATTERN, name):
+                raise ValueError(
+                    f"SWARM_APPROVE_TOOLS: {name[:80]!r} is not a tool name or pattern: write names like python "
+                    "or patterns like mcp__github__*, separated by commas"
+                )
+        return ",".join(names)
+
+    @field_validator("approval_timeout")
+    @classmethod
+    def _check_approval_timeout(cls, v: str) -> str:
+        m = re.fullmatch(c.AGE_PATTERN, v.strip().lower())
+        if v.strip() and (m is None or float(m.group(1)) <= 0):
+            raise ValueError(f"SWARM_APPROVAL_TIMEOUT: {v!r} is not a duration: write e.g. 1800, 30m, 2h or 1d")
+        return v.strip()
 
     @field_validator("database_url")
     @classmethod

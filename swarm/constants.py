@@ -56,3 +56,9 @@ WORKSPACE_MAX_FILES = 1000
 WORKSPACE_MAX_FILE_BYTES = 10 * 1024 * 1024
 #: A worker's local cache of run files by sha256 (SWARM_WORKSPACE_CACHE_BYTES).
 WORKSPACE_CACHE_BYTES = 1024 * 1024 * 1024
+
+#: A tool name or an fnmatch pattern of one (SWARM_APPROVE_TOOLS, --approve, approve_tools):
+#: letters, digits, ``_ - .`` and the wildcards ``* ? [ ] !``. Settings and domain.approvals check it.
+TOOL_PATTERN = r"[A-Za-z0-9_.\-*?\[\]!]{1,128}"
+#: An age or duration as users write it: a positive number with an optional unit (30d, 12h, 90m, 3600s).
+AGE_PATTERN = r"(\d+(?:\.\d+)?)([smhdw]?)"

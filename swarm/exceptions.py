@@ -8,7 +8,8 @@
     │   └── NotFound                no such run / agent / key
     ├── StateError                  an illegal transition or a lost claim
     │   ├── InvalidTransition       status machine refused a move
-    │   └── FenceLost               another worker took the step over; our write is refused
+    │   ├── FenceLost               another worker took the step over; our write is refused
+    │   └── AlreadyDecided          an approval was decided before; a decision is taken once
     ├── QuotaExceeded               a tenant's quota or a key's rate limit; retry after .retry_after s
     ├── StoreUnavailable            the database cannot be reached (retryable)
     │   └── StoreConflict           a deadlock or serialisation failure; the transaction may be retried
@@ -60,6 +61,10 @@ class InvalidTransition(StateError):
 
 class FenceLost(StateError):
     """Another worker took this step over; this worker's result was discarded."""
+
+
+class AlreadyDecided(StateError):
+    """This tool call's approval was already decided; a decision is taken once."""
 
 
 class QuotaExceeded(SwarmError):

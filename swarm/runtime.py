@@ -16,7 +16,7 @@ from typing import Any
 
 from swarm.config import Settings
 from swarm.dispatch.local import LocalDispatcher
-from swarm.domain import budget, guards
+from swarm.domain import approvals, budget, guards
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
@@ -54,7 +54,10 @@ def run_spec(
     tenant: str | None = None,
     max_usd: float | None = None,
     max_tokens: int | None = None,
+    approve_tools: Sequence[str] = (),
 ) -> RunSpec:
+    """A run's spec: what was given, the settings' defaults for the rest. ``approve_tools`` adds to
+    the deployment's SWARM_APPROVE_TOOLS (``domain.approvals.merge``), never replaces it."""
     usd = settings.max_usd if max_usd is None else max_usd
     return RunSpec(
         task=task,
@@ -69,6 +72,10 @@ def run_spec(
         attachments=tuple(load_attachment(p) for p in attachments),
         max_cost_pico=None if usd is None else budget.parse_usd(usd),
         max_tokens=settings.max_tokens if max_tokens is None else budget.parse_tokens(max_tokens),
+        approve_tools=approvals.merge(
+            approvals.parse_patterns(settings.approve_tools), approvals.parse_patterns(approve_tools)
+        ),
+        approval_timeout=approvals.parse_timeout(settings.approval_timeout),
     )
 
 

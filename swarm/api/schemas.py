@@ -7,12 +7,13 @@ reject is refused as a 422 naming the field, never left to fail as a 500 deep in
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from swarm.constants import TOOL_PATTERN
 from swarm.domain.status import RunStatus
-from swarm.store.types import Attachment, RunSummary
+from swarm.store.types import ApprovalInfo, Attachment, RunSummary
 
 #: Run ids are uuid4 hex; checking the shape up front keeps junk out of queries.
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -123,6 +124,12 @@ class RunCreate(BaseModel):
     )
     limits: Limits = Field(default_factory=Limits)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=32)
+    approve_tools: list[Annotated[str, Field(pattern=f"^{TOOL_PATTERN}$")]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Tools (names or fnmatch patterns like `mcp__github__*`) whose calls wait for a human "
+        "decision before they run, on top of the server's SWARM_APPROVE_TOOLS (which a run cannot switch off).",
+    )
 
 
 class RunAccepted(BaseModel):
@@ -210,6 +217,44 @@ class Timeline(BaseModel):
     finished_at: float | None
     agents: list[AgentOut]
     steps: list[TimelineStep]
+
+
+class ApprovalList(BaseModel):
+    approvals: list[ApprovalInfo]
+
+
+#: Some text that is not only blank (and has no NUL): a rejection's reason, which the model reads.
+REASON = r"^[^\x00]*[^\x00\s][^\x00]*$"
+
+
+class ApproveIn(BaseModel):
+    """Run the tool call."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"decision": "approve"}]})
+
+    decision: Literal["approve"]
+    note: Annotated[str, Field(max_length=10_000, pattern=NO_NUL), STORABLE] | None = Field(
+        None, description="Kept with the decision."
+    )
+
+
+class RejectIn(BaseModel):
+    """Do not run the tool call: the model gets a tool error carrying ``note``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        regex_engine="python-re",
+        json_schema_extra={"examples": [{"decision": "reject", "note": "no network access from this run"}]},
+    )
+
+    decision: Literal["reject"]
+    note: Annotated[str, Field(min_length=1, max_length=10_000, pattern=REASON), STORABLE] = Field(
+        description="Why: the model is told it as the tool call's error."
+    )
+
+
+#: A human decision on a tool call awaiting approval.
+DecisionIn = Annotated[ApproveIn | RejectIn, Field(discriminator="decision")]
 
 
 class ServerInfo(BaseModel):

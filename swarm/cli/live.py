@@ -53,6 +53,8 @@ class LiveRun:
         #: USD so far; None once a call's cost is unknown (a model without a price).
         self.cost_usd: float | None = 0.0
         self.last_event_id = 0
+        #: Tool calls waiting for a human decision: step id → tool.
+        self.awaiting: dict[str, str] = {}
         self.needs_tree = False
         self._synced_at = time.monotonic()
         self._lock = threading.RLock()
@@ -92,6 +94,10 @@ class LiveRun:
             self.tool_errors += bool(data.get("error"))
         elif kind == EventType.STEP_FAILED:
             self.failures += 1
+        elif kind == EventType.APPROVAL_REQUESTED and e.get("step_id"):
+            self.awaiting[e["step_id"]] = str(data.get("tool", "?"))
+        elif kind == EventType.APPROVAL_DECIDED:
+            self.awaiting.pop(e.get("step_id") or "", None)
         elif kind == EventType.AGENT_DONE and agent_id:
             a = self._agent(agent_id)
             a.status, a.reason = str(data.get("status", a.status)), data.get("reason")
@@ -163,6 +169,12 @@ class LiveRun:
         head.add_row("critical steps", f"{self.critical_steps}  (total steps {total})")
         head.add_row("tokens", tokens_text(self.tokens_in, self.tokens_out, self.tokens_cached))
         head.add_row("cost", usd_text(self.cost_usd))
+        if self.awaiting and self.status == "running":
+            step, tool = next(iter(self.awaiting.items()))
+            head.add_row(
+                "approvals",
+                Text(f"{len(self.awaiting)} awaiting (e.g. {tool}): swarm approve {step[:12]}", style="magenta"),
+            )
         subs = self.subagents
         done = sum(1 for a in subs if a.status != "running")
         bars = Progress(

@@ -20,6 +20,10 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "ready": "cyan",
     "waiting": "blue",
+    "awaiting_approval": "magenta",
+    "pending": "magenta",
+    "approved": "green",
+    "rejected": "red",
 }
 
 
@@ -57,6 +61,8 @@ def summary_table(s: RunSummary) -> Table:
     ]
     if s.max_tokens is not None:
         rows.append(("token cap", f"{s.tokens_in + s.tokens_out} of {s.max_tokens}"))
+    if s.approve_tools:
+        rows.append(("needs approval", ", ".join(s.approve_tools) + "  (swarm approvals)"))
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
     if s.result:

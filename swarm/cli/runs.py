@@ -101,6 +101,13 @@ def execute(
             verb = "submitted to" if request is not None else "resumed on"
             hint = f"  (resume it with `swarm resume {run_id}` if interrupted)" if runs.mode == "embedded" else ""
             err_console.print(f"run [bold]{run_id}[/] {verb} {runs.where}{hint}", soft_wrap=True)
+            gated = runs.summary(run_id).approve_tools
+            if gated:
+                err_console.print(
+                    f"calls of {', '.join(gated)} wait for your decision: `swarm approvals {run_id[:12]}`, "
+                    "then `swarm approve STEP_ID` or `swarm reject STEP_ID --reason TEXT`",
+                    soft_wrap=True,
+                )
         try:
             return follow(runs, run_id, json_out)
         except KeyboardInterrupt:
@@ -170,12 +177,19 @@ def run(
         dir_okay=False,
         help="Attach a file (images go to the model as images). Repeatable.",
     ),
+    approve: str = typer.Option(
+        None,
+        "--approve",
+        help="Tools whose calls wait for your decision before they run (`swarm approvals`, `swarm approve`): "
+        "names or patterns, comma-separated, e.g. 'python,mcp__github__*'. Adds to SWARM_APPROVE_TOOLS.",
+    ),
     detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster or server mode)."),
     json_out: bool = JSON_OPT,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
     api: str = API_OPT,
 ) -> None:
     """Run a task with a swarm and print its summary."""
+    from swarm.domain import approvals
     from swarm.runtime import load_attachment
 
     setup_logging(verbose)
@@ -192,6 +206,7 @@ def run(
             max_wall_seconds=max_wall,
             max_spawns_per_turn=max_spawns_per_turn,
             attachments=tuple(load_attachment(p) for p in attach),
+            approve_tools=approvals.parse_patterns(approve),
             **budget_options(max_usd, max_tokens),
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+from swarm.constants import AGE_PATTERN
 from swarm.exceptions import InputError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_AGE = re.compile(AGE_PATTERN)
 
 
 def parse_age(text: str) -> float:

@@ -17,3 +17,6 @@ class EventType(StrEnum):
     LLM_DONE = "llm_done"
     TOOL_DONE = "tool_done"
     STEP_FAILED = "step_failed"
+    #: A tool call waits for a human decision (``domain.approvals``); then it was decided.
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_DECIDED = "approval_decided"

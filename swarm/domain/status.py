@@ -36,6 +36,7 @@ class StepStatus(StrEnum):
     READY = "ready"  # may be claimed by any worker
     RUNNING = "running"  # claimed under a lease and a fence
     WAITING = "waiting"  # assign_task: waits for its subagent, holds no worker
+    AWAITING_APPROVAL = "awaiting_approval"  # a tool call waits for a human decision, holds no worker
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -131,16 +132,20 @@ STEP_SUCCEED = _t("succeed", [St.RUNNING], St.SUCCEEDED)
 #: assign_task launched its subagent: the step waits for it without holding a worker.
 STEP_WAIT = _t("wait", [St.RUNNING], St.WAITING)
 #: A tool step gets its result: from its worker (running), from its subagent (waiting), or as the
-#: error that says why it was given up (ready or running).
-STEP_DELIVER = _t("deliver", [St.READY, St.RUNNING, St.WAITING], St.SUCCEEDED)
+#: error that says why it was given up (ready or running) or rejected (awaiting approval).
+STEP_DELIVER = _t("deliver", [St.READY, St.RUNNING, St.WAITING, St.AWAITING_APPROVAL], St.SUCCEEDED)
+#: A human approved a tool call: it becomes claimable like any ready step.
+STEP_APPROVE = _t("approve", [St.AWAITING_APPROVAL], St.READY)
 #: A claimed step failed for good.
 STEP_FAIL = _t("fail", [St.RUNNING], St.FAILED)
 #: An LLM step that must not run again (crashed its workers, or used up its attempts) is given up.
 STEP_GIVE_UP = _t("give up", [St.READY, St.RUNNING], St.FAILED)
 #: Every open step of a run that ends other than by success.
-STEP_CANCEL = _t("cancel", [St.READY, St.RUNNING, St.WAITING], St.CANCELLED)
+STEP_CANCEL = _t("cancel", [St.READY, St.RUNNING, St.WAITING, St.AWAITING_APPROVAL], St.CANCELLED)
 #: Resume: a closed assign_task whose subagent exists waits for it again (it never re-launches).
 STEP_REWAIT = _t("wait again", [St.FAILED, St.CANCELLED], St.WAITING)
+#: Resume: a closed tool call whose approval was never decided waits for it again (never runs unapproved).
+STEP_REAWAIT = _t("await approval again", [St.FAILED, St.CANCELLED], St.AWAITING_APPROVAL)
 #: Resume: any other closed step of a re-opened agent runs again.
 STEP_REOPEN = _t("reopen", [St.FAILED, St.CANCELLED], St.READY)
 STEP_TRANSITIONS: tuple[Transition[StepStatus], ...] = (
@@ -153,10 +158,12 @@ STEP_TRANSITIONS: tuple[Transition[StepStatus], ...] = (
     STEP_SUCCEED,
     STEP_WAIT,
     STEP_DELIVER,
+    STEP_APPROVE,
     STEP_FAIL,
     STEP_GIVE_UP,
     STEP_CANCEL,
     STEP_REWAIT,
+    STEP_REAWAIT,
     STEP_REOPEN,
 )
 

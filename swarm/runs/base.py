@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from swarm.domain import guards, run_ids
+from swarm.domain import approvals, guards, run_ids
+from swarm.domain.approvals import Decision
 from swarm.domain.status import RunStatus
 from swarm.store.retention import Deleted
-from swarm.store.types import Attachment, RunSummary
+from swarm.store.types import ApprovalInfo, Attachment, RunSummary
 
 #: What a follower is shown while a run runs: its summary and its agents counted by status.
 Progress = Callable[[RunSummary, dict[str, int]], None]
@@ -42,9 +43,12 @@ class RunRequest:
     max_tokens: int | None = None
     #: Submitting again with the same key returns the run the first submission created.
     idempotency_key: str | None = None
+    #: Tools whose calls wait for a human decision, on top of the deployment's SWARM_APPROVE_TOOLS.
+    approve_tools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3
+        approvals.parse_patterns(self.approve_tools)  # InputError, before anything is sent
 
     def limits(self) -> dict[str, Any]:
         """The limits that were given, by their API names."""
@@ -121,6 +125,31 @@ class Runs(Protocol):
     def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         """The trajectory as JSON Lines (newline included); an unknown run fails on the first line."""
 
+    def approvals(
+        self,
+        run_id: str | None = None,
+        *,
+        pending: bool = False,
+        scope: str | None = None,
+        step_prefix: str | None = None,
+    ) -> list[ApprovalInfo]:
+        """A run's approval requests, oldest first (only the undecided with ``pending``); with no
+        run, every visible run's. ``step_prefix``: only steps whose id starts with it."""
+
+    def decide(
+        self,
+        step_id: str,
+        decision: Decision,
+        note: str | None = None,
+        *,
+        run_id: str | None = None,
+        scope: str | None = None,
+        by: str = "",
+    ) -> ApprovalInfo:
+        """Approve or reject a tool call awaiting approval, once (AlreadyDecided, a StateError, the
+        second time). ``step_id`` may be a unique prefix; a rejection's ``note`` is the reason the
+        model is told. The approved call is dispatched; a rejection reaches the model as a tool error."""
+
     def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
         """Block until the run has ended; ``on_progress`` is called as it advances."""
 
@@ -132,6 +161,25 @@ class Runs(Protocol):
 
 class _Lister(Protocol):
     def list_runs(self, *, limit: int, scope: str | None, id_prefix: str | None) -> list[RunSummary]: ...
+
+
+class _ApprovalLister(Protocol):
+    def approvals(
+        self,
+        run_id: str | None = None,
+        *,
+        pending: bool = False,
+        scope: str | None = None,
+        step_prefix: str | None = None,
+    ) -> list[ApprovalInfo]: ...
+
+
+def resolve_step(runs: _ApprovalLister, step_id: str, scope: str | None = None) -> tuple[str, str]:
+    """(run id, step id) of the approval request ``step_id`` (whole, or a unique prefix) names,
+    decided or not (so a second decision is told it is one, not that the step is unknown)."""
+    prefix = approvals.step_prefix(step_id)
+    found = runs.approvals(None, scope=scope, step_prefix=prefix)[:2]
+    return approvals.pick_step(step_id, [(a.run_id, a.step_id) for a in found])
 
 
 def resolve(runs: _Lister, run_id: str, scope: str | None = None) -> str:

@@ -8,6 +8,7 @@ the steps.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import logging
 import threading
 import time
@@ -16,18 +17,28 @@ from contextlib import ExitStack
 from typing import Any
 
 from swarm.config import Settings
-from swarm.domain import budget
+from swarm.domain import budget, run_ids
+from swarm.domain.approvals import Decision
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.exceptions import ConfigError, SwarmError
-from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
+from swarm.runs.base import Cancelled, Progress, RunRequest, resolve, resolve_step
 from swarm.runs.follow import follow_store
 from swarm.runtime import LocalRuntime, open_store, run_spec, wait_for_run
 from swarm.store.retention import Deleted
 from swarm.store.store import StateStore
-from swarm.store.types import RunSpec, RunSummary
+from swarm.store.types import ApprovalInfo, RunSpec, RunSummary, StepRef
 
 log = logging.getLogger(__name__)
+
+
+def local_user() -> str:
+    """Who decides an approval from this machine's CLI, for the record."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name (a container without a passwd entry)
+        return "cli"
+
 
 #: Seconds a stopping embedded service waits for steps in flight to commit.
 SHUTDOWN_GRACE = 10.0
@@ -69,6 +80,7 @@ class StoreRuns:
             tenant=request.tenant,
             max_usd=request.max_usd,
             max_tokens=request.max_tokens,
+            approve_tools=request.approve_tools,
         )
         return dataclasses.replace(spec, attachments=request.attachments, idempotency_key=request.idempotency_key)
 
@@ -122,6 +134,43 @@ class StoreRuns:
     def prune(self, older_than: float, statuses: Iterable[RunStatus], *, dry_run: bool = False) -> Deleted:
         """Delete the runs with one of ``statuses`` that ended more than ``older_than`` seconds ago."""
         return self.store.retention.prune(older_than, statuses, dry_run=dry_run)
+
+    def approvals(
+        self,
+        run_id: str | None = None,
+        *,
+        pending: bool = False,
+        scope: str | None = None,
+        step_prefix: str | None = None,
+    ) -> list[ApprovalInfo]:
+        if run_id is not None:
+            self.store.run_status(run_id, scope)  # NotFound for another tenant's run
+        # Without a run only the pending ones, unless a step is looked up (resolve_step).
+        pending = pending or (run_id is None and step_prefix is None)
+        return self.store.approvals.find(run_id=run_id, tenant=scope, pending=pending, step_prefix=step_prefix)
+
+    def decide(
+        self,
+        step_id: str,
+        decision: Decision,
+        note: str | None = None,
+        *,
+        run_id: str | None = None,
+        scope: str | None = None,
+        by: str = "",
+    ) -> ApprovalInfo:
+        if run_id is None or not run_ids.is_whole(step_id):
+            found_run, step_id = resolve_step(self, step_id, scope)
+            run_id = run_id or found_run
+        info, refs = self.store.approvals.decide(
+            step_id, decision, note, by or local_user(), run_id=run_id, tenant=scope
+        )
+        self.dispatch_decided(refs)
+        return info
+
+    def dispatch_decided(self, refs: list[StepRef]) -> None:
+        """Hand over what a decision made ready. Here nothing runs steps: the sweeper of the
+        process running the run re-publishes ready steps nobody started (SWARM_REPUBLISH_AFTER)."""
 
     def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
         return wait_for_run(self.store, run_id, on_progress=on_progress)
@@ -179,6 +228,12 @@ class EmbeddedRuns(StoreRuns):
         # re-opens the run and adopts it: this process's sweeper looks after it from now on.
         self.runtime.resume(run_id, **caps)
         return len(self.store.steps_of(run_id, [StepStatus.READY, StepStatus.RUNNING]))
+
+    def dispatch_decided(self, refs: list[StepRef]) -> None:
+        # A runtime already running (the server, or `swarm run`'s process) takes the step now;
+        # otherwise the process that runs the run re-publishes it (its sweeper), or a resume does.
+        if self._runtime is not None:
+            self._runtime.dispatch(refs)
 
     def adopt_interrupted(self) -> list[str]:
         """Resume the API's runs that were running when the server last stopped.
@@ -250,6 +305,9 @@ class ClusterRuns(StoreRuns):
         refs = self.store.resume_run(run_id, **resume_caps(max_usd, max_tokens))
         self.dispatcher.dispatch(refs)
         return len(refs)
+
+    def dispatch_decided(self, refs: list[StepRef]) -> None:
+        self.dispatcher.dispatch(refs)
 
     def check(self) -> str | None:
         from kombu import connection

@@ -18,12 +18,14 @@ from typing import Any
 import httpx
 
 from swarm.config import Settings
+from swarm.domain import run_ids
+from swarm.domain.approvals import Decision
 from swarm.domain.status import RunStatus
 from swarm.exceptions import ConfigError, InputError, NotFound, QuotaExceeded, StateError, SwarmError
 from swarm.retry import RetryPolicy
-from swarm.runs.base import Cancelled, Progress, RunRequest, resolve
+from swarm.runs.base import Cancelled, Progress, RunRequest, resolve, resolve_step
 from swarm.store.retention import Deleted
-from swarm.store.types import RunSummary
+from swarm.store.types import ApprovalInfo, RunSummary
 
 #: Reconnecting a dropped event stream (Last-Event-ID makes it lossless): 20 retries in a row at most.
 SSE_RECONNECT = RetryPolicy(attempts=21, base=0.2, cap=2.0, jitter=0.5)
@@ -74,6 +76,8 @@ class RemoteRuns:
         }
         if request.model:
             body["model"] = request.model
+        if request.approve_tools:
+            body["approve_tools"] = list(request.approve_tools)
         headers = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
         return str(self._json("POST", "/v1/runs", json=body, headers=headers)["id"])
 
@@ -123,6 +127,37 @@ class RemoteRuns:
     def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
         out = self._json("DELETE", f"/v1/runs/{run_id}")
         return Deleted(runs=list(out["runs"]), rows=dict(out["rows"]), file_bytes=int(out["file_bytes"]))
+
+    def approvals(
+        self,
+        run_id: str | None = None,
+        *,
+        pending: bool = False,
+        scope: str | None = None,
+        step_prefix: str | None = None,
+    ) -> list[ApprovalInfo]:
+        params: dict[str, Any] = {"pending": "true"} if pending else {}
+        if step_prefix:
+            params["step_prefix"] = step_prefix
+        path = "/v1/approvals" if run_id is None else f"/v1/runs/{run_id}/approvals"
+        return [ApprovalInfo.model_validate(a) for a in self._json("GET", path, params=params)["approvals"]]
+
+    def decide(
+        self,
+        step_id: str,
+        decision: Decision,
+        note: str | None = None,
+        *,
+        run_id: str | None = None,
+        scope: str | None = None,
+        by: str = "",
+    ) -> ApprovalInfo:
+        if run_id is None or not run_ids.is_whole(step_id):
+            found_run, step_id = resolve_step(self, step_id)
+            run_id = run_id or found_run
+        word = "approve" if decision == Decision.APPROVED else "reject"
+        body = {"decision": word, "note": note}
+        return ApprovalInfo.model_validate(self._json("POST", f"/v1/runs/{run_id}/approvals/{step_id}", json=body))
 
     def info(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/info"))

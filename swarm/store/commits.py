@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import Connection
 
 from swarm.constants import DEFAULT_MAX_REPEATS, ORCHESTRATION_TOOLS
-from swarm.domain import budget, guards, limits, pricing, prompts, sanitize
+from swarm.domain import approvals, budget, guards, limits, pricing, prompts, sanitize
 from swarm.domain.events import EventType
 from swarm.domain.llm import LLMResponse
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.domain.turns import TurnKind, TurnPlan
 from swarm.domain.workspace import Changes
 from swarm.exceptions import FenceLost
+from swarm.store import approvals as approval_store
 from swarm.store import artifacts, conversation, outcomes, writes
 from swarm.store import statements as sql
 from swarm.store.session import Session, new_id
@@ -201,6 +202,7 @@ class Commits:
             note = f"{note}\n{spend_note}" if note else spend_note
         refs: list[StepRef] = []
         ready: list[dict[str, Any]] = []
+        held: list[dict[str, Any]] = []
         now = time.time()
         for c in plan.calls:
             error = c.error
@@ -229,7 +231,9 @@ class Commits:
                 attempt=0,
                 fence=0,
             )
-            if error is None:
+            if error is None and approvals.needs_approval(c.name, run.approve_tools):
+                held.append({**values, "note": note, "call_key": guards.planned_key(c)})
+            elif error is None:
                 ready.append({**values, "note": note, "call_key": guards.planned_key(c)})
                 refs.append(StepRef(step_id, claim.run_id, claim.agent_id, StepKind.TOOL, c.name))
             else:
@@ -247,7 +251,10 @@ class Commits:
                 writes.message(conn, claim.run_id, claim.agent_id, msg_seq, "tool", error, tool_call_id=c.call_id)
         if ready:
             conn.execute(sql.INSERT_READY_STEP, ready)  # one executemany for a whole fan-out
-        return len(refs), refs, (g.tool_calls - tools_left, g.subagents - subs_left)
+        if held:  # granted, but each waits for a human decision (holding no worker) before it runs
+            conn.execute(sql.INSERT_AWAITING_STEP, held)
+            approval_store.request(conn, claim.run_id, claim.agent_id, held, run.approval_timeout)
+        return len(refs) + len(held), refs, (g.tool_calls - tools_left, g.subagents - subs_left)
 
     def commit_tool(self, claim: Claim, content: str, is_error: bool, changes: Changes | None = None) -> list[StepRef]:
         """Commit a tool call's result and the workspace files it changed (``changes``: read from

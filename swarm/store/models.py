@@ -106,6 +106,11 @@ class Run(Base):
     wall_before: Mapped[float] = mapped_column(Float, default=0.0)
     #: The submitter's Idempotency-Key: a second submission with it returns this run.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: Tools (names or fnmatch patterns) whose calls wait for a human decision (``domain.approvals``):
+    #: the deployment's and the run's own, fixed at submission; NULL: none.
+    approve_tools: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    #: Seconds an approval request waits before it counts as rejected; NULL: no expiry.
+    approval_timeout: Mapped[float | None] = mapped_column(Float)
 
 
 class Agent(Base):
@@ -186,7 +191,7 @@ class Step(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     agent_id: Mapped[str] = mapped_column(String(32), index=True)
     kind: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24))
     #: The agent's turn: LLM step n is turn n; its tool calls are turn n with idx 0..k-1.
     turn: Mapped[int] = mapped_column(Integer)
     idx: Mapped[int] = mapped_column(Integer, default=0)
@@ -295,6 +300,29 @@ class ClusterLease(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class Approval(Base):
+    """A human decision on one tool call (its step): requested when the model turn that made the
+    call commits, decided once (``decision`` goes from NULL to approved or rejected, never back)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (CheckConstraint("decision IN ('approved', 'rejected')", name="decision"),)
+
+    step_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[str] = mapped_column(String(32))
+    tool: Mapped[str] = mapped_column(String(128))
+    #: The call's arguments, cut to ``domain.approvals.PREVIEW_CHARS`` (the step keeps them whole).
+    arguments: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[float] = mapped_column(Float)
+    #: Database clock; NULL: the request never expires.
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    #: An approval's note, or why it was rejected (the model reads it).
+    note: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[float | None] = mapped_column(Float)
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+
+
 class TenantSpend(Base):
     """What a tenant's model calls spent, and reserved while in flight, on one UTC day: the
     daily USD cap (SWARM_TENANT_MAX_USD_PER_DAY) is kept against this row."""
@@ -319,3 +347,4 @@ ARTIFACTS: Table = Artifact.__table__  # type: ignore[assignment]
 CLUSTER_IDENTITY: Table = ClusterIdentity.__table__  # type: ignore[assignment]
 CLUSTER_LEASES: Table = ClusterLease.__table__  # type: ignore[assignment]
 TENANT_SPEND: Table = TenantSpend.__table__  # type: ignore[assignment]
+APPROVALS: Table = Approval.__table__  # type: ignore[assignment]

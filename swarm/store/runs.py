@@ -15,6 +15,7 @@ from swarm.domain.status import (
     AGENT_REOPEN,
     RUN_CANCEL,
     RUN_RESUME,
+    STEP_REAWAIT,
     STEP_REOPEN,
     STEP_REWAIT,
     AgentStatus,
@@ -24,7 +25,7 @@ from swarm.domain.status import (
 from swarm.exceptions import InvalidTransition, StateError, StoreDataError
 from swarm.store import artifacts, conversation, outcomes, writes
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, RUNS, STEPS
+from swarm.store.models import AGENTS, APPROVALS, RUNS, STEPS
 from swarm.store.session import Session, new_id
 from swarm.store.statements import guard
 from swarm.store.types import RunSpec, StepRef
@@ -98,6 +99,8 @@ class Runs:
                     wall_before=0.0,
                     deadline=db_now() + spec.max_wall_seconds,
                     idempotency_key=spec.idempotency_key,
+                    approve_tools=list(spec.approve_tools) or None,
+                    approval_timeout=spec.approval_timeout,
                 )
             )
             conn.execute(
@@ -195,6 +198,13 @@ class Runs:
                 update(STEPS)
                 .where(mine, guard(STEPS.c.status, STEP_REWAIT), STEPS.c.child_agent_id.is_not(None))
                 .values(status=STEP_REWAIT.target, owner=None, error=None)
+            )
+            # A tool call whose approval was never decided waits for it again: never runs unapproved.
+            undecided = select(APPROVALS.c.step_id).where(APPROVALS.c.run_id == run.id, APPROVALS.c.decision.is_(None))
+            conn.execute(
+                update(STEPS)
+                .where(mine, guard(STEPS.c.status, STEP_REAWAIT), STEPS.c.id.in_(undecided))
+                .values(status=STEP_REAWAIT.target, owner=None, error=None)
             )
             conn.execute(
                 update(STEPS)

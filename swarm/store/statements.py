@@ -151,6 +151,7 @@ INSERT_MESSAGE = MESSAGES.insert()
 INSERT_EVENT = EVENTS.insert()
 INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
+INSERT_AWAITING_STEP = STEPS.insert().values(status=StepStatus.AWAITING_APPROVAL)
 
 #: A run's tool-call, subagent and spend budgets and what is used of them (and its per-turn spawn cap).
 RUN_BUDGETS = select(
@@ -164,6 +165,8 @@ RUN_BUDGETS = select(
     R.tokens_in,
     R.tokens_out,
     R.max_tokens,
+    R.approve_tools,
+    R.approval_timeout,
 ).where(R.id == bindparam("b_id"))
 
 #: How many times an agent already ran each of the given identical calls (the repeat guard's facts).

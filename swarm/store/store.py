@@ -7,6 +7,7 @@ The store is composed of parts, one per concern, that share one :class:`~swarm.s
 * :mod:`~swarm.store.leases` — claim, heartbeat, release, sweep, and giving up poison steps;
 * :mod:`~swarm.store.commits` — turn commits (model turns, tool results, failed steps);
 * :mod:`~swarm.store.subagents` — create_subagent and assign_task;
+* :mod:`~swarm.store.approvals` — human decisions on tool calls (requested by turn commits);
 * :mod:`~swarm.store.artifacts` — a run's files;
 * :mod:`~swarm.store.views`, :mod:`~swarm.store.keys`, :mod:`~swarm.store.export` — read models;
 * :mod:`~swarm.store.outcomes` — how an outcome travels up (fan-in, an agent's end, a run's end).
@@ -49,6 +50,7 @@ from swarm.domain.status import StepStatus
 from swarm.domain.turns import TurnPlan
 from swarm.domain.workspace import Changes
 from swarm.store import artifacts
+from swarm.store.approvals import Approvals
 from swarm.store.budgets import Budgets
 from swarm.store.cluster import ClusterState, RoleHolder
 from swarm.store.commits import Commits
@@ -83,6 +85,7 @@ class StateStore:
         self.retention = Retention(self.session, self.live)
         self.budgets = Budgets(self.session)
         self.cluster = ClusterState(self.session)
+        self.approvals = Approvals(self.session)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> StateStore:
@@ -159,7 +162,9 @@ class StateStore:
     def sweep(
         self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS, run_ids: Collection[str] | None = None
     ) -> list[StepRef]:
-        return self.leases.sweep(republish_after, max_attempts, run_ids)
+        """Stuck work to re-dispatch (``Leases.sweep``), and the approval requests that expired,
+        rejected ("approval expired"): the steps their rejections made ready."""
+        return self.leases.sweep(republish_after, max_attempts, run_ids) + self.approvals.expire(run_ids)
 
     def release_dead_owners(
         self, run_id: str, is_dead: Callable[[str], bool], max_attempts: int = MAX_STEP_ATTEMPTS

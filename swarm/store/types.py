@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.domain.status import RunStatus, StepKind
 
@@ -107,6 +107,10 @@ class RunSpec:
     #: Spend caps: picodollars and tokens (in + out); None: no cap.
     max_cost_pico: int | None = None
     max_tokens: int | None = None
+    #: Tools (names, fnmatch patterns) whose calls wait for a human decision (``domain.approvals``).
+    approve_tools: tuple[str, ...] = ()
+    #: Seconds an approval request waits before it counts as rejected; None: no expiry.
+    approval_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,35 @@ class RunSummary(BaseModel):
     #: The run's spend caps; None: no cap.
     max_usd: float | None = None
     max_tokens: int | None = None
+    #: Tools (names, fnmatch patterns) whose calls wait for a human decision; empty: none.
+    approve_tools: list[str] = Field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ApprovalInfo(BaseModel):
+    """A tool call's approval request and its decision — one record for the store, the REST API's
+    response and the client that reads it back (``swarm approvals --json``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step_id: str
+    run_id: str
+    agent_id: str
+    #: The agent's name (orchestrator, or the subagent's).
+    agent: str | None = None
+    tool: str
+    #: The call's arguments (JSON text), cut to ``domain.approvals.PREVIEW_CHARS``.
+    arguments: str | None
+    requested_at: float
+    #: When an undecided request counts as rejected ("approval expired"); None: never.
+    expires_at: float | None
+    #: ``pending``, ``approved`` or ``rejected``.
+    status: str
+    note: str | None = None
+    decided_at: float | None = None
+    decided_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -201,6 +201,7 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         tenant=run.tenant,
         max_usd=pricing.usd(run.max_cost_pico),
         max_tokens=run.max_tokens,
+        approve_tools=list(run.approve_tools or []),
     )
 
 

@@ -153,3 +153,40 @@ def test_the_api_docs_pages_work_without_internet(api):
             assert [f for f in foreign if not f.startswith("image ")] == []
         finally:
             browser.close()
+
+
+def test_a_call_awaiting_approval_is_decided_with_the_run_pages_buttons(api):
+    from playwright.sync_api import sync_playwright
+
+    from swarm.sim.params import call_directive
+
+    key = api.key("dash")
+    with api.client(key) as c:
+        task = "say it " + call_directive("echo", {"text": "hello"})
+        first = c.post("/v1/runs", json={"task": task, "approve_tools": ["echo"]}).json()["id"]
+        second = c.post("/v1/runs", json={"task": task, "approve_tools": ["echo"]}).json()["id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{api.url}/dashboard/runs/{first}?key={key}")
+            page.wait_for_selector("#approvals-box li.approval", timeout=15_000)
+            assert "echo" in page.locator("#approvals-box li.approval").inner_text()
+            page.locator("li.approval button.approve").click()
+            page.wait_for_selector("#approvals-box", state="hidden", timeout=15_000)
+            assert api.wait(first)["status"] == "succeeded"
+
+            page.goto(f"{api.url}/dashboard/runs/{second}")
+            page.wait_for_selector("#approvals-box li.approval", timeout=15_000)
+            page.locator("li.approval button.reject").click()  # no reason yet: refused, says why
+            assert "reason" in page.locator("#notice").inner_text()
+            page.locator("li.approval input").fill("not from the dashboard")
+            page.locator("li.approval button.reject").click()
+            page.wait_for_selector("#approvals-box", state="hidden", timeout=15_000)
+            assert errors == []
+        finally:
+            browser.close()
+    done = api.wait(second)
+    assert done["status"] == "succeeded" and "not from the dashboard" in done["result"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TypeVar
@@ -275,3 +276,46 @@ def test_upgrade_to_usage_columns_keeps_rows_and_leaves_old_costs_unknown(tmp_pa
     downgrade(store.engine, "0003")
     assert _same_rows(_rows(store.engine), before)
     store.engine.dispose()
+
+
+# --------------------------------------------------------------- 0010: approvals
+
+BEFORE_APPROVALS = "0009"
+
+
+def test_approvals_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_APPROVALS, "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert "approve_tools" not in before["runs"][0]
+
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    assert {r["approve_tools"] for r in rows["runs"]} == {None}  # older runs need no approvals
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    assert "awaiting_approval" in _checked_values(engine)["ck_steps_status"]
+
+    # A call awaiting approval on the migrated database; the downgrade refuses to lose it.
+    settings = make_settings(tmp_path, old_db_url, sim.url, approve_tools="echo")
+    with LocalRuntime(settings, store=store) as rt:
+        run_id = rt.submit(run_spec(settings, "t #sim agents=1 tools=1 tool=echo"))
+        deadline = time.monotonic() + 30
+        while not store.approvals.find(run_id=run_id, pending=True):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with pytest.raises(ConfigError, match="await approval"):
+        downgrade(engine, BEFORE_APPROVALS)
+    assert current_revision(engine) == head_revision(engine)
+    assert store.cancel_run(run_id)
+    after = _rows(engine)
+
+    downgrade(engine, BEFORE_APPROVALS)
+    assert current_revision(engine) == BEFORE_APPROVALS
+    assert _same_rows(_rows(engine), after)
+    assert "awaiting_approval" not in _checked_values(engine)["ck_steps_status"]
+    assert "approvals" not in inspect(engine).get_table_names()
+    engine.dispose()

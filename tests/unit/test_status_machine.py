@@ -72,7 +72,23 @@ def test_terminal_states_have_no_way_out_but_resume():
     assert status.RUN_MOVES[RunStatus.SUCCEEDED] == frozenset()
     assert status.STEP_MOVES[StepStatus.SUCCEEDED] == frozenset()
     assert status.AGENT_MOVES[status.AgentStatus.SUCCEEDED] == frozenset()
-    assert status.STEP_MOVES[StepStatus.FAILED] == {StepStatus.READY, StepStatus.WAITING}
+    assert status.STEP_MOVES[StepStatus.FAILED] == {StepStatus.READY, StepStatus.WAITING, StepStatus.AWAITING_APPROVAL}
+
+
+def test_a_call_awaiting_approval_moves_only_by_a_decision_or_its_run():
+    # approve → ready; reject / expire → succeeded (with its tool error); cancel → cancelled.
+    assert status.STEP_MOVES[StepStatus.AWAITING_APPROVAL] == {
+        StepStatus.READY,
+        StepStatus.SUCCEEDED,
+        StepStatus.CANCELLED,
+    }
+    assert status.STEP_APPROVE.sources == {StepStatus.AWAITING_APPROVAL}
+    # No worker can take it: neither claimed, nor expired, nor re-published by the sweeper.
+    for move in (status.STEP_CLAIM, status.STEP_TAKE_OVER, status.STEP_EXPIRE, status.STEP_REPUBLISH):
+        assert not move.allows(StepStatus.AWAITING_APPROVAL), move.name
+    # Resume puts an undecided call back to waiting for its decision, never straight to ready.
+    assert status.STEP_REAWAIT.sources == {StepStatus.FAILED, StepStatus.CANCELLED}
+    assert status.STEP_REAWAIT.target == StepStatus.AWAITING_APPROVAL
 
 
 def test_a_refused_move_says_what_from_where_and_what_is_allowed():
@@ -91,7 +107,9 @@ def _sql(clause) -> str:
 def test_guards_render_the_sources_of_their_transition():
     assert _sql(guard(STEPS.c.status, status.STEP_CLAIM)) == "steps.status = 'ready'"
     assert _sql(guard(RUNS.c.status, status.RUN_CANCEL)) == "runs.status = 'running'"
-    assert _sql(guard(STEPS.c.status, status.STEP_CANCEL)) == "steps.status IN ('ready', 'running', 'waiting')"
+    assert _sql(guard(STEPS.c.status, status.STEP_CANCEL)) == (
+        "steps.status IN ('awaiting_approval', 'ready', 'running', 'waiting')"
+    )
     assert _sql(guard(AGENTS.c.status, status.AGENT_REOPEN)) == "agents.status IN ('cancelled', 'failed')"
 
 

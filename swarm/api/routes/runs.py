@@ -43,6 +43,7 @@ def links(run_id: str) -> dict[str, str]:
         "events": f"{base}/events",
         "export": f"{base}/export",
         "timeline": f"{base}/timeline",
+        "approvals": f"{base}/approvals",
         "dashboard": f"/dashboard/runs/{run_id}",
     }
 
@@ -86,6 +87,7 @@ def create_run(
             attachments=tuple(a.to_attachment() for a in body.attachments),
             tenant=auth.tenant,
             idempotency_key=idempotency_key,
+            approve_tools=tuple(body.approve_tools),
         )
     )
     response.headers["Location"] = f"/v1/runs/{run_id}"

@@ -119,6 +119,7 @@ async function refresh() {
   state.clockSkew = timeline.now - Date.now() / 1000;
   state.lastRefresh = Date.now();
   drawSummary(summary);
+  drawApprovals(summary.status === "running" ? await pendingApprovals(runId) : []);
   drawTree(timeline.agents);
   drawTimeline(timeline);
   drawSpend(timeline);
@@ -222,7 +223,7 @@ function drawTree(agents) {
 }
 
 function stepClass(s) {
-  if (s.status === "running" || s.status === "waiting" || s.status === "ready") return "running";
+  if (["running", "waiting", "ready", "awaiting_approval"].includes(s.status)) return "running";
   if (s.status === "failed" || s.is_error) return "error";
   if (s.status === "cancelled") return "cancelled";
   if (s.kind === "llm") return "llm";
@@ -315,7 +316,8 @@ function logEvent(e) {
   state.events.push(e);
   const log = $("event-log");
   const who = e.agent_id ? ` ${e.agent_id.slice(0, 8)}` : "";
-  const extra = e.type === "tool_done" ? ` ${e.data.tool}` : e.type === "run_done" ? ` ${e.data.status}` :
+  const extra = e.type === "tool_done" || e.type === "approval_requested" ? ` ${e.data.tool}` :
+    e.type === "approval_decided" ? ` ${e.data.tool} ${e.data.decision}` : e.type === "run_done" ? ` ${e.data.status}` :
     e.type === "agent_done" ? ` ${e.data.status}` : e.type === "agent_started" ? ` ${e.data.name}` : "";
   log.prepend(el("li", { value: e.id, text: `${new Date(e.ts * 1000).toLocaleTimeString()} ${e.type}${who}${extra}` }));
   while (log.children.length > 200) log.lastChild.remove();
@@ -367,6 +369,41 @@ async function action(runId, what) {
     await refresh();
     if (what === "resume") follow(runId);
   } catch (e) { notice(e.message); }
+}
+
+// ------------------------------------------------------------ approvals
+
+async function pendingApprovals(runId) {
+  try {
+    return (await (await api(`/v1/runs/${runId}/approvals?pending=true`)).json()).approvals;
+  } catch (e) { return []; }
+}
+
+// Tool calls waiting for a human: approve runs the call; reject needs a reason (the model reads it).
+function drawApprovals(items) {
+  $("approvals-box").hidden = items.length === 0;
+  $("approvals").replaceChildren(...items.map((a) => {
+    const reason = el("input", { type: "text", placeholder: "reason (to reject)", "aria-label": "reason" });
+    const approve = el("button", { type: "button", class: "approve", text: "approve" });
+    const reject = el("button", { type: "button", class: "reject", text: "reject" });
+    approve.onclick = () => decide(a, "approve", null);
+    reject.onclick = () => {
+      if (!reason.value.trim()) { notice("say why you reject it: the model is told the reason"); reason.focus(); return; }
+      decide(a, "reject", reason.value.trim());
+    };
+    return el("li", { class: "approval", "data-step": a.step_id },
+      el("b", { text: a.tool }), el("span", { class: "muted", text: `${a.agent || a.agent_id.slice(0, 8)} · ${a.step_id.slice(0, 8)}` }),
+      el("code", { text: a.arguments || "" }), reason, approve, reject);
+  }));
+}
+
+async function decide(a, decision, note) {
+  try {
+    await api(`/v1/runs/${a.run_id}/approvals/${a.step_id}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ decision, note }),
+    });
+  } catch (e) { notice(e.message); }
+  await refresh();
 }
 
 async function download(runId) {
