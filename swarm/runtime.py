@@ -139,7 +139,10 @@ class LocalRuntime:
         self.tools = tools
         self.owner = owner_id()
         self._runs: set[str] = set()
-        self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner)
+        from swarm.tools.mcp_hub import McpHub
+
+        self.mcp = McpHub(settings)  # SWARM_MCP_CONFIG is read (and checked) here, at start
+        self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner, self.mcp)
         self.dispatcher = LocalDispatcher(
             self.executor, llm_threads=settings.llm_max_concurrency, tool_threads=settings.tool_concurrency
         )
@@ -191,6 +194,7 @@ class LocalRuntime:
         for t in self._threads:
             t.stop()
         self.dispatcher.close()
+        self.mcp.close()
         close = getattr(self.llm, "close", None)
         if close:
             close()
