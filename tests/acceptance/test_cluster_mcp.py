@@ -5,6 +5,7 @@ and run its calls in their own processes' servers; the results reach the model."
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,3 +49,38 @@ def test_subagents_on_two_nodes_call_a_stdio_mcp_server(tmp_path, pg_url, redis_
     assert results.count("FROM THE CLUSTER") == 4, results
     assert sum("FROM THE CLUSTER" in r for r in results) >= 8
     store.engine.dispose()
+
+
+def test_worker_check_reports_each_mcp_server_started_or_why_not(tmp_path, pg_url, redis_url, sim):
+    config = tmp_path / "mcp.json"
+    servers = {"text": {"command": sys.executable, "args": [SERVER]}, "broken": {"command": "no-such-mcp-server"}}
+    config.write_text(json.dumps({"mcpServers": servers}))
+    s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
+    with cluster(tmp_path / "cluster", s, SWARM_MCP_CONFIG=str(config)) as c:
+        out = subprocess.run(
+            [sys.executable, "-m", "swarm", "worker", "--check", "--json"],
+            env=c.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+    assert out.returncode == 0, out.stderr  # a broken MCP server is reported, the node still starts
+    report = json.loads(out.stdout)
+    by_name = {r["server"]: r for r in report["mcp"]}
+    assert by_name["text"] == {"server": "text", "ok": True, "tools": 8}
+    assert not by_name["broken"]["ok"] and "could not be started" in by_name["broken"]["error"]
+    assert report["mcp_ok"] is False
+
+    config.write_text(json.dumps({"mcpServers": {"x": {"command": "a", "url": "http://h/mcp"}}}))
+    with cluster(tmp_path / "cluster2", s, SWARM_MCP_CONFIG=str(config)) as c:
+        bad = subprocess.run(
+            [sys.executable, "-m", "swarm", "worker", "--check"],
+            env=c.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+    assert bad.returncode != 0
+    assert "server 'x': give either 'command'" in bad.stderr + bad.stdout
