@@ -54,8 +54,16 @@ def run_spec(
     tenant: str | None = None,
     max_usd: float | None = None,
     max_tokens: int | None = None,
+    mcp_config: str | None = None,
 ) -> RunSpec:
+    """A run as the store creates it, with ``settings``' defaults for what is left open. ``mcp_config``
+    (the run's own mcpServers JSON) is checked here: InputError saying what is wrong."""
     usd = settings.max_usd if max_usd is None else max_usd
+    if mcp_config is not None:
+        from swarm.tools.mcp_hub import check_config
+
+        allowed = {n.strip() for n in settings.mcp_run_vars.split(",") if n.strip()}
+        mcp_config = check_config(mcp_config, "the run's MCP config", allowed)
     return RunSpec(
         task=task,
         model=model or settings.model,
@@ -69,6 +77,7 @@ def run_spec(
         attachments=tuple(load_attachment(p) for p in attachments),
         max_cost_pico=None if usd is None else budget.parse_usd(usd),
         max_tokens=settings.max_tokens if max_tokens is None else budget.parse_tokens(max_tokens),
+        mcp_config=mcp_config,
     )
 
 

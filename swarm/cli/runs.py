@@ -170,6 +170,14 @@ def run(
         dir_okay=False,
         help="Attach a file (images go to the model as images). Repeatable.",
     ),
+    mcp: Path = typer.Option(
+        None,
+        "--mcp",
+        exists=True,
+        dir_okay=False,
+        help="MCP servers for this run (Claude-Desktop mcpServers JSON; see docs/mcp.md): their tools are offered "
+        "to the agents as mcp__<server>__<tool>. Secrets only as ${NAME} references (SWARM_MCP_RUN_VARS).",
+    ),
     detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster or server mode)."),
     json_out: bool = JSON_OPT,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
@@ -193,6 +201,7 @@ def run(
             max_spawns_per_turn=max_spawns_per_turn,
             attachments=tuple(load_attachment(p) for p in attach),
             **budget_options(max_usd, max_tokens),
+            mcp=None if mcp is None else mcp.read_text(encoding="utf-8"),
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)
     _finish(out, json_out)

@@ -34,7 +34,6 @@ MIN_START_TIMEOUT = 30.0
 #: How long a tool list without the server's own TTL (``ttlMs``) is reused.
 DEFAULT_TOOLS_TTL = 60.0
 
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STDIO_KEYS = {"command", "args", "env", "cwd", "network"}
 _HTTP_KEYS = {"url", "headers"}
@@ -58,6 +57,8 @@ class McpServer:
     timeout: float = DEFAULT_TIMEOUT
     tools_ttl: float = DEFAULT_TOOLS_TTL
     agents: Agents = "both"
+    #: Why this server cannot be used here (a ``${NAME}`` this worker cannot expand); None: usable.
+    error: str | None = None
 
     @property
     def transport(self) -> str:
@@ -91,10 +92,8 @@ def _strings(value: Any, source: str, what: str) -> dict[str, str]:
 
 def _server(name: str, raw: Any, source: str) -> McpServer:
     where = f"{source}: server {name!r}"
-    if not _SERVER_NAME.match(name) or "__" in name:
-        raise ConfigError(
-            f"{where}: a server name may hold only letters, digits, '_' and '-' (1-32 characters, no '__')"
-        )
+    if not 1 <= len(name) <= 32:
+        raise ConfigError(f"{where}: a server name has 1 to 32 characters")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be an object")
     unknown = sorted(set(raw) - _STDIO_KEYS - _HTTP_KEYS - _COMMON_KEYS)
@@ -149,9 +148,9 @@ def parse(data: Any, source: str) -> tuple[McpServer, ...]:
     if not isinstance(data, dict) or set(data) - {"mcpServers"} or not isinstance(data.get("mcpServers"), dict):
         raise _fail(source, 'expected {"mcpServers": {"<name>": {...}}} and nothing else')
     servers = [_server(n, raw, source) for n, raw in data["mcpServers"].items() if not _disabled(raw)]
-    names = [tool_name(s.name, "x") for s in servers]
+    names = [server_part(s.name) for s in servers]
     if len(set(names)) != len(names):
-        raise _fail(source, "two servers share a name")
+        raise _fail(source, "two servers' names are the same once made fit for tool names ([A-Za-z0-9_-])")
     return tuple(servers)
 
 
@@ -217,12 +216,17 @@ def _clean(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", part)
 
 
+def server_part(server: str) -> str:
+    """A server's name as it appears in its tools' names: no ``__`` inside (it separates the tool)."""
+    return re.sub(r"_+", "_", _clean(server)).strip("_") or "server"
+
+
 def tool_name(server: str, tool: str) -> str:
     """``mcp__<server>__<tool>``, sanitised to ``[A-Za-z0-9_-]`` and cut to 64 characters; a cut name
     ends in a short hash of the full one, so two long tool names stay distinct."""
     import hashlib
 
-    name = f"{PREFIX}{_clean(server)}__{_clean(tool)}"
+    name = f"{PREFIX}{server_part(server)}__{_clean(tool)}"
     if len(name) <= MAX_NAME:
         return name
     digest = hashlib.sha256(f"{server}/{tool}".encode()).hexdigest()[:8]

@@ -183,8 +183,9 @@ class StepExecutor:
         if ctx.agent.depth < ctx.agent.max_depth:
             schemas = ORCHESTRATION_SCHEMAS + schemas
         down: set[str] = set()
-        if self.mcp is not None and self.mcp.deployment:
-            offered, down = self.mcp.schemas(self.mcp.deployment, is_orchestrator=ctx.agent.depth == 0)
+        if self.mcp is not None and (self.mcp.deployment or ctx.agent.mcp_config):
+            servers = self.mcp.servers(ctx.agent.mcp_config)
+            offered, down = self.mcp.schemas(servers, is_orchestrator=ctx.agent.depth == 0)
             schemas += offered
         return OfferedTools([s["function"]["name"] for s in schemas], down), schemas
 
@@ -305,7 +306,8 @@ class StepExecutor:
                 lambda: self.store.launch_subagent(claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"]))
             )
         if self.mcp is not None and mcp.server_of(name) is not None:
-            result = self._mcp_call(name, args)
+            config = self._durable(lambda: self.store.run_mcp_config(claim.run_id))
+            result = self._mcp_call(name, args, config)
             content = sanitize.text(result.content)
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
         tool = self.tools.get(name)
@@ -330,10 +332,10 @@ class StepExecutor:
             content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
 
-    def _mcp_call(self, name: str, args: dict[str, Any]) -> ToolResult:
+    def _mcp_call(self, name: str, args: dict[str, Any], config: str | None) -> ToolResult:
         assert self.mcp is not None
         try:
-            return self.mcp.call(self.mcp.deployment, name, args)
+            return self.mcp.call(self.mcp.servers(config), name, args)
         except Exception as exc:  # an MCP client bug must not kill the run either
             log.exception("MCP call %s crashed", name)
             return ToolResult(

@@ -42,6 +42,8 @@ class RunRequest:
     max_tokens: int | None = None
     #: Submitting again with the same key returns the run the first submission created.
     idempotency_key: str | None = None
+    #: The run's own MCP servers: mcpServers JSON text (docs/mcp.md); no literal secrets.
+    mcp: str | None = None
 
     def __post_init__(self) -> None:
         guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3

@@ -69,6 +69,7 @@ class StoreRuns:
             tenant=request.tenant,
             max_usd=request.max_usd,
             max_tokens=request.max_tokens,
+            mcp_config=request.mcp,
         )
         return dataclasses.replace(spec, attachments=request.attachments, idempotency_key=request.idempotency_key)
 

@@ -36,6 +36,8 @@ class AgentLimits:
     max_tokens: int | None = None
     #: The run's tenant: its model calls also count against the tenant's daily cap, if one is set.
     tenant: str | None = None
+    #: The run's own MCP servers (docs/mcp.md), if it has any.
+    mcp_config: str | None = None
 
     @property
     def budgeted(self) -> bool:
@@ -107,6 +109,8 @@ class RunSpec:
     #: Spend caps: picodollars and tokens (in + out); None: no cap.
     max_cost_pico: int | None = None
     max_tokens: int | None = None
+    #: The run's own MCP servers: canonical mcpServers JSON holding no secrets (checked at submit).
+    mcp_config: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import threading
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from swarm.config import Settings
 from swarm.domain import mcp
 from swarm.domain.mcp import McpServer
-from swarm.exceptions import ConfigError
+from swarm.exceptions import ConfigError, InputError
 from swarm.tools.base import ToolResult, tool_schema
 from swarm.tools.mcp_session import McpToolSpec, McpUnavailable, Session, tool_result
 
@@ -55,8 +56,23 @@ def run_servers(settings: Settings, config: str | None) -> tuple[McpServer, ...]
     if config:
         source = "the run's MCP config"
         variables = settings.mcp_variables(per_run=True)
-        own = tuple(mcp.resolved(s, variables, source) for s in mcp.parse(config, source))
+        isolation = settings.mcp_isolation
+        own = tuple(_resolved_or_broken(s, variables, source, isolation) for s in mcp.parse(config, source))
     return mcp.merge(deployment_servers(settings), own)
+
+
+def _resolved_or_broken(server: McpServer, variables: dict[str, str], source: str, isolation: str) -> McpServer:
+    """A reference this worker cannot expand makes the server's calls tool errors saying so; so does a
+    run's stdio server on a worker that would start it unisolated (it is a command the run chose)."""
+    if server.command and isolation != "bwrap":
+        why = "a run's own stdio servers are only started under bubblewrap, and this worker has SWARM_MCP_ISOLATION=off"
+        return dataclasses.replace(server, error=why)
+    if server.network:  # refused at submission; a config stored before that rule, say
+        return dataclasses.replace(server, network=False)
+    try:
+        return mcp.resolved(server, variables, source)
+    except ConfigError as exc:
+        return dataclasses.replace(server, error=str(exc))
 
 
 class McpHub:
@@ -102,10 +118,19 @@ class McpHub:
     # ---------------------------------------------------------------- what steps use
 
     def servers(self, run_config: str | None) -> tuple[McpServer, ...]:
-        return run_servers(self.settings, run_config) if run_config else self.deployment
+        """The servers a run sees: the deployment's, and its own config's (stored with it)."""
+        if not run_config:
+            return self.deployment
+        try:
+            return run_servers(self.settings, run_config)
+        except ConfigError as exc:  # checked at submit; a config stored by another version, say
+            log.warning("a run's MCP config is unusable here: %s", exc)
+            return self.deployment
 
     def tools(self, server: McpServer) -> list[McpToolSpec]:
         """The tools ``server`` lists (starting it if need be); McpUnavailable if it cannot."""
+        if server.error is not None:
+            raise McpUnavailable(f"MCP server {server.name!r} cannot be used: {server.error}")
         failed = self._failed.get(server.key())
         if failed is not None and time.monotonic() - failed[0] < _RETRY_START_AFTER:
             raise McpUnavailable(failed[1])
@@ -158,7 +183,7 @@ class McpHub:
                 listed = self.tools(server)
             except McpUnavailable as exc:
                 log.warning("%s", exc)
-                down.add(server.name)
+                down.add(mcp.server_part(server.name))
                 continue
             for t in listed:
                 description = t.description or f"The {t.name} tool of the {server.name} MCP server."
@@ -167,7 +192,7 @@ class McpHub:
 
     def call(self, servers: tuple[McpServer, ...], name: str, args: dict[str, Any]) -> ToolResult:
         """Run the ``mcp__<server>__<tool>`` call ``name``; every failure is a tool error."""
-        server = next((s for s in servers if mcp.server_of(name) == s.name), None)
+        server = next((s for s in servers if mcp.server_of(name) == mcp.server_part(s.name)), None)
         if server is None:
             return ToolResult(f"No MCP server of this run provides {name!r}.", is_error=True)
         try:
@@ -252,10 +277,27 @@ def _connection_lost(exc: BaseException) -> bool:
     return any(w in str(exc).lower() for w in _CLOSED_WORDS)
 
 
-def check_config(text: str, source: str) -> str:
-    """A run's MCP config, checked and made canonical (for storing with the run); ConfigError if bad."""
-    servers = mcp.parse(text, source)
-    mcp.check_run_secrets(servers, source)
+def check_config(text: str, source: str, allowed: set[str]) -> str:
+    """A run's MCP config, checked and made canonical (what is stored with the run); InputError
+    saying what is wrong: bad JSON or keys, a literal secret, a ``${NAME}`` the deployment does not allow."""
+    try:
+        servers = mcp.parse(text, source)
+        mcp.check_run_secrets(servers, source)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
     if not servers:
-        raise ConfigError(f"{source}: names no MCP server")
+        raise InputError(f"{source}: names no MCP server")
+    networked = [s.name for s in servers if s.network]
+    if networked:
+        raise InputError(
+            f'{source}: server {networked[0]!r} asks for "network": true, which only the deployment\'s own '
+            "servers (SWARM_MCP_CONFIG) may have; a run's stdio servers run without network"
+        )
+    unknown = sorted(mcp.references(servers) - allowed)
+    if unknown:
+        names = ", ".join("${" + n + "}" for n in unknown)
+        raise InputError(
+            f"{source}: {names} may not be used by a run's MCP config; the deployment lists the variables "
+            f"runs may reference in SWARM_MCP_RUN_VARS (now: {', '.join(sorted(allowed)) or 'none'})"
+        )
     return mcp.dump(servers)

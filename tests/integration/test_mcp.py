@@ -19,7 +19,7 @@ from swarm.runtime import LocalRuntime, run_spec
 from swarm.sim.params import call_directive, subcall_directive
 from swarm.store.models import Message
 from swarm.store.store import StateStore
-from swarm.tools.mcp_hub import McpHub, run_servers
+from swarm.tools.mcp_hub import McpHub
 from tests.conftest import make_settings
 
 SERVER = str(Path(__file__).resolve().parents[1] / "mcp_server.py")
@@ -120,9 +120,9 @@ def test_a_server_that_cannot_start_is_a_tool_error_and_a_check_failure_not_a_cr
 
 
 def test_a_killed_stdio_server_is_started_again_by_the_next_call(tmp_path, sqlite_url, sim):
-    s = make_settings(tmp_path, sqlite_url, sim.url, mcp_isolation="off")
-    hub = McpHub(s)
-    servers = run_servers(s, json.dumps({"mcpServers": {"t": _stdio(timeout=10)}}))
+    config = _config(tmp_path, t=_stdio(timeout=10))
+    hub = McpHub(make_settings(tmp_path, sqlite_url, sim.url, mcp_config=config, mcp_isolation="off"))
+    servers = hub.deployment
     try:
         first = hub.call(servers, "mcp__t__whoami", {})
         assert not first.is_error and first.content.isdigit()
@@ -186,3 +186,60 @@ def test_an_isolated_stdio_server_has_no_route_to_the_database(tmp_path, sqlite_
     # Its own network namespace: the host's 127.0.0.1:5432 (PostgreSQL, up for this test) is not there.
     error = report["error"]
     assert "ConnectionRefusedError" in error or "Network is unreachable" in error, report
+
+
+def test_a_runs_own_mcp_config_through_the_rest_api_is_used_and_stored_without_secrets(
+    tmp_path, sqlite_url, sim, monkeypatch
+):
+    from swarm.api.testing import live_api
+    from swarm.store.models import Run
+
+    monkeypatch.setenv("RUN_TOKEN", "s3cret-value")
+    s = make_settings(tmp_path, sqlite_url, sim.url, mcp_run_vars="RUN_TOKEN")
+    own = {"mcpServers": {"mine": _stdio(env={"API_TOKEN": "${RUN_TOKEN}"}, agents="orchestrator")}}
+    task = f"count {call_directive('mcp__mine__environment', {})}"
+    with live_api(s) as api, api.client(api.key()) as http:
+        bad = {"mcpServers": {"mine": _stdio(env={"API_TOKEN": "s3cret-value"})}}
+        refused = http.post("/v1/runs", json={"task": task, "mcp": bad})
+        assert refused.status_code == 422, refused.text
+        assert "API_TOKEN" in refused.text and "looks like a secret" in refused.text
+        unknown = http.post("/v1/runs", json={"task": task, "mcp": {"mcpServers": {"x": {"command": "a", "url": "b"}}}})
+        assert unknown.status_code == 422 and "McpHttpIn.command" in unknown.text  # names the field
+
+        created = http.post("/v1/runs", json={"task": task, "mcp": own})
+        assert created.status_code == 202, created.text
+        run_id = created.json()["id"]
+        summary = api.wait(run_id, timeout=120)
+        assert summary["status"] == "succeeded", summary
+        (result,) = _tool_messages(api.store, run_id)
+        assert "API_TOKEN=s3cret-value" in result  # expanded on the worker, for this run's server only
+        with api.store.read() as conn:
+            stored = conn.execute(select(Run.mcp_config).where(Run.id == run_id)).scalar()
+        assert stored is not None and "${RUN_TOKEN}" in stored and "s3cret-value" not in stored
+
+
+def test_swarm_run_mcp_file_gives_the_run_its_own_servers(tmp_path, sqlite_url, sim):
+    config = _config(tmp_path, calc=_stdio())
+    task = f"add {call_directive('mcp__calc__add', {'a': 2, 'b': 3})}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env |= {"SWARM_HOME": str(tmp_path / "home"), "SWARM_LLM_BASE_URL": sim.url, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", "run", task, "--mcp", config, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "returned: 5" in json.loads(out.stdout)["result"]
+    (tmp_path / "bad.json").write_text('{"mcpServers": {"x": {"command": "a", "bogus": 1}}}')
+    bad = subprocess.run(
+        [sys.executable, "-m", "swarm", "run", task, "--mcp", str(tmp_path / "bad.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode != 0 and "unknown key(s) bogus" in bad.stderr + bad.stdout

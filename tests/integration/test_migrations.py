@@ -275,3 +275,28 @@ def test_upgrade_to_usage_columns_keeps_rows_and_leaves_old_costs_unknown(tmp_pa
     downgrade(store.engine, "0003")
     assert _same_rows(_rows(store.engine), before)
     store.engine.dispose()
+
+
+# --------------------------------------------------------------- 0013: a run's own MCP config
+
+
+def test_run_mcp_config_column_upgrades_and_downgrades_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, "0009", "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert "mcp_config" not in before["runs"][0]
+
+    upgrade(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    assert {r["mcp_config"] for r in rows["runs"]} == {None}  # old runs: the deployment's servers only
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+    downgrade(engine, "0009")
+    assert current_revision(engine) == "0009"
+    assert "mcp_config" not in _rows(engine)["runs"][0]
+    assert _same_rows(_rows(engine), before)
+    engine.dispose()
+

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from swarm.domain import mcp
-from swarm.exceptions import ConfigError
+from swarm.exceptions import ConfigError, InputError
 from swarm.sim.params import SimParams, decode_args, parse_directive, subcall_directive
 from swarm.tools.mcp_hub import check_config
 
@@ -44,8 +44,8 @@ def test_a_claude_desktop_config_parses_into_stdio_and_http_servers() -> None:
         ({"mcpServers": {"a": {"url": "http://h/mcp", "env": {}}}}, "env does not apply"),
         ({"mcpServers": {"a": {"command": "x", "timeout": 0}}}, "timeout must be"),
         ({"mcpServers": {"a": {"command": "x", "agents": "all"}}}, "agents must be"),
-        ({"mcpServers": {"a b": {"command": "x"}}}, "server name may hold only"),
-        ({"mcpServers": {"a__b": {"command": "x"}}}, "no '__'"),
+        ({"mcpServers": {"a" * 33: {"command": "x"}}}, "1 to 32 characters"),
+        ({"mcpServers": {"a b": {"command": "x"}, "a_b": {"command": "y"}}}, "the same once made fit"),
         ({"mcpServers": {"a": {"command": "x", "env": {"N": 1}}}}, "env must be an object of string values"),
     ],
 )
@@ -59,14 +59,23 @@ def test_a_bad_config_is_refused_saying_what_is_wrong(config: object, says: str)
 
 def test_a_runs_config_may_not_carry_literal_secrets_only_references() -> None:
     literal = {"mcpServers": {"gh": {"command": "gh-mcp", "env": {"GITHUB_TOKEN": "ghp_123"}}}}
-    with pytest.raises(ConfigError, match=r"GITHUB_TOKEN.*looks like a secret.*\$\{MY_TOKEN\}"):
-        check_config(json.dumps(literal), "--mcp run.json")
+    with pytest.raises(InputError, match=r"GITHUB_TOKEN.*looks like a secret.*\$\{MY_TOKEN\}"):
+        check_config(json.dumps(literal), "--mcp run.json", {"TOKEN"})
     header = {"mcpServers": {"s": {"url": "https://h/mcp", "headers": {"Authorization": "Bearer abc"}}}}
-    with pytest.raises(ConfigError, match="Authorization"):
-        check_config(json.dumps(header), "--mcp run.json")
+    with pytest.raises(InputError, match="Authorization"):
+        check_config(json.dumps(header), "--mcp run.json", {"TOKEN"})
     ok = {"mcpServers": {"s": {"url": "https://h/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}}}}
-    stored = json.loads(check_config(json.dumps(ok), "--mcp run.json"))
+    stored = json.loads(check_config(json.dumps(ok), "--mcp run.json", {"TOKEN"}))
     assert stored["mcpServers"]["s"]["headers"] == {"Authorization": "Bearer ${TOKEN}"}  # never expanded
+    # Only the variables the deployment lets runs use: never SWARM_DATABASE_URL into a server of the user's.
+    leak = {"mcpServers": {"s": {"command": "x", "env": {"DB": "${SWARM_DATABASE_URL}"}}}}
+    refused = r"\$\{SWARM_DATABASE_URL\} may not be used.*SWARM_MCP_RUN_VARS \(now: TOKEN\)"
+    with pytest.raises(InputError, match=refused):
+        check_config(json.dumps(leak), "--mcp run.json", {"TOKEN"})
+    # No network for a command a run chose: no route to swarm's database or broker.
+    networked = {"mcpServers": {"s": {"command": "x", "network": True}}}
+    with pytest.raises(InputError, match="only the deployment's own"):
+        check_config(json.dumps(networked), "--mcp run.json", set())
 
 
 def test_references_expand_only_from_the_variables_given() -> None:
@@ -79,6 +88,8 @@ def test_references_expand_only_from_the_variables_given() -> None:
 def test_tool_names_are_sanitised_to_64_characters_and_stay_distinct() -> None:
     assert mcp.tool_name("files", "read_file") == "mcp__files__read_file"
     assert mcp.tool_name("web", "fetch.page v2") == "mcp__web__fetch_page_v2"
+    assert mcp.tool_name("My Files__v2", "x") == "mcp__My_Files_v2__x"  # '__' only separates the tool
+    assert mcp.server_of(mcp.tool_name("_odd__", "t")) == mcp.server_part("_odd__") == "odd"
     long_a, long_b = mcp.tool_name("s" * 32, "t" * 40 + "a"), mcp.tool_name("s" * 32, "t" * 40 + "b")
     for name in (long_a, long_b):
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) and len(name) == 64

@@ -86,6 +86,7 @@ def create_run(
             attachments=tuple(a.to_attachment() for a in body.attachments),
             tenant=auth.tenant,
             idempotency_key=idempotency_key,
+            mcp=None if body.mcp is None else body.mcp.model_dump_json(exclude_none=True),
         )
     )
     response.headers["Location"] = f"/v1/runs/{run_id}"
