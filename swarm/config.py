@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from swarm import constants as c
@@ -256,6 +256,41 @@ class Settings(BaseSettings):
         if v.strip() and (m is None or float(m.group(1)) <= 0):
             raise ValueError(f"SWARM_APPROVAL_TIMEOUT: {v!r} is not a duration: write e.g. 1800, 30m, 2h or 1d")
         return v.strip()
+
+    mcp_config: str = Field(
+        "",
+        description="A JSON file of MCP servers (Claude-Desktop-style mcpServers) whose tools every run's agents "
+        "get, as mcp__<server>__<tool>; see docs/mcp.md. ${NAME} in its env/headers values is read from the "
+        "environment at start.",
+    )
+    mcp_run_vars: str = Field(
+        "",
+        description="Comma-separated environment variables a run's own MCP config (swarm run --mcp, the REST "
+        "field 'mcp') may reference as ${NAME}; nothing else of the worker's environment reaches it.",
+    )
+    mcp_isolation: Literal["bwrap", "off"] = Field(
+        "bwrap",
+        description="How MCP stdio servers run: bwrap (bubblewrap: read-only system, SWARM_HOME hidden, no "
+        'network unless the server sets "network": true) or off (a plain child process).',
+    )
+    _mcp_vars: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        # Read now: the entry points remove secrets from the environment right after the settings.
+        names = {n.strip() for n in self.mcp_run_vars.split(",") if n.strip()}
+        if self.mcp_config:
+            path = Path(self.mcp_config).expanduser()
+            if not path.is_file():
+                raise ValueError(f"SWARM_MCP_CONFIG={self.mcp_config}: no such file")
+            names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
+        self._mcp_vars = {n: os.environ[n] for n in names if n in os.environ}
+
+    def mcp_variables(self, *, per_run: bool) -> dict[str, str]:
+        """What ``${NAME}`` may expand to: a per-run config only SWARM_MCP_RUN_VARS' variables."""
+        if not per_run:
+            return dict(self._mcp_vars)
+        allowed = {n.strip() for n in self.mcp_run_vars.split(",") if n.strip()}
+        return {k: v for k, v in self._mcp_vars.items() if k in allowed}
 
     @field_validator("database_url")
     @classmethod

@@ -55,10 +55,17 @@ def run_spec(
     max_usd: float | None = None,
     max_tokens: int | None = None,
     approve_tools: Sequence[str] = (),
+    mcp_config: str | None = None,
 ) -> RunSpec:
     """A run's spec: what was given, the settings' defaults for the rest. ``approve_tools`` adds to
-    the deployment's SWARM_APPROVE_TOOLS (``domain.approvals.merge``), never replaces it."""
+    the deployment's SWARM_APPROVE_TOOLS (``domain.approvals.merge``), never replaces it.
+    ``mcp_config`` (the run's own mcpServers JSON) is checked here: InputError saying what is wrong."""
     usd = settings.max_usd if max_usd is None else max_usd
+    if mcp_config is not None:
+        from swarm.tools.mcp_hub import check_config
+
+        allowed = {n.strip() for n in settings.mcp_run_vars.split(",") if n.strip()}
+        mcp_config = check_config(mcp_config, "the run's MCP config", allowed)
     return RunSpec(
         task=task,
         model=model or settings.model,
@@ -76,6 +83,7 @@ def run_spec(
             approvals.parse_patterns(settings.approve_tools), approvals.parse_patterns(approve_tools)
         ),
         approval_timeout=approvals.parse_timeout(settings.approval_timeout),
+        mcp_config=mcp_config,
     )
 
 
@@ -146,7 +154,10 @@ class LocalRuntime:
         self.tools = tools
         self.owner = owner_id()
         self._runs: set[str] = set()
-        self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner)
+        from swarm.tools.mcp_hub import McpHub
+
+        self.mcp = McpHub(settings)  # SWARM_MCP_CONFIG is read (and checked) here, at start
+        self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner, self.mcp)
         self.dispatcher = LocalDispatcher(
             self.executor, llm_threads=settings.llm_max_concurrency, tool_threads=settings.tool_concurrency
         )
@@ -198,6 +209,7 @@ class LocalRuntime:
         for t in self._threads:
             t.stop()
         self.dispatcher.close()
+        self.mcp.close()
         close = getattr(self.llm, "close", None)
         if close:
             close()

@@ -65,6 +65,9 @@ def check_node(s: Settings, queues: set[str]) -> dict[str, Any]:
         from swarm.domain import pricing
 
         pricing.load(s.prices)  # an error in SWARM_PRICES stops the worker here, naming the line
+    from swarm.tools.mcp_hub import deployment_servers
+
+    deployment_servers(s)  # an error in SWARM_MCP_CONFIG stops the worker here, saying what is wrong
     engine = make_engine(s.db_url, pool_size=1)
     try:
         # Workers never migrate: an old worker must not race a new one's migration.

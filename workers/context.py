@@ -28,6 +28,7 @@ from swarm.llm.client import LLMClient
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
 from swarm.tools.builtin import default_registry
+from swarm.tools.mcp_hub import McpHub
 from workers.timing import instrument
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class WorkerContext:
     def _make_executor(self) -> StepExecutor:
         s = self.settings
         llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
-        ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id())
+        ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id(), McpHub(s))
         # The heartbeat gets a connection of its own: were it to queue behind busy step threads
         # for a pooled one, a live worker's leases could lapse and its steps run twice.
         self._beat_store = StateStore(make_engine(s.db_url, pool_size=1))
@@ -136,6 +137,8 @@ class WorkerContext:
         for t in self._threads:
             t.stop()
         if self._executor is not None:
+            if self._executor.mcp is not None:
+                self._executor.mcp.close()  # this process's MCP stdio servers are reaped
             close = getattr(self._executor.llm, "close", None)
             if close:
                 close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from swarm.constants import TOOL_PATTERN
 from swarm.domain.status import RunStatus
@@ -103,6 +103,45 @@ class ResumeIn(BaseModel):
     max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = None
 
 
+_McpText = Annotated[str, Field(max_length=4096, pattern=NO_NUL)]
+_McpSeconds = Annotated[float, Field(gt=0, le=3600), NUMBER]
+_McpName = Annotated[str, Field(min_length=1, max_length=32)]
+_McpVars = dict[Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL)], _McpText]
+
+
+class _McpCommon(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: _McpSeconds | None = Field(None, description="Seconds one call may take (default 60).")
+    tools_ttl: _McpSeconds | None = None
+    agents: Literal["orchestrator", "subagents", "both"] | None = None
+    disabled: StrictBool | None = None
+
+
+class McpStdioIn(_McpCommon):
+    """A stdio server (no network: only the deployment's servers may have it)."""
+
+    command: Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    args: list[_McpText] = Field(default_factory=list, max_length=256)
+    env: _McpVars = Field(default_factory=dict)
+    cwd: _McpText | None = None
+
+
+class McpHttpIn(_McpCommon):
+    """A streamable HTTP server."""
+
+    url: Annotated[str, Field(max_length=4096, pattern=r"^https?://[^\x00]*$")]
+    headers: _McpVars = Field(default_factory=dict)
+
+
+class McpConfigIn(BaseModel):
+    """A run's own MCP servers (docs/mcp.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mcpServers: dict[_McpName, McpStdioIn | McpHttpIn] = Field(min_length=1, max_length=32)
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -129,6 +168,13 @@ class RunCreate(BaseModel):
         max_length=64,
         description="Tools (names or fnmatch patterns like `mcp__github__*`) whose calls wait for a human "
         "decision before they run, on top of the server's SWARM_APPROVE_TOOLS (which a run cannot switch off).",
+    )
+    mcp: McpConfigIn | None = Field(
+        None,
+        description='The run\'s own MCP servers, as `{"mcpServers": {...}}` (docs/mcp.md): their tools are offered '
+        "to the run's agents as mcp__<server>__<tool>, next to the deployment's. Stored with the run, so a "
+        "secret-looking env value or credential header must be a ${NAME} reference to a variable listed in "
+        "the server's SWARM_MCP_RUN_VARS; a literal one is refused (422).",
     )
 
 

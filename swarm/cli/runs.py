@@ -183,6 +183,14 @@ def run(
         help="Tools whose calls wait for your decision before they run (`swarm approvals`, `swarm approve`): "
         "names or patterns, comma-separated, e.g. 'python,mcp__github__*'. Adds to SWARM_APPROVE_TOOLS.",
     ),
+    mcp: Path = typer.Option(
+        None,
+        "--mcp",
+        exists=True,
+        dir_okay=False,
+        help="MCP servers for this run (Claude-Desktop mcpServers JSON; see docs/mcp.md): their tools are offered "
+        "to the agents as mcp__<server>__<tool>. Secrets only as ${NAME} references (SWARM_MCP_RUN_VARS).",
+    ),
     detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster or server mode)."),
     json_out: bool = JSON_OPT,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
@@ -208,6 +216,7 @@ def run(
             attachments=tuple(load_attachment(p) for p in attach),
             approve_tools=approvals.parse_patterns(approve),
             **budget_options(max_usd, max_tokens),
+            mcp=None if mcp is None else mcp.read_text(encoding="utf-8"),
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)
     _finish(out, json_out)

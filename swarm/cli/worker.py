@@ -99,6 +99,9 @@ def worker(
             console.print(f"sweeper: {holder or 'nobody (the first worker to start takes the role)'}")
             if "python_isolation" in report:
                 console.print(f"python tool: {report['python_isolation']['detail']}")
+            for server in report.get("mcp", []):
+                state = f"started, {server['tools']} tools" if server["ok"] else f"FAILED: {server['error']}"
+                console.print(f"mcp server {server['server']}: {state}", soft_wrap=True)
         return
     run_node(plan, started=harden_process)
 
@@ -117,6 +120,17 @@ def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[s
         report["python_isolation"] = isolation
         if not isolation["available"]:
             fail(f"the python tool cannot run here: {isolation['detail']}")
+    if ping_broker and s.mcp_config:
+        # Each server is started once and listed: a broken one is named here, not at its first call.
+        from swarm.tools.mcp_hub import McpHub
+
+        hub = McpHub(s)
+        try:
+            report["mcp"] = hub.check()
+        finally:
+            hub.close()
+        # Reported, not fatal: the worker runs; calls to a broken server become tool errors.
+        report["mcp_ok"] = all(server["ok"] for server in report["mcp"])
     if ping_broker:
         try:
             with celery_app.connection_for_write() as conn:

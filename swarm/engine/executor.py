@@ -9,13 +9,13 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import budget, pricing, prompts, sanitize
+from swarm.domain import budget, mcp, pricing, prompts, sanitize
 from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
@@ -37,6 +37,7 @@ from swarm.store.db import private_dir
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
 from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
+from swarm.tools.mcp_hub import McpHub
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,37 @@ def _file_cache(settings: Settings) -> FileCache | None:
     return FileCache(root, settings.workspace_cache_bytes)
 
 
+class OfferedTools(Collection[str]):
+    """The tool names an agent was offered, plus any ``mcp__<server>__…`` of a server that could not
+    be listed this turn: such a call still reaches a tool step, which tells the model why it failed."""
+
+    def __init__(self, names: Iterable[str], down: Iterable[str] = ()) -> None:
+        self._names = list(names)
+        self._down = tuple(f"{mcp.PREFIX}{server}__" for server in down)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._names or (bool(self._down) and name.startswith(self._down)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 class StepExecutor:
     def __init__(
-        self, store: StateStore, llm: LLMProtocol, tools: ToolRegistry, settings: Settings, owner: str
+        self,
+        store: StateStore,
+        llm: LLMProtocol,
+        tools: ToolRegistry,
+        settings: Settings,
+        owner: str,
+        mcp: McpHub | None = None,
     ) -> None:
         self.store, self.llm, self.tools, self.settings, self.owner = store, llm, tools, settings, owner
+        #: The MCP servers' tools (SWARM_MCP_CONFIG), offered next to the registry's.
+        self.mcp = mcp
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self.quota = Quota.from_settings(settings)
@@ -151,11 +178,16 @@ class StepExecutor:
 
     # ------------------------------------------------------------------ LLM
 
-    def available_tools(self, ctx: AgentContext) -> tuple[list[str], list[dict[str, Any]]]:
+    def available_tools(self, ctx: AgentContext) -> tuple[Collection[str], list[dict[str, Any]]]:
         schemas = list(self.tools.schemas())
         if ctx.agent.depth < ctx.agent.max_depth:
             schemas = ORCHESTRATION_SCHEMAS + schemas
-        return [s["function"]["name"] for s in schemas], schemas
+        down: set[str] = set()
+        if self.mcp is not None and (self.mcp.deployment or ctx.agent.mcp_config):
+            servers = self.mcp.servers(ctx.agent.mcp_config)
+            offered, down = self.mcp.schemas(servers, is_orchestrator=ctx.agent.depth == 0)
+            schemas += offered
+        return OfferedTools([s["function"]["name"] for s in schemas], down), schemas
 
     def _llm_step(self, claim: Claim) -> list[StepRef]:
         ctx = self._durable(lambda: self.store.agent_context(claim))
@@ -224,7 +256,7 @@ class StepExecutor:
         ctx: AgentContext,
         messages: list[dict[str, Any]],
         schemas: list[dict[str, Any]],
-        names: list[str],
+        names: Collection[str],
         last_step: bool,
         reserved: tuple[int, int],
         max_tokens: int | None,
@@ -273,6 +305,11 @@ class StepExecutor:
             return self._durable(
                 lambda: self.store.launch_subagent(claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"]))
             )
+        if self.mcp is not None and mcp.server_of(name) is not None:
+            config = self._durable(lambda: self.store.run_mcp_config(claim.run_id))
+            result = self._mcp_call(name, args, config)
+            content = sanitize.text(result.content)
+            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
         tool = self.tools.get(name)
         if tool is not None and tool.uses_workspace:
             return self._workspace_tool_step(claim, tool, args)
@@ -294,6 +331,16 @@ class StepExecutor:
             changes = ws.changed()
             content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
+
+    def _mcp_call(self, name: str, args: dict[str, Any], config: str | None) -> ToolResult:
+        assert self.mcp is not None
+        try:
+            return self.mcp.call(self.mcp.servers(config), name, args)
+        except Exception as exc:  # an MCP client bug must not kill the run either
+            log.exception("MCP call %s crashed", name)
+            return ToolResult(
+                prompts.TOOL_FAILED.format(name=name, error=f"{type(exc).__name__}: {exc}"), is_error=True
+            )
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
         ctx = ToolContext(

@@ -45,6 +45,8 @@ class RunRequest:
     idempotency_key: str | None = None
     #: Tools whose calls wait for a human decision, on top of the deployment's SWARM_APPROVE_TOOLS.
     approve_tools: tuple[str, ...] = ()
+    #: The run's own MCP servers: mcpServers JSON text (docs/mcp.md); no literal secrets.
+    mcp: str | None = None
 
     def __post_init__(self) -> None:
         guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3

@@ -81,6 +81,7 @@ class StoreRuns:
             max_usd=request.max_usd,
             max_tokens=request.max_tokens,
             approve_tools=request.approve_tools,
+            mcp_config=request.mcp,
         )
         return dataclasses.replace(spec, attachments=request.attachments, idempotency_key=request.idempotency_key)
 

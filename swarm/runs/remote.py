@@ -78,6 +78,8 @@ class RemoteRuns:
             body["model"] = request.model
         if request.approve_tools:
             body["approve_tools"] = list(request.approve_tools)
+        if request.mcp is not None:
+            body["mcp"] = _mcp_body(request.mcp)
         headers = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
         return str(self._json("POST", "/v1/runs", json=body, headers=headers)["id"])
 
@@ -318,3 +320,11 @@ def _raise_for(resp: httpx.Response) -> None:
     if code == 429:
         raise QuotaExceeded(message, retry_after=float(resp.headers.get("Retry-After") or 1))
     raise ServerUnavailable(f"the swarm server answered {code}: {message}")
+
+
+def _mcp_body(text: str) -> Any:
+    """The run's MCP config as the REST field's JSON object (bad JSON is refused here, as locally)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"the run's MCP config: not valid JSON ({exc})") from None

@@ -94,6 +94,9 @@ class SimParams:
     #: answers with its result (any tool: a probe for the sandbox, an MCP or plugin tool).
     call: str | None = None
     args: str | None = None
+    #: ``subcall=<tool> args=<base64url JSON>``: the orchestrator runs its usual swarm, and each
+    #: subagent's tool calls are this call (an MCP tool offered to subagents, say).
+    subcall: str | None = None
 
     @property
     def http_fault(self) -> HttpFault | None:
@@ -113,6 +116,8 @@ class SimParams:
         text = f"#sim tools={self.tools} tool={self.tool} tool_latency={self.tool_latency:g} latency={self.latency:g}"
         if self.scenario:
             text += f" scenario={self.scenario}"
+        if self.subcall:
+            text += f" subcall={self.subcall} args={self.args or ''}"
         return text if self.thinking else text + " thinking=false"
 
 
@@ -137,6 +142,11 @@ def decode_args(value: str) -> dict[str, Any] | None:
 def call_directive(tool: str, args: Mapping[str, Any]) -> str:
     """``#sim call=… args=…``: the orchestrator calls ``tool`` with ``args`` once, then reports the result."""
     return f"#sim call={tool} args={encode_args(args)}"
+
+
+def subcall_directive(tool: str, args: Mapping[str, Any], agents: int = 2) -> str:
+    """``#sim subcall=… args=…``: ``agents`` subagents each call ``tool`` with ``args`` once."""
+    return f"#sim agents={agents} tools=1 subcall={tool} args={encode_args(args)}"
 
 
 def _float(raw: str) -> object:
@@ -178,7 +188,7 @@ def _convert(key: str, raw: str) -> object:
         if low in _NONE:
             return None
         return low if low in SCENARIOS else _INVALID
-    if key == "call":
+    if key in ("call", "subcall"):
         return raw.strip() if _TOOL_NAME_RE.match(raw.strip()) else _INVALID
     if key == "args":
         return raw.strip() if decode_args(raw.strip()) is not None else _INVALID

@@ -220,7 +220,9 @@ def subagent_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> T
     k = len(results)
     if k >= params.tools:
         return Turn(f"Task {i} done: {';'.join(results)}", f"{k} tool results in; reporting.")
-    if params.scenario == "files":
+    if params.subcall:
+        call = _call(params.subcall, decode_args(params.args or "") or {})
+    elif params.scenario == "files":
         call = _call("python", {"code": _files_code(i, k)})
     elif params.scenario == "repeat":
         call = _repeat_call(i, params.tool)

@@ -85,6 +85,11 @@ class Leases:
             row = conn.execute(select(STEPS.c.status, STEPS.c.fence).where(STEPS.c.id == claim.step_id)).first()
         return row is not None and row.status == StepStatus.RUNNING and row.fence == claim.fence
 
+    def run_mcp_config(self, run_id: str) -> str | None:
+        """The run's own MCP config, read by a claimed mcp__ tool step (None: the deployment's only)."""
+        with self.session.read() as conn:
+            return conn.execute(sql.RUN_MCP_CONFIG, {"b_id": run_id}).scalar()
+
     def release(self, claim: Claim) -> None:
         """Hand a step back untouched (e.g. on worker shutdown) so another worker can take it now.
         Nothing if the claim was lost meanwhile (cancelled, taken over)."""

@@ -84,6 +84,8 @@ class Run(Base):
     #: Spend caps (``domain.budget``): picodollars and tokens (in + out); NULL: no cap.
     max_cost_pico: Mapped[int | None] = mapped_column(BigInteger)
     max_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    #: The run's own MCP servers (canonical mcpServers JSON, ${NAME} references unexpanded); NULL: none.
+    mcp_config: Mapped[str | None] = mapped_column(Text)
     #: The worst cases of the model calls in flight, reserved before each call, settled by its commit.
     reserved_pico: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -89,6 +89,7 @@ class Runs:
                     max_spawns_per_turn=spec.max_spawns_per_turn,
                     max_cost_pico=spec.max_cost_pico,
                     max_tokens=spec.max_tokens,
+                    mcp_config=spec.mcp_config,
                     subagents=0,
                     tool_calls=0,
                     llm_calls=0,

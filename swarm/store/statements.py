@@ -72,6 +72,7 @@ _LIMITS = (
     ("max_cost_pico", R.max_cost_pico, R.id, _STEP_RUN),
     ("max_tokens", R.max_tokens, R.id, _STEP_RUN),
     ("tenant", R.tenant, R.id, _STEP_RUN),
+    ("mcp_config", R.mcp_config, R.id, _STEP_RUN),
 )
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.
@@ -153,6 +154,8 @@ INSERT_STEP = STEPS.insert()
 INSERT_READY_STEP = STEPS.insert().values(status=StepStatus.READY, ready_at=db_now())
 INSERT_AWAITING_STEP = STEPS.insert().values(status=StepStatus.AWAITING_APPROVAL)
 
+#: A run's own MCP config (a tool step of an mcp__ tool reads it).
+RUN_MCP_CONFIG = select(R.mcp_config).where(R.id == bindparam("b_id"))
 #: A run's tool-call, subagent and spend budgets and what is used of them (and its per-turn spawn cap).
 RUN_BUDGETS = select(
     R.tool_calls,

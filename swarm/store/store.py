@@ -159,6 +159,9 @@ class StateStore:
     def release(self, claim: Claim) -> None:
         self.leases.release(claim)
 
+    def run_mcp_config(self, run_id: str) -> str | None:
+        return self.leases.run_mcp_config(run_id)
+
     def sweep(
         self, republish_after: float, max_attempts: int = MAX_STEP_ATTEMPTS, run_ids: Collection[str] | None = None
     ) -> list[StepRef]:

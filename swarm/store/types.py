@@ -36,6 +36,8 @@ class AgentLimits:
     max_tokens: int | None = None
     #: The run's tenant: its model calls also count against the tenant's daily cap, if one is set.
     tenant: str | None = None
+    #: The run's own MCP servers (docs/mcp.md), if it has any.
+    mcp_config: str | None = None
 
     @property
     def budgeted(self) -> bool:
@@ -111,6 +113,8 @@ class RunSpec:
     approve_tools: tuple[str, ...] = ()
     #: Seconds an approval request waits before it counts as rejected; None: no expiry.
     approval_timeout: float | None = None
+    #: The run's own MCP servers: canonical mcpServers JSON holding no secrets (checked at submit).
+    mcp_config: str | None = None
 
 
 @dataclass(frozen=True)

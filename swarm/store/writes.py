@@ -142,6 +142,7 @@ def limits(row: Any) -> AgentLimits:
         row.max_cost_pico,
         row.max_tokens,
         row.tenant,
+        row.mcp_config,
     )
 
 

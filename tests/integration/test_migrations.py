@@ -307,9 +307,14 @@ def test_approvals_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url,
         while not store.approvals.find(run_id=run_id, pending=True):
             assert time.monotonic() < deadline
             time.sleep(0.05)
+    # Refused by 0010 itself, before it changes anything (later migrations go down first: each
+    # commits on its own, so the refusal is checked from 0010, then the head is restored).
+    downgrade(engine, "0010")
     with pytest.raises(ConfigError, match="await approval"):
         downgrade(engine, BEFORE_APPROVALS)
-    assert current_revision(engine) == head_revision(engine)
+    assert current_revision(engine) == "0010"
+    assert "approvals" in inspect(engine).get_table_names()
+    upgrade(engine)
     assert store.cancel_run(run_id)
     after = _rows(engine)
 
@@ -318,4 +323,28 @@ def test_approvals_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url,
     assert _same_rows(_rows(engine), after)
     assert "awaiting_approval" not in _checked_values(engine)["ck_steps_status"]
     assert "approvals" not in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+# --------------------------------------------------------------- 0013: a run's own MCP config
+
+
+def test_run_mcp_config_column_upgrades_and_downgrades_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, "0009", "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert "mcp_config" not in before["runs"][0]
+
+    upgrade(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    assert {r["mcp_config"] for r in rows["runs"]} == {None}  # old runs: the deployment's servers only
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+    downgrade(engine, "0009")
+    assert current_revision(engine) == "0009"
+    assert "mcp_config" not in _rows(engine)["runs"][0]
+    assert _same_rows(_rows(engine), before)
     engine.dispose()

@@ -91,7 +91,9 @@ def test_bad_arguments(tool: PythonTool, tmp_path: Path, args: dict[str, object]
 def test_infinite_loop_times_out(tool: PythonTool, tmp_path: Path) -> None:
     t0 = time.monotonic()
     r = tool.run({"code": "while True:\n    pass"}, _ctx(tmp_path, python_timeout=1.5))
-    assert time.monotonic() - t0 < 5
+    # Only proves the loop was stopped at all: a loaded 2-core CI box can take several seconds
+    # to fork and reap, so the bound is loose (the timeout's accuracy is the message's job).
+    assert time.monotonic() - t0 < 30
     assert r.is_error
     assert "timed out after 1.5 s" in r.content
     # The soft limit inside the child says where the code was stuck.

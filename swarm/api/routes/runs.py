@@ -88,6 +88,7 @@ def create_run(
             tenant=auth.tenant,
             idempotency_key=idempotency_key,
             approve_tools=tuple(body.approve_tools),
+            mcp=None if body.mcp is None else body.mcp.model_dump_json(exclude_none=True),
         )
     )
     response.headers["Location"] = f"/v1/runs/{run_id}"
