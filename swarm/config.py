@@ -197,6 +197,13 @@ class Settings(BaseSettings):
         "unfinished) before it is given up: a tool call then becomes a tool error for the model, "
         "an LLM step fails its agent. Without this, code that kills its worker would run forever.",
     )
+    retention_days: int | None = Field(
+        None,
+        gt=0,
+        description="Delete runs that ended more than this many days ago, with all their rows and files: "
+        "the sweeper does it hourly and when it starts, in small batches (unset: runs are kept until "
+        "`swarm prune` or `swarm delete`).",
+    )
 
     api_url: str = Field("", description="A swarm server to talk to instead of the local database.")
     api_key: SecretStr = Field(SecretStr(""), description="API key for SWARM_API_URL.")

@@ -26,6 +26,11 @@ REPUBLISH_AFTER_SECONDS = 5.0
 #: worker process at most (SWEEPER_LEASE_INTERVALS + 1) sweep intervals later (≤ 8 s by default).
 SWEEPER_ROLE = "sweeper"
 SWEEPER_LEASE_INTERVALS = 3
+#: With SWARM_RETENTION_DAYS set, how often the sweeper deletes the runs that ended longer ago than
+#: that (also once when it starts), and how many runs one pass deletes before the next sweep: a
+#: backlog goes a few runs per sweep interval, never holding the sweeper up for long.
+RETENTION_INTERVAL_SECONDS = 3600.0
+RETENTION_RUNS_PER_PASS = 20
 
 #: How many times a step may be claimed before it is declared dead: a claim that ends in no commit
 #: crashed its worker, so this is also how many crashes a step may cause (SWARM_STEP_MAX_CRASHES).

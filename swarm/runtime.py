@@ -21,6 +21,7 @@ from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
 from swarm.engine.executor import StepExecutor
+from swarm.engine.retention import RetentionPass
 from swarm.store.store import StateStore, owner_id
 from swarm.store.types import Attachment, RunSpec, RunSummary, StepRef
 
@@ -161,6 +162,12 @@ class LocalRuntime:
                 max_crashes=settings.step_max_crashes,
             ),
         ]
+        if settings.retention_days is not None:
+            # Every embedded process with the setting prunes: deleting a run twice at once is
+            # harmless (the second finds fewer rows), and a pass is cheap when nothing is due.
+            self._threads.append(
+                Periodic("swarm-retention", settings.sweep_interval, RetentionPass(self.store, settings.retention_days))
+            )
         for t in self._threads:
             t.start()
 

@@ -64,10 +64,16 @@ class Retention:
         return self._delete(run_id)
 
     def prune(
-        self, older_than: float, statuses: Iterable[RunStatus], *, dry_run: bool = False, now: float | None = None
+        self,
+        older_than: float,
+        statuses: Iterable[RunStatus],
+        *,
+        dry_run: bool = False,
+        now: float | None = None,
+        limit: int | None = None,
     ) -> Deleted:
         """Delete every run with one of ``statuses`` (ended ones only) that finished more than
-        ``older_than`` seconds ago."""
+        ``older_than`` seconds ago; the oldest ``limit`` of them only, if given."""
         ended = [s for s in statuses if s in RUN_TERMINAL]
         cutoff = (time.time() if now is None else now) - older_than
         with self.session.read() as conn:
@@ -76,6 +82,7 @@ class Retention:
                     select(RUNS.c.id)
                     .where(RUNS.c.status.in_(ended), func.coalesce(RUNS.c.finished_at, RUNS.c.created_at) < cutoff)
                     .order_by(RUNS.c.created_at)
+                    .limit(limit)
                 ).scalars()
             )
         if dry_run:
