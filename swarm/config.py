@@ -161,6 +161,12 @@ class Settings(BaseSettings):
         "unchanged files from the database on every tool call. 0: no cache.",
     )
 
+    tool_assign_tasks: bool = Field(
+        False,
+        description="Offer the orchestrator assign_tasks(agent, prompt_template, items): one subagent per item "
+        "({{item}} replaced), at most 128, under the same limits as assign_task. Off by default: the model then "
+        "sees exactly Kimi K2.5's two orchestration tools. Read by the workers that run model turns.",
+    )
     max_subagents: int = Field(c.DEFAULT_MAX_SUBAGENTS, ge=0)
     max_tool_calls: int = Field(c.DEFAULT_MAX_TOOL_CALLS, ge=0)
     max_steps_per_agent: int = Field(c.DEFAULT_MAX_STEPS_PER_AGENT, ge=1)

@@ -5,7 +5,16 @@ from __future__ import annotations
 #: The orchestrator's own tools, with Kimi K2.5's exact names and parameters.
 CREATE_SUBAGENT = "create_subagent"
 ASSIGN_TASK = "assign_task"
-ORCHESTRATION_TOOLS = frozenset({CREATE_SUBAGENT, ASSIGN_TASK})
+#: Template fan-out, in the manner of Kimi Code's AgentSwarm: one subagent per item of one call.
+#: Not one of Kimi K2.5's tools, so offered only with SWARM_TOOL_ASSIGN_TASKS=true.
+ASSIGN_TASKS = "assign_tasks"
+#: The most items (subagents) one assign_tasks call may launch.
+MAX_FANOUT_ITEMS = 128
+#: The placeholder assign_tasks substitutes with each item.
+FANOUT_PLACEHOLDER = "{{item}}"
+ORCHESTRATION_TOOLS = frozenset({CREATE_SUBAGENT, ASSIGN_TASK, ASSIGN_TASKS})
+#: The tools whose calls launch subagents (and wait for them).
+LAUNCH_TOOLS = frozenset({ASSIGN_TASK, ASSIGN_TASKS})
 
 #: Celery queues. LLM calls are I/O bound (thread pool), tools need process isolation (prefork).
 #: (The sweeper is no task: it is a thread in every worker process, one elected at a time.)

@@ -14,14 +14,14 @@ from typing import Any, Protocol, TypeVar
 
 from swarm import logs
 from swarm.config import Settings
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import budget, pricing, prompts, sanitize
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT
+from swarm.domain import budget, fanout, pricing, prompts, sanitize
 from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
 from swarm.engine import spend
 from swarm.engine.file_cache import FileCache
-from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
+from swarm.engine.orchestration import ASSIGN_TASKS_SCHEMA, ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
 from swarm.engine.workspace import Workspace
 from swarm.exceptions import (
@@ -154,7 +154,8 @@ class StepExecutor:
     def available_tools(self, ctx: AgentContext) -> tuple[list[str], list[dict[str, Any]]]:
         schemas = list(self.tools.schemas())
         if ctx.agent.depth < ctx.agent.max_depth:
-            schemas = ORCHESTRATION_SCHEMAS + schemas
+            fanout = [ASSIGN_TASKS_SCHEMA] if self.settings.tool_assign_tasks else []
+            schemas = ORCHESTRATION_SCHEMAS + fanout + schemas
         return [s["function"]["name"] for s in schemas], schemas
 
     def _llm_step(self, claim: Claim) -> list[StepRef]:
@@ -273,6 +274,8 @@ class StepExecutor:
             return self._durable(
                 lambda: self.store.launch_subagent(claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"]))
             )
+        if name == ASSIGN_TASKS:
+            return self._assign_tasks(claim, args)
         tool = self.tools.get(name)
         if tool is not None and tool.uses_workspace:
             return self._workspace_tool_step(claim, tool, args)
@@ -282,6 +285,14 @@ class StepExecutor:
             result = self._run_tool(tool, args, claim, None)
         content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
         return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
+
+    def _assign_tasks(self, claim: Claim, args: dict[str, Any]) -> list[StepRef]:
+        # The turn's commit checked the arguments (planner): they expand to distinct prompts.
+        expanded = fanout.expand(sanitize.text(args["prompt_template"]), args["items"])
+        if isinstance(expanded, str):  # not after that check; said to the model all the same
+            return self._durable(lambda: self.store.commit_tool(claim, expanded, True))
+        prompts_ = [sanitize.text(p) for p in expanded]
+        return self._durable(lambda: self.store.launch_subagents(claim, sanitize.text(args["agent"]), prompts_))
 
     def _workspace_tool_step(self, claim: Claim, tool: Any, args: dict[str, Any]) -> list[StepRef]:
         """A tool call in the run's files. They are restored to disk about 1 MiB at a time (or from

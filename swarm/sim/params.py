@@ -94,6 +94,9 @@ class SimParams:
     #: answers with its result (any tool: a probe for the sandbox, an MCP or plugin tool).
     call: str | None = None
     args: str | None = None
+    #: ``fanout=1``: the orchestrator launches its ``agents`` tasks with one assign_tasks call
+    #: (SWARM_TOOL_ASSIGN_TASKS) instead of one assign_task call each.
+    fanout: bool = False
 
     @property
     def http_fault(self) -> HttpFault | None:
@@ -182,6 +185,10 @@ def _convert(key: str, raw: str) -> object:
         return raw.strip() if _TOOL_NAME_RE.match(raw.strip()) else _INVALID
     if key == "args":
         return raw.strip() if decode_args(raw.strip()) is not None else _INVALID
+    if key == "fanout":
+        if low in _TRUE:
+            return True
+        return False if low in _FALSE else _INVALID
     if key == "thinking":
         if low in _TRUE:
             return True

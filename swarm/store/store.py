@@ -213,6 +213,9 @@ class StateStore:
     def launch_subagent(self, claim: Claim, agent_name: str, prompt: str) -> list[StepRef]:
         return self.subagents.launch(claim, agent_name, prompt)
 
+    def launch_subagents(self, claim: Claim, agent_name: str, prompts: Sequence[str]) -> list[StepRef]:
+        return self.subagents.launch_many(claim, agent_name, prompts)
+
     # ------------------------------------------------------------- artifacts
 
     def artifact_index(self, run_id: str) -> list[ArtifactInfo]:

@@ -1,9 +1,11 @@
 """The orchestration tools' commits: define a subagent type (create_subagent), launch an instance
-of one (assign_task). A launched subagent's result reaches its parent in ``outcomes.finish_agent``."""
+of one (assign_task) or one per item (assign_tasks). A launched subagent's result reaches its
+parent in ``outcomes.finish_agent``."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import insert, select, update
 
@@ -45,6 +47,14 @@ class Subagents:
     def launch(self, claim: Claim, agent_name: str, prompt: str) -> list[StepRef]:
         """``assign_task``: start a subagent instance. The step then waits without holding a worker;
         the subagent's final message becomes its result."""
+        return self.launch_many(claim, agent_name, [prompt], fanout=False)
+
+    def launch_many(
+        self, claim: Claim, agent_name: str, prompts_: Sequence[str], *, fanout: bool = True
+    ) -> list[StepRef]:
+        """``assign_tasks`` (``fanout``): start one subagent instance per prompt, in one transaction.
+        The step waits for all of them (``pending_children``); the last one's end delivers every
+        answer, in item order (``outcomes.finish_agent``)."""
         with self.session.tx() as conn:
             run = conn.execute(
                 select(RUNS.c.max_depth, RUNS.c.max_steps_per_agent).where(RUNS.c.id == claim.run_id)
@@ -58,45 +68,53 @@ class Subagents:
                 names = [n for (n,) in conn.execute(select(DEFS.c.name).where(DEFS.c.run_id == claim.run_id))]
                 refusal = prompts.UNKNOWN_AGENT.format(name=agent_name, available=", ".join(names) or "(none yet)")
             if refusal is not None or adef is None:
-                # The launch was granted budget when the turn was committed; nothing launched, so give it back.
+                # The launches were granted budget when the turn was committed; nothing launched, so give it back.
                 writes.lock_run(conn, claim.run_id)
-                conn.execute(update(RUNS).where(RUNS.c.id == claim.run_id).values(subagents=RUNS.c.subagents - 1))
-                return outcomes.deliver(conn, claim.step_id, refusal or "", True, StepStatus.RUNNING, claim.fence)
-            child_id = new_id()
-            outcomes.close_step(conn, claim, StepStatus.WAITING, child_agent_id=child_id)
-            conn.execute(
-                insert(AGENTS).values(
-                    id=child_id,
-                    run_id=claim.run_id,
-                    parent_id=claim.agent_id,
-                    parent_step_id=claim.step_id,
-                    parent_turn=claim.turn,
-                    name=adef.name,
-                    depth=parent.depth + 1,
-                    status=AgentStatus.RUNNING,
-                    steps=0,
-                    next_seq=2,
-                    pending_tools=0,
-                    tokens_in=0,
-                    tokens_out=0,
-                    created_at=time.time(),
+                conn.execute(
+                    update(RUNS).where(RUNS.c.id == claim.run_id).values(subagents=RUNS.c.subagents - len(prompts_))
                 )
+                return outcomes.deliver(conn, claim.step_id, refusal or "", True, StepStatus.RUNNING, claim.fence)
+            children = [new_id() for _ in prompts_]
+            if fanout:
+                outcomes.close_step(conn, claim, StepStatus.WAITING, pending_children=len(children))
+            else:
+                outcomes.close_step(conn, claim, StepStatus.WAITING, child_agent_id=children[0])
+            now = time.time()
+            system = prompts.subagent_system(adef.system_prompt, run.max_steps_per_agent)
+            conn.execute(
+                insert(AGENTS),
+                [
+                    dict(
+                        id=child_id,
+                        run_id=claim.run_id,
+                        parent_id=claim.agent_id,
+                        parent_step_id=claim.step_id,
+                        parent_turn=claim.turn,
+                        item=i if fanout else None,
+                        name=adef.name,
+                        depth=parent.depth + 1,
+                        status=AgentStatus.RUNNING,
+                        steps=0,
+                        next_seq=2,
+                        pending_tools=0,
+                        tokens_in=0,
+                        tokens_out=0,
+                        created_at=now,
+                    )
+                    for i, child_id in enumerate(children)
+                ],
             )
-            writes.message(
-                conn,
-                claim.run_id,
-                child_id,
-                0,
-                "system",
-                prompts.subagent_system(adef.system_prompt, run.max_steps_per_agent),
-            )
-            writes.message(conn, claim.run_id, child_id, 1, "user", prompt)
-            writes.event(
-                conn,
-                claim.run_id,
-                EventType.AGENT_STARTED,
-                child_id,
-                claim.step_id,
-                {"name": adef.name, "parent_id": claim.agent_id},
-            )
-            return [writes.new_llm_step(conn, claim.run_id, child_id, 0)]
+            refs = []
+            for child_id, prompt in zip(children, prompts_, strict=True):
+                writes.message(conn, claim.run_id, child_id, 0, "system", system)
+                writes.message(conn, claim.run_id, child_id, 1, "user", prompt)
+                writes.event(
+                    conn,
+                    claim.run_id,
+                    EventType.AGENT_STARTED,
+                    child_id,
+                    claim.step_id,
+                    {"name": adef.name, "parent_id": claim.agent_id},
+                )
+                refs.append(writes.new_llm_step(conn, claim.run_id, child_id, 0))
+            return refs
