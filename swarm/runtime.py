@@ -180,6 +180,12 @@ class LocalRuntime:
         self.dispatch(refs)
         return run_id
 
+    def fork(self, run_id: str, at: str, *, message: str | None = None, tenant: str | None = None) -> str:
+        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=tenant)
+        self._runs.add(fork_id)
+        self.dispatch(refs)
+        return fork_id
+
     def resume(self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None) -> None:
         was_running = self.store.run_status(run_id) == RunStatus.RUNNING
         # A step whose dead owner was its last allowed crash is given up here, and that may end

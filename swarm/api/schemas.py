@@ -102,6 +102,29 @@ class ResumeIn(BaseModel):
     max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = None
 
 
+class ForkIn(BaseModel):
+    """Where to fork a run, and optionally the message its agent reads there instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at_step: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9a-f]{1,32}$",
+            description="The step the fork goes on from (its id, or a unique prefix of it): its history "
+            "before that step is carried over, and that step runs again in the fork.",
+        ),
+    ]
+    message: Annotated[
+        str | None,
+        Field(
+            max_length=1_000_000,
+            description="Replaces the last message the step's agent reads before that model call "
+            "(an LLM step only): the task, a tool result, a subagent's prompt.",
+        ),
+    ] = None
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

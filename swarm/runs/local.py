@@ -180,6 +180,9 @@ class EmbeddedRuns(StoreRuns):
         self.runtime.resume(run_id, **caps)
         return len(self.store.steps_of(run_id, [StepStatus.READY, StepStatus.RUNNING]))
 
+    def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
+        return self.runtime.fork(run_id, at, message=message, tenant=scope)
+
     def adopt_interrupted(self) -> list[str]:
         """Resume the API's runs that were running when the server last stopped.
 
@@ -250,6 +253,11 @@ class ClusterRuns(StoreRuns):
         refs = self.store.resume_run(run_id, **resume_caps(max_usd, max_tokens))
         self.dispatcher.dispatch(refs)
         return len(refs)
+
+    def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
+        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=scope)
+        self.dispatcher.dispatch(refs)
+        return fork_id
 
     def check(self) -> str | None:
         from kombu import connection

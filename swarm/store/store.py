@@ -54,6 +54,7 @@ from swarm.store.cluster import ClusterState, RoleHolder
 from swarm.store.commits import Commits
 from swarm.store.db import make_engine
 from swarm.store.export import Export
+from swarm.store.fork import Forks
 from swarm.store.keys import KeyInfo, Keys
 from swarm.store.leases import Leases
 from swarm.store.retention import Retention
@@ -81,6 +82,7 @@ class StateStore:
         self.keys = Keys(self.session)
         self.export = Export(self.session, self.views)
         self.retention = Retention(self.session, self.live)
+        self.forks = Forks(self.session, self.live)
         self.budgets = Budgets(self.session)
         self.cluster = ClusterState(self.session)
 
@@ -117,6 +119,13 @@ class StateStore:
 
     def create_run(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
         return self.runs.create(spec, quota)
+
+    def fork_run(
+        self, run_id: str, at: str, *, message: str | None = None, tenant: str | None = None
+    ) -> tuple[str, list[StepRef]]:
+        """A new run with ``run_id``'s history up to its step ``at`` (``domain/fork.py``); returns
+        its id and the steps to dispatch. The origin is not changed."""
+        return self.forks.fork(run_id, at, message=message, tenant=tenant)
 
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a run: every open step is cancelled in the same transaction, so no worker can

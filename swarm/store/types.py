@@ -151,6 +151,11 @@ class RunSummary(BaseModel):
     #: The run's spend caps; None: no cap.
     max_usd: float | None = None
     max_tokens: int | None = None
+    #: A fork: the run it was forked from and the step of that run it goes on from.
+    forked_from_run_id: str | None = None
+    forked_at_step_id: str | None = None
+    #: The runs forked from this one (filled by a single run's summary, not by listings).
+    forks: list[str] = []
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
