@@ -36,11 +36,20 @@ from typing import Any
 from swarm.constants import LAUNCH_TOOLS
 from swarm.domain.events import EventType
 from swarm.domain.status import STEP_TERMINAL, StepKind, StepStatus
+from swarm.exceptions import InputError
 
 #: Later than every event.
 _NEVER = math.inf
 #: The events a step's own commit writes with its id.
-_OWN = frozenset({EventType.LLM_DONE, EventType.TOOL_DONE, EventType.STEP_FAILED, EventType.AGENT_STARTED})
+_OWN = frozenset(
+    {
+        EventType.LLM_DONE,
+        EventType.TOOL_DONE,
+        EventType.STEP_FAILED,
+        EventType.AGENT_STARTED,
+        EventType.SUBAGENT_DEFINED,
+    }
+)
 
 
 class Fate(StrEnum):
@@ -165,6 +174,13 @@ def plan_fork(
 
 def _cut(at: Any, mine: Sequence[Any], ev: _Events) -> float:
     first = ev.by_step.get(at.id, _NEVER)
+    if first == _NEVER and at.kind == StepKind.TOOL and at.status == StepStatus.SUCCEEDED:
+        # Answered without a commit of its own (refused when its turn was committed): there is no
+        # point in the run's history between that answer and its turn to go on from.
+        raise InputError(
+            f"step {at.id} was answered without running (refused when its turn was committed): fork at "
+            "the model call before it, or at the one after it"
+        )
     ended_by_it = all(s.turn < at.turn or s.id == at.id for s in mine if s.kind == StepKind.LLM or s.turn > at.turn)
     if ended_by_it and at.agent_id in ev.done and first < _NEVER:
         first = min(first, ev.done[at.agent_id])  # its commit ended its agent: that event comes first

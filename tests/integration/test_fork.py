@@ -78,3 +78,85 @@ def test_a_fork_at_a_subagent_step_sends_no_call_before_it_again_and_finishes(tm
     at_fork = [e for e in sim.log(fork_id) if e["status"] == 200]
     assert len(at_fork) == forked.llm_calls - len(earlier)
     store.engine.dispose()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    import swarm.cli.runs  # noqa: F401  (registers the commands)
+    from swarm.cli.common import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_fork_over_rest_and_the_cli_at_the_final_step_asks_only_that_call_again(tmp_path, sqlite_url, sim, monkeypatch):
+    import json
+
+    from swarm.api.testing import live_api
+
+    with (
+        live_api(make_settings(tmp_path, sqlite_url, sim.url)) as api,
+        api.client(api.key("tenant-a")) as a,
+        api.client(api.key("tenant-b")) as b,
+    ):
+        origin = a.post("/v1/runs", json={"task": "t #sim agents=2 tools=1 tool=echo"}).json()["id"]
+        assert api.wait(origin)["status"] == "succeeded"
+        steps = llm_steps(api.store, origin)
+        final = steps[-1]  # the orchestrator's summary
+        assert b.post(f"/v1/runs/{origin}/fork", json={"at_step": final.id}).status_code == 404  # another tenant
+        refused = a.post(f"/v1/runs/{origin}/fork", json={"at_step": "ffff"})
+        assert refused.status_code == 404 and "has no step" in refused.json()["message"]
+        tool = next(s for s in api.store.steps_timeline(origin) if s["kind"] == "tool")
+        refused = a.post(f"/v1/runs/{origin}/fork", json={"at_step": tool["id"], "message": "x"})
+        assert refused.status_code == 422 and "fork at an LLM step" in refused.json()["message"]
+
+        forked = a.post(f"/v1/runs/{origin}/fork", json={"at_step": final.id[:12], "message": "say it again"})
+        assert forked.status_code == 202, forked.text
+        fork_id = forked.json()["id"]
+        summary = api.wait(fork_id)
+        assert summary["status"] == "succeeded"
+        assert (summary["forked_from_run_id"], summary["forked_at_step_id"]) == (origin, final.id)
+        assert a.get(f"/v1/runs/{origin}").json()["forks"] == [fork_id]
+        # Every model call before the summary is carried over: only the summary is asked again.
+        assert len(request_keys(sim, fork_id)) == 1 and summary["llm_calls"] == len(steps)
+        agents = a.get(f"/v1/runs/{fork_id}/agents").json()["agents"]
+        assert len(agents) == 3 and {x["status"] for x in agents} == {"succeeded"}
+
+        # The CLI, through the server: fork a tool step (it runs again), then show both ways.
+        monkeypatch.setenv("SWARM_API_URL", api.url)
+        monkeypatch.setenv("SWARM_API_KEY", api.key("tenant-a"))
+        code, out = cli("fork", origin[:8], "--at", tool["id"], "--json")
+        assert code == 0, out
+        again = json.loads(out)
+        assert again["status"] == "succeeded" and again["forked_at_step_id"] == tool["id"]
+        code, out = cli("show", origin)
+        assert code == 0 and "forks" in out and fork_id in out and again["id"] in out
+        code, out = cli("show", again["id"])
+        assert code == 0 and "forked from" in out and origin in out
+        code, out = cli("show", again["id"], "--json")
+        shown = json.loads(out)
+        assert (shown["forked_from_run_id"], shown["forked_at_step_id"]) == (origin, tool["id"])
+
+
+@pytest.mark.timeout(300)
+def test_a_fork_in_the_middle_of_a_fan_out_waits_for_the_subagents_still_out(tmp_path, db_url, sim):
+    s = make_settings(tmp_path, db_url, sim.url, tool_assign_tasks=True)
+    store = StateStore.from_url(db_url, pool_size=20)
+    with LocalRuntime(s, store=store) as rt:
+        origin = rt.submit(run_spec(s, "t #sim agents=6 fanout=1 tools=2 tool=echo"))
+        assert rt.wait(origin, timeout=120).status == "succeeded"
+        before = snapshot(store, origin)
+        steps = llm_steps(store, origin)
+        subs = [st for st in steps if st.agent_id != steps[0].agent_id]
+        at = subs[len(subs) // 2]  # some subagents have answered, some have not
+        earlier = {st.id for st in steps if st.done_id < at.done_id}
+        fork_id = rt.fork(origin, at.id)
+        forked = rt.wait(fork_id, timeout=120)
+    assert forked.status == "succeeded", forked.reason
+    assert forked.result.startswith("Summary of 6 subagent reports: 6 ok, 0 errors")
+    assert forked.subagents == 6
+    assert not request_keys(sim, fork_id) & request_keys(sim, origin, earlier)
+    assert len(request_keys(sim, fork_id)) == forked.llm_calls - len(earlier)
+    assert snapshot(store, origin) == before
+    store.engine.dispose()
