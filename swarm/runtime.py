@@ -180,8 +180,16 @@ class LocalRuntime:
         self.dispatch(refs)
         return run_id
 
-    def fork(self, run_id: str, at: str, *, message: str | None = None, tenant: str | None = None) -> str:
-        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=tenant)
+    def fork(
+        self,
+        run_id: str,
+        at: str,
+        *,
+        message: str | None = None,
+        tenant: str | None = None,
+        quota: TenantQuota | None = None,
+    ) -> str:
+        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=tenant, quota=quota)
         self._runs.add(fork_id)
         self.dispatch(refs)
         return fork_id

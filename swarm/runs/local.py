@@ -181,7 +181,7 @@ class EmbeddedRuns(StoreRuns):
         return len(self.store.steps_of(run_id, [StepStatus.READY, StepStatus.RUNNING]))
 
     def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
-        return self.runtime.fork(run_id, at, message=message, tenant=scope)
+        return self.runtime.fork(run_id, at, message=message, tenant=scope, quota=self.quota)
 
     def adopt_interrupted(self) -> list[str]:
         """Resume the API's runs that were running when the server last stopped.
@@ -255,7 +255,7 @@ class ClusterRuns(StoreRuns):
         return len(refs)
 
     def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
-        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=scope)
+        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=scope, quota=self.quota)
         self.dispatcher.dispatch(refs)
         return fork_id
 

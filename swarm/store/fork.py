@@ -20,11 +20,13 @@ from swarm.constants import ASSIGN_TASKS, LAUNCH_TOOLS, ORCHESTRATION_TOOLS
 from swarm.domain import fanout, sanitize
 from swarm.domain.events import EventType
 from swarm.domain.fork import Fate, ForkPlan, plan_fork
+from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.exceptions import InputError, NotFound
 from swarm.store import writes
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
+from swarm.store.runs import Runs
 from swarm.store.session import Session, new_id
 from swarm.store.types import StepRef
 from swarm.store.views import LiveViews
@@ -56,16 +58,23 @@ _SAME += ("max_wall_seconds", "max_depth", "max_spawns_per_turn", "max_cost_pico
 
 
 class Forks:
-    def __init__(self, session: Session, live: LiveViews) -> None:
+    def __init__(self, session: Session, live: LiveViews, runs: Runs) -> None:
         self.session = session
         self.live = live  # its run_status: the existence and tenancy check
+        self.runs = runs  # its check_quota: a fork is a new run of the tenant
 
     def fork(
-        self, run_id: str, at: str, *, message: str | None = None, tenant: str | None = None
+        self,
+        run_id: str,
+        at: str,
+        *,
+        message: str | None = None,
+        tenant: str | None = None,
+        quota: TenantQuota | None = None,
     ) -> tuple[str, list[StepRef]]:
         """Fork ``run_id`` at its step ``at`` (a whole step id or a unique prefix); ``message``
         replaces the last message the step's agent reads before an LLM step. Returns the new
-        run's id and its ready steps, to dispatch."""
+        run's id and its ready steps, to dispatch. ``quota``: the tenant's, as for a submission."""
         self.live.run_status(run_id, tenant)  # NotFound for an unknown run or another tenant's
         with self.session.read() as conn:
             step = self._step(conn, run_id, at)
@@ -90,6 +99,8 @@ class Forks:
         ids = {a.id: new_id() for a in agents if a.id in plan.agents}
         ids.update({s.id: new_id() for s in steps if s.id in plan.steps})
         with self.session.tx() as conn:
+            if quota is not None and not quota.unlimited and run.tenant is not None:
+                self.runs.check_quota(conn, quota, run.tenant, time.time())
             self._run(conn, run, new_run, step.id, plan, steps, agents)
             self._agents(conn, new_run, plan, agents, ids, steps)
             self._steps(conn, new_run, plan, steps, ids)

@@ -48,7 +48,7 @@ class Runs:
                 raise
         return self._create(spec, quota)
 
-    def _check_quota(self, conn: Connection, quota: TenantQuota, tenant: str, now: float) -> None:
+    def check_quota(self, conn: Connection, quota: TenantQuota, tenant: str, now: float) -> None:
         """Count the tenant's runs holding its lock until the new run is committed: concurrent
         submissions take turns (PostgreSQL: a transaction-scoped advisory lock; SQLite has one
         writer), so together they cannot pass a quota."""
@@ -72,7 +72,7 @@ class Runs:
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.session.tx() as conn:
             if quota is not None and not quota.unlimited and spec.tenant is not None:
-                self._check_quota(conn, quota, spec.tenant, now)
+                self.check_quota(conn, quota, spec.tenant, now)
             conn.execute(
                 insert(RUNS).values(
                     id=run_id,

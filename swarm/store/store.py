@@ -82,7 +82,7 @@ class StateStore:
         self.keys = Keys(self.session)
         self.export = Export(self.session, self.views)
         self.retention = Retention(self.session, self.live)
-        self.forks = Forks(self.session, self.live)
+        self.forks = Forks(self.session, self.live, self.runs)
         self.budgets = Budgets(self.session)
         self.cluster = ClusterState(self.session)
 
@@ -121,11 +121,17 @@ class StateStore:
         return self.runs.create(spec, quota)
 
     def fork_run(
-        self, run_id: str, at: str, *, message: str | None = None, tenant: str | None = None
+        self,
+        run_id: str,
+        at: str,
+        *,
+        message: str | None = None,
+        tenant: str | None = None,
+        quota: TenantQuota | None = None,
     ) -> tuple[str, list[StepRef]]:
         """A new run with ``run_id``'s history up to its step ``at`` (``domain/fork.py``); returns
         its id and the steps to dispatch. The origin is not changed."""
-        return self.forks.fork(run_id, at, message=message, tenant=tenant)
+        return self.forks.fork(run_id, at, message=message, tenant=tenant, quota=quota)
 
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a run: every open step is cancelled in the same transaction, so no worker can

@@ -160,3 +160,18 @@ def test_a_fork_in_the_middle_of_a_fan_out_waits_for_the_subagents_still_out(tmp
     assert len(request_keys(sim, fork_id)) == forked.llm_calls - len(earlier)
     assert snapshot(store, origin) == before
     store.engine.dispose()
+
+
+def test_a_fork_counts_against_the_tenants_run_quota(tmp_path, sqlite_url, sim):
+    from swarm.api.testing import live_api
+
+    s = make_settings(tmp_path, sqlite_url, sim.url, tenant_max_runs_per_day=2)
+    with live_api(s) as api, api.client(api.key("tenant-a")) as a:
+        origin = a.post("/v1/runs", json={"task": "t #sim agents=1 tools=1 tool=echo"}).json()["id"]
+        api.wait(origin)
+        at = llm_steps(api.store, origin)[-1].id
+        first = a.post(f"/v1/runs/{origin}/fork", json={"at_step": at})
+        assert first.status_code == 202, first.text
+        api.wait(first.json()["id"])
+        over = a.post(f"/v1/runs/{origin}/fork", json={"at_step": at})
+        assert over.status_code == 429 and over.headers["Retry-After"]
