@@ -76,7 +76,7 @@ class Forks:
         replaces the last message the step's agent reads before an LLM step. Returns the new
         run's id and its ready steps, to dispatch. ``quota``: the tenant's, as for a submission."""
         self.live.run_status(run_id, tenant)  # NotFound for an unknown run or another tenant's
-        with self.session.read() as conn:
+        with self.session.snapshot() as conn:  # the origin may be running: one consistent view of it
             step = self._step(conn, run_id, at)
             if message is not None and step.kind != StepKind.LLM:
                 raise InputError(

@@ -175,3 +175,30 @@ def test_a_fork_counts_against_the_tenants_run_quota(tmp_path, sqlite_url, sim):
         api.wait(first.json()["id"])
         over = a.post(f"/v1/runs/{origin}/fork", json={"at_step": at})
         assert over.status_code == 429 and over.headers["Retry-After"]
+
+
+@pytest.mark.timeout(300)
+def test_a_running_run_can_be_forked_and_both_finish(tmp_path, db_url, sim):
+    import time
+
+    s = make_settings(tmp_path, db_url, sim.url)
+    store = StateStore.from_url(db_url, pool_size=20)
+    with LocalRuntime(s, store=store) as rt:
+        origin = rt.submit(run_spec(s, "t #sim agents=4 tools=6 tool=echo latency=0.05"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            steps = llm_steps(store, origin)
+            subs = [st for st in steps if st.agent_id != steps[0].agent_id and st.turn == 2]
+            if subs:
+                break
+            time.sleep(0.02)
+        at = subs[0]
+        assert store.run_status(origin) == "running"
+        fork_id = rt.fork(origin, at.id)
+        earlier = {st.id for st in llm_steps(store, origin) if st.done_id < at.done_id}
+        forked, done = rt.wait(fork_id, timeout=120), rt.wait(origin, timeout=120)
+    assert forked.status == done.status == "succeeded", (forked.reason, done.reason)
+    assert forked.result.startswith("Summary of 4 subagent reports: 4 ok") and done.result == forked.result
+    assert not request_keys(sim, fork_id) & request_keys(sim, origin, earlier)
+    assert sim.stats()["duplicates"] == 0
+    store.engine.dispose()
