@@ -11,8 +11,9 @@ from sqlalchemy import insert, select, update
 
 from swarm.domain import prompts
 from swarm.domain.events import EventType
-from swarm.domain.status import AgentStatus, StepStatus
+from swarm.domain.status import AgentStatus, StepKind, StepStatus
 from swarm.store import outcomes, writes
+from swarm.store import statements as sql
 from swarm.store.models import AGENTS, DEFS, RUNS
 from swarm.store.session import Session, new_id
 from swarm.store.types import Claim, StepRef
@@ -104,17 +105,48 @@ class Subagents:
                     for i, child_id in enumerate(children)
                 ],
             )
-            refs = []
-            for child_id, prompt in zip(children, prompts_, strict=True):
-                writes.message(conn, claim.run_id, child_id, 0, "system", system)
-                writes.message(conn, claim.run_id, child_id, 1, "user", prompt)
-                writes.event(
-                    conn,
-                    claim.run_id,
-                    EventType.AGENT_STARTED,
-                    child_id,
-                    claim.step_id,
-                    {"name": adef.name, "parent_id": claim.agent_id},
-                )
-                refs.append(writes.new_llm_step(conn, claim.run_id, child_id, 0))
-            return refs
+            # One statement per table for the whole fan-out (up to 128 subagents), not four per subagent.
+            base = {"run_id": claim.run_id, "reasoning_content": None, "tool_calls": None, "tool_call_id": None}
+            conn.execute(
+                sql.INSERT_MESSAGE,
+                [
+                    {**base, "agent_id": child, "seq": seq, "role": role, "content": text, "created_at": now}
+                    for child, prompt in zip(children, prompts_, strict=True)
+                    for seq, role, text in ((0, "system", system), (1, "user", prompt))
+                ],
+            )
+            data = {"name": adef.name, "parent_id": claim.agent_id}
+            conn.execute(
+                sql.INSERT_EVENT,
+                [
+                    {
+                        "run_id": claim.run_id,
+                        "ts": now,
+                        "type": EventType.AGENT_STARTED.value,
+                        "agent_id": child,
+                        "step_id": claim.step_id,
+                        "data": data,
+                    }
+                    for child in children
+                ],
+            )
+            steps = [new_id() for _ in children]
+            conn.execute(
+                sql.INSERT_READY_STEP,
+                [
+                    {
+                        "id": step,
+                        "run_id": claim.run_id,
+                        "agent_id": child,
+                        "kind": StepKind.LLM,
+                        "turn": 0,
+                        "idx": 0,
+                        "attempt": 0,
+                        "fence": 0,
+                    }
+                    for step, child in zip(steps, children, strict=True)
+                ],
+            )
+            return [
+                StepRef(step, claim.run_id, child, StepKind.LLM) for step, child in zip(steps, children, strict=True)
+            ]
