@@ -182,3 +182,40 @@ def test_the_embedded_runtime_prunes_with_retention_days(tmp_path, sqlite_url, s
             time.sleep(0.1)
     assert set(rows_of(store, run_id).values()) == {0}
     store.engine.dispose()
+
+
+@pytest.mark.timeout(600)
+def test_pruning_while_a_w1_runs_leaves_it_unaffected_and_reports_rows_and_bytes_freed(tmp_path, pg_url, sim):
+    """The benchmark's W1 (100 subagents x 15 tool calls) runs while thousands of old rows and
+    their files are deleted in small batches: it finishes exactly as it would alone."""
+    s = make_settings(tmp_path, pg_url, sim.url)
+    store = StateStore.from_url(pg_url, pool_size=20)
+    with LocalRuntime(s, store=store) as rt:
+        old = [rt.submit(run_spec(s, f"old {i} #sim agents=20 tools=5 tool=echo")) for i in range(4)]
+        old.append(rt.submit(run_spec(s, "old files #sim agents=2 tools=2 tool=python scenario=files")))
+        for run_id in old:
+            assert rt.wait(run_id, timeout=240).status == "succeeded"
+        with store.tx() as conn:
+            conn.execute(update(RUNS).where(RUNS.c.id.in_(old)).values(finished_at=time.time() - 40 * DAY))
+        before = {run_id: rows_of(store, run_id) for run_id in old}
+        w1 = rt.submit(run_spec(s, "W1 #sim agents=100 tools=15 tool=echo"))
+        time.sleep(1.0)  # W1 is well under way
+        assert store.run_status(w1) == "running"
+        started = time.monotonic()
+        freed = store.retention.prune(30 * DAY, [RunStatus.SUCCEEDED])
+        took = time.monotonic() - started
+        still_running = store.run_status(w1) == "running"
+        done = rt.wait(w1, timeout=480)
+
+    total = sum(freed.rows.values())
+    print(f"\npruned {len(freed.runs)} runs while W1 ran: {total} rows, {freed.file_bytes} file bytes in {took:.2f} s")
+    assert still_running  # the deletion overlapped the W1
+    assert sorted(freed.runs) == sorted(old)
+    assert total == sum(sum(b.values()) for b in before.values()) > 2000
+    assert freed.file_bytes > 0
+    for run_id in old:
+        assert set(rows_of(store, run_id).values()) == {0}
+    assert (done.status, done.subagents, done.tool_calls) == ("succeeded", 100, 1500)
+    assert done.result.startswith("Summary of 100 subagent reports: 100 ok, 0 errors")
+    assert sim.stats()["duplicates"] == 0
+    store.engine.dispose()
