@@ -196,6 +196,9 @@ class DeletedOut(BaseModel):
     rows: dict[str, int] = Field(description="Rows deleted, per table.")
     total_rows: int
     file_bytes: int = Field(description="Bytes of the runs' workspace files freed.")
+    data_bytes: int = Field(
+        0, description="Bytes of the deleted rows' data (PostgreSQL: as stored; SQLite: an estimate)."
+    )
 
 
 class ResumeOut(BaseModel):

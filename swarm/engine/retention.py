@@ -48,10 +48,11 @@ class RetentionPass:
             self._caught_up = self.clock()
         if freed.runs:
             log.info(
-                "retention (%d days): deleted %d run(s), %d rows, %d file bytes",
+                "retention (%d days): deleted %d run(s), %d rows, %d bytes of data, %d file bytes",
                 self.days,
                 len(freed.runs),
                 sum(freed.rows.values()),
+                freed.data_bytes,
                 freed.file_bytes,
             )
         return freed

@@ -126,7 +126,12 @@ class RemoteRuns:
 
     def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
         out = self._json("DELETE", f"/v1/runs/{run_id}")
-        return Deleted(runs=list(out["runs"]), rows=dict(out["rows"]), file_bytes=int(out["file_bytes"]))
+        return Deleted(
+            runs=list(out["runs"]),
+            rows=dict(out["rows"]),
+            file_bytes=int(out["file_bytes"]),
+            data_bytes=int(out.get("data_bytes", 0)),
+        )
 
     def info(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/info"))

@@ -60,6 +60,7 @@ def test_pruning_old_runs_deletes_all_their_rows_while_another_run_goes_on(tmp_p
     assert freed.rows == dry.rows
     assert freed.rows == {t.name: sum(b[t.name] for b in before.values()) for t in TABLES}
     assert freed.file_bytes == dry.file_bytes > 0
+    assert freed.data_bytes == dry.data_bytes > 0
     for run_id in old:
         assert set(rows_of(store, run_id).values()) == {0}
     assert rows_of(store, recent)["messages"] > 0  # younger than the cut-off: kept
@@ -112,6 +113,7 @@ def test_prune_refuses_what_it_cannot_mean(tmp_path, sqlite_url, monkeypatch):
         "rows": {},
         "total_rows": 0,
         "file_bytes": 0,
+        "data_bytes": 0,
         "dry_run": True,
     }
 
@@ -208,11 +210,14 @@ def test_pruning_while_a_w1_runs_leaves_it_unaffected_and_reports_rows_and_bytes
         done = rt.wait(w1, timeout=480)
 
     total = sum(freed.rows.values())
-    print(f"\npruned {len(freed.runs)} runs while W1 ran: {total} rows, {freed.file_bytes} file bytes in {took:.2f} s")
+    print(
+        f"\npruned {len(freed.runs)} runs while W1 ran: {total} rows, {freed.data_bytes} bytes of data, "
+        f"{freed.file_bytes} file bytes in {took:.2f} s"
+    )
     assert still_running  # the deletion overlapped the W1
     assert sorted(freed.runs) == sorted(old)
     assert total == sum(sum(b.values()) for b in before.values()) > 2000
-    assert freed.file_bytes > 0
+    assert freed.file_bytes > 0 and freed.data_bytes > 50 * total  # every row holds at least a few ids
     for run_id in old:
         assert set(rows_of(store, run_id).values()) == {0}
     assert (done.status, done.subagents, done.tool_calls) == ("succeeded", 100, 1500)
