@@ -142,8 +142,8 @@ def plan_fork(
             kept = [s.turn for s in llm if ev.llm_done.get(s.id, _NEVER) < cut]
             last = max(kept, default=-1)
         ended = a.id != at.agent_id and ev.done.get(a.id, _NEVER) < cut
-        if ended:  # everything of an ended agent came before its end
-            plan.steps.update((s.id, Fate.KEEP) for s in mine)
+        if ended:  # everything of an ended agent came before its end (a call it left open is moot)
+            plan.steps.update((s.id, Fate.KEEP) for s in mine if s.status in STEP_TERMINAL)
         pending = 0
         reserved = 1
         if not ended:
