@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         "unchanged files from the database on every tool call. 0: no cache.",
     )
 
+    tool_assign_tasks: bool = Field(
+        False,
+        description="Offer the orchestrator assign_tasks(agent, prompt_template, items): one subagent per item "
+        "({{item}} replaced), at most 128, under the same limits as assign_task. Off by default: the model then "
+        "sees exactly Kimi K2.5's two orchestration tools. Read by the workers that run model turns.",
+    )
     max_subagents: int = Field(c.DEFAULT_MAX_SUBAGENTS, ge=0)
     max_tool_calls: int = Field(c.DEFAULT_MAX_TOOL_CALLS, ge=0)
     max_steps_per_agent: int = Field(c.DEFAULT_MAX_STEPS_PER_AGENT, ge=1)
@@ -197,6 +203,13 @@ class Settings(BaseSettings):
         description="How many times a step may crash its worker (the process died, or the step's lease ran out "
         "unfinished) before it is given up: a tool call then becomes a tool error for the model, "
         "an LLM step fails its agent. Without this, code that kills its worker would run forever.",
+    )
+    retention_days: int | None = Field(
+        None,
+        gt=0,
+        description="Delete runs that ended more than this many days ago, with all their rows and files: "
+        "the sweeper does it hourly and when it starts, in small batches (unset: runs are kept until "
+        "`swarm prune` or `swarm delete`).",
     )
 
     api_url: str = Field("", description="A swarm server to talk to instead of the local database.")

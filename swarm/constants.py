@@ -5,7 +5,16 @@ from __future__ import annotations
 #: The orchestrator's own tools, with Kimi K2.5's exact names and parameters.
 CREATE_SUBAGENT = "create_subagent"
 ASSIGN_TASK = "assign_task"
-ORCHESTRATION_TOOLS = frozenset({CREATE_SUBAGENT, ASSIGN_TASK})
+#: Template fan-out, in the manner of Kimi Code's AgentSwarm: one subagent per item of one call.
+#: Not one of Kimi K2.5's tools, so offered only with SWARM_TOOL_ASSIGN_TASKS=true.
+ASSIGN_TASKS = "assign_tasks"
+#: The most items (subagents) one assign_tasks call may launch.
+MAX_FANOUT_ITEMS = 128
+#: The placeholder assign_tasks substitutes with each item.
+FANOUT_PLACEHOLDER = "{{item}}"
+ORCHESTRATION_TOOLS = frozenset({CREATE_SUBAGENT, ASSIGN_TASK, ASSIGN_TASKS})
+#: The tools whose calls launch subagents (and wait for them).
+LAUNCH_TOOLS = frozenset({ASSIGN_TASK, ASSIGN_TASKS})
 
 #: Celery queues. LLM calls are I/O bound (thread pool), tools need process isolation (prefork).
 #: (The sweeper is no task: it is a thread in every worker process, one elected at a time.)
@@ -26,6 +35,11 @@ REPUBLISH_AFTER_SECONDS = 5.0
 #: worker process at most (SWEEPER_LEASE_INTERVALS + 1) sweep intervals later (≤ 8 s by default).
 SWEEPER_ROLE = "sweeper"
 SWEEPER_LEASE_INTERVALS = 3
+#: With SWARM_RETENTION_DAYS set, how often the sweeper deletes the runs that ended longer ago than
+#: that (also once when it starts), and how many runs one pass deletes before the next sweep: a
+#: backlog goes a few runs per sweep interval, never holding the sweeper up for long.
+RETENTION_INTERVAL_SECONDS = 3600.0
+RETENTION_RUNS_PER_PASS = 20
 
 #: How many times a step may be claimed before it is declared dead: a claim that ends in no commit
 #: crashed its worker, so this is also how many crashes a step may cause (SWARM_STEP_MAX_CRASHES).

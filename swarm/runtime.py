@@ -21,6 +21,7 @@ from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
 from swarm.engine.executor import StepExecutor
+from swarm.engine.retention import RetentionPass
 from swarm.store.store import StateStore, owner_id
 from swarm.store.types import Attachment, RunSpec, RunSummary, StepRef
 
@@ -179,6 +180,12 @@ class LocalRuntime:
                 max_crashes=settings.step_max_crashes,
             ),
         ]
+        if settings.retention_days is not None:
+            # Every embedded process with the setting prunes: deleting a run twice at once is
+            # harmless (the second finds fewer rows), and a pass is cheap when nothing is due.
+            self._threads.append(
+                Periodic("swarm-retention", settings.sweep_interval, RetentionPass(self.store, settings.retention_days))
+            )
         for t in self._threads:
             t.start()
 
@@ -190,6 +197,20 @@ class LocalRuntime:
         self._runs.add(run_id)
         self.dispatch(refs)
         return run_id
+
+    def fork(
+        self,
+        run_id: str,
+        at: str,
+        *,
+        message: str | None = None,
+        tenant: str | None = None,
+        quota: TenantQuota | None = None,
+    ) -> str:
+        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=tenant, quota=quota)
+        self._runs.add(fork_id)
+        self.dispatch(refs)
+        return fork_id
 
     def resume(self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None) -> None:
         was_running = self.store.run_status(run_id) == RunStatus.RUNNING

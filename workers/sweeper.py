@@ -16,6 +16,7 @@ from celery import Celery
 from swarm.config import Settings
 from swarm.dispatch.celery import CeleryDispatcher
 from swarm.engine.election import ElectedSweeper
+from swarm.engine.retention import RetentionPass
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
 
@@ -44,6 +45,7 @@ def start(app: Celery, settings: Settings) -> ElectedSweeper:
         republish_after=settings.republish_after,
         dispatch=dispatcher.dispatch,
         max_crashes=settings.step_max_crashes,
+        retention=None if settings.retention_days is None else RetentionPass(store, settings.retention_days),
     )
     sweeper.start()
     _slot.sweeper, _slot.pid = sweeper, os.getpid()

@@ -142,6 +142,29 @@ class McpConfigIn(BaseModel):
     mcpServers: dict[_McpName, McpStdioIn | McpHttpIn] = Field(min_length=1, max_length=32)
 
 
+class ForkIn(BaseModel):
+    """Where to fork a run, and optionally the message its agent reads there instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at_step: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9a-f]{1,32}$",
+            description="The step the fork goes on from (its id, or a unique prefix of it): its history "
+            "before that step is carried over, and that step runs again in the fork.",
+        ),
+    ]
+    message: Annotated[
+        str | None,
+        Field(
+            max_length=1_000_000,
+            description="Replaces the last message the step's agent reads before that model call "
+            "(an LLM step only): the task, a tool result, a subagent's prompt.",
+        ),
+    ] = None
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -226,6 +249,9 @@ class DeletedOut(BaseModel):
     rows: dict[str, int] = Field(description="Rows deleted, per table.")
     total_rows: int
     file_bytes: int = Field(description="Bytes of the runs' workspace files freed.")
+    data_bytes: int = Field(
+        0, description="Bytes of the deleted rows' data (PostgreSQL: as stored; SQLite: an estimate)."
+    )
 
 
 class ResumeOut(BaseModel):

@@ -63,6 +63,10 @@ def summary_table(s: RunSummary) -> Table:
         rows.append(("token cap", f"{s.tokens_in + s.tokens_out} of {s.max_tokens}"))
     if s.approve_tools:
         rows.append(("needs approval", ", ".join(s.approve_tools) + "  (swarm approvals)"))
+    if s.forked_from_run_id:
+        rows.append(("forked from", f"{s.forked_from_run_id} at step {s.forked_at_step_id}"))
+    if s.forks:
+        rows.append(("forks", ", ".join(s.forks)))
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
     if s.result:

@@ -33,7 +33,10 @@ def delete(run_id: str = RUN_ID_ARG, json_out: bool = JSON_OPT, api: str = API_O
     if json_out:
         emit_json(freed.as_dict())
     else:
-        console.print(f"deleted run {freed.runs[0]}: {sum(freed.rows.values())} rows, {freed.file_bytes} file bytes")
+        console.print(
+            f"deleted run {freed.runs[0]}: {sum(freed.rows.values())} rows ({freed.data_bytes} bytes of data), "
+            f"{freed.file_bytes} file bytes"
+        )
 
 
 @app.command()
@@ -61,7 +64,10 @@ def prune(
         emit_json({**freed.as_dict(), "dry_run": dry_run})
         return
     verb = "would delete" if dry_run else "deleted"
-    console.print(f"{verb} {len(freed.runs)} runs: {sum(freed.rows.values())} rows, {freed.file_bytes} file bytes")
+    rows = sum(freed.rows.values())
+    console.print(
+        f"{verb} {len(freed.runs)} runs: {rows} rows ({freed.data_bytes} bytes of data), {freed.file_bytes} file bytes"
+    )
 
 
 def _statuses(text: str) -> list[RunStatus]:

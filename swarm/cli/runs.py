@@ -77,11 +77,13 @@ def execute(
     *,
     request: RunRequest | None = None,
     resume_id: str | None = None,
+    fork: tuple[str, str, str | None] | None = None,
     json_out: bool,
     detach: bool,
     caps: dict[str, Any] | None = None,
 ) -> RunSummary | str:
-    """Submit ``request`` (or resume ``resume_id``) and follow the run until it ends."""
+    """Submit ``request`` (or resume ``resume_id``, or ``fork`` = (run, step, message)) and follow
+    the run until it ends."""
     runs = runs_service(s, api)
     try:
         if detach and runs.mode == "embedded":
@@ -91,6 +93,8 @@ def execute(
             )
         if request is not None:
             run_id = runs.submit(request)
+        elif fork is not None:
+            run_id = runs.fork(runs.resolve(fork[0]), fork[1], message=fork[2])
         else:
             assert resume_id
             run_id = runs.resolve(resume_id)
@@ -98,7 +102,7 @@ def execute(
         if detach:
             return run_id
         if not json_out:
-            verb = "submitted to" if request is not None else "resumed on"
+            verb = "submitted to" if request is not None else "forked on" if fork else "resumed on"
             hint = f"  (resume it with `swarm resume {run_id}` if interrupted)" if runs.mode == "embedded" else ""
             err_console.print(f"run [bold]{run_id}[/] {verb} {runs.where}{hint}", soft_wrap=True)
             gated = runs.summary(run_id).approve_tools
@@ -282,6 +286,26 @@ def resume(
         s = settings()
         harden_process()
         out = execute(s, api, resume_id=run_id, json_out=json_out, detach=detach, caps=caps)
+    _finish(out, json_out)
+
+
+@app.command("fork")
+def fork_run(
+    run_id: str = RUN_ID_ARG,
+    at: str = typer.Option(..., "--at", help="The step to go on from (a step id or a unique prefix; `swarm export`)."),
+    message: str = typer.Option(None, "--message", help="What the step's agent reads instead of its last message."),
+    detach: bool = typer.Option(False, "--detach"),
+    json_out: bool = JSON_OPT,
+    api: str = API_OPT,
+) -> None:
+    """Start a new run with RUN_ID's committed history up to step --at, and follow it. The step runs
+    again in the new run (an LLM step with --message as its agent's last message); no model call
+    committed before it is sent again. The origin is not changed."""
+    setup_logging()
+    with errors(json_out):
+        s = settings()
+        harden_process()
+        out = execute(s, api, fork=(run_id, at, message), json_out=json_out, detach=detach)
     _finish(out, json_out)
 
 

@@ -20,7 +20,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from swarm.config import Settings
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT, QUEUE_LLM, QUEUE_TOOL
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT, QUEUE_LLM, QUEUE_TOOL
 from swarm.dispatch import redis_transport
 from swarm.dispatch.base import queue_for
 from swarm.domain.status import StepKind
@@ -34,7 +34,7 @@ LLM_TASK = "swarm.llm"
 TOOL_TASK = "swarm.tool"
 #: Tools with a task name of their own; any other tool is published as plain ``swarm.tool``.
 #: (A worker must know a name before a publisher uses it: Celery drops unregistered tasks.)
-TOOL_TASK_NAMES = frozenset({"python", "web_fetch", "web_search", "echo", CREATE_SUBAGENT, ASSIGN_TASK})
+TOOL_TASK_NAMES = frozenset({"python", "web_fetch", "web_search", "echo", CREATE_SUBAGENT, ASSIGN_TASK, ASSIGN_TASKS})
 #: The name every step had before issue 15; still registered for messages queued by older versions.
 STEP_TASK = "swarm.step"
 #: Every name a worker runs steps under (all the same task).

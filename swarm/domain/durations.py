@@ -7,7 +7,9 @@ import re
 from swarm.constants import AGE_PATTERN
 from swarm.exceptions import InputError
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: Seconds in a day.
+DAY = 86400
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
 _AGE = re.compile(AGE_PATTERN)
 
 

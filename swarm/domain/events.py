@@ -10,6 +10,8 @@ from enum import StrEnum
 class EventType(StrEnum):
     RUN_CREATED = "run_created"
     RUN_RESUMED = "run_resumed"
+    #: The first event of a fork after the history it carries (data: from_run, at_step).
+    RUN_FORKED = "run_forked"
     RUN_DONE = "run_done"
     SUBAGENT_DEFINED = "subagent_defined"
     AGENT_STARTED = "agent_started"

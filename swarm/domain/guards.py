@@ -6,7 +6,8 @@
   agent (:func:`call_key` is stored on every tool step that was granted a run); calls earlier in
   the same turn count too.
 * **Spawns per turn.** Of one turn's ``assign_task`` calls, the first ``max_spawns_per_turn``
-  launch subagents; the rest are told to assign their task again in a later turn.
+  launch subagents; the rest are told to assign their task again in a later turn. An
+  ``assign_tasks`` call counts one spawn per item and is refused whole if they do not all fit.
 
 A refused call keeps its place in the turn and becomes a tool error, like a malformed one: the
 run goes on.
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swarm.constants import ASSIGN_TASK
 from swarm.domain import prompts
 from swarm.domain.turns import PlannedCall, TurnPlan
 from swarm.exceptions import InputError
@@ -60,9 +62,18 @@ def guard_turn(plan: TurnPlan, ran_before: Mapping[str, int], guards: LoopGuards
             if ran_before.get(key, 0) + seen[key] >= guards.max_repeats:
                 error = prompts.REPEATED_CALL.format(name=call.name, limit=guards.max_repeats)
             elif call.launches_subagent and guards.max_spawns_per_turn is not None:
-                spawns += 1
-                if spawns > guards.max_spawns_per_turn:
-                    error = prompts.SPAWN_CAP.format(cap=guards.max_spawns_per_turn)
+                # An assign_tasks call counts one spawn per item, and launches all or none.
+                cap = guards.max_spawns_per_turn
+                if spawns + call.spawns > cap:
+                    error = (
+                        prompts.SPAWN_CAP.format(cap=cap)
+                        if call.name == ASSIGN_TASK
+                        else prompts.FANOUT_SPAWN_CAP.format(
+                            cap=cap, count=call.spawns, used=spawns, left=max(0, cap - spawns)
+                        )
+                    )
+                else:
+                    spawns += call.spawns
             if error is None:
                 seen[key] += 1
         calls.append(call if error is None else dataclasses.replace(call, error=error))

@@ -75,9 +75,29 @@ SPAWN_CAP = (
     "Not launched: at most {cap} subagents may be launched in one turn, and this turn's earlier "
     "assign_task calls used them. Nothing was run for this call: assign it again in a later turn."
 )
+FANOUT_SPAWN_CAP = (
+    "Not launched: at most {cap} subagents may be launched in one turn; this assign_tasks call has "
+    "{count} items and this turn had launched {used}. Nothing was run: call it with at most {left} items."
+)
+FANOUT_OVER_BUDGET = (
+    "Refused: this assign_tasks call would launch {count} subagents but this run has {left} of its "
+    "{limit} left. Nothing was run: use fewer items, or finish with the results you have."
+)
 BUDGET_NOTE = "[swarm: {left} of {limit} {what} left in this run; plan to finish.]"
 AGENT_CREATED = "Created subagent {name!r}. Launch it with assign_task(agent={name!r}, prompt=...)."
 SUBAGENT_FAILED = "Subagent {name!r} failed: {reason}"
+FANOUT_NO_ITEMS = "assign_tasks needs 'items': a non-empty list of strings, one per subagent."
+FANOUT_BAD_ITEM = "assign_tasks 'items' must all be strings (or numbers); item {index} is {kind}."
+FANOUT_TOO_MANY = "assign_tasks takes at most {limit} items per call; got {count}. Split them over several calls."
+FANOUT_NO_PLACEHOLDER = (
+    "assign_tasks 'prompt_template' must contain {placeholder}, which is replaced by each item in turn."
+)
+FANOUT_DUPLICATES = (
+    "assign_tasks prompts must be distinct, but items {first} and {second} give the same prompt. "
+    "Remove the duplicates and call again."
+)
+FANOUT_HEADER = "assign_tasks: {count} subagents, {ok} answered, {failed} failed. Their answers, in item order:"
+FANOUT_ITEM = "=== item {index}/{count}: {item} ({outcome}) ==="
 TOOL_NOT_RUN = "The {name} tool call could not be run: {reason}."
 
 #: Why a run past its max wall time failed.

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from swarm.constants import ASSIGN_TASK
-from swarm.domain import prompts, sanitize
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS
+from swarm.domain import fanout, prompts, sanitize
 from swarm.domain.llm import LLMResponse
 
 #: A tool's argument check: an error message for the model, or None when the arguments are usable.
@@ -38,8 +38,17 @@ class PlannedCall:
     error: str | None
 
     @property
+    def spawns(self) -> int:
+        """Subagents the call launches if it runs: 1 for assign_task, one per item for assign_tasks."""
+        if self.error is not None or self.args is None:
+            return 0
+        if self.name == ASSIGN_TASK:
+            return 1
+        return fanout.spawns(self.args.get("items")) if self.name == ASSIGN_TASKS else 0
+
+    @property
     def launches_subagent(self) -> bool:
-        return self.error is None and self.name == ASSIGN_TASK
+        return self.spawns > 0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class Periodic(threading.Thread):
     """Calls ``fn`` every ``interval`` seconds until stopped; survives errors in ``fn``."""
 
-    def __init__(self, name: str, interval: float, fn: Callable[[], None]) -> None:
+    def __init__(self, name: str, interval: float, fn: Callable[[], object]) -> None:
         super().__init__(name=name, daemon=True)
         self.interval, self.fn = interval, fn
         self._stop_event = threading.Event()

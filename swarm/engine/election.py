@@ -8,7 +8,8 @@ process takes the role over within (SWEEPER_LEASE_INTERVALS + 1) intervals. Two 
 moment (a holder paused past its lease, then waking) are harmless: each stuck step is handed out
 by one UPDATE ... RETURNING.
 
-It logs only what changes: the role taken, lost or released, and steps re-dispatched.
+It logs only what changes: the role taken, lost or released, and steps re-dispatched. With
+SWARM_RETENTION_DAYS the holder also deletes old ended runs (``engine.retention``).
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ class ElectedSweeper(threading.Thread):
         republish_after: float,
         dispatch: Callable[[Sequence[StepRef]], None],
         max_crashes: int = MAX_STEP_ATTEMPTS,
+        retention: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(name="swarm-sweeper", daemon=True)
         self.store, self.holder, self.interval = store, holder, interval
         self.ttl = interval * SWEEPER_LEASE_INTERVALS
         self.republish_after, self.dispatch, self.max_crashes = republish_after, dispatch, max_crashes
+        #: SWARM_RETENTION_DAYS' pass (``engine.retention.RetentionPass``), run by the holder only.
+        self.retention = retention
         #: Whether this process held the role at its last try.
         self.leading = False
         self._stop_event = threading.Event()
@@ -69,6 +73,11 @@ class ElectedSweeper(threading.Thread):
             if not held:
                 return 0
             refs = self.store.sweep(self.republish_after, self.max_crashes)
+            if refs:
+                log.info("sweeper re-dispatching %d step(s)", len(refs))
+                self.dispatch(refs)
+            if self.retention is not None:
+                self.retention()
         except StoreUnavailable as exc:
             self._trouble(f"database unavailable: {exc}")
             return 0
@@ -76,9 +85,6 @@ class ElectedSweeper(threading.Thread):
             self._trouble(f"{type(exc).__name__}: {exc}", exc_info=True)
             return 0
         self._problem = ""
-        if refs:
-            log.info("sweeper re-dispatching %d step(s)", len(refs))
-            self.dispatch(refs)
         return len(refs)
 
     def _trouble(self, problem: str, *, exc_info: bool = False) -> None:

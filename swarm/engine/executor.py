@@ -14,14 +14,14 @@ from typing import Any, Protocol, TypeVar
 
 from swarm import logs
 from swarm.config import Settings
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
-from swarm.domain import budget, mcp, pricing, prompts, sanitize
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT
+from swarm.domain import budget, fanout, mcp, pricing, prompts, sanitize
 from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Quota
 from swarm.engine import spend
 from swarm.engine.file_cache import FileCache
-from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
+from swarm.engine.orchestration import ASSIGN_TASKS_SCHEMA, ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
 from swarm.engine.workspace import Workspace
 from swarm.exceptions import (
@@ -181,7 +181,8 @@ class StepExecutor:
     def available_tools(self, ctx: AgentContext) -> tuple[Collection[str], list[dict[str, Any]]]:
         schemas = list(self.tools.schemas())
         if ctx.agent.depth < ctx.agent.max_depth:
-            schemas = ORCHESTRATION_SCHEMAS + schemas
+            fanout = [ASSIGN_TASKS_SCHEMA] if self.settings.tool_assign_tasks else []
+            schemas = ORCHESTRATION_SCHEMAS + fanout + schemas
         down: set[str] = set()
         if self.mcp is not None and (self.mcp.deployment or ctx.agent.mcp_config):
             servers = self.mcp.servers(ctx.agent.mcp_config)
@@ -305,6 +306,8 @@ class StepExecutor:
             return self._durable(
                 lambda: self.store.launch_subagent(claim, sanitize.text(args["agent"]), sanitize.text(args["prompt"]))
             )
+        if name == ASSIGN_TASKS:
+            return self._assign_tasks(claim, args)
         if self.mcp is not None and mcp.server_of(name) is not None:
             config = self._durable(lambda: self.store.run_mcp_config(claim.run_id))
             result = self._mcp_call(name, args, config)
@@ -319,6 +322,14 @@ class StepExecutor:
             result = self._run_tool(tool, args, claim, None)
         content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
         return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
+
+    def _assign_tasks(self, claim: Claim, args: dict[str, Any]) -> list[StepRef]:
+        # The turn's commit checked the arguments (planner): they expand to distinct prompts.
+        expanded = fanout.expand(sanitize.text(args["prompt_template"]), args["items"])
+        if isinstance(expanded, str):  # not after that check; said to the model all the same
+            return self._durable(lambda: self.store.commit_tool(claim, expanded, True))
+        prompts_ = [sanitize.text(p) for p in expanded]
+        return self._durable(lambda: self.store.launch_subagents(claim, sanitize.text(args["agent"]), prompts_))
 
     def _workspace_tool_step(self, claim: Claim, tool: Any, args: dict[str, Any]) -> list[StepRef]:
         """A tool call in the run's files. They are restored to disk about 1 MiB at a time (or from

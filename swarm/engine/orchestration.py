@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT, FANOUT_PLACEHOLDER, MAX_FANOUT_ITEMS
+from swarm.domain import fanout
 from swarm.tools.arguments import Arguments, NonBlank
 from swarm.tools.base import tool_schema
 
@@ -47,6 +48,31 @@ ASSIGN_TASK_SCHEMA = tool_schema(
 )
 
 ORCHESTRATION_SCHEMAS = [CREATE_SUBAGENT_SCHEMA, ASSIGN_TASK_SCHEMA]
+
+#: Template fan-out (SWARM_TOOL_ASSIGN_TASKS=true; off by default so Kimi's two tools stay exact).
+ASSIGN_TASKS_SCHEMA = tool_schema(
+    ASSIGN_TASKS,
+    f"Launch one instance of a created subagent per item, in parallel: each gets prompt_template with "
+    f"{FANOUT_PLACEHOLDER} replaced by its item. Returns every subagent's final message, in item order. "
+    f"At most {MAX_FANOUT_ITEMS} items; the prompts must be distinct.",
+    {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string", "description": "Which created agent to use"},
+            "prompt_template": {
+                "type": "string",
+                "description": f"The task for each agent, with {FANOUT_PLACEHOLDER} where its item goes",
+            },
+            "items": {
+                "type": "array",
+                "items": {"type": "string"},
+                "maxItems": MAX_FANOUT_ITEMS,
+                "description": "One item per subagent",
+            },
+        },
+        "required": ["agent", "prompt_template", "items"],
+    },
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ]{1,64}$")
 
@@ -84,6 +110,16 @@ class AssignTaskArgs(Arguments):
     }
 
 
+class AssignTasksArgs(Arguments):
+    agent: Annotated[str, AfterValidator(_non_empty)]
+    prompt_template: NonBlank
+
+    problems = {
+        "agent": "assign_tasks needs 'agent': the name given to create_subagent.",
+        "prompt_template": f"assign_tasks needs a non-empty 'prompt_template' string with {FANOUT_PLACEHOLDER} in it.",
+    }
+
+
 def check_create_subagent(args: dict[str, Any]) -> str | None:
     """An error message for the model, or None when the arguments are usable."""
     parsed = CreateSubagentArgs.parse(args)
@@ -93,3 +129,11 @@ def check_create_subagent(args: dict[str, Any]) -> str | None:
 def check_assign_task(args: dict[str, Any]) -> str | None:
     parsed = AssignTaskArgs.parse(args)
     return None if isinstance(parsed, AssignTaskArgs) else parsed
+
+
+def check_assign_tasks(args: dict[str, Any]) -> str | None:
+    parsed = AssignTasksArgs.parse(args)
+    if not isinstance(parsed, AssignTasksArgs):
+        return parsed
+    prompts = fanout.expand(parsed.prompt_template, args.get("items"))
+    return prompts if isinstance(prompts, str) else None

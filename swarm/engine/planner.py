@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT
 from swarm.domain import turns
 from swarm.domain.llm import LLMResponse
 from swarm.engine import orchestration
@@ -14,6 +14,7 @@ from swarm.engine import orchestration
 CHECKS: Mapping[str, turns.Check] = {
     CREATE_SUBAGENT: orchestration.check_create_subagent,
     ASSIGN_TASK: orchestration.check_assign_task,
+    ASSIGN_TASKS: orchestration.check_assign_tasks,
 }
 
 

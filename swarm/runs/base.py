@@ -97,6 +97,11 @@ class Runs(Protocol):
 
     def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled: ...
 
+    def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
+        """Start a new run with ``run_id``'s committed history up to its step ``at`` (a step id or
+        a unique prefix of one), going on from there; ``message`` replaces the last message the
+        step's agent reads before that model call. Returns the new run's id at once."""
+
     def summary(self, run_id: str, *, scope: str | None = None) -> RunSummary: ...
 
     def list_runs(

@@ -236,6 +236,9 @@ class EmbeddedRuns(StoreRuns):
         if self._runtime is not None:
             self._runtime.dispatch(refs)
 
+    def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
+        return self.runtime.fork(run_id, at, message=message, tenant=scope, quota=self.quota)
+
     def adopt_interrupted(self) -> list[str]:
         """Resume the API's runs that were running when the server last stopped.
 
@@ -309,6 +312,11 @@ class ClusterRuns(StoreRuns):
 
     def dispatch_decided(self, refs: list[StepRef]) -> None:
         self.dispatcher.dispatch(refs)
+
+    def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
+        fork_id, refs = self.store.fork_run(run_id, at, message=message, tenant=scope, quota=self.quota)
+        self.dispatcher.dispatch(refs)
+        return fork_id
 
     def check(self) -> str | None:
         from kombu import connection

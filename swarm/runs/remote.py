@@ -94,6 +94,10 @@ class RemoteRuns:
         caps = {k: v for k, v in (("max_usd", max_usd), ("max_tokens", max_tokens)) if v is not None}
         return int(self._json("POST", f"/v1/runs/{run_id}/resume", json=caps or None)["dispatched"])
 
+    def fork(self, run_id: str, at: str, *, message: str | None = None, scope: str | None = None) -> str:
+        body = {"at_step": at, **({"message": message} if message is not None else {})}
+        return str(self._json("POST", f"/v1/runs/{run_id}/fork", json=body)["id"])
+
     def cancel(self, run_id: str, *, scope: str | None = None) -> Cancelled:
         out = self._json("POST", f"/v1/runs/{run_id}/cancel")
         return Cancelled(run_id, RunStatus(out["status"]), bool(out["changed"]))
@@ -128,7 +132,12 @@ class RemoteRuns:
 
     def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
         out = self._json("DELETE", f"/v1/runs/{run_id}")
-        return Deleted(runs=list(out["runs"]), rows=dict(out["rows"]), file_bytes=int(out["file_bytes"]))
+        return Deleted(
+            runs=list(out["runs"]),
+            rows=dict(out["rows"]),
+            file_bytes=int(out["file_bytes"]),
+            data_bytes=int(out.get("data_bytes", 0)),
+        )
 
     def approvals(
         self,

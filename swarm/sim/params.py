@@ -97,6 +97,9 @@ class SimParams:
     #: ``subcall=<tool> args=<base64url JSON>``: the orchestrator runs its usual swarm, and each
     #: subagent's tool calls are this call (an MCP tool offered to subagents, say).
     subcall: str | None = None
+    #: ``fanout=1``: the orchestrator launches its ``agents`` tasks with one assign_tasks call
+    #: (SWARM_TOOL_ASSIGN_TASKS) instead of one assign_task call each.
+    fanout: bool = False
 
     @property
     def http_fault(self) -> HttpFault | None:
@@ -192,6 +195,10 @@ def _convert(key: str, raw: str) -> object:
         return raw.strip() if _TOOL_NAME_RE.match(raw.strip()) else _INVALID
     if key == "args":
         return raw.strip() if decode_args(raw.strip()) is not None else _INVALID
+    if key == "fanout":
+        if low in _TRUE:
+            return True
+        return False if low in _FALSE else _INVALID
     if key == "thinking":
         if low in _TRUE:
             return True

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
+from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT, FANOUT_PLACEHOLDER
 from swarm.domain.prompts import SPAWN_CAP
 from swarm.sim import wire
 from swarm.sim.params import SimParams, decode_args, parse_directive
@@ -116,6 +116,20 @@ def _arguments(call: Mapping[str, Any]) -> str:
 
 
 def _summary(messages: Sequence[Mapping[str, Any]], n: int) -> Turn:
+    fanned = [
+        c
+        for m in _role_messages(messages, "assistant")
+        for c in wire.tool_calls(m)
+        if wire.function(c).get("name") == ASSIGN_TASKS
+    ]
+    if fanned:  # one assign_tasks call: its one result holds every answer, in item order
+        result = _tool_results(messages).get(str(fanned[-1].get("id")), "")
+        n_ok = len(_DONE_RE.findall(result))
+        digest = hashlib.sha256(result.encode()).hexdigest()[:12]
+        return Turn(
+            f"Summary of {n} subagent reports: {n_ok} ok, {n - n_ok} errors. digest={digest}",
+            f"All {n} reports are back in one result; summarising them.",
+        )
     fan_outs = [
         calls
         for calls in map(wire.tool_calls, _role_messages(messages, "assistant"))
@@ -187,6 +201,10 @@ def orchestrator_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) 
     if fault and turn == 1:
         return _fault_turn(fault, params)
     n = params.agents
+    if turn == 1 + offset and params.fanout:
+        template = f"Task {FANOUT_PLACEHOLDER} of {n}. {params.subagent_directive()}"
+        args = {"agent": WORKER_NAME, "prompt_template": template, "items": [str(i) for i in range(1, n + 1)]}
+        return Turn("", f"The worker exists; fanning out {n} tasks in one call.", (_call(ASSIGN_TASKS, args),))
     if turn == 1 + offset:
         calls = tuple(
             _call(ASSIGN_TASK, {"agent": WORKER_NAME, "prompt": f"Task {i} of {n}. {params.subagent_directive()}"})

@@ -185,7 +185,7 @@ class Commits:
         The caller adds the grant to the run's counters."""
         valid = [c for c in plan.calls if c.error is None]
         want_tools = sum(1 for c in valid if c.name not in ORCHESTRATION_TOOLS)
-        want_subs = sum(1 for c in valid if c.launches_subagent)
+        want_subs = sum(c.spawns for c in valid)
         g = limits.grant(
             want_tools,
             want_subs,
@@ -207,8 +207,10 @@ class Commits:
         for c in plan.calls:
             error = c.error
             if error is None and c.launches_subagent:
-                if subs_left > 0:
-                    subs_left -= 1
+                if subs_left >= c.spawns:  # an assign_tasks call launches all its items or none
+                    subs_left -= c.spawns
+                elif c.spawns > 1 and subs_left > 0:
+                    error = prompts.FANOUT_OVER_BUDGET.format(count=c.spawns, left=subs_left, limit=run.max_subagents)
                 else:
                     error = limits.over_budget_message("subagents", run.max_subagents)
             elif error is None and c.name not in ORCHESTRATION_TOOLS:

@@ -113,6 +113,9 @@ class Run(Base):
     approve_tools: Mapped[Any] = mapped_column(JSONType, nullable=True)
     #: Seconds an approval request waits before it counts as rejected; NULL: no expiry.
     approval_timeout: Mapped[float | None] = mapped_column(Float)
+    #: A fork (``swarm fork``): the run it was copied from and the step of that run it goes on from.
+    forked_from_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    forked_at_step_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class Agent(Base):
@@ -122,8 +125,10 @@ class Agent(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     parent_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    #: The assign_task tool step that launched this agent (None for the orchestrator).
-    parent_step_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    #: The assign_task (or assign_tasks) tool step that launched this agent (None for the orchestrator).
+    parent_step_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    #: Its item's place (0-based) in the assign_tasks call that launched it; None for assign_task.
+    item: Mapped[int | None] = mapped_column(Integer)
     #: The parent's turn (orchestrator stage) in which it was launched: Critical Steps needs it.
     parent_turn: Mapped[int | None] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(128))
@@ -208,6 +213,8 @@ class Step(Base):
     #: Sequence number reserved for this tool call's result message.
     msg_seq: Mapped[int | None] = mapped_column(Integer)
     child_agent_id: Mapped[str | None] = mapped_column(String(32))
+    #: An assign_tasks step: its subagents that have not reported yet (fan-in of a waiting step).
+    pending_children: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     #: Fencing token: bumped on every claim; a commit must present the current one.
     fence: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,12 +10,13 @@ fence moved on, the agent or run already ended), so none of them raises InvalidT
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from swarm.domain import prompts
+from swarm.domain import fanout, prompts
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.events import EventType
 from swarm.domain.status import (
@@ -124,7 +125,7 @@ def finish_agent(
         update(AGENTS)
         .where(AGENTS.c.id == agent_id, guard(AGENTS.c.status, move))
         .values(status=move.target, result=result, reason=reason, finished_at=time.time())
-        .returning(AGENTS.c.run_id, AGENTS.c.parent_step_id, AGENTS.c.name)
+        .returning(AGENTS.c.run_id, AGENTS.c.parent_step_id, AGENTS.c.name, AGENTS.c.item)
     ).first()
     if agent is None:
         return []
@@ -133,6 +134,11 @@ def finish_agent(
         run_status = RunStatus.SUCCEEDED if status == AgentStatus.SUCCEEDED else RunStatus.FAILED
         finish_run(conn, agent.run_id, run_status, result, reason)
         return []
+    if agent.item is not None:
+        failed = (
+            None if status == AgentStatus.SUCCEEDED else prompts.SUBAGENT_FAILED.format(name=agent.name, reason=reason)
+        )
+        return fanout_child_done(conn, agent_id, agent.parent_step_id, failed)
     if status == AgentStatus.SUCCEEDED:
         return deliver(conn, agent.parent_step_id, result or "", False, StepStatus.WAITING, None)
     text = prompts.SUBAGENT_FAILED.format(name=agent.name, reason=reason)
@@ -140,6 +146,30 @@ def finish_agent(
         return deliver(conn, agent.parent_step_id, text, True, StepStatus.WAITING, None)
     except FenceLost:
         return []  # the parent is gone (cancelled): nobody to tell
+
+
+def fanout_child_done(conn: Connection, agent_id: str, step_id: str, failed: str | None) -> list[StepRef]:
+    """One subagent of an assign_tasks step reported (``failed``: why it failed, as its answer).
+    Its answer is kept on its row (``result`` set: it has reported, so a resume does not re-open
+    it); the step's counter goes down by one, and the commit that brings it to 0 delivers every
+    answer in item order. Each agent ends once (a guarded transition), so it counts once."""
+    if failed is not None:
+        conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id).values(result=failed))
+    left = conn.execute(
+        update(STEPS)
+        .where(STEPS.c.id == step_id, STEPS.c.status == StepStatus.WAITING)
+        .values(pending_children=STEPS.c.pending_children - 1)
+        .returning(STEPS.c.pending_children, STEPS.c.arguments)
+    ).first()
+    if left is None or left.pending_children != 0:
+        return []  # others still to come, or the step is gone (cancelled): nobody to tell yet
+    children = conn.execute(
+        select(AGENTS.c.status, AGENTS.c.result).where(AGENTS.c.parent_step_id == step_id).order_by(AGENTS.c.item)
+    ).all()
+    answers = [fanout.Answer(c.status == AgentStatus.SUCCEEDED, c.result or "") for c in children]
+    items = [fanout.item_text(i) or "" for i in json.loads(left.arguments or "{}").get("items", [])]
+    text = fanout.combine(items, answers)
+    return deliver(conn, step_id, text, not any(a.ok for a in answers), StepStatus.WAITING, None)
 
 
 def finish_run(conn: Connection, run_id: str, status: RunStatus, result: str | None, reason: str | None) -> None:

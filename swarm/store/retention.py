@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Connection, Table, delete, func, literal, select
 
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.exceptions import StateError
@@ -29,17 +29,21 @@ _CHILDREN: tuple[Table, ...] = (EVENTS, MESSAGES, STEPS, ARTIFACTS, AGENTS, DEFS
 
 @dataclass
 class Deleted:
-    """What a deletion freed (or, dry, would free): runs, rows per table, and file bytes."""
+    """What a deletion freed (or, dry, would free): runs, rows per table, file bytes, and the bytes
+    of the rows' data (PostgreSQL: each row as stored, ``pg_column_size``; SQLite: the length of
+    its values, an estimate)."""
 
     runs: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     file_bytes: int = 0
+    data_bytes: int = 0
 
     def add(self, other: Deleted) -> None:
         self.runs += other.runs
         for table, n in other.rows.items():
             self.rows[table] = self.rows.get(table, 0) + n
         self.file_bytes += other.file_bytes
+        self.data_bytes += other.data_bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class Deleted:
             "rows": self.rows,
             "total_rows": sum(self.rows.values()),
             "file_bytes": self.file_bytes,
+            "data_bytes": self.data_bytes,
         }
 
 
@@ -64,10 +69,16 @@ class Retention:
         return self._delete(run_id)
 
     def prune(
-        self, older_than: float, statuses: Iterable[RunStatus], *, dry_run: bool = False, now: float | None = None
+        self,
+        older_than: float,
+        statuses: Iterable[RunStatus],
+        *,
+        dry_run: bool = False,
+        now: float | None = None,
+        limit: int | None = None,
     ) -> Deleted:
         """Delete every run with one of ``statuses`` (ended ones only) that finished more than
-        ``older_than`` seconds ago."""
+        ``older_than`` seconds ago; the oldest ``limit`` of them only, if given."""
         ended = [s for s in statuses if s in RUN_TERMINAL]
         cutoff = (time.time() if now is None else now) - older_than
         with self.session.read() as conn:
@@ -76,6 +87,7 @@ class Retention:
                     select(RUNS.c.id)
                     .where(RUNS.c.status.in_(ended), func.coalesce(RUNS.c.finished_at, RUNS.c.created_at) < cutoff)
                     .order_by(RUNS.c.created_at)
+                    .limit(limit)
                 ).scalars()
             )
         if dry_run:
@@ -95,13 +107,24 @@ class Retention:
                 out.rows[table.name] = conn.execute(select(func.count()).where(key.in_(run_ids))).scalar() or 0
             files = select(func.coalesce(func.sum(ARTIFACTS.c.size), 0)).where(ARTIFACTS.c.run_id.in_(run_ids))
             out.file_bytes = int(conn.execute(files).scalar() or 0)
+            out.data_bytes = sum(self._bytes(conn, table, run_ids) for table in (*_CHILDREN, RUNS))
         return out
+
+    def _bytes(self, conn: Connection, table: Table, run_ids: Sequence[str]) -> int:
+        """The bytes of the runs' rows of ``table``, as stored (PostgreSQL) or estimated (SQLite)."""
+        key = table.c.id if table is RUNS else table.c.run_id
+        if self.session.dialect == "postgresql":
+            size: Any = func.pg_column_size(table.table_valued())
+        else:
+            size = sum((func.coalesce(func.length(c), 0) for c in table.columns), literal(0))
+        return int(conn.execute(select(func.coalesce(func.sum(size), 0)).where(key.in_(run_ids))).scalar() or 0)
 
     def _delete(self, run_id: str) -> Deleted:
         out = Deleted(runs=[run_id])
         with self.session.read() as conn:
             files = select(func.coalesce(func.sum(ARTIFACTS.c.size), 0)).where(ARTIFACTS.c.run_id == run_id)
             out.file_bytes = int(conn.execute(files).scalar() or 0)
+            out.data_bytes = sum(self._bytes(conn, table, [run_id]) for table in (*_CHILDREN, RUNS))
         for table in _CHILDREN:
             out.rows[table.name] = self._delete_in_batches(table, run_id)
         with self.session.tx() as conn:

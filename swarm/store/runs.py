@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
-from swarm.constants import ASSIGN_TASK
+from swarm.constants import LAUNCH_TOOLS
 from swarm.domain import prompts, quotas, sanitize
 from swarm.domain.events import EventType
 from swarm.domain.quotas import TenantQuota
@@ -49,7 +49,7 @@ class Runs:
                 raise
         return self._create(spec, quota)
 
-    def _check_quota(self, conn: Connection, quota: TenantQuota, tenant: str, now: float) -> None:
+    def check_quota(self, conn: Connection, quota: TenantQuota, tenant: str, now: float) -> None:
         """Count the tenant's runs holding its lock until the new run is committed: concurrent
         submissions take turns (PostgreSQL: a transaction-scoped advisory lock; SQLite has one
         writer), so together they cannot pass a quota."""
@@ -73,7 +73,7 @@ class Runs:
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.session.tx() as conn:
             if quota is not None and not quota.unlimited and spec.tenant is not None:
-                self._check_quota(conn, quota, spec.tenant, now)
+                self.check_quota(conn, quota, spec.tenant, now)
             conn.execute(
                 insert(RUNS).values(
                     id=run_id,
@@ -174,7 +174,7 @@ class Runs:
 
     def _reopen(self, conn: Connection, run: Any) -> None:
         agents = conn.execute(
-            select(AGENTS.c.id, AGENTS.c.parent_step_id).where(
+            select(AGENTS.c.id, AGENTS.c.parent_step_id, AGENTS.c.item, AGENTS.c.result).where(
                 AGENTS.c.run_id == run.id, guard(AGENTS.c.status, AGENT_REOPEN)
             )
         ).all()
@@ -182,11 +182,19 @@ class Runs:
             sid
             for (sid,) in conn.execute(
                 select(STEPS.c.id).where(
-                    STEPS.c.run_id == run.id, STEPS.c.status == StepStatus.SUCCEEDED, STEPS.c.tool_name == ASSIGN_TASK
+                    STEPS.c.run_id == run.id,
+                    STEPS.c.status == StepStatus.SUCCEEDED,
+                    STEPS.c.tool_name.in_(LAUNCH_TOOLS),
                 )
             ).all()
         }
-        reopen = [a.id for a in agents if a.parent_step_id is None or a.parent_step_id not in delivered]
+        # An assign_tasks subagent that failed has reported (its answer is the failure): it stays.
+        reopen = [
+            a.id
+            for a in agents
+            if (a.parent_step_id is None or a.parent_step_id not in delivered)
+            and not (a.item is not None and a.result is not None)
+        ]
         if reopen:
             conn.execute(
                 update(AGENTS)
@@ -194,10 +202,11 @@ class Runs:
                 .values(status=AGENT_REOPEN.target, reason=None, finished_at=None)
             )
             mine = STEPS.c.agent_id.in_(reopen)
-            # An assign_task whose subagent exists goes back to waiting for it, never re-launches.
+            # An assign_task(s) whose subagents exist goes back to waiting for them, never re-launches.
+            launched = or_(STEPS.c.child_agent_id.is_not(None), STEPS.c.pending_children.is_not(None))
             conn.execute(
                 update(STEPS)
-                .where(mine, guard(STEPS.c.status, STEP_REWAIT), STEPS.c.child_agent_id.is_not(None))
+                .where(mine, guard(STEPS.c.status, STEP_REWAIT), launched)
                 .values(status=STEP_REWAIT.target, owner=None, error=None)
             )
             # A tool call whose approval was never decided waits for it again: never runs unapproved.

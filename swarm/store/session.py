@@ -79,6 +79,15 @@ class Session:
             yield conn
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """Several reads that must agree with each other (a running run changes between them):
+        one snapshot for all, REPEATABLE READ on PostgreSQL (a transaction on SQLite)."""
+        pg = self.dialect == "postgresql"
+        engine = self.engine.execution_options(isolation_level="REPEATABLE READ") if pg else self.engine
+        with translated(), engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
     def single(self) -> Iterator[Connection]:
         """For one atomic write statement: autocommit where available, else a transaction."""
         if self.auto is None:

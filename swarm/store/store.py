@@ -56,6 +56,7 @@ from swarm.store.cluster import ClusterState, RoleHolder
 from swarm.store.commits import Commits
 from swarm.store.db import make_engine
 from swarm.store.export import Export
+from swarm.store.fork import Forks
 from swarm.store.keys import KeyInfo, Keys
 from swarm.store.leases import Leases
 from swarm.store.retention import Retention
@@ -83,6 +84,7 @@ class StateStore:
         self.keys = Keys(self.session)
         self.export = Export(self.session, self.views)
         self.retention = Retention(self.session, self.live)
+        self.forks = Forks(self.session, self.live, self.runs)
         self.budgets = Budgets(self.session)
         self.cluster = ClusterState(self.session)
         self.approvals = Approvals(self.session)
@@ -120,6 +122,19 @@ class StateStore:
 
     def create_run(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
         return self.runs.create(spec, quota)
+
+    def fork_run(
+        self,
+        run_id: str,
+        at: str,
+        *,
+        message: str | None = None,
+        tenant: str | None = None,
+        quota: TenantQuota | None = None,
+    ) -> tuple[str, list[StepRef]]:
+        """A new run with ``run_id``'s history up to its step ``at`` (``domain/fork.py``); returns
+        its id and the steps to dispatch. The origin is not changed."""
+        return self.forks.fork(run_id, at, message=message, tenant=tenant, quota=quota)
 
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a run: every open step is cancelled in the same transaction, so no worker can
@@ -220,6 +235,9 @@ class StateStore:
 
     def launch_subagent(self, claim: Claim, agent_name: str, prompt: str) -> list[StepRef]:
         return self.subagents.launch(claim, agent_name, prompt)
+
+    def launch_subagents(self, claim: Claim, agent_name: str, prompts: Sequence[str]) -> list[StepRef]:
+        return self.subagents.launch_many(claim, agent_name, prompts)
 
     # ------------------------------------------------------------- artifacts
 

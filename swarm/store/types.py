@@ -161,6 +161,11 @@ class RunSummary(BaseModel):
     max_tokens: int | None = None
     #: Tools (names, fnmatch patterns) whose calls wait for a human decision; empty: none.
     approve_tools: list[str] = Field(default_factory=list)
+    #: A fork: the run it was forked from and the step of that run it goes on from.
+    forked_from_run_id: str | None = None
+    forked_at_step_id: str | None = None
+    #: The runs forked from this one (filled by a single run's summary, not by listings).
+    forks: list[str] = []
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -29,7 +29,10 @@ class Views:
             run = self._run_row(conn, run_id, tenant)
             live = run.status == RunStatus.RUNNING or run.critical_steps is None
             crit, total = self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps)
-        return _summary(run, crit, total)
+            forks = conn.execute(
+                select(RUNS.c.id).where(RUNS.c.forked_from_run_id == run_id).order_by(RUNS.c.created_at)
+            ).scalars()
+            return _summary(run, crit, total).model_copy(update={"forks": list(forks)})
 
     def list_runs(
         self,
@@ -202,6 +205,8 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         max_usd=pricing.usd(run.max_cost_pico),
         max_tokens=run.max_tokens,
         approve_tools=list(run.approve_tools or []),
+        forked_from_run_id=run.forked_from_run_id,
+        forked_at_step_id=run.forked_at_step_id,
     )
 
 

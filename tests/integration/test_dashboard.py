@@ -190,3 +190,28 @@ def test_a_call_awaiting_approval_is_decided_with_the_run_pages_buttons(api):
             browser.close()
     done = api.wait(second)
     assert done["status"] == "succeeded" and "not from the dashboard" in done["result"]
+
+
+def test_a_fork_and_its_origin_link_to_each_other(api):
+    from playwright.sync_api import sync_playwright
+
+    key = api.key("dash")
+    with api.client(key) as c:
+        origin = c.post("/v1/runs", json={"task": "t #sim agents=1 tools=1 tool=echo"}).json()["id"]
+        api.wait(origin)
+        first = api.store.steps_of(origin)[0]
+        fork_id = c.post(f"/v1/runs/{origin}/fork", json={"at_step": first.step_id}).json()["id"]
+        api.wait(fork_id)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{api.url}/dashboard/runs/{fork_id}?key={key}")
+            page.wait_for_selector("#run-lineage a", timeout=10_000)
+            assert page.locator("#run-lineage").inner_text().startswith(f"forked from {origin[:12]} at step")
+            page.locator("#run-lineage a").first.click()
+            page.wait_for_url(f"**/dashboard/runs/{origin}", timeout=10_000)
+            page.wait_for_selector("#run-lineage a", timeout=10_000)
+            assert page.locator("#run-lineage").inner_text() == f"forks: {fork_id[:12]}"
+        finally:
+            browser.close()

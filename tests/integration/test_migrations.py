@@ -347,4 +347,42 @@ def test_run_mcp_config_column_upgrades_and_downgrades_keeping_every_row(tmp_pat
     assert current_revision(engine) == "0009"
     assert "mcp_config" not in _rows(engine)["runs"][0]
     assert _same_rows(_rows(engine), before)
+
+
+# ------------------------------------------- 0011: fork origin, fan-out item and fan-in counter
+
+BEFORE_FORK = "0009"
+
+
+def test_fork_and_fanout_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_FORK)
+    engine = store.engine
+    before = _rows(engine)
+    assert "item" not in before["agents"][0] and "forked_from_run_id" not in before["runs"][0]
+
+    upgrade(engine, "0011")
+    assert current_revision(engine) == "0011"
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    assert {r["forked_from_run_id"] for r in rows["runs"]} == {None}
+    assert {r["item"] for r in rows["agents"]} == {None}
+    assert {r["pending_children"] for r in rows["steps"]} == {None}
+    upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+    # A fan-out (several subagents of one step) works on the migrated database.
+    settings = make_settings(tmp_path, old_db_url, sim.url, tool_assign_tasks=True)
+    with LocalRuntime(settings, store=store) as rt:
+        done = rt.wait(rt.submit(run_spec(settings, "t #sim agents=1 fanout=1 tools=1 tool=echo")), timeout=120)
+    assert done.status == "succeeded" and done.subagents == 1, done
+    after = _rows(engine)
+
+    downgrade(engine, BEFORE_FORK)
+    assert current_revision(engine) == BEFORE_FORK
+    assert _same_rows(_rows(engine), after)
+    assert "pending_children" not in _rows(engine)["steps"][0]
+    parent_step = {u["column_names"][0] for u in inspect(engine).get_unique_constraints("agents")}
+    assert parent_step == {"parent_step_id"}  # unique again
     engine.dispose()

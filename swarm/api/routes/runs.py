@@ -16,6 +16,7 @@ from swarm.api.schemas import (
     AgentTree,
     CancelOut,
     DeletedOut,
+    ForkIn,
     ResumeIn,
     ResumeOut,
     RunAccepted,
@@ -186,6 +187,24 @@ def resume_run(run_id: RunId, auth: Auth, ctx: Ctx, body: Annotated[ResumeIn | N
     caps = body or ResumeIn()
     n = ctx.runs.resume(run_id, scope=auth.scope, max_usd=caps.max_usd, max_tokens=caps.max_tokens)
     return ResumeOut(id=run_id, status=ctx.runs.summary(run_id).status, dispatched=n)
+
+
+@router.post(
+    "/runs/{run_id}/fork",
+    status_code=202,
+    response_model=RunAccepted,
+    summary="Fork a run at a step",
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+)
+def fork_run(run_id: RunId, body: ForkIn, auth: Auth, ctx: Ctx, response: Response) -> RunAccepted:
+    """Start a new run that carries this run's committed history up to step `at_step` and goes on
+    from there; `message` replaces what the step's agent reads before that model call. No model
+    call committed before the step is sent again. The new run records its origin
+    (`forked_from_run_id`, `forked_at_step_id`); the origin lists it in `forks`. The origin is
+    not changed, and may still be running."""
+    fork_id = ctx.runs.fork(run_id, body.at_step, message=body.message, scope=auth.scope)
+    response.headers["Location"] = f"/v1/runs/{fork_id}"
+    return RunAccepted(id=fork_id, status=RunStatus.RUNNING.value, links=links(fork_id))
 
 
 @router.get(

@@ -178,9 +178,28 @@ function drawSummary(s) {
   $("c-cached").textContent = s.tokens_in ? `${((100 * s.tokens_cached) / s.tokens_in).toFixed(1)}% of input cached` : "";
   $("c-cost").textContent = fmtUsd(s.cost_usd);
   $("c-wall").textContent = fmtSeconds(s.wall_seconds);
+  drawLineage(s);
   $("cancel-run").hidden = s.status !== "running";
   $("resume-run").hidden = !["failed", "cancelled"].includes(s.status);
   $("live-dot").hidden = s.status !== "running";
+}
+
+function drawLineage(s) {
+  // A fork links to its origin, an origin to its forks (`swarm fork`, POST /v1/runs/{id}/fork).
+  const runLink = (id) => el("a", { href: `/dashboard/runs/${id}` }, el("code", { text: id.slice(0, 12) }));
+  const parts = [];
+  if (s.forked_from_run_id) {
+    parts.push("forked from ", runLink(s.forked_from_run_id), " at step ",
+      el("code", { text: (s.forked_at_step_id || "").slice(0, 12) }));
+  }
+  if (s.forks && s.forks.length) {
+    if (parts.length) parts.push(" · ");
+    parts.push("forks: ");
+    s.forks.forEach((id, i) => { if (i) parts.push(", "); parts.push(runLink(id)); });
+  }
+  const node = $("run-lineage");
+  node.replaceChildren(...parts);
+  node.hidden = !parts.length;
 }
 
 function orderedAgents(agents) {
