@@ -18,8 +18,8 @@ from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
 from swarm.domain import budget, pricing, prompts, sanitize
 from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
-from swarm.domain.workspace import Quota
-from swarm.engine import spend
+from swarm.domain.workspace import Changes, Quota
+from swarm.engine import images, spend
 from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
@@ -64,6 +64,12 @@ class LLMProtocol(Protocol):
         still_wanted: Callable[[], bool] | None = None,
         max_tokens: int | None = None,
     ) -> LLMResponse: ...
+
+
+def _records(result: ToolResult, changes: Changes | None) -> list[dict[str, Any]]:
+    """The images the agent's next model call is shown: the result's own, and the PNG and JPEG
+    files the call wrote (downscaled once here, and stored with the result: ``domain.images``)."""
+    return [p.record() for p in images.collect(result.images, changes)]
 
 
 def _file_cache(settings: Settings) -> FileCache | None:
@@ -158,7 +164,8 @@ class StepExecutor:
         return [s["function"]["name"] for s in schemas], schemas
 
     def _llm_step(self, claim: Claim) -> list[StepRef]:
-        ctx = self._durable(lambda: self.store.agent_context(claim))
+        vision = self.settings.llm_vision
+        ctx = self._durable(lambda: self.store.agent_context(claim, vision=vision))
         names, schemas = self.available_tools(ctx)
         last_step = ctx.agent.steps + 1 >= ctx.agent.max_steps
         messages = list(ctx.messages)
@@ -281,7 +288,8 @@ class StepExecutor:
         else:
             result = self._run_tool(tool, args, claim, None)
         content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
-        return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
+        shown = _records(result, None)
+        return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, None, shown))
 
     def _workspace_tool_step(self, claim: Claim, tool: Any, args: dict[str, Any]) -> list[StepRef]:
         """A tool call in the run's files. They are restored to disk about 1 MiB at a time (or from
@@ -293,7 +301,8 @@ class StepExecutor:
             result = self._run_tool(tool, args, claim, ws.path)
             changes = ws.changed()
             content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
-            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
+            shown = _records(result, changes)  # read while the workspace is still there
+            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes, shown))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
         ctx = ToolContext(

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from swarm.domain import guards, run_ids
 from swarm.domain.status import RunStatus
 from swarm.store.retention import Deleted
-from swarm.store.types import Attachment, RunSummary
+from swarm.store.types import ArtifactInfo, Attachment, RunSummary
 
 #: What a follower is shown while a run runs: its summary and its agents counted by status.
 Progress = Callable[[RunSummary, dict[str, int]], None]
@@ -120,6 +120,13 @@ class Runs(Protocol):
 
     def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         """The trajectory as JSON Lines (newline included); an unknown run fails on the first line."""
+
+    def files(self, run_id: str, *, scope: str | None = None) -> list[ArtifactInfo]:
+        """Every file of the run's workspace: path, size, sha256 and the step that last wrote it."""
+
+    def read_file(self, run_id: str, path: str, *, scope: str | None = None) -> tuple[ArtifactInfo, bytes]:
+        """One file of the run's workspace, whole (``path`` checked by ``domain.files.check_path``:
+        InputError; NotFound for no such file, or another tenant's run)."""
 
     def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
         """Block until the run has ended; ``on_progress`` is called as it advances."""

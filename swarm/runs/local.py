@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from swarm.config import Settings
-from swarm.domain import budget
+from swarm.domain import budget, files
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.exceptions import ConfigError, SwarmError
@@ -25,7 +25,7 @@ from swarm.runs.follow import follow_store
 from swarm.runtime import LocalRuntime, open_store, run_spec, wait_for_run
 from swarm.store.retention import Deleted
 from swarm.store.store import StateStore
-from swarm.store.types import RunSpec, RunSummary
+from swarm.store.types import ArtifactInfo, RunSpec, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,12 @@ class StoreRuns:
 
     def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         return self.store.trajectory_jsonl(run_id, scope)
+
+    def files(self, run_id: str, *, scope: str | None = None) -> list[ArtifactInfo]:
+        return self.store.run_files(run_id, scope)
+
+    def read_file(self, run_id: str, path: str, *, scope: str | None = None) -> tuple[ArtifactInfo, bytes]:
+        return self.store.run_file(run_id, files.check_path(path), scope)
 
     def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
         return self.store.retention.delete_run(run_id, scope)

@@ -43,6 +43,7 @@ def links(run_id: str) -> dict[str, str]:
         "events": f"{base}/events",
         "export": f"{base}/export",
         "timeline": f"{base}/timeline",
+        "files": f"{base}/files",
         "dashboard": f"/dashboard/runs/{run_id}",
     }
 
