@@ -37,6 +37,7 @@ from swarm.store.db import private_dir
 from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
 from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
+from swarm.tools.plugin import plugin_settings
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class StepExecutor:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self.quota = Quota.from_settings(settings)
+        self.plugin_settings = plugin_settings(settings)
         self.file_cache = _file_cache(settings)
         #: Read when the worker starts: an error in SWARM_PRICES stops it there, naming the line.
         self.prices = pricing.load(settings.prices)
@@ -305,8 +307,9 @@ class StepExecutor:
             return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes, shown))
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
+        settings = self.plugin_settings if tool.name in self.tools.plugins else self.settings
         ctx = ToolContext(
-            run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path, settings=self.settings
+            run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path, settings=settings
         )
         try:
             result: ToolResult = tool.run(args, ctx)

@@ -42,7 +42,8 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        # One part a line: a directive in the task must not run into an attached file's text.
+        return "\n".join(str(p["text"]) for p in content if isinstance(p, dict) and "text" in p)
     return ""
 
 
