@@ -122,6 +122,7 @@ async function refresh() {
   drawTree(timeline.agents);
   drawTimeline(timeline);
   drawSpend(timeline);
+  drawFiles(runId).catch((e) => notice(e.message));
 }
 
 // Spend over time: the cumulative cost of the run's model calls, by the time each finished.
