@@ -9,6 +9,12 @@ from swarm.exceptions import InputError
 #: ``artifacts.path`` is VARCHAR(512).
 MAX_PATH_CHARS = 512
 
+#: What :func:`check_path` accepts, as a regular expression (the REST API's schema states it).
+#: ``(?![\s\S])`` is the very end in every dialect (``$`` also matches before a final newline in Python's).
+_END = r"(?![\s\S])"
+_PART = rf"(?!\.\.?(?:/|{_END}))[^/\\\x00-\x1f\x7f]+"
+PATH_PATTERN = rf"^(?=[\s\S]{{1,{MAX_PATH_CHARS}}}{_END}){_PART}(?:/{_PART})*{_END}"
+
 #: Content types a run file is served as, by suffix: images only, which browsers show inline and
 #: cannot run script in. Everything else is a download (application/octet-stream).
 IMAGE_TYPES = {

@@ -16,7 +16,16 @@ from swarm.domain import files
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
-FilePath = Annotated[str, Path(description="The file's path as the list gives it (relative, '/' between parts).")]
+FilePath = Annotated[
+    str,
+    Path(
+        # Stated in the schema, checked by domain.files.check_path (422): the pattern needs
+        # look-ahead, which pydantic's regex engine does not have.
+        json_schema_extra={"pattern": files.PATH_PATTERN},
+        description="The file's path as the list gives it: relative, '/' between parts, no empty, '.' or '..' "
+        "part, backslash or control character.",
+    ),
+]
 
 
 @router.get(
