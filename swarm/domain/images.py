@@ -9,7 +9,8 @@ OpenAI's Chat Completions API and Kimi take image parts in ``user`` messages onl
 message's content is text), and tool messages must follow their assistant message without a
 break. So :func:`with_images` puts the images of a turn's tool results in one ``user`` message
 right after the turn's last tool message, naming each image. With vision off
-(``SWARM_LLM_VISION=false``, a text-only model) that message holds a one-line note per image.
+(``SWARM_LLM_VISION=false``, a text-only model) that message holds a one-line note per image, and
+images attached to the task are notes too.
 """
 
 from __future__ import annotations
@@ -87,12 +88,25 @@ def with_images(messages: Iterable[tuple[dict[str, Any], Any]], vision: bool) ->
         if msg.get("role") != "tool" and waiting:
             out.append(_images_message(waiting, vision))
             waiting = []
-        out.append(msg)
+        out.append(msg if vision else _blind(msg))
         if msg.get("role") == "tool" and records:
             waiting.extend(Picture.from_record(r) for r in records)
     if waiting:
         out.append(_images_message(waiting, vision))
     return out
+
+
+#: What a text-only model reads instead of an image attached to the task.
+ATTACHED_NOTE = "[an attached image omitted: this model cannot see images; the file is in the workspace]"
+
+
+def _blind(msg: dict[str, Any]) -> dict[str, Any]:
+    """``msg`` with each image part (an image attached to the task) replaced by a note."""
+    content = msg.get("content")
+    if not isinstance(content, list) or not any(p.get("type") == "image_url" for p in content):
+        return msg
+    notes = [{"type": "text", "text": ATTACHED_NOTE} if p.get("type") == "image_url" else p for p in content]
+    return {**msg, "content": notes}
 
 
 def _images_message(pictures: Sequence[Picture], vision: bool) -> dict[str, Any]:

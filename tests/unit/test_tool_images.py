@@ -53,3 +53,10 @@ def test_images_follow_the_turns_tool_messages_and_become_notes_without_vision()
     assert all(p["type"] == "text" for p in blind)
     # The last turn's images come after its tool messages too (the next call is about to be made).
     assert images.with_images(rows[:4], vision=True)[-1]["role"] == "user"
+
+
+def test_without_vision_images_attached_to_the_task_become_notes_too():
+    task = {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {}}]}
+    assert images.with_images([(task, None)], vision=True) == [task]
+    blind = images.with_images([(task, None)], vision=False)[0]["content"]
+    assert blind == [{"type": "text", "text": "look"}, {"type": "text", "text": images.ATTACHED_NOTE}]
