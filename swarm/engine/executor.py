@@ -178,7 +178,7 @@ class StepExecutor:
         if ctx.agent.budgeted or tenant_cap is not None:
             # Reserve the call's worst case first: no call starts past a cap.
             max_tokens = self.settings.llm_max_tokens
-            size = len(json.dumps([messages, schemas], ensure_ascii=False).encode())
+            size = budget.prompt_bytes(messages, schemas)
             worst = budget.worst_case(size, max_tokens, self.prices.price(ctx.agent.model))
             wait = self.settings.llm_timeout + self.settings.lease_seconds
             if ctx.agent.budgeted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 
 from PIL import Image
@@ -60,3 +61,14 @@ def test_without_vision_images_attached_to_the_task_become_notes_too():
     assert images.with_images([(task, None)], vision=True) == [task]
     blind = images.with_images([(task, None)], vision=False)[0]["content"]
     assert blind == [{"type": "text", "text": "look"}, {"type": "text", "text": images.ATTACHED_NOTE}]
+
+
+def test_a_budget_counts_an_image_as_a_few_thousand_tokens_not_its_base64():
+    from swarm.domain import budget
+
+    big = "A" * 1_400_000  # about 1 MB of image, base64
+    with_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": big}}]}]
+    size = budget.prompt_bytes(with_image, [])
+    assert budget.IMAGE_TOKENS * budget.BYTES_PER_TOKEN <= size < budget.IMAGE_TOKENS * budget.BYTES_PER_TOKEN + 200
+    plain = [{"role": "user", "content": "hello"}]
+    assert budget.prompt_bytes(plain, []) == len(json.dumps([plain, []]).encode())
