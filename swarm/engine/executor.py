@@ -16,6 +16,7 @@ from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, CREATE_SUBAGENT
 from swarm.domain import budget, pricing, prompts, sanitize
+from swarm.domain import images as domain_images
 from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Changes, Quota
@@ -69,8 +70,15 @@ class LLMProtocol(Protocol):
 
 def _records(result: ToolResult, changes: Changes | None) -> list[dict[str, Any]]:
     """The images the agent's next model call is shown: the result's own, and the PNG and JPEG
-    files the call wrote (downscaled once here, and stored with the result: ``domain.images``)."""
-    return [p.record() for p in images.collect(result.images, changes)]
+    files the call wrote (downscaled once here, and stored with the result: ``domain.images``).
+    Nothing if that fails: an image must never fail the tool call it came with."""
+    if not result.images and not (changes and any(map(domain_images.is_image_path, changes.files))):
+        return []
+    try:
+        return [p.record() for p in images.collect(result.images, changes)]
+    except Exception:
+        log.exception("the images of this tool call are not shown to the model")
+        return []
 
 
 def _file_cache(settings: Settings) -> FileCache | None:
