@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(600.0, description="Seconds to wait for one model response.")
     llm_max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/connection errors before the step fails.")
     llm_max_concurrency: int = Field(128, ge=1, description="Concurrent model calls per process.")
+    llm_vision: bool = Field(
+        True,
+        description="Whether the model sees images: a PNG or JPEG a tool call writes (or an image a tool "
+        "returns) goes to the agent's next model call as an image part, downscaled. False (a text-only "
+        "model): a one-line note names the image instead.",
+    )
 
     web_search_url: str = Field(
         "", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured."
@@ -136,6 +142,14 @@ class Settings(BaseSettings):
     )
     executor_token: SecretStr = Field(
         SecretStr(""), description="Bearer token between workers and `swarm executor` (both sides set it)."
+    )
+    tools_enabled: str = Field(
+        "",
+        description="Comma-separated tool names agents are given (built-ins and plugins of the entry-point "
+        "group `swarm.tools`); empty: every tool found.",
+    )
+    tools_disabled: str = Field(
+        "", description="Comma-separated tool names agents are not given, even if found or enabled."
     )
     tool_concurrency: int = Field(32, ge=1, description="Concurrent tool calls per process (embedded mode).")
     workspace_max_bytes: int = Field(

@@ -21,7 +21,7 @@ from swarm.api.events import EventHub
 from swarm.api.limits import BodyLimit
 from swarm.api.metrics import make_registry
 from swarm.api.ratelimit import KeyRateLimit
-from swarm.api.routes import approvals, dashboard, export, ops, stream
+from swarm.api.routes import approvals, dashboard, export, files, ops, stream
 from swarm.api.routes import runs as run_routes
 from swarm.config import Settings
 from swarm.runs import Runs, open_runs
@@ -79,7 +79,7 @@ def create_app(
         ],
     )
     errors.install(app)
-    modules = (run_routes, approvals, stream, export, ops, dashboard)
+    modules = (run_routes, approvals, stream, export, files, ops, dashboard)
     for module in modules:
         app.include_router(module.router)
     # For 405 answers' Allow header (see errors._http_error).

@@ -354,3 +354,16 @@ class Check(BaseModel):
 class Ready(BaseModel):
     status: str = Field(description="`ready` or `unavailable`.")
     checks: dict[str, Check]
+
+
+class FileOut(BaseModel):
+    path: str = Field(description="Relative to the run's workspace, with '/' between parts.")
+    size: int = Field(description="Bytes.")
+    sha256: str
+    step_id: str | None = Field(description="The tool step that last wrote it; null for an attachment.")
+    updated_at: float = Field(description="When it was last saved (Unix seconds).")
+
+
+class FileList(BaseModel):
+    run_id: str
+    files: list[FileOut] = Field(description="Every file of the run's workspace, by path.")

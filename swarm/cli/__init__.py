@@ -17,7 +17,7 @@ def _click_error(name: str) -> type[Exception]:
 
 
 def main() -> None:
-    from swarm.cli import admin, approvals, executor, retention, runs  # noqa: F401  (registers commands)
+    from swarm.cli import admin, approvals, executor, files, retention, runs  # noqa: F401  (registers commands)
 
     common.PROCESS_ENTRY_POINT = True
 

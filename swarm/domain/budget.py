@@ -15,11 +15,13 @@ ends ``failed`` with a ``budget:`` reason, and ``swarm resume --max-usd`` contin
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import Any
 
 from swarm.domain import pricing, prompts
 from swarm.exceptions import InputError
@@ -43,6 +45,26 @@ class Worst:
 
     pico: int | None
     tokens: int
+
+
+#: What one image part is counted as, in tokens: generous (Kimi and OpenAI bill a 1024x1024 image
+#: at about 1-1.5 thousand tokens), and far below its base64 bytes over BYTES_PER_TOKEN.
+IMAGE_TOKENS = 4096
+
+
+def prompt_bytes(messages: list[dict[str, Any]], schemas: list[dict[str, Any]]) -> int:
+    """The size of a request for :func:`worst_case`: its JSON bytes, but each image part counted
+    as IMAGE_TOKENS rather than by its base64 (a 1 MB image is not 470 thousand tokens)."""
+    images = 0
+    counted: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.get("content")
+        parts: list[dict[str, Any]] = content if isinstance(content, list) else []
+        n = sum(1 for p in parts if p.get("type") == "image_url")
+        images += n
+        counted.append({**m, "content": [p for p in parts if p.get("type") != "image_url"]} if n else m)
+    size = len(json.dumps([counted, schemas], ensure_ascii=False).encode())
+    return size + images * IMAGE_TOKENS * BYTES_PER_TOKEN
 
 
 def worst_case(prompt_bytes: int, max_output: int, price: pricing.Price | None) -> Worst:

@@ -16,10 +16,11 @@ from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT
 from swarm.domain import budget, fanout, mcp, pricing, prompts, sanitize
+from swarm.domain import images as domain_images
 from swarm.domain.llm import CallContext, LLMResponse, cache_key
 from swarm.domain.status import StepKind
-from swarm.domain.workspace import Quota
-from swarm.engine import spend
+from swarm.domain.workspace import Changes, Quota
+from swarm.engine import images, spend
 from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ASSIGN_TASKS_SCHEMA, ORCHESTRATION_SCHEMAS
 from swarm.engine.planner import plan_turn
@@ -38,6 +39,7 @@ from swarm.store.store import StateStore
 from swarm.store.types import AgentContext, Claim, StepRef
 from swarm.tools.base import ToolContext, ToolRegistry, ToolResult
 from swarm.tools.mcp_hub import McpHub
+from swarm.tools.plugin import plugin_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,19 @@ class LLMProtocol(Protocol):
         still_wanted: Callable[[], bool] | None = None,
         max_tokens: int | None = None,
     ) -> LLMResponse: ...
+
+
+def _records(result: ToolResult, changes: Changes | None) -> list[dict[str, Any]]:
+    """The images the agent's next model call is shown: the result's own, and the PNG and JPEG
+    files the call wrote (downscaled once here, and stored with the result: ``domain.images``).
+    Nothing if that fails: an image must never fail the tool call it came with."""
+    if not result.images and not (changes and any(map(domain_images.is_image_path, changes.files))):
+        return []
+    try:
+        return [p.record() for p in images.collect(result.images, changes)]
+    except Exception:
+        log.exception("the images of this tool call are not shown to the model")
+        return []
 
 
 def _file_cache(settings: Settings) -> FileCache | None:
@@ -114,6 +129,7 @@ class StepExecutor:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self.quota = Quota.from_settings(settings)
+        self.plugin_settings = plugin_settings(settings)
         self.file_cache = _file_cache(settings)
         #: Read when the worker starts: an error in SWARM_PRICES stops it there, naming the line.
         self.prices = pricing.load(settings.prices)
@@ -191,7 +207,8 @@ class StepExecutor:
         return OfferedTools([s["function"]["name"] for s in schemas], down), schemas
 
     def _llm_step(self, claim: Claim) -> list[StepRef]:
-        ctx = self._durable(lambda: self.store.agent_context(claim))
+        vision = self.settings.llm_vision
+        ctx = self._durable(lambda: self.store.agent_context(claim, vision=vision))
         names, schemas = self.available_tools(ctx)
         last_step = ctx.agent.steps + 1 >= ctx.agent.max_steps
         messages = list(ctx.messages)
@@ -202,7 +219,7 @@ class StepExecutor:
         if ctx.agent.budgeted or tenant_cap is not None:
             # Reserve the call's worst case first: no call starts past a cap.
             max_tokens = self.settings.llm_max_tokens
-            size = len(json.dumps([messages, schemas], ensure_ascii=False).encode())
+            size = budget.prompt_bytes(messages, schemas)
             worst = budget.worst_case(size, max_tokens, self.prices.price(ctx.agent.model))
             wait = self.settings.llm_timeout + self.settings.lease_seconds
             if ctx.agent.budgeted:
@@ -312,7 +329,8 @@ class StepExecutor:
             config = self._durable(lambda: self.store.run_mcp_config(claim.run_id))
             result = self._mcp_call(name, args, config)
             content = sanitize.text(result.content)
-            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
+            images = _records(result, None)  # an MCP image result reaches the model like a plot
+            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, None, images))
         tool = self.tools.get(name)
         if tool is not None and tool.uses_workspace:
             return self._workspace_tool_step(claim, tool, args)
@@ -321,7 +339,8 @@ class StepExecutor:
         else:
             result = self._run_tool(tool, args, claim, None)
         content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
-        return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error))
+        shown = _records(result, None)
+        return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, None, shown))
 
     def _assign_tasks(self, claim: Claim, args: dict[str, Any]) -> list[StepRef]:
         # The turn's commit checked the arguments (planner): they expand to distinct prompts.
@@ -341,7 +360,8 @@ class StepExecutor:
             result = self._run_tool(tool, args, claim, ws.path)
             changes = ws.changed()
             content = sanitize.text(result.content)  # tool output may hold NULs (binary data, a crash dump)
-            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes))
+            shown = _records(result, changes)  # read while the workspace is still there
+            return self._durable(lambda: self.store.commit_tool(claim, content, result.is_error, changes, shown))
 
     def _mcp_call(self, name: str, args: dict[str, Any], config: str | None) -> ToolResult:
         assert self.mcp is not None
@@ -354,8 +374,9 @@ class StepExecutor:
             )
 
     def _run_tool(self, tool: Any, args: dict[str, Any], claim: Claim, path: Any) -> ToolResult:
+        settings = self.plugin_settings if tool.name in self.tools.plugins else self.settings
         ctx = ToolContext(
-            run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path, settings=self.settings
+            run_id=claim.run_id, agent_id=claim.agent_id, step_id=claim.step_id, workspace=path, settings=settings
         )
         try:
             result: ToolResult = tool.run(args, ctx)

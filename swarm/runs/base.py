@@ -16,7 +16,7 @@ from swarm.domain import approvals, guards, run_ids
 from swarm.domain.approvals import Decision
 from swarm.domain.status import RunStatus
 from swarm.store.retention import Deleted
-from swarm.store.types import ApprovalInfo, Attachment, RunSummary
+from swarm.store.types import ApprovalInfo, ArtifactInfo, Attachment, RunSummary
 
 #: What a follower is shown while a run runs: its summary and its agents counted by status.
 Progress = Callable[[RunSummary, dict[str, int]], None]
@@ -156,6 +156,13 @@ class Runs(Protocol):
         """Approve or reject a tool call awaiting approval, once (AlreadyDecided, a StateError, the
         second time). ``step_id`` may be a unique prefix; a rejection's ``note`` is the reason the
         model is told. The approved call is dispatched; a rejection reaches the model as a tool error."""
+
+    def files(self, run_id: str, *, scope: str | None = None) -> list[ArtifactInfo]:
+        """Every file of the run's workspace: path, size, sha256 and the step that last wrote it."""
+
+    def read_file(self, run_id: str, path: str, *, scope: str | None = None) -> tuple[ArtifactInfo, bytes]:
+        """One file of the run's workspace, whole (``path`` checked by ``domain.files.check_path``:
+        InputError; NotFound for no such file, or another tenant's run)."""
 
     def wait(self, run_id: str, on_progress: Progress | None = None) -> RunSummary:
         """Block until the run has ended; ``on_progress`` is called as it advances."""

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from swarm.config import Settings
-from swarm.domain import budget, run_ids
+from swarm.domain import budget, files, run_ids
 from swarm.domain.approvals import Decision
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RunStatus, StepStatus
@@ -27,7 +27,7 @@ from swarm.runs.follow import follow_store
 from swarm.runtime import LocalRuntime, open_store, run_spec, wait_for_run
 from swarm.store.retention import Deleted
 from swarm.store.store import StateStore
-from swarm.store.types import ApprovalInfo, RunSpec, RunSummary, StepRef
+from swarm.store.types import ApprovalInfo, ArtifactInfo, RunSpec, RunSummary, StepRef
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,12 @@ class StoreRuns:
 
     def export(self, run_id: str, *, scope: str | None = None) -> Iterator[str]:
         return self.store.trajectory_jsonl(run_id, scope)
+
+    def files(self, run_id: str, *, scope: str | None = None) -> list[ArtifactInfo]:
+        return self.store.run_files(run_id, scope)
+
+    def read_file(self, run_id: str, path: str, *, scope: str | None = None) -> tuple[ArtifactInfo, bytes]:
+        return self.store.run_file(run_id, files.check_path(path), scope)
 
     def delete(self, run_id: str, *, scope: str | None = None) -> Deleted:
         return self.store.retention.delete_run(run_id, scope)

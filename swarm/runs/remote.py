@@ -8,8 +8,10 @@ connection failures and 5xx → :class:`ServerUnavailable`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from types import TracebackType
@@ -18,14 +20,14 @@ from typing import Any
 import httpx
 
 from swarm.config import Settings
-from swarm.domain import run_ids
+from swarm.domain import files, run_ids
 from swarm.domain.approvals import Decision
 from swarm.domain.status import RunStatus
 from swarm.exceptions import ConfigError, InputError, NotFound, QuotaExceeded, StateError, SwarmError
 from swarm.retry import RetryPolicy
 from swarm.runs.base import Cancelled, Progress, RunRequest, resolve, resolve_step
 from swarm.store.retention import Deleted
-from swarm.store.types import ApprovalInfo, RunSummary
+from swarm.store.types import ApprovalInfo, ArtifactInfo, RunSummary
 
 #: Reconnecting a dropped event stream (Last-Event-ID makes it lossless): 20 retries in a row at most.
 SSE_RECONNECT = RetryPolicy(attempts=21, base=0.2, cap=2.0, jitter=0.5)
@@ -170,6 +172,29 @@ class RemoteRuns:
         body = {"decision": word, "note": note}
         return ApprovalInfo.model_validate(self._json("POST", f"/v1/runs/{run_id}/approvals/{step_id}", json=body))
 
+    def files(self, run_id: str, *, scope: str | None = None) -> list[ArtifactInfo]:
+        return [_file_info(f) for f in self._json("GET", f"/v1/runs/{run_id}/files")["files"]]
+
+    def read_file(self, run_id: str, path: str, *, scope: str | None = None) -> tuple[ArtifactInfo, bytes]:
+        # Checked here too: an encoded '..' must never reach the server as a path to follow.
+        quoted = urllib.parse.quote(files.check_path(path), safe="/")
+        try:
+            resp = self._http.get(f"/v1/runs/{run_id}/files/{quoted}")
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+        _raise_for(resp)
+        h = resp.headers
+        if h.get("x-swarm-sha256") and hashlib.sha256(resp.content).hexdigest() != h["x-swarm-sha256"]:
+            raise ServerUnavailable(f"file {path!r} of run {run_id} arrived damaged (sha256 differs); try again")
+        info = ArtifactInfo(
+            path,
+            h.get("x-swarm-sha256", ""),
+            len(resp.content),
+            float(h.get("x-swarm-updated-at") or 0),
+            h.get("x-swarm-step-id") or None,
+        )
+        return info, resp.content
+
     def info(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/info"))
 
@@ -308,6 +333,10 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     for kind, data in sse_messages(lines):
         if kind != "end" and "id" in data:
             yield data
+
+
+def _file_info(f: dict[str, Any]) -> ArtifactInfo:
+    return ArtifactInfo(str(f["path"]), str(f["sha256"]), int(f["size"]), float(f["updated_at"]), f.get("step_id"))
 
 
 def _raise_for(resp: httpx.Response) -> None:

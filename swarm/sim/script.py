@@ -42,8 +42,20 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        # One part a line: a directive in the task must not run into an attached file's text.
+        return "\n".join(str(p["text"]) for p in content if isinstance(p, dict) and "text" in p)
     return ""
+
+
+def image_parts(messages: Sequence[Mapping[str, Any]]) -> int:
+    """How many image parts (``image_url``) the request's messages carry."""
+    return sum(
+        1
+        for m in messages
+        if isinstance(m, Mapping) and isinstance(m.get("content"), list)
+        for p in m["content"]
+        if isinstance(p, Mapping) and p.get("type") == "image_url"
+    )
 
 
 def _role_messages(messages: Sequence[Mapping[str, Any]], role: str) -> list[Mapping[str, Any]]:
@@ -181,7 +193,11 @@ def scripted_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> T
     """The ``call=`` directive: one given tool call, then its result as the final answer."""
     results = [message_text(t.get("content")) for t in _role_messages(messages, "tool")]
     if results:
-        return Turn(f"Tool {params.call} returned: {results[-1]}", "The call is done; reporting its result.")
+        # What followed the result (its images, or notes standing for them) is reported too, so
+        # a test reads in the answer what reached the model.
+        after = [message_text(m.get("content")) for m in messages[len(messages) - 1 :] if m.get("role") == "user"]
+        seen = f" [saw {image_parts(messages)} image(s)]" + "".join(f"\n{text}" for text in after)
+        return Turn(f"Tool {params.call} returned: {results[-1]}{seen}", "The call is done; reporting its result.")
     args = decode_args(params.args or "") or {}
     return Turn("", f"Calling {params.call} as directed.", (_call(str(params.call), args),))
 

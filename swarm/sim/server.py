@@ -99,7 +99,8 @@ class SimState:
             self.attempts[conversation] += 1
             return self.attempts[conversation]
 
-    def record(self, status: int, key: str, headers: dict[str, str]) -> None:
+    def record(self, status: int, key: str, headers: dict[str, str], images: int = 0) -> None:
+        """One request answered with ``status``; ``images``: the image parts it carried."""
         run_id = headers["run_id"]
         with self.lock:
             if status == 200:
@@ -107,7 +108,7 @@ class SimState:
                 self.by_run[run_id] += 1
             else:
                 self.errors[status] += 1
-            self.entries.append({"t": time.time(), "key": key, **headers, "status": status})
+            self.entries.append({"t": time.time(), "key": key, **headers, "status": status, "images": images})
 
     def record_usage(self, headers: dict[str, str], usage: dict[str, Any], cache_key: Any, broke: bool) -> None:
         """What a served request reported as its usage (and the ``prompt_cache_key`` it sent)."""
@@ -236,7 +237,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
         conversation = headers["agent_id"] or script.conversation_key(messages, headers["run_id"])
         cached, broke = ledger.cached_tokens(script.prefix_digests(script.prompt_text(body)), conversation)
         completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults, cached_tokens=cached)
-        ledger.record(200, key, headers)
+        ledger.record(200, key, headers, script.image_parts(messages))
         ledger.record_usage(headers, completion["usage"], body.get("prompt_cache_key"), broke)
         return JSONResponse(completion)
 

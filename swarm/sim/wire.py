@@ -27,6 +27,10 @@ def function(call: Mapping[str, Any]) -> Mapping[str, Any]:
     return fn if isinstance(fn, Mapping) else {}
 
 
+def _has_image(content: Any) -> bool:
+    return isinstance(content, list) and any(isinstance(p, Mapping) and p.get("type") == "image_url" for p in content)
+
+
 def validate_request(body: Any) -> str | None:
     """Why the real Kimi API would reject ``body`` with a 400, or None if it would accept it."""
     if not isinstance(body, Mapping):
@@ -55,6 +59,8 @@ def _validate_messages(messages: list[Any], thinking: bool) -> str | None:
         role = m.get("role")
         if role not in ("system", "user", "assistant", "tool"):
             return f"message at index {i} has invalid role {role!r}"
+        if role != "user" and _has_image(m.get("content")):
+            return f"image_url is only supported in user messages (message at index {i} has role {role!r})"
         if role != "tool" and pending:
             return (
                 f"assistant message with tool_calls must be followed by tool messages "

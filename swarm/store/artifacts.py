@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from swarm.domain.workspace import Changes, Refused, Tally
+from swarm.exceptions import NotFound, StoreConflict
 from swarm.store import writes
 from swarm.store.models import ARTIFACTS
 from swarm.store.session import Session
@@ -23,9 +24,10 @@ from swarm.store.types import ArtifactInfo
 READ_BYTES = 1024 * 1024
 
 
-def put(conn: Connection, dialect: str, run_id: str, path: str, data: bytes) -> None:
+def put(conn: Connection, dialect: str, run_id: str, path: str, data: bytes, step_id: str | None = None) -> None:
+    """Save one file; ``step_id``: the tool step that wrote it (None: an attachment)."""
     sha = hashlib.sha256(data).hexdigest()
-    values = {"data": data, "sha256": sha, "size": len(data), "updated_at": time.time()}
+    values = {"data": data, "sha256": sha, "size": len(data), "updated_at": time.time(), "step_id": step_id}
     # An upsert: two parallel tool steps creating the same new file must not collide on
     # the unique (run_id, path) key (an IntegrityError, which fails a step).
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
@@ -36,7 +38,7 @@ def put(conn: Connection, dialect: str, run_id: str, path: str, data: bytes) -> 
     )
 
 
-def save(conn: Connection, dialect: str, run_id: str, changes: Changes) -> list[Refused]:
+def save(conn: Connection, dialect: str, run_id: str, changes: Changes, step_id: str | None = None) -> list[Refused]:
     """Save the changed files that fit the run's quota, reading one at a time; return those
     that did not fit. The quota is checked against the run's files as committed: writers of
     one run's files take turns (a transaction-scoped advisory lock on PostgreSQL; SQLite has a
@@ -54,7 +56,7 @@ def save(conn: Connection, dialect: str, run_id: str, changes: Changes) -> list[
         if reason := tally.refusal(change.path, len(data)):
             refused.append(Refused(change.path, len(data), reason))
             continue
-        put(conn, dialect, run_id, change.path, data)
+        put(conn, dialect, run_id, change.path, data, step_id)
         tally.add(change.path, len(data))
         del data
     return refused
@@ -66,15 +68,29 @@ class Reads:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def index(self, run_id: str) -> list[ArtifactInfo]:
-        """A run's workspace files, without their bytes."""
+    def index(self, run_id: str, path: str | None = None) -> list[ArtifactInfo]:
+        """A run's workspace files (or only the one at ``path``), without their bytes."""
+        query = select(
+            ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at, ARTIFACTS.c.step_id
+        ).where(ARTIFACTS.c.run_id == run_id)
+        if path is not None:
+            query = query.where(ARTIFACTS.c.path == path)
         with self.session.read() as conn:
-            rows = conn.execute(
-                select(ARTIFACTS.c.path, ARTIFACTS.c.sha256, ARTIFACTS.c.size, ARTIFACTS.c.updated_at)
-                .where(ARTIFACTS.c.run_id == run_id)
-                .order_by(ARTIFACTS.c.path)
-            ).all()
-        return [ArtifactInfo(r.path, r.sha256, r.size, r.updated_at) for r in rows]
+            rows = conn.execute(query.order_by(ARTIFACTS.c.path)).all()
+        return [ArtifactInfo(r.path, r.sha256, r.size, r.updated_at, r.step_id) for r in rows]
+
+    def read(self, run_id: str, path: str) -> tuple[ArtifactInfo, bytes]:
+        """One file whole (NotFound if the run has none at ``path``), read about a MiB at a time;
+        a read that met a new version being saved is read again."""
+        for _ in range(5):
+            found = self.index(run_id, path)
+            if not found:
+                raise NotFound(f"run {run_id} has no file {path!r} (`swarm files {run_id}` lists its files)")
+            info = found[0]
+            data = b"".join(piece for _p, _sha, piece in self.contents(run_id, [info]))
+            if hashlib.sha256(data).hexdigest() == info.sha256:
+                return info, data
+        raise StoreConflict(f"file {path!r} of run {run_id} kept changing while it was read")
 
     def contents(
         self, run_id: str, files: Sequence[ArtifactInfo], *, read_bytes: int = READ_BYTES

@@ -35,12 +35,13 @@ class Commits:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def agent_context(self, claim: Claim) -> AgentContext:
-        """What an LLM step sends the model: its agent's limits and conversation."""
+    def agent_context(self, claim: Claim, *, vision: bool = True) -> AgentContext:
+        """What an LLM step sends the model: its agent's limits and conversation (tool results'
+        images as image parts, or with ``vision`` off as notes: ``domain.images``)."""
         with self.session.read() as conn:
             agent = claim.agent or writes.limits(conn.execute(sql.AGENT_AND_LIMITS, {"b_id": claim.agent_id}).one())
             rows = conn.execute(sql.MESSAGES_OF, {"b_id": claim.agent_id}).all()
-        return AgentContext(claim.run_id, claim.agent_id, agent, [conversation.to_openai(r) for r in rows])
+        return AgentContext(claim.run_id, claim.agent_id, agent, conversation.rebuild(rows, vision))
 
     def commit_llm(
         self,
@@ -258,19 +259,28 @@ class Commits:
             approval_store.request(conn, claim.run_id, claim.agent_id, held, run.approval_timeout)
         return len(refs) + len(held), refs, (g.tool_calls - tools_left, g.subagents - subs_left)
 
-    def commit_tool(self, claim: Claim, content: str, is_error: bool, changes: Changes | None = None) -> list[StepRef]:
+    def commit_tool(
+        self,
+        claim: Claim,
+        content: str,
+        is_error: bool,
+        changes: Changes | None = None,
+        images: list[dict[str, Any]] | None = None,
+    ) -> list[StepRef]:
         """Commit a tool call's result and the workspace files it changed (``changes``: read from
         disk one at a time inside the transaction, and kept only within the run's quota). A file
-        that was not kept is named in the result, with the reason, for the model to read."""
+        that was not kept is named in the result, with the reason, for the model to read.
+        ``images``: what the agent's next model call is shown (``domain.images.Picture`` records)."""
         files = changes.files if changes is not None else {}
         if changes is not None and not files:
             content = changes.note_on(content)
-        if self.session.auto is not None and not files and claim.msg_seq is not None:
+        if self.session.auto is not None and not files and not images and claim.msg_seq is not None:
             return self._commit_tool_at_once(claim, content, is_error)
         with self.session.tx() as conn:
             if changes is not None and files:
-                content = changes.note_on(content, artifacts.save(conn, self.session.dialect, claim.run_id, changes))
-            refs = outcomes.deliver(conn, claim.step_id, content, is_error, StepStatus.RUNNING, claim.fence)
+                refused = artifacts.save(conn, self.session.dialect, claim.run_id, changes, claim.step_id)
+                content = changes.note_on(content, refused)
+            refs = outcomes.deliver(conn, claim.step_id, content, is_error, StepStatus.RUNNING, claim.fence, images)
             writes.event(
                 conn,
                 claim.run_id,

@@ -6,7 +6,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from swarm.domain import sanitize
+from swarm.domain import images, sanitize
 from swarm.domain.llm import LLMResponse
 from swarm.store.types import Attachment
 
@@ -26,6 +26,12 @@ def to_openai(row: Any) -> dict[str, Any]:
     if row.role == "tool":
         msg["tool_call_id"] = row.tool_call_id
     return msg
+
+
+def rebuild(rows: Sequence[Any], vision: bool = True) -> list[dict[str, Any]]:
+    """An agent's message rows (in order) as the chat messages of its next model call, the images
+    of each turn's tool results in a user message after them (``domain.images.with_images``)."""
+    return images.with_images(((to_openai(r), getattr(r, "images", None)) for r in rows), vision)
 
 
 def tool_calls_json(response: LLMResponse) -> list[dict[str, Any]]:

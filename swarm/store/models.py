@@ -180,6 +180,9 @@ class Message(Base):
     tool_calls: Mapped[Any] = mapped_column(JSONType, nullable=True)
     tool_call_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[float] = mapped_column(Float)
+    #: A tool result's images for the model (swarm/domain/images.py: name, mime, size, base64 of
+    #: the downscaled bytes), stored once so every rebuild of the conversation is byte-identical.
+    images: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
 
 class Step(Base):
@@ -262,6 +265,8 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[float] = mapped_column(Float)
+    #: The tool step that last wrote the file (None: an attachment, or saved before 0014).
+    step_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class ApiKey(Base):

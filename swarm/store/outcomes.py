@@ -81,11 +81,18 @@ def close_step(conn: Connection, claim: Claim, status: StepStatus, **values: Any
 
 
 def deliver(
-    conn: Connection, step_id: str, content: str, is_error: bool, expected: StepStatus, fence: int | None
+    conn: Connection,
+    step_id: str,
+    content: str,
+    is_error: bool,
+    expected: StepStatus,
+    fence: int | None,
+    images: list[dict[str, Any]] | None = None,
 ) -> list[StepRef]:
-    """Give a tool step its result: the tool message, and — when it was the turn's last
-    outstanding call — the agent's next LLM step (fan-in). ``expected`` is the status the step
-    is known to be in (checked in SQL, with ``fence`` if given)."""
+    """Give a tool step its result: the tool message (with ``images`` for the model: records of
+    ``domain.images.Picture``), and — when it was the turn's last outstanding call — the agent's
+    next LLM step (fan-in). ``expected`` is the status the step is known to be in (checked in SQL,
+    with ``fence`` if given)."""
     STEP_DELIVER.check(expected, f"step {step_id}")
     row = conn.execute(
         sql.DELIVER,
@@ -108,6 +115,7 @@ def deliver(
         "tool",
         writes.with_note(content, row.note),
         tool_call_id=row.tool_call_id,
+        images=images,
     )
     left = conn.execute(sql.FAN_IN, {"b_id": row.agent_id}).first()
     if left is not None and left.pending_tools == 0:

@@ -207,8 +207,8 @@ class StateStore:
 
     # --------------------------------------------------------------- commits
 
-    def agent_context(self, claim: Claim) -> AgentContext:
-        return self.commits.agent_context(claim)
+    def agent_context(self, claim: Claim, *, vision: bool = True) -> AgentContext:
+        return self.commits.agent_context(claim, vision=vision)
 
     def commit_llm(
         self,
@@ -222,8 +222,15 @@ class StateStore:
     ) -> list[StepRef]:
         return self.commits.commit_llm(claim, response, plan, max_repeats=max_repeats, cost=cost, reserved=reserved)
 
-    def commit_tool(self, claim: Claim, content: str, is_error: bool, changes: Changes | None = None) -> list[StepRef]:
-        return self.commits.commit_tool(claim, content, is_error, changes)
+    def commit_tool(
+        self,
+        claim: Claim,
+        content: str,
+        is_error: bool,
+        changes: Changes | None = None,
+        images: list[dict[str, Any]] | None = None,
+    ) -> list[StepRef]:
+        return self.commits.commit_tool(claim, content, is_error, changes, images)
 
     def fail_step(
         self, claim: Claim, error: str, *, fail_run: bool = False, release: tuple[int, int] = (0, 0)
@@ -251,6 +258,16 @@ class StateStore:
 
     def artifacts(self, run_id: str) -> dict[str, tuple[str, bytes]]:
         return self.files.all(run_id)
+
+    def run_files(self, run_id: str, tenant: str | None = None) -> list[ArtifactInfo]:
+        """A run's files (NotFound for another tenant's run), each with the step that last wrote it."""
+        self.run_status(run_id, tenant)
+        return self.files.index(run_id)
+
+    def run_file(self, run_id: str, path: str, tenant: str | None = None) -> tuple[ArtifactInfo, bytes]:
+        """One of a run's files whole (NotFound for another tenant's run, or no such file)."""
+        self.run_status(run_id, tenant)
+        return self.files.read(run_id, path)
 
     # ----------------------------------------------------------- read models
 

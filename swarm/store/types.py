@@ -80,6 +80,17 @@ class ArtifactInfo:
     sha256: str
     size: int
     updated_at: float
+    #: The tool step that last wrote it (None: an attachment, or a file saved before it was recorded).
+    step_id: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "step_id": self.step_id,
+            "updated_at": self.updated_at,
+        }
 
 
 @dataclass(frozen=True)

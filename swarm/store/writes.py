@@ -64,6 +64,7 @@ def message(
     reasoning: str | None = None,
     tool_calls: Any = None,
     tool_call_id: str | None = None,
+    images: list[dict[str, Any]] | None = None,
 ) -> None:
     conn.execute(
         sql.INSERT_MESSAGE,
@@ -77,6 +78,7 @@ def message(
             "tool_calls": tool_calls,
             "tool_call_id": tool_call_id,
             "created_at": time.time(),
+            "images": images or None,
         },
     )
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from swarm.config import Settings
 from swarm.tools.base import ToolContext, ToolResult
 
 
@@ -109,6 +110,10 @@ class ArgumentsTool(Generic[A]):
     uses_workspace = False
     arguments: type[A]
     parameters: dict[str, Any]
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        #: The process's settings (a plugin's: without swarm's secrets); None in some tests.
+        self.settings = settings
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -63,6 +63,9 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        #: The names of the tools that came from plugins (``swarm.tools.plugin``): they are handed
+        #: settings without swarm's secrets.
+        self.plugins: frozenset[str] = frozenset()
         for t in tools:
             self.register(t)
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from swarm.dispatch.celery import CeleryDispatcher
+from swarm.runs.local import ClusterRuns
 from swarm.store.models import Step
 from swarm.store.store import StateStore
 from tests.acceptance.cluster import cluster, submit, verify_run, w1_task, wait_done
@@ -69,6 +70,14 @@ def test_workspace_files_follow_the_run_across_machines(tmp_path, pg_url, redis_
         for i in range(1, AGENTS + 1):
             _, data = files[f"notes/{i}_{TOOLS - 1}.txt"]
             assert data.decode() == "".join(f"step {k};" for k in range(TOOLS))
+        # `swarm files` on the cluster: every file, each with the python step that wrote it.
+        runs = ClusterRuns(s, store)
+        listed = {f.path: f for f in runs.files(run_id)}
+        python_steps = {r["id"] for r in store.steps_timeline(run_id) if r["tool_name"] == "python"}
+        assert set(listed) == set(files) and {f.step_id for f in listed.values()} <= python_steps
+        info, data = runs.read_file(run_id, f"notes/1_{TOOLS - 1}.txt")
+        assert data == files[info.path][1] and info.sha256 == listed[info.path].sha256
+        runs.close()
         # Nothing was left in either machine's temp dir or working directory.
         time.sleep(0.5)
         for m in machines:

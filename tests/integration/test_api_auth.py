@@ -21,7 +21,10 @@ def finished_run(api):
     """A succeeded run of tenant-a and tenant-a's key."""
     key = api.key("tenant-a")
     with api.client(key) as c:
-        run_id = c.post("/v1/runs", json={"task": "auth #sim agents=2 tools=1 tool=echo"}).json()["id"]
+        # With a file, so the files routes have one to serve its owner.
+        note = {"name": "notes.txt", "mime": "text/plain", "data": "bm90ZXM="}
+        body = {"task": "auth #sim agents=2 tools=1 tool=echo", "attachments": [note]}
+        run_id = c.post("/v1/runs", json=body).json()["id"]
     assert api.wait(run_id)["status"] == "succeeded"
     return run_id, key
 
@@ -46,7 +49,7 @@ STEP_ID = "0" * 32
 
 
 def call(client, method, path, run_id):
-    url = path.replace("{run_id}", run_id).replace("{step_id}", STEP_ID)
+    url = path.replace("{run_id}", run_id).replace("{step_id}", STEP_ID).replace("{path}", "notes.txt")
     body = {"task": "x #sim agents=1 tools=0 tool=echo"} if (method, path) == ("POST", "/v1/runs") else None
     if "{step_id}" in path:
         body = {"decision": "approve"}

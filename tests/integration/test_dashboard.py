@@ -215,3 +215,36 @@ def test_a_fork_and_its_origin_link_to_each_other(api):
             assert page.locator("#run-lineage").inner_text() == f"forks: {fork_id[:12]}"
         finally:
             browser.close()
+
+
+def test_run_page_lists_files_and_previews_images(api, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from swarm.sim.params import call_directive
+    from tests.integration.test_tool_images import WRITE_PLOT
+
+    key = api.key("dash")
+    with api.client(key) as c:
+        task = "plot " + call_directive("python", {"code": WRITE_PLOT})
+        run_id = c.post("/v1/runs", json={"task": task}).json()["id"]
+    api.wait(run_id)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{api.url}/dashboard/runs/{run_id}?key={key}")
+            page.wait_for_selector('#files .file-row[data-path="plots/plot.png"]', timeout=15_000)
+            # The preview was fetched with the key and decoded (a CSP or auth failure never loads).
+            page.wait_for_selector("#files img.preview[data-loaded]", state="attached", timeout=15_000)
+            assert page.locator("#files img.preview").get_attribute("src").startswith("blob:")
+            assert page.locator("#files .file-row").count() == 1
+            assert page.locator("#files-count").inner_text() == "1 file(s)"
+            with page.expect_download() as download:
+                page.locator("#files a.file-link").first.click()
+            assert download.value.suggested_filename == "plot.png"
+            assert errors == []
+        finally:
+            browser.close()

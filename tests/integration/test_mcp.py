@@ -243,3 +243,16 @@ def test_swarm_run_mcp_file_gives_the_run_its_own_servers(tmp_path, sqlite_url, 
         stdin=subprocess.DEVNULL,
     )
     assert bad.returncode != 0 and "unknown key(s) bogus" in bad.stderr + bad.stdout
+
+
+def test_an_image_an_mcp_tool_returns_reaches_the_model_as_an_image_part(tmp_path, sqlite_url, sim):
+    config = _config(tmp_path, art=_stdio())
+    s = make_settings(tmp_path, sqlite_url, sim.url, mcp_config=config)
+    store = StateStore.from_url(sqlite_url)
+    with LocalRuntime(s, store=store) as rt:
+        run_id = rt.submit(run_spec(s, f"draw {call_directive('mcp__art__picture', {})}"))
+        summary = rt.wait(run_id, timeout=120)
+    store.engine.dispose()
+    assert summary.status == "succeeded", summary.reason
+    assert "[saw 1 image(s)]" in (summary.result or ""), summary.result
+    assert [e["images"] for e in sim.log(run_id)] == [0, 1]  # the call, then the answer with the picture

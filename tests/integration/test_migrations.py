@@ -386,3 +386,34 @@ def test_fork_and_fanout_columns_upgrade_and_downgrade_keeping_every_row(tmp_pat
     parent_step = {u["column_names"][0] for u in inspect(engine).get_unique_constraints("agents")}
     assert parent_step == {"parent_step_id"}  # unique again
     engine.dispose()
+
+
+# ------------------------------------------- 0014: the writer of each file, images for the model
+
+BEFORE_FILE_WRITERS = "0009"
+
+
+def test_file_writer_and_image_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_FILE_WRITERS, "t #sim agents=2 tools=1 tool=python scenario=files")
+    engine = store.engine
+    before = _rows(engine)
+    assert before["artifacts"] and "step_id" not in before["artifacts"][0] and "images" not in before["messages"][0]
+
+    upgrade(engine, "0014")
+    assert current_revision(engine) == "0014"
+    upgrade(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    # Files saved before the upgrade have no known writer; no earlier message carries images.
+    assert {r["step_id"] for r in rows["artifacts"]} == {None}
+    assert {r["images"] for r in rows["messages"]} == {None}
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    assert {f.step_id for f in store.run_files(rows["artifacts"][0]["run_id"])} == {None}
+
+    downgrade(engine, BEFORE_FILE_WRITERS)
+    assert current_revision(engine) == BEFORE_FILE_WRITERS
+    assert _same_rows(_rows(engine), before)
+    assert "step_id" not in _rows(engine)["artifacts"][0]
+    engine.dispose()

@@ -10,10 +10,11 @@ from fastapi.responses import FileResponse, RedirectResponse
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 #: The page runs only its own script and talks only to this server; it shows model output, so
-#: a strict policy is the second line of defence after never inserting that output as HTML.
+#: a strict policy is the second line of defence after never inserting that output as HTML. blob:
+#: images are a run's image files, fetched with the key and previewed (static/files.js).
 SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

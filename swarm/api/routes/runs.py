@@ -45,6 +45,7 @@ def links(run_id: str) -> dict[str, str]:
         "export": f"{base}/export",
         "timeline": f"{base}/timeline",
         "approvals": f"{base}/approvals",
+        "files": f"{base}/files",
         "dashboard": f"/dashboard/runs/{run_id}",
     }
 

@@ -8,7 +8,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
 const state = { key: null, offset: 0, runId: null, summary: null, timeline: null, clockSkew: 0,
-                refreshTimer: null, lastRefresh: 0, abort: null, events: [] };
+                refreshTimer: null, lastRefresh: 0, abort: null, events: [], filesKey: null };
 
 // ------------------------------------------------------------------ key handling
 
@@ -123,6 +123,12 @@ async function refresh() {
   drawTree(timeline.agents);
   drawTimeline(timeline);
   drawSpend(timeline);
+  // Files change only when a tool call commits: list them again only then (and when the run ends).
+  const filesKey = `${summary.tool_calls}-${summary.status}`;
+  if (filesKey !== state.filesKey) {
+    state.filesKey = filesKey;
+    drawFiles(runId).catch((e) => notice(e.message));
+  }
 }
 
 // Spend over time: the cumulative cost of the run's model calls, by the time each finished.

@@ -1,0 +1,159 @@
+"""Tool plugins: the one interface every tool has, built-in or installed, and how swarm finds them.
+
+A tool is a class with a ``name``, a ``description`` (what the model reads), an ``arguments``
+model (a :class:`swarm.tools.arguments.Arguments` pydantic model: the JSON schema the model is
+shown, and the validation of what it sends back: a mistake goes back to the model as a tool
+error), ``uses_workspace`` (True: the call runs in a directory holding the run's files, and what
+it writes there is saved to the run) and a ``call(args, ctx) -> ToolResult`` that only ever sees
+valid arguments::
+
+    from pydantic import Field
+    from swarm.tools.plugin import Arguments, ToolContext, ToolPlugin, ToolResult
+
+    class WordCountArgs(Arguments):
+        path: str = Field(description="A text file of the run's workspace.")
+
+    class WordCount(ToolPlugin[WordCountArgs]):
+        name = "word_count"
+        description = "Count the lines, words and characters of a text file."
+        arguments = WordCountArgs
+        uses_workspace = True
+
+        def call(self, args: WordCountArgs, ctx: ToolContext) -> ToolResult:
+            text = (ctx.workspace / args.path).read_text()
+            return ToolResult(f"{len(text.split())} words")
+
+A package offers its tools under the entry-point group ``swarm.tools`` (``name = "module:Class"``
+in its pyproject's ``[project.entry-points."swarm.tools"]``); swarm calls what an entry point
+names with the process's settings (secrets blanked: :func:`plugin_settings`) and registers the
+tool it returns. The built-in tools are entry points of swarm's own package too, and are also
+registered directly, so they are there even in a checkout whose entry points are not installed.
+``SWARM_TOOLS_ENABLED`` / ``SWARM_TOOLS_DISABLED`` choose which tools agents are given.
+
+Plugins run in the worker process that runs tool steps, as trusted code: see docs/tools.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any
+
+from pydantic import SecretStr
+
+from swarm.config import Settings
+from swarm.constants import ORCHESTRATION_TOOLS
+from swarm.exceptions import ConfigError
+from swarm.tools.arguments import Arguments, ArgumentsTool
+from swarm.tools.base import Tool, ToolContext, ToolImage, ToolRegistry, ToolResult
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Arguments",
+    "ToolContext",
+    "ToolImage",
+    "ToolPlugin",
+    "ToolResult",
+    "discover",
+    "plugin_settings",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "swarm.tools"
+#: What OpenAI-compatible APIs accept as a function name.
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+#: The interface: subclass it with your :class:`Arguments` model (``ToolPlugin[MyArgs]``).
+ToolPlugin = ArgumentsTool
+
+#: Settings a plugin is not handed (blanked in its copy of the settings).
+_SECRETS = ("llm_api_key", "api_key", "executor_token")
+_SECRET_URLS = ("database_url", "broker_url")
+
+
+def plugin_settings(settings: Settings) -> Settings:
+    """``settings`` without swarm's secrets: no model key, API key or executor token, and no
+    database or broker URL (a plugin has no business with swarm's own state)."""
+    blank: dict[str, Any] = {name: SecretStr("") for name in _SECRETS}
+    blank.update({name: "" for name in _SECRET_URLS})
+    return settings.model_copy(update=blank)
+
+
+def _builtins() -> dict[str, Callable[[Settings], Tool]]:
+    from swarm.tools.echo import EchoTool
+    from swarm.tools.python_exec import PythonTool
+    from swarm.tools.web_fetch import WebFetchTool
+    from swarm.tools.web_search import WebSearchTool
+
+    return {"python": PythonTool, "web_fetch": WebFetchTool, "web_search": WebSearchTool, "echo": EchoTool}
+
+
+def _names(raw: str) -> set[str]:
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def _make(factory: Callable[..., Any], settings: Settings) -> Tool:
+    """Call what an entry point names: with the settings if it takes an argument."""
+    try:
+        takes = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        takes = True
+    tool = factory(settings) if takes else factory()
+    for attr in ("name", "description", "parameters", "run"):
+        if not hasattr(tool, attr):
+            raise TypeError(f"{factory!r} made {tool!r}, which has no {attr!r}: not a swarm tool")
+    if not isinstance(tool.name, str) or not NAME_RE.match(tool.name) or tool.name in ORCHESTRATION_TOOLS:
+        raise TypeError(f"tool name {tool.name!r} is not allowed (letters, digits, _ and -, at most 64)")
+    return tool  # type: ignore[no-any-return]
+
+
+def _entry_points() -> Iterable[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
+
+
+def discover(settings: Settings) -> ToolRegistry:
+    """The tools agents are given: the built-ins, then every ``swarm.tools`` entry point (a name
+    already taken is skipped with a warning), filtered by SWARM_TOOLS_ENABLED / _DISABLED. A plugin
+    that fails to load is skipped with a warning, unless it is named in SWARM_TOOLS_ENABLED
+    (ConfigError then, as for a name no tool has): a worker must not start without a tool it was
+    told to offer."""
+    enabled, disabled = _names(settings.tools_enabled), _names(settings.tools_disabled)
+    builtins = _builtins()
+    tools: dict[str, Tool] = {}
+    failed: dict[str, str] = {}
+    for name, factory in builtins.items():
+        if name not in disabled and (not enabled or name in enabled):
+            tools[name] = _make(factory, settings)
+    safe = plugin_settings(settings)
+    plugins: set[str] = set()
+    for ep in _entry_points():
+        if ep.name in disabled or (enabled and ep.name not in enabled):
+            continue
+        try:
+            factory = ep.load()
+            if builtins.get(ep.name) is factory:
+                continue  # a built-in's own entry point: registered above
+            tool = _make(factory, safe)
+        except Exception as exc:  # a broken plugin must not stop the worker (unless it was asked for)
+            failed[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("tool plugin %s (%s) not loaded: %s", ep.name, ep.value, failed[ep.name])
+            continue
+        if tool.name in tools:
+            log.warning("tool plugin %s (%s) skipped: a tool named %r exists already", ep.name, ep.value, tool.name)
+            continue
+        tools[tool.name] = tool
+        plugins.add(tool.name)
+    if missing := sorted(enabled - set(tools)):
+        why = "; ".join(f"{n}: {failed[n]}" for n in missing if n in failed)
+        raise ConfigError(
+            f"SWARM_TOOLS_ENABLED names {', '.join(missing)}, which "
+            + (f"failed to load ({why})" if why else "no built-in tool or installed plugin provides")
+            + f"; tools found: {', '.join(sorted(tools)) or 'none'}"
+        )
+    registry = ToolRegistry(tools.values())
+    registry.plugins = frozenset(plugins)
+    return registry
