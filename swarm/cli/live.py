@@ -54,6 +54,8 @@ class LiveRun:
         self.cost_usd: float | None = 0.0
         self.last_event_id = 0
         self.needs_tree = False
+        #: The model provider's capacity, one line (``swarm watch`` refreshes it); "" if no limits.
+        self.provider, self.provider_at = "", 0.0
         self._synced_at = time.monotonic()
         self._lock = threading.RLock()
 
@@ -163,6 +165,8 @@ class LiveRun:
         head.add_row("critical steps", f"{self.critical_steps}  (total steps {total})")
         head.add_row("tokens", tokens_text(self.tokens_in, self.tokens_out, self.tokens_cached))
         head.add_row("cost", usd_text(self.cost_usd))
+        if self.provider:
+            head.add_row("provider", self.provider)
         subs = self.subagents
         done = sum(1 for a in subs if a.status != "running")
         bars = Progress(

@@ -39,6 +39,14 @@ def capacity_for(settings: Settings) -> Capacity:
         return capacity
 
 
+def provider_views(settings: Settings) -> list[dict[str, object]]:
+    """The capacity of the configured provider as JSON, or nothing when it has no limits."""
+    s = settings
+    if not resolve_limits(s.provider_tier, s.provider_concurrency, s.provider_rpm, s.provider_tpm).limited:
+        return []
+    return [capacity_for(s).snapshot().as_json()]
+
+
 def _build(settings: Settings, pid: str, shared: bool) -> Capacity:
     limits = resolve_limits(
         settings.provider_tier, settings.provider_concurrency, settings.provider_rpm, settings.provider_tpm

@@ -129,6 +129,11 @@ class StoreRuns:
     def check(self) -> str | None:
         return None
 
+    def provider(self) -> list[dict[str, Any]]:
+        from swarm.llm.providers import provider_views
+
+        return provider_views(self.settings)
+
     def close(self) -> None:
         if self._own_store:
             self.store.engine.dispose()

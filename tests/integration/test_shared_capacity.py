@@ -197,3 +197,35 @@ def test_sim_answers_429_with_retry_after_beyond_its_cap_and_can_be_lowered() ->
         changed = httpx.post(f"{sim.base_url}/sim/limits", json={"max_concurrency": 1, "rpm": None, "tpm": None})
         assert changed.json()["limits"]["max_concurrency"] == 1
         assert httpx.post(f"{sim.base_url}/sim/limits", json={"max_concurrency": 0}).status_code == 400
+
+
+def test_metrics_show_the_provider_capacity_and_its_429s(tmp_path, sqlite_url) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from swarm.api.testing import live_api
+    from tests.conftest import make_settings
+
+    with SimServer(SimConfig(port=0, limits=SimLimits(max_concurrency=2))) as sim:
+        s = make_settings(tmp_path, sqlite_url, sim.url, provider_concurrency=4, provider_rpm=1000)
+        with live_api(s) as api:
+            with api.client(api.key()) as c:
+                run_id = c.post("/v1/runs", json={"task": "m #sim agents=6 tools=1 tool=echo latency=0.2"}).json()["id"]
+                run = api.wait(run_id)
+            with api.client(None) as c:
+                text = c.get("/metrics").text
+                [view] = c.get("/v1/provider").json()
+        assert run["status"] == "succeeded"  # the sim's 429s (cap 2 < 4) were retried, not fatal
+        m = {
+            (x.name, x.labels.get("provider")): x.value for f in text_string_to_metric_families(text) for x in f.samples
+        }
+        label = next(p for (n, p) in m if n == "swarm_provider_limit")
+        assert label.startswith("127.0.0.1:")
+        throttled = sim.stats()["throttled"]
+        assert throttled > 0
+        assert m[("swarm_provider_rate_limited_total", label)] == throttled
+        assert m[("swarm_provider_calls_total", label)] == sim.stats()["served"] + throttled
+        assert m[("swarm_provider_max_concurrency", label)] == 4
+        assert m[("swarm_provider_limit", label)] < 4  # the 429s cut it
+        assert m[("swarm_provider_in_flight", label)] == 0
+        # The same figures for `swarm watch` and the dashboard.
+        assert view["provider"] == label and view["throttled"] == throttled and view["max_concurrency"] == 4
