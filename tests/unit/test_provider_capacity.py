@@ -156,3 +156,22 @@ def test_sim_limits_reject_nonsense() -> None:
         SimLimits(max_concurrency=0)
     with pytest.raises(ValueError, match="expected"):
         SimLimits.from_json({"cap": 3})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SWARM_PROVIDER_TIER", "kimi-tier7"), ("SWARM_PROVIDER_CONCURRENCY", "0"), ("SWARM_PROVIDER_RPM", "-1")],
+)
+def test_a_command_refuses_bad_provider_config_at_start(tmp_path, name: str, value: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
+    env.update({name: value, "SWARM_HOME": str(tmp_path), "PYTHONPATH": os.getcwd()})
+    done = subprocess.run(
+        [sys.executable, "-m", "swarm", "ls"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    out = done.stdout + done.stderr
+    assert "invalid configuration" in out and name.removeprefix("SWARM_").lower() in out, out
