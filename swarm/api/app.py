@@ -56,7 +56,7 @@ def create_app(
         await hub.start()
         app.state.ctx = ServerContext(settings, st, service, hub, KeyRateLimit(settings), flower_url())
         app.state.registry, app.state.request_seconds = make_registry(st)
-        app.state.registry.register(ProviderCollector(settings))
+        app.state.registry.register(ProviderCollector(service.provider))
         log.info("swarm API ready (%s mode)", service.mode)
         try:
             yield

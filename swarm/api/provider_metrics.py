@@ -1,55 +1,45 @@
 """Prometheus gauges of the model provider's capacity (docs/providers.md): the shared limit, calls
 in flight and waiting for capacity, calls made and 429s seen, per provider. Read on each scrape
-from where the capacity is kept — Redis for a cluster (the same figures on every API replica),
-this process for embedded mode. A provider without limits configured has nothing shared to show."""
+through the Runs service (``Runs.provider``: Redis for a cluster, so every API replica reports the
+same figures; this process for embedded mode). No provider limits configured: nothing to show."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from swarm.config import Settings
-from swarm.domain.capacity import resolve_limits
-from swarm.llm.providers import capacity_for
+GAUGES = (
+    ("swarm_provider_limit", "limit", "Model calls allowed in flight now (adaptive, <= the configured cap)."),
+    ("swarm_provider_max_concurrency", "max_concurrency", "The configured cap of model calls in flight."),
+    ("swarm_provider_in_flight", "in_flight", "Model calls in flight now, all workers."),
+    ("swarm_provider_waiting", "waiting", "Model calls waiting for provider capacity now."),
+    ("swarm_provider_hold_seconds", "hold_seconds", "Seconds left of a Retry-After holding every call back."),
+)
+COUNTERS = (
+    ("swarm_provider_calls", "calls", "Model calls started under the provider capacity."),
+    ("swarm_provider_rate_limited", "throttled", "429 'slow down' answers from the provider."),
+)
 
 
 class ProviderCollector(Collector):
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, views: Callable[[], list[dict[str, Any]]]) -> None:
+        self.views = views
 
     def collect(self) -> Iterator[Metric]:
-        s = self.settings
-        if not resolve_limits(s.provider_tier, s.provider_concurrency, s.provider_rpm, s.provider_tpm).limited:
+        views = self.views()
+        if not views:
             return
-        view = capacity_for(s).snapshot()
-        labels = ["provider"]
-        figures = (
-            (
-                "swarm_provider_limit",
-                "Model calls allowed in flight now (adaptive, <= the configured cap).",
-                view.limit,
-            ),
-            ("swarm_provider_max_concurrency", "The configured cap of model calls in flight.", view.max_concurrency),
-            ("swarm_provider_in_flight", "Model calls in flight now, all workers.", view.in_flight),
-            ("swarm_provider_waiting", "Model calls waiting for provider capacity now.", view.waiting),
-            (
-                "swarm_provider_hold_seconds",
-                "Seconds left of a Retry-After holding every call back.",
-                view.hold_seconds,
-            ),
-        )
-        for name, doc, value in figures:
-            if value is not None:
-                g = GaugeMetricFamily(name, doc, labels=labels)
-                g.add_metric([view.label], float(value))
-                yield g
-        calls = CounterMetricFamily("swarm_provider_calls", "Model calls started under the capacity.", labels=labels)
-        calls.add_metric([view.label], float(view.calls))
-        yield calls
-        limited = CounterMetricFamily(
-            "swarm_provider_rate_limited", "429 'slow down' answers from the provider.", labels=labels
-        )
-        limited.add_metric([view.label], float(view.throttled))
-        yield limited
+        for name, field, doc in GAUGES:
+            gauge = GaugeMetricFamily(name, doc, labels=["provider"])
+            for v in views:
+                if v[field] is not None:
+                    gauge.add_metric([v["provider"]], float(v[field]))
+            yield gauge
+        for name, field, doc in COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=["provider"])
+            for v in views:
+                counter.add_metric([v["provider"]], float(v[field]))
+            yield counter

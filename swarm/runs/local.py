@@ -170,6 +170,14 @@ class EmbeddedRuns(StoreRuns):
     def submit(self, request: RunRequest) -> str:
         return self.runtime.submit(self.spec(request), self.quota)
 
+    def provider(self) -> list[dict[str, Any]]:
+        from swarm.llm.providers import provider_views
+
+        # The runtime's settings: they name the built-in sim's URL, the provider its calls go to.
+        with self._lock:
+            runtime = self._runtime
+        return provider_views(runtime.settings if runtime is not None else self.settings)
+
     def resume(
         self,
         run_id: str,

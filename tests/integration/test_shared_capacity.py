@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -203,6 +204,7 @@ def test_metrics_show_the_provider_capacity_and_its_429s(tmp_path, sqlite_url) -
     from prometheus_client.parser import text_string_to_metric_families
 
     from swarm.api.testing import live_api
+    from swarm.runs.remote import RemoteRuns
     from tests.conftest import make_settings
 
     with SimServer(SimConfig(port=0, limits=SimLimits(max_concurrency=2))) as sim:
@@ -214,6 +216,7 @@ def test_metrics_show_the_provider_capacity_and_its_429s(tmp_path, sqlite_url) -
             with api.client(None) as c:
                 text = c.get("/metrics").text
                 [view] = c.get("/v1/provider").json()
+            remote_view = RemoteRuns(api.url, api.key()).provider()[0]
         assert run["status"] == "succeeded"  # the sim's 429s (cap 2 < 4) were retried, not fatal
         m = {
             (x.name, x.labels.get("provider")): x.value for f in text_string_to_metric_families(text) for x in f.samples
@@ -229,3 +232,28 @@ def test_metrics_show_the_provider_capacity_and_its_429s(tmp_path, sqlite_url) -
         assert m[("swarm_provider_in_flight", label)] == 0
         # The same figures for `swarm watch` and the dashboard.
         assert view["provider"] == label and view["throttled"] == throttled and view["max_concurrency"] == 4
+        assert remote_view == view
+
+
+def test_cluster_and_remote_runs_report_the_shared_capacity(tmp_path, pg_url, redis_url, rclient) -> None:
+    from swarm.api.testing import live_api
+    from swarm.runs import open_runs
+    from swarm.runs.remote import RemoteRuns
+    from tests.conftest import make_settings
+
+    s = make_settings(tmp_path, pg_url, "http://sim/v1", broker_url=redis_url, provider_tier="kimi-tier1")
+    runs = open_runs(s)
+    cap = RedisCapacity(rclient, _pid(s), ProviderLimits(50, 200, 2_000_000))
+    cap.rebuild_ms = 0
+    with cap.slot(100):
+        [view] = runs.provider()
+        assert (view["in_flight"], view["max_concurrency"], view["rpm"], view["shared"]) == (1, 50, 200, True)
+        with live_api(s) as api:
+            assert RemoteRuns(api.url, api.key()).provider() == [view]
+    runs.close()
+
+
+def _pid(s: Any) -> str:
+    from swarm.domain.capacity import provider_id
+
+    return provider_id(s.llm_base_url, s.llm_api_key.get_secret_value(), s.model)
