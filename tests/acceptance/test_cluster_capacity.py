@@ -98,3 +98,23 @@ def test_429_storm_backs_the_whole_cluster_off_and_it_recovers(tmp_path, pg_url,
         print(f"\n429 storm: {storm} refused during it, {stats['throttled']} in all; limit fell to {lowest}")
     dispatcher.close()
     store.engine.dispose()
+
+
+@pytest.mark.timeout(400)
+def test_w1_on_two_nodes_against_a_provider_capped_at_50(tmp_path, pg_url, redis_url) -> None:
+    """The issue's test at full size: W1 (100 x 15) at 1.0 s latency, Kimi tier 1's 50 concurrent."""
+    with SimServer(SimConfig(port=0, limits=SimLimits(max_concurrency=50))) as sim:
+        s = make_settings(tmp_path, pg_url, sim.url, broker_url=redis_url)
+        store = StateStore.from_url(pg_url)
+        dispatcher = CeleryDispatcher.from_settings(s, store.cluster_id)
+        with cluster(tmp_path / "cluster", s, SWARM_PROVIDER_TIER="kimi-tier1", SWARM_PROVIDER_RPM="100000") as c:
+            for name in ("a", "b"):
+                c.start_node(name, llm_concurrency=58)
+            run_id = submit(store, dispatcher, s, w1_task(100, 15, latency=1.0), agents=100, tools=15)
+            summary = wait_done(store, run_id, 360, c)
+            stats = sim.stats()
+            verify_run(store, sim.log(run_id), stats["by_run"][run_id], run_id, agents=100, tools=15)
+            print(f"\nW1 capped at 50 on 2 nodes: {summary.wall_seconds:.1f} s, sim stats {stats}")
+            assert stats["peak_in_flight"] <= 50 and stats["throttled"] == 0, stats
+        dispatcher.close()
+        store.engine.dispose()
