@@ -106,6 +106,30 @@ class Settings(BaseSettings):
         "model): a one-line note names the image instead.",
     )
 
+    llm_rate_limit_patience: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a model call keeps retrying the provider's 429 'slow down' answers (which do not use "
+        "up SWARM_LLM_MAX_RETRIES) before its step fails; quota errors and 401/403 fail at once.",
+    )
+
+    provider_tier: str = Field(
+        "",
+        description="The model account's rate-limit preset: kimi-tier0 ... kimi-tier5 (docs/providers.md). "
+        "Empty: no preset. SWARM_PROVIDER_CONCURRENCY/RPM/TPM override its values.",
+    )
+    provider_concurrency: int | None = Field(
+        None, gt=0, description="Model calls in flight the account allows, all workers together (none: no limit)."
+    )
+    provider_rpm: int | None = Field(None, gt=0, description="Model requests per minute the account allows.")
+    provider_tpm: int | None = Field(None, gt=0, description="Model tokens per minute the account allows.")
+    provider_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Lease of a shared concurrency slot (cluster): renewed while the call runs, so a slot "
+        "of a worker that died comes back within this time.",
+    )
+
     web_search_url: str = Field(
         "", description="SearXNG-compatible JSON search endpoint; empty: web_search is not configured."
     )
@@ -326,6 +350,14 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if v.startswith(prefix):
                 return "postgresql+psycopg://" + v[len(prefix) :]
+        return v
+
+    @field_validator("provider_tier")
+    @classmethod
+    def _known_tier(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v and v not in c.PROVIDER_TIERS:
+            raise ValueError(f"unknown provider tier {v!r}; use one of {', '.join(c.PROVIDER_TIERS)} or leave it empty")
         return v
 
     @property

@@ -76,3 +76,14 @@ WORKSPACE_CACHE_BYTES = 1024 * 1024 * 1024
 TOOL_PATTERN = r"[A-Za-z0-9_.\-*?\[\]!]{1,128}"
 #: An age or duration as users write it: a positive number with an optional unit (30d, 12h, 90m, 3600s).
 AGE_PATTERN = r"(\d+(?:\.\d+)?)([smhdw]?)"
+
+#: Kimi (Moonshot) rate-limit tiers by cumulative recharge: (concurrency, RPM, TPM), the presets of
+#: SWARM_PROVIDER_TIER. platform.moonshot.ai/docs/pricing/limits, late 2026 (docs/providers.md).
+PROVIDER_TIERS: dict[str, tuple[int, int, int]] = {
+    "kimi-tier0": (1, 3, 500_000),
+    "kimi-tier1": (50, 200, 2_000_000),
+    "kimi-tier2": (100, 500, 3_000_000),
+    "kimi-tier3": (200, 5_000, 3_000_000),
+    "kimi-tier4": (400, 5_000, 4_000_000),
+    "kimi-tier5": (1_000, 10_000, 5_000_000),
+}

@@ -20,6 +20,7 @@ from swarm.api.context import ServerContext, flower_url
 from swarm.api.events import EventHub
 from swarm.api.limits import BodyLimit
 from swarm.api.metrics import make_registry
+from swarm.api.provider_metrics import ProviderCollector
 from swarm.api.ratelimit import KeyRateLimit
 from swarm.api.routes import approvals, dashboard, export, files, ops, stream
 from swarm.api.routes import runs as run_routes
@@ -55,6 +56,7 @@ def create_app(
         await hub.start()
         app.state.ctx = ServerContext(settings, st, service, hub, KeyRateLimit(settings), flower_url())
         app.state.registry, app.state.request_seconds = make_registry(st)
+        app.state.registry.register(ProviderCollector(service.provider))
         log.info("swarm API ready (%s mode)", service.mode)
         try:
             yield

@@ -50,17 +50,25 @@ def sim_llm(
     tool: str = typer.Option("python", help="Tool the subagents call: python or echo."),
     latency: float = typer.Option(0.0, help="Seconds per model response."),
     tool_latency: float = typer.Option(0.0, help="Seconds each python tool call sleeps."),
+    max_concurrency: int | None = typer.Option(
+        None, min=1, help="Requests in flight the sim serves; beyond: 429 with Retry-After, like a provider."
+    ),
+    rpm: int | None = typer.Option(None, min=1, help="Requests per minute the sim serves; beyond: 429."),
+    tpm: int | None = typer.Option(None, min=1, help="Prompt tokens per minute the sim serves; beyond: 429."),
 ) -> None:
     """Serve the simulated model: an OpenAI-compatible endpoint that plays a Kimi-style swarm.
 
     Point swarm at it with SWARM_LLM_BASE_URL=http://HOST:PORT/v1. A `#sim agents=N tools=K
-    latency=S` line in a task overrides these defaults for that run.
+    latency=S` line in a task overrides these defaults for that run. `POST /sim/limits` changes
+    the limits while it runs; `/sim/stats` reports the 429s sent and the peak in flight.
     """
     from swarm.sim import SimConfig, SimParams, serve
+    from swarm.sim.capacity import SimLimits
 
     console.print(f"simulated model on http://{host}:{port}/v1 (stats: /sim/stats)")
     params = SimParams(agents=agents, tools=tools, tool=tool, latency=latency, tool_latency=tool_latency)
-    serve(SimConfig(params=params, host=host, port=port))
+    limits = SimLimits(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
+    serve(SimConfig(params=params, host=host, port=port, limits=limits))
 
 
 @app.command()

@@ -56,6 +56,8 @@ class LiveRun:
         #: Tool calls waiting for a human decision: step id → tool.
         self.awaiting: dict[str, str] = {}
         self.needs_tree = False
+        #: The model provider's capacity, one line (``swarm watch`` refreshes it); "" if no limits.
+        self.provider, self.provider_at = "", 0.0
         self._synced_at = time.monotonic()
         self._lock = threading.RLock()
 
@@ -175,6 +177,8 @@ class LiveRun:
                 "approvals",
                 Text(f"{len(self.awaiting)} awaiting (e.g. {tool}): swarm approve {step[:12]}", style="magenta"),
             )
+        if self.provider:
+            head.add_row("provider", self.provider)
         subs = self.subagents
         done = sum(1 for a in subs if a.status != "running")
         bars = Progress(

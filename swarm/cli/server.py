@@ -31,6 +31,7 @@ from swarm.domain.events import EventType
 from swarm.domain.status import RunStatus
 
 if TYPE_CHECKING:
+    from swarm.cli.live import LiveRun
     from swarm.runs import Runs
 
 keys_app = typer.Typer(help="API keys of the REST server (stored hashed; a key is shown once).", no_args_is_help=True)
@@ -177,6 +178,7 @@ def _watch_live(runs: Runs, run_id: str) -> str:
 
     live = LiveRun(runs.summary(run_id))
     live.merge_tree(runs.agents(run_id))
+    _refresh_provider(live, runs)
     with Live(console=console, get_renderable=live.render, refresh_per_second=4):
         for event in runs.events(run_id, after=live.last_event_id):
             live.apply(event)
@@ -184,9 +186,29 @@ def _watch_live(runs: Runs, run_id: str) -> str:
                 live.merge_tree(runs.agents(run_id))
             if event["type"] in (EventType.RUN_DONE, EventType.RUN_RESUMED):
                 live.sync(runs.summary(run_id))
+            if time.monotonic() - live.provider_at > 1.0:
+                _refresh_provider(live, runs)
         live.sync(runs.summary(run_id))
         live.merge_tree(runs.agents(run_id))
     return live.status
+
+
+def _refresh_provider(live: LiveRun, runs: Runs) -> None:
+    live.provider, live.provider_at = _provider_line(runs), time.monotonic()
+
+
+def _provider_line(runs: Runs) -> str:
+    """The provider's capacity for the watch view: 'host/model#key  limit 50/50 · 12 in flight …'."""
+    try:
+        views = runs.provider()
+    except Exception:  # an older server without /v1/provider: the view goes on without it
+        return ""
+    return "; ".join(
+        f"{v['provider']}  limit {v['limit']:g}/{v['max_concurrency'] or '-'} · {v['in_flight']} in flight · "
+        f"{v['waiting']} waiting · {v['throttled']} × 429 of {v['calls']}"
+        + (f" · held {v['hold_seconds']:g} s" if v["hold_seconds"] else "")
+        for v in views
+    )
 
 
 # ----------------------------------------------------------------- export

@@ -14,10 +14,12 @@ from typing import Any, Self
 import httpx
 
 from swarm.config import Settings
+from swarm.domain.capacity import estimate_tokens
 from swarm.domain.llm import CallContext, LLMResponse, ToolCall
 from swarm.exceptions import ConfigError, FenceLost, LLMError, LLMRateLimited
+from swarm.llm.capacity import Capacity
 from swarm.llm.errors import map_response_error, map_transport_errors, unusable_response
-from swarm.llm.limiter import AdaptiveLimiter, shared_limiter
+from swarm.llm.providers import capacity_for
 from swarm.llm.retry import backoff_delay, should_retry
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class LLMClient:
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
-        limiter: AdaptiveLimiter | None = None,
+        limiter: Capacity | None = None,
     ) -> None:
         self._settings = settings
         if http is None:
@@ -60,7 +62,7 @@ class LLMClient:
         self._given = http
         self._sleep = sleep
         self._rand = rand
-        self._limiter = limiter if limiter is not None else shared_limiter(settings.llm_max_concurrency)
+        self._limiter = limiter if limiter is not None else capacity_for(settings)
 
     def complete(
         self,
@@ -82,10 +84,16 @@ class LLMClient:
         headers = self._headers(ctx)
         max_retries = self._settings.llm_max_retries
         attempt = 0
+        throttled = 0.0  # seconds slept on 429 "slow down" answers
         while True:
             try:
                 return self._attempt(body, headers)
             except LLMError as exc:
+                # A 429 "slow down" is the provider's capacity, not a fault of this call: it does
+                # not use up the retries; only waiting past the patience fails the step.
+                rate_limited = isinstance(exc, LLMRateLimited)
+                if rate_limited and throttled < self._settings.llm_rate_limit_patience:
+                    attempt = min(attempt, max(0, max_retries - 1))
                 if not should_retry(exc, attempt, max_retries):
                     if exc.retryable:
                         exc.add_note(f"gave up after {attempt} retries")
@@ -103,6 +111,8 @@ class LLMClient:
                     ctx.step_id or "-",
                 )
                 self._sleep(delay)
+                # At least a second each: a provider's "slow down" is never shorter in practice.
+                throttled += max(delay, 1.0) if rate_limited else 0.0
                 if still_wanted is not None and not still_wanted():
                     raise FenceLost("step abandoned while waiting to retry the model call") from exc
                 attempt += 1
@@ -110,7 +120,7 @@ class LLMClient:
     def _attempt(self, body: dict[str, Any], headers: dict[str, str]) -> LLMResponse:
         # The slot is released before any backoff sleep: the lowered limit is what slows
         # everyone down, a sleeping thread need not also hold capacity.
-        with self._limiter.slot():
+        with self._limiter.slot(estimate_tokens(_prompt_chars(body), body.get("max_tokens"))):
             started = time.monotonic()
             with map_transport_errors():
                 response = self._http().post("/chat/completions", json=body, headers=headers)
@@ -118,10 +128,10 @@ class LLMClient:
             if not response.is_success:
                 error = map_response_error(response)
                 if isinstance(error, LLMRateLimited):
-                    self._limiter.on_rate_limited()
+                    self._limiter.on_rate_limited(error.retry_after)
                 raise error
             result = parse_completion(response, latency, default_model=body["model"])
-            self._limiter.on_success()
+            self._limiter.on_success(result.tokens_in + result.tokens_out)
             return result
 
     def _body(
@@ -224,6 +234,11 @@ class _PerThread:
             clients, self._all = self._all, []
         for client in clients:
             client.close()
+
+
+def _prompt_chars(body: dict[str, Any]) -> int:
+    """Characters of a request's messages: enough for a token estimate, without serializing it."""
+    return sum(len(str(m.get("content") or "")) for m in body["messages"] if isinstance(m, dict))
 
 
 def parse_completion(response: httpx.Response, latency: float, *, default_model: str) -> LLMResponse:

@@ -1,31 +1,57 @@
-"""A process-wide AIMD concurrency limit for model calls.
+"""A process-wide AIMD concurrency limit for model calls: the in-process :class:`~swarm.llm.capacity.Capacity`.
 
 When the provider rate-limits one call, every thread of the process should slow down, not
 just the one that got the 429: otherwise a hundred parallel agents keep the endpoint saturated
-and each of them retries into the same wall.
+and each of them retries into the same wall. A ``Retry-After`` holds every thread back until
+then; with requests or tokens per minute configured, a call also waits for room in the last
+minute's window (tokens: an estimate reserved first, settled with the reported usage after).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from swarm.llm.capacity import CapacityView
+
+#: The window of the per-minute limits.
+WINDOW = 60.0
 
 
 class AdaptiveLimiter:
     """Thread-safe concurrency limiter: additive increase on success, halve on rate limit.
 
+    ``increase``: slots added per success; None: 1/limit, one slot per round of successes
+    (the provider limits' setting, see :func:`swarm.domain.capacity.grow`). ``hold``: a
+    Retry-After holds every call of the process back (the provider limits' setting; without
+    it only the thread that got the 429 waits).
+
     A rate limit seen by a call that started before the last cut does not cut again, so a
     burst of 429s from one overload halves the limit once, not down to the floor.
     """
 
-    def __init__(self, max_concurrency: int, min_concurrency: int = 1, *, increase: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_concurrency: int,
+        min_concurrency: int = 1,
+        *,
+        increase: float | None = 1.0,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        label: str = "",
+        hold: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if min_concurrency < 1 or max_concurrency < min_concurrency:
             raise ValueError(
                 f"need 1 <= min_concurrency <= max_concurrency, got min={min_concurrency}, max={max_concurrency}"
             )
-        if increase <= 0:
+        if increase is not None and increase <= 0:
             raise ValueError(f"increase must be positive, got {increase}")
         self.max_concurrency = max_concurrency
         self.min_concurrency = min_concurrency
@@ -35,6 +61,15 @@ class AdaptiveLimiter:
         self._generation = 0  # bumped on every cut
         self._cond = threading.Condition()
         self._local = threading.local()
+        self.rpm, self.tpm, self.label, self.hold = rpm, tpm, label, hold
+        self._clock = clock
+        self._not_before = 0.0
+        self._waiting = 0
+        self._calls = 0
+        self._throttled = 0
+        #: One [start, tokens] per call of the last minute; a call's entry is settled in place.
+        self._window: deque[list[float]] = deque()
+        self._tokens = 0.0
 
     @property
     def limit(self) -> int:
@@ -49,38 +84,91 @@ class AdaptiveLimiter:
             return self._in_flight
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Block until a call may start, and hold the slot for the body of the ``with``."""
+    def slot(self, tokens: int = 0) -> Iterator[None]:
+        """Block until a call expected to use ``tokens`` may start, and hold the slot for the body
+        of the ``with``."""
         with self._cond:
-            while self._in_flight >= int(self._limit):
-                self._cond.wait()
+            self._waiting += 1
+            try:
+                while (wait := self._blocked_for(self._clock(), tokens)) > 0:
+                    self._cond.wait(None if math.isinf(wait) else wait)
+            finally:
+                self._waiting -= 1
             self._in_flight += 1
+            self._calls += 1
+            entry = [self._clock(), float(tokens)]
+            if self.rpm is not None or self.tpm is not None:
+                self._window.append(entry)
+                self._tokens += tokens
             generation = self._generation
-        outer = getattr(self._local, "generation", None)
-        self._local.generation = generation
+        outer = getattr(self._local, "generation", None), getattr(self._local, "entry", None)
+        self._local.generation, self._local.entry = generation, entry
         try:
             yield
         finally:
-            self._local.generation = outer
+            self._local.generation, self._local.entry = outer
             with self._cond:
                 self._in_flight -= 1
                 self._cond.notify()
 
-    def on_success(self) -> None:
-        """A call succeeded: allow a little more concurrency, up to the maximum."""
+    def _blocked_for(self, now: float, tokens: int) -> float:
+        """Seconds until a call may start (inf: until a slot is released), 0 if it may now."""
+        if now < self._not_before:
+            return self._not_before - now
+        if self._in_flight >= int(self._limit):
+            return math.inf
+        while self._window and self._window[0][0] <= now - WINDOW:
+            self._tokens -= self._window.popleft()[1]
+        if self._window:
+            until_oldest_leaves = self._window[0][0] + WINDOW - now
+            if self.rpm is not None and len(self._window) >= self.rpm:
+                return until_oldest_leaves
+            # A call larger than the whole budget still runs alone, or it would wait forever.
+            if self.tpm is not None and self._tokens + tokens > self.tpm:
+                return until_oldest_leaves
+        return 0.0
+
+    def on_success(self, tokens: int | None = None) -> None:
+        """A call succeeded (having used ``tokens``, settled against its estimate): allow a
+        little more concurrency, up to the maximum."""
+        entry = getattr(self._local, "entry", None)
         with self._cond:
+            live = entry is not None and entry[0] > self._clock() - WINDOW  # still counted in the window
+            if tokens is not None and entry is not None and live and (self.tpm is not None or self.rpm is not None):
+                self._tokens += tokens - entry[1]
+                entry[1] = float(tokens)
             if self._limit < self.max_concurrency:
-                self._limit = min(float(self.max_concurrency), self._limit + self._increase)
+                step = self._increase if self._increase is not None else 1.0 / self._limit
+                self._limit = min(float(self.max_concurrency), self._limit + step)
                 self._cond.notify_all()
 
-    def on_rate_limited(self) -> None:
-        """The provider said slow down: halve the limit, not below the minimum."""
+    def on_rate_limited(self, retry_after: float | None = None) -> None:
+        """The provider said slow down: nobody starts a call before ``retry_after`` seconds from
+        now, and the limit is halved, not below the minimum."""
         started = getattr(self._local, "generation", None)
         with self._cond:
+            self._throttled += 1
+            if retry_after and self.hold:
+                self._not_before = max(self._not_before, self._clock() + retry_after)
             if started is not None and started < self._generation:
                 return  # this call was already in flight when we last cut; already counted
             self._limit = max(float(self.min_concurrency), self._limit / 2.0)
             self._generation += 1
+
+    def snapshot(self) -> CapacityView:
+        with self._cond:
+            return CapacityView(
+                label=self.label,
+                shared=False,
+                max_concurrency=self.max_concurrency,
+                limit=self._limit,
+                in_flight=self._in_flight,
+                waiting=self._waiting,
+                calls=self._calls,
+                throttled=self._throttled,
+                rpm=self.rpm,
+                tpm=self.tpm,
+            )
 
     def __repr__(self) -> str:
         return (

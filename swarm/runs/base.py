@@ -170,6 +170,10 @@ class Runs(Protocol):
     def check(self) -> str | None:
         """None if runs can be submitted, else what is wrong (for /readyz)."""
 
+    def provider(self) -> list[dict[str, Any]]:
+        """The model provider's capacity now — limit, calls in flight and waiting, 429s seen
+        (docs/providers.md); empty when no provider limits are configured."""
+
     def close(self) -> None: ...
 
 

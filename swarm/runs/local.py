@@ -185,6 +185,11 @@ class StoreRuns:
     def check(self) -> str | None:
         return None
 
+    def provider(self) -> list[dict[str, Any]]:
+        from swarm.llm.providers import provider_views
+
+        return provider_views(self.settings)
+
     def close(self) -> None:
         if self._own_store:
             self.store.engine.dispose()
@@ -220,6 +225,14 @@ class EmbeddedRuns(StoreRuns):
 
     def submit(self, request: RunRequest) -> str:
         return self.runtime.submit(self.spec(request), self.quota)
+
+    def provider(self) -> list[dict[str, Any]]:
+        from swarm.llm.providers import provider_views
+
+        # The runtime's settings: they name the built-in sim's URL, the provider its calls go to.
+        with self._lock:
+            runtime = self._runtime
+        return provider_views(runtime.settings if runtime is not None else self.settings)
 
     def resume(
         self,

@@ -207,6 +207,9 @@ class RemoteRuns:
     def check(self) -> str | None:
         return None
 
+    def provider(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/provider"))
+
     # ---------------------------------------------------------------- events
 
     def events(self, run_id: str, *, after: int = 0, scope: str | None = None) -> Iterator[dict[str, Any]]:

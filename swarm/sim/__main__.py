@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from swarm.sim.capacity import SimLimits
 from swarm.sim.params import FAULTS, SIM_TOOLS, SimParams
 from swarm.sim.server import SimConfig, serve
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
@@ -25,6 +33,9 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     p.add_argument("--http", default=None, help='HTTP fault: "429x2", "500x1", "401", "quota"...')
     p.add_argument("--no-thinking", dest="thinking", action="store_false", help="reply without reasoning_content")
     p.add_argument("--model", default=d.model)
+    p.add_argument("--max-concurrency", type=_positive, default=None, help="requests in flight; beyond: 429")
+    p.add_argument("--rpm", type=_positive, default=None, help="requests per minute; beyond: 429")
+    p.add_argument("--tpm", type=_positive, default=None, help="prompt tokens per minute; beyond: 429")
     a = p.parse_args(argv)
     params = SimParams(
         agents=a.agents,
@@ -36,7 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
         http=a.http,
         thinking=a.thinking,
     )
-    return SimConfig(params=params, host=a.host, port=a.port, model=a.model)
+    limits = SimLimits(max_concurrency=a.max_concurrency, rpm=a.rpm, tpm=a.tpm)
+    return SimConfig(params=params, host=a.host, port=a.port, model=a.model, limits=limits)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,6 +6,7 @@ prove that no committed LLM call was ever sent twice, and a Kimi-style prefix ca
 tools and messages of a request, serialized, in 256-token blocks; a request's leading blocks
 that an earlier request already sent are reported as ``usage.cached_tokens`` (and
 ``usage.prompt_tokens_details.cached_tokens``). ``/sim/usage`` lists what each request reported.
+With limits (:mod:`swarm.sim.capacity`) it answers the excess with 429 like a real provider.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from swarm.sim import script, wire
+from swarm.sim.capacity import SimCapacity, SimLimits, limits_endpoint
 from swarm.sim.params import HttpFault, SimParams
 from swarm.threaded_server import ThreadedServer
 
@@ -44,6 +46,7 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     model: str = script.DEFAULT_MODEL
+    limits: SimLimits = field(default_factory=SimLimits)
 
 
 @dataclass(kw_only=True)
@@ -67,6 +70,7 @@ class SimState:
     prefixes: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     usages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    capacity: SimCapacity = field(default_factory=SimCapacity)
 
     def cached_tokens(self, digests: list[bytes], conversation: str) -> tuple[int, bool]:
         """Tokens of the prompt whose blocks ``digests`` the cache holds (a leading run of
@@ -150,6 +154,7 @@ class SimState:
                 "duplicates": served - unique,
                 "by_run": dict(self.by_run),
                 "errors": {str(k): v for k, v in sorted(self.errors.items())},
+                **self.capacity.stats(),
             }
 
     def log(self, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -165,6 +170,7 @@ class SimState:
             self.entries.clear()
             self.usages.clear()
             self.cache.clear()
+        self.capacity.reset()
 
 
 def _error(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -203,10 +209,21 @@ async def _read_json(request: Request) -> Any:
         return None
 
 
+def _admit(ledger: SimState, prompt: str, key: str, headers: dict[str, str]) -> Response | None:
+    """None if the request fits the sim's limits (it then holds a slot), else its 429."""
+    wait = ledger.capacity.admit(len(prompt) // script.CHARS_PER_TOKEN)
+    if wait is None:
+        return None
+    ledger.record(429, key, headers)
+    limited = "rate_limit_reached_error"
+    return _error(429, _FAULT_MESSAGES[limited], limited, {"Retry-After": f"{wait:g}"})
+
+
 def create_app(config: SimConfig | None = None, state: SimState | None = None) -> Starlette:
     """The sim as an ASGI app; pass ``state`` to read the ledger without going through HTTP."""
     cfg = config or SimConfig()
     ledger = state or SimState()
+    ledger.capacity.set_limits(cfg.limits)
     defaults = cfg.params
 
     async def chat_completions(request: Request) -> Response:
@@ -232,14 +249,20 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
         if problem is not None:
             ledger.record(400, key, headers)
             return _error(400, problem, "invalid_request_error")
-        if params.latency > 0:
-            await asyncio.sleep(params.latency)
-        conversation = headers["agent_id"] or script.conversation_key(messages, headers["run_id"])
-        cached, broke = ledger.cached_tokens(script.prefix_digests(script.prompt_text(body)), conversation)
-        completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults, cached_tokens=cached)
-        ledger.record(200, key, headers, script.image_parts(messages))
-        ledger.record_usage(headers, completion["usage"], body.get("prompt_cache_key"), broke)
-        return JSONResponse(completion)
+        prompt = script.prompt_text(body)
+        if (refused := _admit(ledger, prompt, key, headers)) is not None:
+            return refused
+        try:
+            if params.latency > 0:
+                await asyncio.sleep(params.latency)
+            conversation = headers["agent_id"] or script.conversation_key(messages, headers["run_id"])
+            cached, broke = ledger.cached_tokens(script.prefix_digests(prompt), conversation)
+            completion = script.reply({**body, "model": body.get("model") or cfg.model}, defaults, cached_tokens=cached)
+            ledger.record(200, key, headers, script.image_parts(messages))
+            ledger.record_usage(headers, completion["usage"], body.get("prompt_cache_key"), broke)
+            return JSONResponse(completion)
+        finally:
+            ledger.capacity.release()
 
     async def models(_: Request) -> Response:
         return JSONResponse(
@@ -284,6 +307,7 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
             Route("/sim/log", log, methods=["GET"]),
             Route("/sim/usage", usage, methods=["GET"]),
             Route("/sim/reset", reset, methods=["POST"]),
+            Route("/sim/limits", limits_endpoint(ledger.capacity), methods=["GET", "POST"]),
             Route("/search", search, methods=["GET"]),
             Route("/pages/{slug}", page, methods=["GET"]),
         ]
@@ -383,3 +407,6 @@ class SimServer(ThreadedServer):
 
     def reset(self) -> None:
         self.state.reset()
+
+    def set_limits(self, limits: SimLimits) -> None:
+        self.state.capacity.set_limits(limits)

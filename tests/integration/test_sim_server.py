@@ -87,6 +87,10 @@ def test_full_swarm_over_http(sim: SimServer, client: httpx.Client) -> None:
         "duplicates": 0,
         "by_run": {"run-full": 12},
         "errors": {},
+        "limits": {"max_concurrency": None, "rpm": None, "tpm": None},
+        "in_flight": 0,
+        "peak_in_flight": 1,
+        "throttled": 0,
     }
     assert sim.stats() == stats
     log = client.get(sim.base_url + "/sim/log", params={"run_id": "run-full"}).json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,6 +42,14 @@ def readyz(ctx: Ctx) -> Response:
     ok = all(c.ok for c in checks.values())
     body = Ready(status="ready" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/v1/provider", summary="Model provider capacity")
+def provider(ctx: Ctx) -> list[dict[str, Any]]:
+    """The model provider's shared capacity now: the configured cap and the adaptive limit, calls
+    in flight and waiting for capacity, calls made and 429s seen, a Retry-After hold. Empty when
+    no provider limits are configured. No tenant data, so no key needed (like /metrics)."""
+    return ctx.runs.provider()
 
 
 @router.get(

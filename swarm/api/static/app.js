@@ -129,6 +129,20 @@ async function refresh() {
     state.filesKey = filesKey;
     drawFiles(runId).catch((e) => notice(e.message));
   }
+  drawProvider().catch(() => {});
+}
+
+// The model provider's shared capacity (GET /v1/provider): in flight / limit, waiting, 429s.
+async function drawProvider() {
+  const views = await (await fetch("/v1/provider")).json();
+  const card = document.getElementById("provider-card");
+  card.hidden = !views.length;
+  if (!views.length) return;
+  const v = views[0];
+  document.getElementById("c-provider").textContent = `${v.in_flight} / ${v.limit} in flight`;
+  document.getElementById("c-provider-sub").textContent =
+    `${v.waiting} waiting · ${fmtInt(v.throttled)} × 429 of ${fmtInt(v.calls)}` + (v.hold_seconds ? ` · held ${v.hold_seconds} s` : "");
+  card.title = `${v.provider}: cap ${v.max_concurrency ?? "none"}, rpm ${v.rpm ?? "none"}, tpm ${v.tpm ?? "none"}`;
 }
 
 // Spend over time: the cumulative cost of the run's model calls, by the time each finished.
