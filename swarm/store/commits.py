@@ -109,6 +109,24 @@ class Commits:
                 "b_cost": cost,
             }
             advance = {"b_id": claim.agent_id, "b_next": seq + 1, "b_pending": agent.pending_tools, **tokens}
+            # Written before what the turn causes (tool steps, the agent's and run's end): readers
+            # replay events in id order, so the cause comes first.
+            writes.event(
+                conn,
+                claim.run_id,
+                EventType.LLM_DONE,
+                claim.agent_id,
+                claim.step_id,
+                {
+                    "turn": claim.turn,
+                    "kind": plan.kind.value,
+                    "tool_calls": len(plan.calls),
+                    "tokens_in": response.tokens_in,
+                    "tokens_out": response.tokens_out,
+                    "tokens_cached": response.tokens_cached,
+                    "cost_usd": pricing.usd(cost),
+                },
+            )
             refs: list[StepRef] = []
             if plan.kind == TurnKind.TOOLS:
                 if run is None:
@@ -136,22 +154,6 @@ class Commits:
                 else:
                     reason = prompts.STEP_LIMIT.format(steps=agent.steps + 1)
                     refs = outcomes.finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
-            writes.event(
-                conn,
-                claim.run_id,
-                EventType.LLM_DONE,
-                claim.agent_id,
-                claim.step_id,
-                {
-                    "turn": claim.turn,
-                    "kind": plan.kind.value,
-                    "tool_calls": len(plan.calls),
-                    "tokens_in": response.tokens_in,
-                    "tokens_out": response.tokens_out,
-                    "tokens_cached": response.tokens_cached,
-                    "cost_usd": pricing.usd(cost),
-                },
-            )
             counted = conn.execute(
                 sql.COUNT_TURN,
                 {
