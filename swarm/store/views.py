@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select, text
 
+from swarm.constants import ORCHESTRATION_TOOLS
 from swarm.domain import pricing, run_ids
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
@@ -16,6 +17,16 @@ from swarm.store import writes
 from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
 from swarm.store.types import RunSummary, StepRef
+
+#: Which steps are an agent's ``tool_calls`` — the same definition as the run's ``tool_calls``
+#: counter (granted in ``commits._open_tool_steps``) and the ``tools_granted`` that `swarm watch`
+#: adds up from ``llm_done`` events: a call of a tool other than the orchestration tools that
+#: the turn granted (a refused call stores no ``call_key``). See docs/architecture.md, "Counts".
+COUNTED_TOOL_CALL = (
+    STEPS.c.kind == StepKind.TOOL,
+    STEPS.c.tool_name.not_in(sorted(ORCHESTRATION_TOOLS)),
+    STEPS.c.call_key.is_not(None),
+)
 
 
 class Views:
@@ -59,7 +70,7 @@ class Views:
             tools: dict[str, int] = dict(
                 conn.execute(
                     select(STEPS.c.agent_id, func.count())
-                    .where(STEPS.c.run_id == run_id, STEPS.c.kind == StepKind.TOOL)
+                    .where(STEPS.c.run_id == run_id, *COUNTED_TOOL_CALL)
                     .group_by(STEPS.c.agent_id)
                 ).all()
             )
