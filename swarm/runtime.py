@@ -150,6 +150,7 @@ class LocalRuntime:
                 settings.heartbeat_seconds,
                 settings.lease_seconds,
                 steps=self.executor.in_flight,
+                runs=lambda: set(self._runs),
             ),
             # Only this process's runs: an abandoned run in the same database is not silently revived.
             sweeper(
@@ -168,7 +169,7 @@ class LocalRuntime:
         self.dispatcher.dispatch(refs)
 
     def submit(self, spec: RunSpec, quota: TenantQuota | None = None) -> str:
-        run_id, refs = self.store.create_run(spec, quota)
+        run_id, refs = self.store.create_run(spec, quota, (self.owner, self.settings.lease_seconds))
         self._runs.add(run_id)
         self.dispatch(refs)
         return run_id
@@ -180,7 +181,9 @@ class LocalRuntime:
         self.store.release_dead_owners(run_id, pid_is_dead, self.settings.step_max_crashes)
         if was_running and self.store.run_status(run_id) != RunStatus.RUNNING:
             return
-        refs = self.store.resume_run(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens)
+        refs = self.store.resume_run(
+            run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens, owner=(self.owner, self.settings.lease_seconds)
+        )
         self._runs.add(run_id)
         self.dispatch(refs)
 

@@ -20,6 +20,7 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "ready": "cyan",
     "waiting": "blue",
+    "interrupted": "red",
 }
 
 
@@ -43,7 +44,7 @@ def summary_table(s: RunSummary) -> Table:
     speedup = f"{s.total_steps / s.critical_steps:.1f}×" if s.critical_steps else "-"
     rows: list[tuple[str, Any]] = [
         ("run", s.id),
-        ("status", styled(s.status)),
+        ("status", styled(s.state or s.status)),
         ("task", s.task[:200]),
         ("subagents", f"{s.subagents} / {s.max_subagents}"),
         ("tool calls", f"{s.tool_calls} / {s.max_tool_calls}"),
@@ -59,6 +60,8 @@ def summary_table(s: RunSummary) -> Table:
         rows.append(("token cap", f"{s.tokens_in + s.tokens_out} of {s.max_tokens}"))
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
+    if s.hint:
+        rows.append(("hint", Text(s.hint, style="yellow")))
     if s.result:
         rows.append(("result", s.result[:2000]))
     for k, v in rows:

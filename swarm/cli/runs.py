@@ -301,7 +301,7 @@ def list_runs(
     # Ids whole at any width (they are what the other commands take); the task gives way.
     t = Table(box=None, header_style="bold")
     t.add_column("id", no_wrap=True, min_width=32)
-    t.add_column("status", no_wrap=True, min_width=9)
+    t.add_column("status", no_wrap=True, min_width=11)
     for name in ("subs", "tools", "crit", "wall s", "cost"):
         t.add_column(name, no_wrap=True, justify="right")
     # What is left of the terminal after the other columns (~86 characters).
@@ -309,7 +309,7 @@ def list_runs(
     for r in runs:
         t.add_row(
             r.id,
-            styled(r.status),
+            styled(r.state or r.status),
             str(r.subagents),
             str(r.tool_calls),
             str(r.critical_steps),

@@ -106,6 +106,10 @@ class Run(Base):
     wall_before: Mapped[float] = mapped_column(Float, default=0.0)
     #: The submitter's Idempotency-Key: a second submission with it returns this run.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: The process that looks after the run (embedded runtimes: ``session.owner_id()``), and until
+    #: when (database clock) its heartbeat renewed that; NULL: the cluster's (``domain/liveness.py``).
+    owner: Mapped[str | None] = mapped_column(String(128))
+    owner_until: Mapped[float | None] = mapped_column(Float)
 
 
 class Agent(Base):

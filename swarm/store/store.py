@@ -115,8 +115,10 @@ class StateStore:
 
     # ------------------------------------------------------------------ runs
 
-    def create_run(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
-        return self.runs.create(spec, quota)
+    def create_run(
+        self, spec: RunSpec, quota: TenantQuota | None = None, owner: tuple[str, float] | None = None
+    ) -> tuple[str, list[StepRef]]:
+        return self.runs.create(spec, quota, owner)
 
     def cancel_run(self, run_id: str, reason: str = "cancelled by user") -> bool:
         """Cancel a run: every open step is cancelled in the same transaction, so no worker can
@@ -125,11 +127,17 @@ class StateStore:
         return self.runs.cancel(run_id, reason)
 
     def resume_run(
-        self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None
+        self,
+        run_id: str,
+        *,
+        max_cost_pico: int | None = None,
+        max_tokens: int | None = None,
+        owner: tuple[str, float] | None = None,
     ) -> list[StepRef]:
         """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch. Spend
-        caps given here replace the run's (a budget raised to continue a run it stopped)."""
-        return self.runs.resume(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens)
+        caps given here replace the run's (a budget raised to continue a run it stopped). The
+        run now belongs to ``owner`` (process, lease seconds), or to the cluster (None)."""
+        return self.runs.resume(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens, owner=owner)
 
     # --------------------------------------------------------------- budgets
 
@@ -149,6 +157,9 @@ class StateStore:
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         return self.leases.heartbeat(owner, lease, steps)
+
+    def own_runs(self, owner: str, lease: float, run_ids: Collection[str]) -> int:
+        return self.leases.own_runs(owner, lease, run_ids)
 
     def still_claimed(self, claim: Claim) -> bool:
         return self.leases.still_claimed(claim)

@@ -151,6 +151,10 @@ class RunSummary(BaseModel):
     #: The run's spend caps; None: no cap.
     max_usd: float | None = None
     max_tokens: int | None = None
+    #: What to show: the status, or ``interrupted`` for a running run nothing works on any more
+    #: (its process died; ``domain/liveness.py``), with ``hint`` saying what to do. Derived on read.
+    state: str | None = None
+    hint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, text
 
 from swarm.constants import ORCHESTRATION_TOOLS
-from swarm.domain import pricing, run_ids
+from swarm.domain import liveness, pricing, run_ids
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
 from swarm.store import writes
+from swarm.store.liveness import run_states
 from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
 from swarm.store.types import RunSummary, StepRef
@@ -40,7 +41,8 @@ class Views:
             run = self._run_row(conn, run_id, tenant)
             live = run.status == RunStatus.RUNNING or run.critical_steps is None
             crit, total = self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps)
-        return _summary(run, crit, total)
+            states = run_states(conn, [run])
+        return _summary(run, crit, total, states.get(run.id))
 
     def list_runs(
         self,
@@ -60,7 +62,8 @@ class Views:
             if id_prefix:  # a run id typed short: the primary key's index serves the range
                 q = q.where(RUNS.c.id.startswith(id_prefix, autoescape=True))
             rows = conn.execute(q).all()
-        return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls) for r in rows]
+            states = run_states(conn, rows)
+        return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls, states.get(r.id)) for r in rows]
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
         """Every agent of a run with its status and counts, parents before children."""
@@ -185,7 +188,7 @@ def _timeline_step(r: Any) -> dict[str, Any]:
     return step
 
 
-def _summary(run: Any, crit: int, total: int) -> RunSummary:
+def _summary(run: Any, crit: int, total: int, state: tuple[str, bool] | None = None) -> RunSummary:
     end = run.finished_at if run.finished_at else time.time()
     wall = (run.wall_before or 0.0) + max(0.0, end - (run.started_at or run.created_at))
     return RunSummary(
@@ -212,6 +215,8 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         tenant=run.tenant,
         max_usd=pricing.usd(run.max_cost_pico),
         max_tokens=run.max_tokens,
+        state=state[0] if state else run.status,
+        hint=liveness.hint(state[0], run.id, owned=state[1]) if state else None,
     )
 
 

@@ -275,3 +275,29 @@ def test_upgrade_to_usage_columns_keeps_rows_and_leaves_old_costs_unknown(tmp_pa
     downgrade(store.engine, "0003")
     assert _same_rows(_rows(store.engine), before)
     store.engine.dispose()
+
+
+# --------------------------------------------------------------- 0012: run owners
+
+BEFORE_OWNER = "0009"
+
+
+def test_run_owner_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_OWNER, "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert "owner_until" not in before["runs"][0]
+
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    # Runs from before have no owner: judged as the cluster's (no sweeper, no live step: interrupted).
+    assert {(r["owner"], r["owner_until"]) for r in rows["runs"]} == {(None, None)}
+    left_open = next(r for r in store.list_runs() if r.task == "left ready")
+    assert (left_open.status, left_open.state) == ("running", "interrupted")
+
+    downgrade(engine, BEFORE_OWNER)
+    assert current_revision(engine) == BEFORE_OWNER
+    assert "owner" not in _rows(engine)["runs"][0]
+    engine.dispose()
