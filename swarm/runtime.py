@@ -16,7 +16,7 @@ from typing import Any
 
 from swarm.config import Settings
 from swarm.dispatch.local import LocalDispatcher
-from swarm.domain import budget, guards
+from swarm.domain import budget, run_limits
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.engine.background import Periodic, heartbeat, sweeper
@@ -64,7 +64,7 @@ def run_spec(
         max_steps_per_agent=max_steps or settings.max_steps_per_agent,
         max_wall_seconds=max_wall_seconds or settings.max_wall_seconds,
         max_depth=max_depth or settings.max_depth,
-        max_spawns_per_turn=guards.check_spawn_cap(max_spawns_per_turn),
+        max_spawns_per_turn=run_limits.BOUNDS["max_spawns_per_turn"].check(max_spawns_per_turn),
         tenant=tenant,
         attachments=tuple(load_attachment(p) for p in attachments),
         max_cost_pico=None if usd is None else budget.parse_usd(usd),

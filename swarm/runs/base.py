@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from swarm.domain import guards, run_ids
+from swarm.domain import run_ids, run_limits
 from swarm.domain.status import RunStatus
 from swarm.store.retention import Deleted
 from swarm.store.types import Attachment, RunSummary
@@ -44,7 +44,18 @@ class RunRequest:
     idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
-        guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3
+        # The same bounds and words as the CLI's options and the API's models (InputError).
+        run_limits.check_task(self.task)
+        run_limits.check_limits(
+            max_subagents=self.max_subagents,
+            max_tool_calls=self.max_tool_calls,
+            max_steps_per_agent=self.max_steps_per_agent,
+            max_wall_seconds=self.max_wall_seconds,
+            max_depth=self.max_depth,
+            max_spawns_per_turn=self.max_spawns_per_turn,
+            max_usd=self.max_usd,
+            max_tokens=self.max_tokens,
+        )
 
     def limits(self) -> dict[str, Any]:
         """The limits that were given, by their API names."""
