@@ -299,6 +299,16 @@ class ClusterLease(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class MetricTotal(Base):
+    """One figure of /metrics summed over every finished run's steps (``store/step_stats.py``),
+    e.g. ``steps:llm:succeeded`` or ``duration:tool:le:0.5``."""
+
+    __tablename__ = "metric_totals"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class TenantSpend(Base):
     """What a tenant's model calls spent, and reserved while in flight, on one UTC day: the
     daily USD cap (SWARM_TENANT_MAX_USD_PER_DAY) is kept against this row."""
@@ -314,6 +324,7 @@ class TenantSpend(Base):
 # Core tables for the hot paths: plain-table statements skip the ORM layer's per-statement work
 # (the store builds thousands of small statements per second).
 RUNS: Table = Run.__table__  # type: ignore[assignment]
+METRIC_TOTALS: Table = MetricTotal.__table__  # type: ignore[assignment]
 AGENTS: Table = Agent.__table__  # type: ignore[assignment]
 DEFS: Table = AgentDef.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]

@@ -22,7 +22,7 @@ from swarm.domain.status import (
     StepStatus,
 )
 from swarm.exceptions import InvalidTransition, StateError, StoreDataError
-from swarm.store import artifacts, conversation, outcomes, writes
+from swarm.store import artifacts, conversation, outcomes, step_stats, writes
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, RUNS, STEPS
 from swarm.store.session import Session, new_id
@@ -188,6 +188,7 @@ class Runs:
             return refs
 
     def _reopen(self, conn: Connection, run: Any) -> None:
+        step_stats.count_run(conn, run.id, -1)  # its steps are live again (/metrics)
         agents = conn.execute(
             select(AGENTS.c.id, AGENTS.c.parent_step_id).where(
                 AGENTS.c.run_id == run.id, guard(AGENTS.c.status, AGENT_REOPEN)

@@ -289,8 +289,8 @@ class StateStore:
     def run_status(self, run_id: str, tenant: str | None = None) -> str:
         return self.live.run_status(run_id, tenant)
 
-    def metrics_snapshot(self, buckets: tuple[float, ...]) -> dict[str, Any]:
-        return self.live.metrics_snapshot(buckets)
+    def metrics_snapshot(self) -> dict[str, Any]:
+        return self.live.metrics_snapshot()
 
     def trajectory(self, run_id: str, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         return self.export.trajectory(run_id, tenant)

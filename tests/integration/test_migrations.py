@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.exceptions import ConfigError
 from swarm.runtime import LocalRuntime, run_spec
+from swarm.store import step_stats
 from swarm.store.migrate import current_revision, downgrade, ensure_schema, head_revision, upgrade
 from swarm.store.models import Base
 from swarm.store.store import StateStore
@@ -296,6 +297,10 @@ def test_run_owner_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old
     assert {(r["owner"], r["owner_until"]) for r in rows["runs"]} == {(None, None)}
     left_open = next(r for r in store.list_runs() if r.task == "left ready")
     assert (left_open.status, left_open.state) == ("running", "interrupted")
+    # metric_totals was filled from the finished runs' steps: /metrics counts what a scan counts.
+    with engine.connect() as conn:
+        scanned = step_stats.step_counts(step_stats.aggregate(conn))
+    assert store.metrics_snapshot()["steps"] == scanned
 
     downgrade(engine, BEFORE_OWNER)
     assert current_revision(engine) == BEFORE_OWNER
