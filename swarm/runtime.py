@@ -12,17 +12,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm.config import Settings
-from swarm.dispatch.local import LocalDispatcher
 from swarm.domain import budget, run_limits
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
-from swarm.engine.background import Periodic, heartbeat, sweeper
-from swarm.engine.executor import StepExecutor
 from swarm.store.store import StateStore, owner_id
 from swarm.store.types import Attachment, RunSpec, RunSummary, StepRef
+
+if TYPE_CHECKING:
+    from swarm.engine.background import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,10 @@ class LocalRuntime:
     def __init__(
         self, settings: Settings, *, store: StateStore | None = None, llm: Any = None, tools: Any = None
     ) -> None:
+        # Executing imports the engine, the model client and the tools; reading runs needs none.
+        from swarm.dispatch.local import LocalDispatcher
+        from swarm.engine.background import heartbeat, sweeper
+        from swarm.engine.executor import StepExecutor
         from swarm.llm.client import LLMClient
 
         self.settings = settings

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from swarm.store.types import RunSummary
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 STATUS_STYLE = {
     "running": "yellow",
@@ -104,6 +105,8 @@ class RunProgress:
     """Live bars for a running swarm: subagents and tool calls against their limits."""
 
     def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self.progress = Progress(
             TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}")
         )
@@ -126,4 +129,6 @@ class RunProgress:
         )
 
     def renderable(self) -> Group:
+        from rich.console import Group
+
         return Group(self.progress)

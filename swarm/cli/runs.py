@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.live import Live
 
 from swarm.cli.common import (
     API_OPT,
@@ -66,6 +65,8 @@ def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
     if json_out:
         return runs.wait(run_id)
     bars = RunProgress()
+    from rich.live import Live
+
     with Live(bars.renderable(), console=err_console, refresh_per_second=4, transient=True):
         return runs.wait(run_id, bars.update)
 

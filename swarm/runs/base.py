@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from swarm.domain import run_ids, run_limits
 from swarm.domain.status import RunStatus
-from swarm.store.retention import Deleted
 from swarm.store.types import Attachment, RunSummary
+
+if TYPE_CHECKING:
+    from swarm.store.retention import Deleted
 
 #: What a follower is shown while a run runs: its summary and its agents counted by status.
 Progress = Callable[[RunSummary, dict[str, int]], None]
