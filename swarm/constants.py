@@ -87,3 +87,8 @@ PROVIDER_TIERS: dict[str, tuple[int, int, int]] = {
     "kimi-tier4": (400, 5_000, 4_000_000),
     "kimi-tier5": (1_000, 10_000, 5_000_000),
 }
+
+#: /metrics histogram buckets (seconds) of step latency and queue wait: LLM calls take 0.5-60 s,
+#: tool calls milliseconds to minutes, queue waits should be ~0. The totals table keeps a count
+#: per bucket (``store/step_stats.py``): changing them needs a migration that recounts.
+METRIC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

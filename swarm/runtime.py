@@ -12,18 +12,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm.config import Settings
-from swarm.dispatch.local import LocalDispatcher
-from swarm.domain import approvals, budget, guards
+from swarm.domain import approvals, budget, run_limits
 from swarm.domain.quotas import TenantQuota
 from swarm.domain.status import RUN_TERMINAL, RunStatus
-from swarm.engine.background import Periodic, heartbeat, sweeper
-from swarm.engine.executor import StepExecutor
-from swarm.engine.retention import RetentionPass
 from swarm.store.store import StateStore, owner_id
 from swarm.store.types import Attachment, RunSpec, RunSummary, StepRef
+
+if TYPE_CHECKING:
+    from swarm.engine.background import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def run_spec(
         max_steps_per_agent=max_steps or settings.max_steps_per_agent,
         max_wall_seconds=max_wall_seconds or settings.max_wall_seconds,
         max_depth=max_depth or settings.max_depth,
-        max_spawns_per_turn=guards.check_spawn_cap(max_spawns_per_turn),
+        max_spawns_per_turn=run_limits.BOUNDS["max_spawns_per_turn"].check(max_spawns_per_turn),
         tenant=tenant,
         attachments=tuple(load_attachment(p) for p in attachments),
         max_cost_pico=None if usd is None else budget.parse_usd(usd),
@@ -143,7 +142,12 @@ class LocalRuntime:
     def __init__(
         self, settings: Settings, *, store: StateStore | None = None, llm: Any = None, tools: Any = None
     ) -> None:
+        # Executing imports the engine, the model client and the tools; reading runs needs none.
+        from swarm.dispatch.local import LocalDispatcher
+        from swarm.engine.background import Periodic, heartbeat, sweeper
+        from swarm.engine.executor import StepExecutor
         from swarm.llm.client import LLMClient
+        from swarm.tools.mcp_hub import McpHub
 
         self.settings = settings
         self.store = store or open_store(settings)
@@ -155,8 +159,6 @@ class LocalRuntime:
         self.tools = tools
         self.owner = owner_id()
         self._runs: set[str] = set()
-        from swarm.tools.mcp_hub import McpHub
-
         self.mcp = McpHub(settings)  # SWARM_MCP_CONFIG is read (and checked) here, at start
         self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner, self.mcp)
         self.dispatcher = LocalDispatcher(
@@ -169,6 +171,7 @@ class LocalRuntime:
                 settings.heartbeat_seconds,
                 settings.lease_seconds,
                 steps=self.executor.in_flight,
+                runs=lambda: set(self._runs),
             ),
             # Only this process's runs: an abandoned run in the same database is not silently revived.
             sweeper(
@@ -183,6 +186,8 @@ class LocalRuntime:
         if settings.retention_days is not None:
             # Every embedded process with the setting prunes: deleting a run twice at once is
             # harmless (the second finds fewer rows), and a pass is cheap when nothing is due.
+            from swarm.engine.retention import RetentionPass
+
             self._threads.append(
                 Periodic("swarm-retention", settings.sweep_interval, RetentionPass(self.store, settings.retention_days))
             )
@@ -193,7 +198,7 @@ class LocalRuntime:
         self.dispatcher.dispatch(refs)
 
     def submit(self, spec: RunSpec, quota: TenantQuota | None = None) -> str:
-        run_id, refs = self.store.create_run(spec, quota)
+        run_id, refs = self.store.create_run(spec, quota, (self.owner, self.settings.lease_seconds))
         self._runs.add(run_id)
         self.dispatch(refs)
         return run_id
@@ -219,7 +224,9 @@ class LocalRuntime:
         self.store.release_dead_owners(run_id, pid_is_dead, self.settings.step_max_crashes)
         if was_running and self.store.run_status(run_id) != RunStatus.RUNNING:
             return
-        refs = self.store.resume_run(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens)
+        refs = self.store.resume_run(
+            run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens, owner=(self.owner, self.settings.lease_seconds)
+        )
         self._runs.add(run_id)
         self.dispatch(refs)
 

@@ -99,9 +99,18 @@ def _allowed_methods(request: Request) -> set[str]:
     return methods or {"GET"}
 
 
+def _message(error: Any) -> str:
+    """A validation error's message; our validators' own words without pydantic's "Value error, "
+    (the CLI says the same words: ``domain/run_limits.py``)."""
+    cause = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "value_error" and cause is not None:
+        return str(cause)
+    return str(error.get("msg", "invalid"))
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = [FieldError(field=_loc(e.get("loc", ())), message=str(e.get("msg", "invalid"))) for e in exc.errors()]
+    fields = [FieldError(field=_loc(e.get("loc", ())), message=_message(e)) for e in exc.errors()]
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5]) or "invalid request"
     return error_response(422, f"invalid request: {summary}", fields=fields)
 

@@ -1,6 +1,7 @@
-"""Prometheus metrics: run/step/token figures computed from the database on each scrape (a few
-grouped queries, so any number of API replicas report the same truth), plus this process's
-request latencies."""
+"""Prometheus metrics: run/step/token figures read from the database on each scrape, so any
+number of API replicas report the same truth — the finished runs' step figures from maintained
+totals, the running runs' from their steps (``store/step_stats.py``), never a scan of every
+step — plus this process's request latencies."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from swarm.constants import METRIC_BUCKETS
 from swarm.domain.status import RunStatus
 from swarm.store.store import StateStore
 
-#: Seconds; LLM calls take 0.5-60 s, tool calls milliseconds to minutes, queue waits should be ~0.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: Seconds (the store keeps a count per bucket: ``store/step_stats.py``).
+BUCKETS = METRIC_BUCKETS
 
 
 class StoreCollector(Collector):
@@ -25,7 +27,7 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         t0 = time.perf_counter()
-        snap = self.store.metrics_snapshot(BUCKETS)
+        snap = self.store.metrics_snapshot()
         runs = GaugeMetricFamily("swarm_runs", "Runs by status.", labels=["status"])
         for status in RunStatus:
             runs.add_metric([status.value], snap["runs"].get(status.value, 0))

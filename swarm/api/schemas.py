@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from swarm.constants import TOOL_PATTERN
+from swarm.domain import run_limits
 from swarm.domain.status import RunStatus
+from swarm.exceptions import InputError
 from swarm.store.types import ApprovalInfo, Attachment, RunSummary
 
 #: Run ids are uuid4 hex; checking the shape up front keeps junk out of queries.
@@ -70,26 +72,63 @@ class AttachmentIn(BaseModel):
         return Attachment(self.name, base64.b64decode(self.data), self.mime)
 
 
+def _within(name: str) -> AfterValidator:
+    """The limit's bound from the table the CLI uses too (``domain/run_limits.py``): the same
+    values refused with the same message."""
+    bound = run_limits.BOUNDS[name]
+
+    def check(value: Any) -> Any:
+        try:
+            return bound.check(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(check)
+
+
+def _bounds(name: str) -> Any:
+    """The bound as the JSON schema's keywords (the validator, not pydantic, enforces it)."""
+    return Field(json_schema_extra=run_limits.BOUNDS[name].json_schema())
+
+
+# Validators go after the schema's keywords; NUMBER (JSON numbers only) before the bound.
+MaxSubagents = Annotated[int, _bounds("max_subagents"), NUMBER, _within("max_subagents")]
+MaxToolCalls = Annotated[int, _bounds("max_tool_calls"), NUMBER, _within("max_tool_calls")]
+MaxSteps = Annotated[int, _bounds("max_steps_per_agent"), NUMBER, _within("max_steps_per_agent")]
+MaxWall = Annotated[float, _bounds("max_wall_seconds"), NUMBER, _within("max_wall_seconds")]
+MaxDepth = Annotated[int, _bounds("max_depth"), NUMBER, _within("max_depth")]
+MaxSpawns = Annotated[int, _bounds("max_spawns_per_turn"), NUMBER, _within("max_spawns_per_turn")]
+MaxUsd = Annotated[float, _bounds("max_usd"), NUMBER, _within("max_usd")]
+MaxTokens = Annotated[int, _bounds("max_tokens"), NUMBER, _within("max_tokens")]
+
+
+def _task(value: str) -> str:
+    try:
+        return run_limits.check_task(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class Limits(BaseModel):
-    """Per-run limits; omitted ones take the server's defaults (SWARM_MAX_*)."""
+    """Per-run limits; omitted ones take the server's defaults (SWARM_MAX_*). Bounds and messages:
+    ``domain/run_limits.py``, shared with the CLI."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # Bounds before the validator, or pydantic cannot put them into the JSON schema.
-    max_subagents: Annotated[int, Field(ge=0, le=100_000), NUMBER] | None = None
-    max_tool_calls: Annotated[int, Field(ge=0, le=1_000_000), NUMBER] | None = None
-    max_steps_per_agent: Annotated[int, Field(ge=1, le=100_000), NUMBER] | None = None
-    max_wall_seconds: Annotated[float, Field(gt=0, le=30 * 86400), NUMBER] | None = None
-    max_depth: Annotated[int, Field(ge=1, le=16), NUMBER] | None = None
-    max_spawns_per_turn: Annotated[int, Field(ge=1, le=100_000), NUMBER] | None = Field(
+    max_subagents: MaxSubagents | None = None
+    max_tool_calls: MaxToolCalls | None = None
+    max_steps_per_agent: MaxSteps | None = None
+    max_wall_seconds: MaxWall | None = None
+    max_depth: MaxDepth | None = None
+    max_spawns_per_turn: MaxSpawns | None = Field(
         None,
         description="Loop guard: subagents one turn may launch; the turn's further assign_task calls get a "
         "tool error asking to assign them in a later turn. Omitted: no cap beyond max_subagents.",
     )
-    max_usd: Annotated[float, Field(gt=0, le=1_000_000), NUMBER] | None = Field(
+    max_usd: MaxUsd | None = Field(
         None, description="USD cap of the run's model calls (default SWARM_MAX_USD; none: no cap)."
     )
-    max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = Field(
+    max_tokens: MaxTokens | None = Field(
         None, description="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS; none: no cap)."
     )
 
@@ -99,8 +138,8 @@ class ResumeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_usd: Annotated[float, Field(gt=0, le=1_000_000), NUMBER] | None = None
-    max_tokens: Annotated[int, Field(gt=0, le=10**15), NUMBER] | None = None
+    max_usd: MaxUsd | None = None
+    max_tokens: MaxTokens | None = None
 
 
 _McpText = Annotated[str, Field(max_length=4096, pattern=NO_NUL)]
@@ -178,9 +217,12 @@ class RunCreate(BaseModel):
         },
     )
 
-    task: Annotated[str, Field(min_length=1, max_length=200_000, pattern=NO_NUL), STORABLE] = Field(
-        description="What the swarm should do."
-    )
+    task: Annotated[
+        str,
+        Field(json_schema_extra={"minLength": 1, "maxLength": run_limits.MAX_TASK_CHARS}, pattern=NO_NUL),
+        STORABLE,
+        AfterValidator(_task),
+    ] = Field(description="What the swarm should do.")
     model: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), STORABLE] | None = Field(
         None, description="Model name (default: SWARM_MODEL)."
     )

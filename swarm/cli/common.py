@@ -146,6 +146,37 @@ def errors(json_out: bool = False) -> Iterator[None]:
         _json_errors.reset(token)
 
 
+#: click's UsageError as the installed typer raises it (typer carries its own copy of click): the
+#: command line is wrong, exit 64 (``swarm.cli.main``), its message printed as it is.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def within(name: str) -> Any:
+    """A typer callback keeping an option's value within its bound (``domain/run_limits.py``, the
+    table the API's request models use): a value out of it is a usage error with the bound's words."""
+    from swarm.domain import run_limits
+
+    bound = run_limits.BOUNDS[name]
+
+    def check(value: Any) -> Any:
+        try:
+            return bound.check(value)
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+
+    return check
+
+
+def task_argument(value: str) -> str:
+    """The task as given, checked as the API checks it (a usage error if it is not)."""
+    from swarm.domain import run_limits
+
+    try:
+        return run_limits.check_task(value)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def setup_logging(verbose: bool = False) -> None:
     """The command's log on stderr, in SWARM_LOG_FORMAT (:mod:`swarm.logs`)."""
     from swarm import logs

@@ -90,9 +90,11 @@ class LiveRun:
             self.tokens_cached += int(data.get("tokens_cached", 0))
             cost = data.get("cost_usd")
             self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + float(cost)
+            # The run's tool_calls: calls the turn granted (docs/architecture.md, "Counts").
+            granted = int(data.get("tools_granted", 0))
+            a.tools += granted
+            self.tool_calls += granted
         elif kind == EventType.TOOL_DONE and agent_id:
-            self._agent(agent_id).tools += 1
-            self.tool_calls += 1
             self.tool_errors += bool(data.get("error"))
         elif kind == EventType.STEP_FAILED:
             self.failures += 1

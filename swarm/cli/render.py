@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from swarm.store.types import RunSummary
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 STATUS_STYLE = {
     "running": "yellow",
@@ -24,6 +25,7 @@ STATUS_STYLE = {
     "pending": "magenta",
     "approved": "green",
     "rejected": "red",
+    "interrupted": "red",
 }
 
 
@@ -47,7 +49,7 @@ def summary_table(s: RunSummary) -> Table:
     speedup = f"{s.total_steps / s.critical_steps:.1f}×" if s.critical_steps else "-"
     rows: list[tuple[str, Any]] = [
         ("run", s.id),
-        ("status", styled(s.status)),
+        ("status", styled(s.state or s.status)),
         ("task", s.task[:200]),
         ("subagents", f"{s.subagents} / {s.max_subagents}"),
         ("tool calls", f"{s.tool_calls} / {s.max_tool_calls}"),
@@ -69,6 +71,8 @@ def summary_table(s: RunSummary) -> Table:
         rows.append(("forks", ", ".join(s.forks)))
     if s.reason:
         rows.append(("reason", Text(s.reason, style="red")))
+    if s.hint:
+        rows.append(("hint", Text(s.hint, style="yellow")))
     if s.result:
         rows.append(("result", s.result[:2000]))
     for k, v in rows:
@@ -111,6 +115,8 @@ class RunProgress:
     """Live bars for a running swarm: subagents and tool calls against their limits."""
 
     def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self.progress = Progress(
             TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}")
         )
@@ -133,4 +139,6 @@ class RunProgress:
         )
 
     def renderable(self) -> Group:
+        from rich.console import Group
+
         return Group(self.progress)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.live import Live
 
 from swarm.cli.common import (
     API_OPT,
@@ -30,6 +29,8 @@ from swarm.cli.common import (
     runs_service,
     settings,
     setup_logging,
+    task_argument,
+    within,
 )
 from swarm.cli.render import RunProgress, agent_tree, summary_table
 from swarm.config import Settings
@@ -43,23 +44,20 @@ W1_TASK = (
 )
 
 
-MAX_USD_OPT = typer.Option(None, "--max-usd", help="USD cap of the run's model calls (default SWARM_MAX_USD).")
+MAX_USD_OPT = typer.Option(
+    None, "--max-usd", help="USD cap of the run's model calls (default SWARM_MAX_USD).", callback=within("max_usd")
+)
 MAX_TOKENS_OPT = typer.Option(
-    None, "--max-tokens", help="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS)."
+    None,
+    "--max-tokens",
+    help="Cap of the run's model tokens, in + out (default SWARM_MAX_TOKENS).",
+    callback=within("max_tokens"),
 )
 
 
-def budget_options(max_usd: str | None, max_tokens: str | None) -> dict[str, Any]:
-    """--max-usd / --max-tokens as given, checked here (InputError: exit 3) so a bad value never
-    reaches a server or a run."""
-    from swarm.domain import budget, pricing
-
-    caps: dict[str, Any] = {}
-    if max_usd is not None:
-        caps["max_usd"] = pricing.usd(budget.parse_usd(max_usd, "--max-usd"))
-    if max_tokens is not None:
-        caps["max_tokens"] = budget.parse_tokens(max_tokens, "--max-tokens")
-    return caps
+def budget_options(max_usd: float | None, max_tokens: int | None) -> dict[str, Any]:
+    """--max-usd / --max-tokens as given (their options checked them: ``domain/run_limits.py``)."""
+    return {k: v for k, v in (("max_usd", max_usd), ("max_tokens", max_tokens)) if v is not None}
 
 
 def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
@@ -67,6 +65,8 @@ def follow(runs: Runs, run_id: str, json_out: bool) -> RunSummary:
     if json_out:
         return runs.wait(run_id)
     bars = RunProgress()
+    from rich.live import Live
+
     with Live(bars.renderable(), console=err_console, refresh_per_second=4, transient=True):
         return runs.wait(run_id, bars.update)
 
@@ -160,20 +160,33 @@ def _finish(out: RunSummary | str, json_out: bool) -> None:
 
 @app.command()
 def run(
-    task: str = typer.Argument(..., help="What the swarm should do."),
+    task: str = typer.Argument(..., help="What the swarm should do.", callback=task_argument),
     model: str = typer.Option(None, help="Model name (default: SWARM_MODEL)."),
-    max_subagents: int = typer.Option(None, help="Max subagents for this run (default 100)."),
-    max_tool_calls: int = typer.Option(None, help="Max tool calls for this run (default 1500)."),
-    max_steps: int = typer.Option(None, help="Max steps per agent (default 100)."),
-    max_depth: int = typer.Option(None, help="How deep subagents may nest (default 1: only the orchestrator spawns)."),
-    max_wall: float = typer.Option(None, "--max-wall", help="Max wall-clock seconds for the run."),
+    max_subagents: int = typer.Option(
+        None, help="Max subagents for this run (default 100).", callback=within("max_subagents")
+    ),
+    max_tool_calls: int = typer.Option(
+        None, help="Max tool calls for this run (default 1500).", callback=within("max_tool_calls")
+    ),
+    max_steps: int = typer.Option(
+        None, help="Max steps per agent (default 100).", callback=within("max_steps_per_agent")
+    ),
+    max_depth: int = typer.Option(
+        None,
+        help="How deep subagents may nest (default 1: only the orchestrator spawns).",
+        callback=within("max_depth"),
+    ),
+    max_wall: float = typer.Option(
+        None, "--max-wall", help="Max wall-clock seconds for the run.", callback=within("max_wall_seconds")
+    ),
     max_spawns_per_turn: int = typer.Option(
         None,
         help="Loop guard: subagents one turn may launch; further assign_task calls of that turn get a tool error "
         "(default: no cap beyond --max-subagents).",
+        callback=within("max_spawns_per_turn"),
     ),
-    max_usd: str = MAX_USD_OPT,
-    max_tokens: str = MAX_TOKENS_OPT,
+    max_usd: float = MAX_USD_OPT,
+    max_tokens: int = MAX_TOKENS_OPT,
     attach: list[Path] = typer.Option(
         [],
         "--attach",
@@ -273,8 +286,8 @@ def _demo_isolation(s: Settings, tool: str, json_out: bool) -> Settings:
 def resume(
     run_id: str = RUN_ID_ARG,
     detach: bool = typer.Option(False, "--detach"),
-    max_usd: str = MAX_USD_OPT,
-    max_tokens: str = MAX_TOKENS_OPT,
+    max_usd: float = MAX_USD_OPT,
+    max_tokens: int = MAX_TOKENS_OPT,
     json_out: bool = JSON_OPT,
     api: str = API_OPT,
 ) -> None:
@@ -349,7 +362,7 @@ def list_runs(
     # Ids whole at any width (they are what the other commands take); the task gives way.
     t = Table(box=None, header_style="bold")
     t.add_column("id", no_wrap=True, min_width=32)
-    t.add_column("status", no_wrap=True, min_width=9)
+    t.add_column("status", no_wrap=True, min_width=11)
     for name in ("subs", "tools", "crit", "wall s", "cost"):
         t.add_column(name, no_wrap=True, justify="right")
     # What is left of the terminal after the other columns (~86 characters).
@@ -357,7 +370,7 @@ def list_runs(
     for r in runs:
         t.add_row(
             r.id,
-            styled(r.status),
+            styled(r.state or r.status),
             str(r.subagents),
             str(r.tool_calls),
             str(r.critical_steps),

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
 from swarm.cli.common import (
@@ -179,6 +178,8 @@ def _watch_live(runs: Runs, run_id: str) -> str:
     live = LiveRun(runs.summary(run_id))
     live.merge_tree(runs.agents(run_id))
     _refresh_provider(live, runs)
+    from rich.live import Live
+
     with Live(console=console, get_renderable=live.render, refresh_per_second=4):
         for event in runs.events(run_id, after=live.last_event_id):
             live.apply(event)

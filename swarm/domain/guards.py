@@ -26,7 +26,6 @@ from typing import Any
 from swarm.constants import ASSIGN_TASK
 from swarm.domain import prompts
 from swarm.domain.turns import PlannedCall, TurnPlan
-from swarm.exceptions import InputError
 
 
 def call_key(name: str, args: Mapping[str, Any]) -> str:
@@ -78,13 +77,3 @@ def guard_turn(plan: TurnPlan, ran_before: Mapping[str, int], guards: LoopGuards
                 seen[key] += 1
         calls.append(call if error is None else dataclasses.replace(call, error=error))
     return dataclasses.replace(plan, calls=tuple(calls))
-
-
-def check_spawn_cap(value: int | None) -> int | None:
-    """A run's ``max_spawns_per_turn`` as given: None (no cap beyond the subagent budget) or ≥ 1."""
-    if value is not None and value < 1:
-        raise InputError(
-            f"max_spawns_per_turn must be at least 1 (got {value}); leave it unset for no cap "
-            "beyond the run's subagent limit"
-        )
-    return value

@@ -36,13 +36,21 @@ class Periodic(threading.Thread):
 
 
 def heartbeat(
-    store: StateStore, owner: str, interval: float, lease: float, steps: Callable[[], Collection[str]] | None = None
+    store: StateStore,
+    owner: str,
+    interval: float,
+    lease: float,
+    steps: Callable[[], Collection[str]] | None = None,
+    runs: Callable[[], Collection[str]] | None = None,
 ) -> Periodic:
     """Keep the leases of this process's running steps fresh, so only dead workers lose theirs.
-    ``steps`` (e.g. ``StepExecutor.in_flight``) limits renewal to steps still being worked on."""
+    ``steps`` (e.g. ``StepExecutor.in_flight``) limits renewal to steps still being worked on;
+    ``runs``: the runs this process owns (an embedded runtime's), whose owner lease it renews."""
 
     def beat() -> None:
         store.heartbeat(owner, lease, None if steps is None else steps())
+        if runs is not None:
+            store.own_runs(owner, lease, runs())
 
     return Periodic("swarm-heartbeat", interval, beat)
 

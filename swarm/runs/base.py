@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from swarm.domain import approvals, guards, run_ids
+from swarm.domain import approvals, run_ids, run_limits
 from swarm.domain.approvals import Decision
 from swarm.domain.status import RunStatus
-from swarm.store.retention import Deleted
 from swarm.store.types import ApprovalInfo, ArtifactInfo, Attachment, RunSummary
+
+if TYPE_CHECKING:
+    from swarm.store.retention import Deleted
 
 #: What a follower is shown while a run runs: its summary and its agents counted by status.
 Progress = Callable[[RunSummary, dict[str, int]], None]
@@ -49,7 +51,18 @@ class RunRequest:
     mcp: str | None = None
 
     def __post_init__(self) -> None:
-        guards.check_spawn_cap(self.max_spawns_per_turn)  # InputError: the CLI exits 3
+        # The same bounds and words as the CLI's options and the API's models (InputError).
+        run_limits.check_task(self.task)
+        run_limits.check_limits(
+            max_subagents=self.max_subagents,
+            max_tool_calls=self.max_tool_calls,
+            max_steps_per_agent=self.max_steps_per_agent,
+            max_wall_seconds=self.max_wall_seconds,
+            max_depth=self.max_depth,
+            max_spawns_per_turn=self.max_spawns_per_turn,
+            max_usd=self.max_usd,
+            max_tokens=self.max_tokens,
+        )
         approvals.parse_patterns(self.approve_tools)  # InputError, before anything is sent
 
     def limits(self) -> dict[str, Any]:

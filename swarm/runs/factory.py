@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from swarm.config import Settings
 from swarm.runs.base import Runs
-from swarm.runs.local import ClusterRuns, EmbeddedRuns
-from swarm.runs.remote import RemoteRuns
-from swarm.store.store import StateStore
+
+if TYPE_CHECKING:
+    from swarm.store.store import StateStore
 
 
 def open_runs(
@@ -15,8 +17,15 @@ def open_runs(
     """A swarm server's runs with ``api_url`` (``--api``) or SWARM_API_URL; else the cluster's with
     SWARM_BROKER_URL; else this process's. A server (``serving``) never talks to another server, and
     in embedded mode adopts the runs its last shutdown interrupted."""
-    if not serving and (remote := RemoteRuns.from_settings(settings, api_url)) is not None:
-        return remote
+    # Each implementation is imported only when chosen: the REST client brings httpx, the local
+    # ones the store (and, to execute, the runtime) — a command's start-up pays for its own.
+    if not serving and (api_url or settings.api_url):
+        from swarm.runs.remote import RemoteRuns
+
+        if (remote := RemoteRuns.from_settings(settings, api_url)) is not None:
+            return remote
+    from swarm.runs.local import ClusterRuns, EmbeddedRuns
+
     if settings.distributed:
         return ClusterRuns(settings, store)
     runs = EmbeddedRuns(settings, store)

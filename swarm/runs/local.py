@@ -325,7 +325,9 @@ class ClusterRuns(StoreRuns):
         max_tokens: int | None = None,
     ) -> int:
         self.store.run_status(run_id, scope)
-        refs = self.store.resume_run(run_id, **resume_caps(max_usd, max_tokens))
+        caps = resume_caps(max_usd, max_tokens)
+        # owner None: the cluster looks after it (a run an embedded process started included).
+        refs = self.store.resume_run(run_id, max_cost_pico=caps["max_cost_pico"], max_tokens=caps["max_tokens"])
         self.dispatcher.dispatch(refs)
         return len(refs)
 

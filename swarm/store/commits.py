@@ -133,11 +133,9 @@ class Commits:
                 refs.append(writes.new_llm_step(conn, claim.run_id, claim.agent_id, claim.turn + 1))
             else:
                 conn.execute(sql.ADVANCE_AGENT, advance)
-                if plan.kind == TurnKind.FINAL:
-                    refs = outcomes.finish_agent(conn, claim.agent_id, AgentStatus.SUCCEEDED, plan.final_text, None)
-                else:
-                    reason = prompts.STEP_LIMIT.format(steps=agent.steps + 1)
-                    refs = outcomes.finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
+            # Written before the agent's (and so the run's) end this turn may cause: readers replay
+            # events in id order, so the cause comes first. ``tools_granted`` is the turn's share of
+            # the run's tool_calls (docs/architecture.md, "Counts"): `swarm watch` adds it up.
             writes.event(
                 conn,
                 claim.run_id,
@@ -148,12 +146,18 @@ class Commits:
                     "turn": claim.turn,
                     "kind": plan.kind.value,
                     "tool_calls": len(plan.calls),
+                    "tools_granted": granted[0],
                     "tokens_in": response.tokens_in,
                     "tokens_out": response.tokens_out,
                     "tokens_cached": response.tokens_cached,
                     "cost_usd": pricing.usd(cost),
                 },
             )
+            if plan.kind == TurnKind.FINAL:
+                refs = outcomes.finish_agent(conn, claim.agent_id, AgentStatus.SUCCEEDED, plan.final_text, None)
+            elif plan.kind == TurnKind.STEP_LIMIT:
+                reason = prompts.STEP_LIMIT.format(steps=agent.steps + 1)
+                refs = outcomes.finish_agent(conn, claim.agent_id, AgentStatus.FAILED, None, reason)
             counted = conn.execute(
                 sql.COUNT_TURN,
                 {

@@ -20,6 +20,7 @@ from swarm.domain.status import (
     STEP_RENEW,
     STEP_REPUBLISH,
     AgentStatus,
+    RunStatus,
     StepKind,
     StepStatus,
 )
@@ -78,6 +79,18 @@ class Leases:
         with self.session.single() as conn:
             res = conn.execute(update(STEPS).where(*cond).values(lease_until=db_now() + lease))
             return res.rowcount
+
+    def own_runs(self, owner: str, lease: float, run_ids: Collection[str]) -> int:
+        """Take over (or keep) the running runs ``run_ids`` for ``owner`` for ``lease`` more seconds:
+        its heartbeat, so that readers can tell a run whose process died (``domain/liveness.py``)."""
+        if not run_ids:
+            return 0
+        with self.session.single() as conn:
+            return conn.execute(
+                update(RUNS)
+                .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == RunStatus.RUNNING)
+                .values(owner=owner, owner_until=db_now() + lease)
+            ).rowcount
 
     def still_claimed(self, claim: Claim) -> bool:
         """Whether this claim still holds its step (not cancelled, not taken over)."""

@@ -116,6 +116,10 @@ class Run(Base):
     #: A fork (``swarm fork``): the run it was copied from and the step of that run it goes on from.
     forked_from_run_id: Mapped[str | None] = mapped_column(String(32), index=True)
     forked_at_step_id: Mapped[str | None] = mapped_column(String(32))
+    #: The process that looks after the run (embedded runtimes: ``session.owner_id()``), and until
+    #: when (database clock) its heartbeat renewed that; NULL: the cluster's (``domain/liveness.py``).
+    owner: Mapped[str | None] = mapped_column(String(128))
+    owner_until: Mapped[float | None] = mapped_column(Float)
 
 
 class Agent(Base):
@@ -337,6 +341,16 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(String(128))
 
 
+class MetricTotal(Base):
+    """One figure of /metrics summed over every finished run's steps (``store/step_stats.py``),
+    e.g. ``steps:llm:succeeded`` or ``duration:tool:le:0.5``."""
+
+    __tablename__ = "metric_totals"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class TenantSpend(Base):
     """What a tenant's model calls spent, and reserved while in flight, on one UTC day: the
     daily USD cap (SWARM_TENANT_MAX_USD_PER_DAY) is kept against this row."""
@@ -352,6 +366,7 @@ class TenantSpend(Base):
 # Core tables for the hot paths: plain-table statements skip the ORM layer's per-statement work
 # (the store builds thousands of small statements per second).
 RUNS: Table = Run.__table__  # type: ignore[assignment]
+METRIC_TOTALS: Table = MetricTotal.__table__  # type: ignore[assignment]
 AGENTS: Table = Agent.__table__  # type: ignore[assignment]
 DEFS: Table = AgentDef.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]

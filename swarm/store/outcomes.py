@@ -36,7 +36,7 @@ from swarm.domain.status import (
 )
 from swarm.exceptions import FenceLost
 from swarm.store import statements as sql
-from swarm.store import writes
+from swarm.store import step_stats, writes
 from swarm.store.models import AGENTS, RUNS, STEPS
 from swarm.store.statements import guard
 from swarm.store.types import Claim, StepRef
@@ -226,4 +226,5 @@ def finish_run(conn: Connection, run_id: str, status: RunStatus, result: str | N
             .values(status=agent_move.target, reason=reason, finished_at=time.time())
         )
         conn.execute(cancel_steps)
+    step_stats.count_run(conn, run_id, 1)  # its steps no longer change: /metrics' totals take them
     writes.event(conn, run_id, EventType.RUN_DONE, None, None, {"status": status.value, "reason": reason})

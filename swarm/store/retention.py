@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Table, delete, func, literal, select
 
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.exceptions import StateError
+from swarm.store import step_stats
 from swarm.store.models import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
 from swarm.store.views import LiveViews
@@ -125,6 +126,10 @@ class Retention:
             files = select(func.coalesce(func.sum(ARTIFACTS.c.size), 0)).where(ARTIFACTS.c.run_id == run_id)
             out.file_bytes = int(conn.execute(files).scalar() or 0)
             out.data_bytes = sum(self._bytes(conn, table, [run_id]) for table in (*_CHILDREN, RUNS))
+        with self.session.tx() as conn:
+            status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar()
+            if status is not None and status != RunStatus.RUNNING:
+                step_stats.count_run(conn, run_id, -1)  # /metrics' totals forget its steps
         for table in _CHILDREN:
             out.rows[table.name] = self._delete_in_batches(table, run_id)
         with self.session.tx() as conn:

@@ -23,7 +23,7 @@ from swarm.domain.status import (
     StepStatus,
 )
 from swarm.exceptions import InvalidTransition, StateError, StoreDataError
-from swarm.store import artifacts, conversation, outcomes, writes
+from swarm.store import artifacts, conversation, outcomes, step_stats, writes
 from swarm.store.db import db_now
 from swarm.store.models import AGENTS, APPROVALS, RUNS, STEPS
 from swarm.store.session import Session, new_id
@@ -35,19 +35,22 @@ class Runs:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def create(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
+    def create(
+        self, spec: RunSpec, quota: TenantQuota | None = None, owner: tuple[str, float] | None = None
+    ) -> tuple[str, list[StepRef]]:
         """A new running run with its orchestrator and the orchestrator's first step. With an
-        idempotency key already used by the tenant: that run, and nothing to dispatch."""
+        idempotency key already used by the tenant: that run, and nothing to dispatch. ``owner``:
+        (the process that runs it, its lease in seconds); None: a cluster run."""
         if spec.idempotency_key is not None:
             if (earlier := self._by_idempotency_key(spec)) is not None:
                 return earlier, []
             try:
-                return self._create(spec, quota)
+                return self._create(spec, quota, owner)
             except StoreDataError:  # the unique index: a concurrent submission with the key won
                 if (earlier := self._by_idempotency_key(spec)) is not None:
                     return earlier, []
                 raise
-        return self._create(spec, quota)
+        return self._create(spec, quota, owner)
 
     def check_quota(self, conn: Connection, quota: TenantQuota, tenant: str, now: float) -> None:
         """Count the tenant's runs holding its lock until the new run is committed: concurrent
@@ -69,7 +72,9 @@ class Runs:
             q = q.where(RUNS.c.tenant.is_(None) if spec.tenant is None else RUNS.c.tenant == spec.tenant)
             return conn.execute(q).scalar()
 
-    def _create(self, spec: RunSpec, quota: TenantQuota | None) -> tuple[str, list[StepRef]]:
+    def _create(
+        self, spec: RunSpec, quota: TenantQuota | None, owner: tuple[str, float] | None
+    ) -> tuple[str, list[StepRef]]:
         run_id, orch_id, now = new_id(), new_id(), time.time()
         with self.session.tx() as conn:
             if quota is not None and not quota.unlimited and spec.tenant is not None:
@@ -102,6 +107,8 @@ class Runs:
                     idempotency_key=spec.idempotency_key,
                     approve_tools=list(spec.approve_tools) or None,
                     approval_timeout=spec.approval_timeout,
+                    owner=owner[0] if owner else None,
+                    owner_until=db_now() + owner[1] if owner else None,
                 )
             )
             conn.execute(
@@ -148,10 +155,18 @@ class Runs:
             outcomes.finish_run(conn, run_id, RUN_CANCEL.target, None, reason)
             return True
 
-    def resume(self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None) -> list[StepRef]:
+    def resume(
+        self,
+        run_id: str,
+        *,
+        max_cost_pico: int | None = None,
+        max_tokens: int | None = None,
+        owner: tuple[str, float] | None = None,
+    ) -> list[StepRef]:
         """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch.
         Everything committed stays: only steps that never finished run again. A succeeded run
-        cannot be resumed (InvalidTransition, changing nothing)."""
+        cannot be resumed (InvalidTransition, changing nothing). The run now belongs to ``owner``
+        (the resuming process, its lease in seconds), or to the cluster (None)."""
         with self.session.tx() as conn:
             run = writes.lock_run(conn, run_id)
             status = RunStatus(run.status)
@@ -162,8 +177,12 @@ class Runs:
                     f"moves a run only from {sources} to {RUN_RESUME.target})"
                 )
             caps = {k: v for k, v in (("max_cost_pico", max_cost_pico), ("max_tokens", max_tokens)) if v is not None}
-            if caps:
-                conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**caps))
+            taken = (
+                {"owner": owner[0], "owner_until": db_now() + owner[1]}
+                if owner
+                else {"owner": None, "owner_until": None}
+            )
+            conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**caps, **taken))
             if RUN_RESUME.allows(status):  # else running: interrupted, its work is still open
                 self._reopen(conn, run)
             refs = writes.ready_refs(conn, run_id)
@@ -173,6 +192,7 @@ class Runs:
             return refs
 
     def _reopen(self, conn: Connection, run: Any) -> None:
+        step_stats.count_run(conn, run.id, -1)  # its steps are live again (/metrics)
         agents = conn.execute(
             select(AGENTS.c.id, AGENTS.c.parent_step_id, AGENTS.c.item, AGENTS.c.result).where(
                 AGENTS.c.run_id == run.id, guard(AGENTS.c.status, AGENT_REOPEN)

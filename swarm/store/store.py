@@ -120,8 +120,10 @@ class StateStore:
 
     # ------------------------------------------------------------------ runs
 
-    def create_run(self, spec: RunSpec, quota: TenantQuota | None = None) -> tuple[str, list[StepRef]]:
-        return self.runs.create(spec, quota)
+    def create_run(
+        self, spec: RunSpec, quota: TenantQuota | None = None, owner: tuple[str, float] | None = None
+    ) -> tuple[str, list[StepRef]]:
+        return self.runs.create(spec, quota, owner)
 
     def fork_run(
         self,
@@ -143,11 +145,17 @@ class StateStore:
         return self.runs.cancel(run_id, reason)
 
     def resume_run(
-        self, run_id: str, *, max_cost_pico: int | None = None, max_tokens: int | None = None
+        self,
+        run_id: str,
+        *,
+        max_cost_pico: int | None = None,
+        max_tokens: int | None = None,
+        owner: tuple[str, float] | None = None,
     ) -> list[StepRef]:
         """Re-open a failed, cancelled or interrupted run; returns the steps to dispatch. Spend
-        caps given here replace the run's (a budget raised to continue a run it stopped)."""
-        return self.runs.resume(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens)
+        caps given here replace the run's (a budget raised to continue a run it stopped). The
+        run now belongs to ``owner`` (process, lease seconds), or to the cluster (None)."""
+        return self.runs.resume(run_id, max_cost_pico=max_cost_pico, max_tokens=max_tokens, owner=owner)
 
     # --------------------------------------------------------------- budgets
 
@@ -167,6 +175,9 @@ class StateStore:
 
     def heartbeat(self, owner: str, lease: float, steps: Collection[str] | None = None) -> int:
         return self.leases.heartbeat(owner, lease, steps)
+
+    def own_runs(self, owner: str, lease: float, run_ids: Collection[str]) -> int:
+        return self.leases.own_runs(owner, lease, run_ids)
 
     def still_claimed(self, claim: Claim) -> bool:
         return self.leases.still_claimed(claim)
@@ -321,8 +332,8 @@ class StateStore:
     def run_status(self, run_id: str, tenant: str | None = None) -> str:
         return self.live.run_status(run_id, tenant)
 
-    def metrics_snapshot(self, buckets: tuple[float, ...]) -> dict[str, Any]:
-        return self.live.metrics_snapshot(buckets)
+    def metrics_snapshot(self) -> dict[str, Any]:
+        return self.live.metrics_snapshot()
 
     def trajectory(self, run_id: str, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         return self.export.trajectory(run_id, tenant)

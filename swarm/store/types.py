@@ -177,6 +177,10 @@ class RunSummary(BaseModel):
     forked_at_step_id: str | None = None
     #: The runs forked from this one (filled by a single run's summary, not by listings).
     forks: list[str] = []
+    #: What to show: the status, or ``interrupted`` for a running run nothing works on any more
+    #: (its process died; ``domain/liveness.py``), with ``hint`` saying what to do. Derived on read.
+    state: str | None = None
+    hint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

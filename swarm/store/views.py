@@ -9,13 +9,25 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select, text
 
-from swarm.domain import pricing, run_ids
+from swarm.constants import ORCHESTRATION_TOOLS
+from swarm.domain import liveness, pricing, run_ids
 from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
-from swarm.store import writes
+from swarm.store import step_stats, writes
+from swarm.store.liveness import run_states
 from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
 from swarm.store.types import RunSummary, StepRef
+
+#: Which steps are an agent's ``tool_calls`` — the same definition as the run's ``tool_calls``
+#: counter (granted in ``commits._open_tool_steps``) and the ``tools_granted`` that `swarm watch`
+#: adds up from ``llm_done`` events: a call of a tool other than the orchestration tools that
+#: the turn granted (a refused call stores no ``call_key``). See docs/architecture.md, "Counts".
+COUNTED_TOOL_CALL = (
+    STEPS.c.kind == StepKind.TOOL,
+    STEPS.c.tool_name.not_in(sorted(ORCHESTRATION_TOOLS)),
+    STEPS.c.call_key.is_not(None),
+)
 
 
 class Views:
@@ -29,10 +41,13 @@ class Views:
             run = self._run_row(conn, run_id, tenant)
             live = run.status == RunStatus.RUNNING or run.critical_steps is None
             crit, total = self._live_steps(conn, run_id) if live else (run.critical_steps, run.total_steps)
-            forks = conn.execute(
-                select(RUNS.c.id).where(RUNS.c.forked_from_run_id == run_id).order_by(RUNS.c.created_at)
-            ).scalars()
-            return _summary(run, crit, total).model_copy(update={"forks": list(forks)})
+            forks = list(
+                conn.execute(
+                    select(RUNS.c.id).where(RUNS.c.forked_from_run_id == run_id).order_by(RUNS.c.created_at)
+                ).scalars()
+            )
+            states = run_states(conn, [run])
+        return _summary(run, crit, total, states.get(run.id)).model_copy(update={"forks": forks})
 
     def list_runs(
         self,
@@ -52,7 +67,8 @@ class Views:
             if id_prefix:  # a run id typed short: the primary key's index serves the range
                 q = q.where(RUNS.c.id.startswith(id_prefix, autoescape=True))
             rows = conn.execute(q).all()
-        return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls) for r in rows]
+            states = run_states(conn, rows)
+        return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls, states.get(r.id)) for r in rows]
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
         """Every agent of a run with its status and counts, parents before children."""
@@ -62,7 +78,7 @@ class Views:
             tools: dict[str, int] = dict(
                 conn.execute(
                     select(STEPS.c.agent_id, func.count())
-                    .where(STEPS.c.run_id == run_id, STEPS.c.kind == StepKind.TOOL)
+                    .where(STEPS.c.run_id == run_id, *COUNTED_TOOL_CALL)
                     .group_by(STEPS.c.agent_id)
                 ).all()
             )
@@ -177,7 +193,7 @@ def _timeline_step(r: Any) -> dict[str, Any]:
     return step
 
 
-def _summary(run: Any, crit: int, total: int) -> RunSummary:
+def _summary(run: Any, crit: int, total: int, state: tuple[str, bool] | None = None) -> RunSummary:
     end = run.finished_at if run.finished_at else time.time()
     wall = (run.wall_before or 0.0) + max(0.0, end - (run.started_at or run.created_at))
     return RunSummary(
@@ -207,6 +223,8 @@ def _summary(run: Any, crit: int, total: int) -> RunSummary:
         approve_tools=list(run.approve_tools or []),
         forked_from_run_id=run.forked_from_run_id,
         forked_at_step_id=run.forked_at_step_id,
+        state=state[0] if state else run.status,
+        hint=liveness.hint(state[0], run.id, owned=state[1]) if state else None,
     )
 
 
@@ -277,9 +295,10 @@ class LiveViews:
             raise run_ids.not_found(run_id)
         return str(status)
 
-    def metrics_snapshot(self, buckets: tuple[float, ...]) -> dict[str, Any]:
-        """Aggregates for /metrics, each one grouped query: runs and agents by status, steps by
-        kind and status, step latency and queue wait as histogram bucket counts, token totals."""
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Aggregates for /metrics: runs by status with their token and cost sums (one grouped
+        query over runs), agents running, and the step figures (``store/step_stats.py``: the
+        finished runs' totals plus the steps of running runs, never a scan of every step)."""
         with self.session.read() as conn:
             runs = conn.execute(
                 select(
@@ -287,49 +306,29 @@ class LiveViews:
                     func.count(),
                     func.coalesce(func.sum(RUNS.c.tokens_in), 0),
                     func.coalesce(func.sum(RUNS.c.tokens_out), 0),
-                ).group_by(RUNS.c.status)
-            ).all()
-            cached, cost, unpriced = conn.execute(
-                select(
                     func.coalesce(func.sum(RUNS.c.tokens_cached), 0),
                     func.coalesce(func.sum(RUNS.c.cost_pico), 0),
                     func.count(case((RUNS.c.cost_pico.is_(None), 1))),
-                )
-            ).one()
+                ).group_by(RUNS.c.status)
+            ).all()
             active_agents = conn.execute(
                 select(func.count())
                 .select_from(AGENTS)
                 .join(RUNS, RUNS.c.id == AGENTS.c.run_id)
                 .where(RUNS.c.status == "running", AGENTS.c.status == "running")
             ).scalar_one()
-            steps = conn.execute(
-                select(STEPS.c.kind, STEPS.c.status, func.count()).group_by(STEPS.c.kind, STEPS.c.status)
-            ).all()
-            latency = _histogram(
-                conn,
-                STEPS.c.finished_at - STEPS.c.started_at,
-                buckets,
-                STEPS.c.finished_at.is_not(None),
-                STEPS.c.started_at.is_not(None),
-            )
-            wait = _histogram(
-                conn,
-                STEPS.c.started_at - STEPS.c.ready_at,
-                buckets,
-                STEPS.c.started_at.is_not(None),
-                STEPS.c.ready_at.is_not(None),
-            )
+            figures = step_stats.snapshot(conn)
         return {
-            "runs": {str(s): int(n) for s, n, _, _ in runs},
-            "tokens_in": sum(int(t) for _, _, t, _ in runs),
-            "tokens_out": sum(int(t) for _, _, _, t in runs),
-            "tokens_cached": int(cached),
-            "cost_usd": pricing.usd(int(cost)),
-            "unpriced_runs": int(unpriced),
+            "runs": {str(r[0]): int(r[1]) for r in runs},
+            "tokens_in": sum(int(r[2]) for r in runs),
+            "tokens_out": sum(int(r[3]) for r in runs),
+            "tokens_cached": sum(int(r[4]) for r in runs),
+            "cost_usd": pricing.usd(sum(int(r[5]) for r in runs)),
+            "unpriced_runs": sum(int(r[6]) for r in runs),
             "active_agents": int(active_agents),
-            "steps": [(str(k), str(s), int(n)) for k, s, n in steps],
-            "step_latency": latency,
-            "queue_wait": wait,
+            "steps": step_stats.step_counts(figures),
+            "step_latency": step_stats.histograms(figures, "duration"),
+            "queue_wait": step_stats.histograms(figures, "wait"),
         }
 
 
@@ -343,14 +342,3 @@ def _event_dict(e: Any) -> dict[str, Any]:
         "step_id": e.step_id,
         "data": e.data,
     }
-
-
-def _histogram(conn: Connection, value: Any, buckets: tuple[float, ...], *where: Any) -> dict[str, Any]:
-    """Per-kind cumulative bucket counts, sum and count of ``value`` in one scan."""
-    cols = [func.sum(case((value <= b, 1), else_=0)) for b in buckets]
-    rows = conn.execute(
-        select(STEPS.c.kind, func.count(), func.coalesce(func.sum(value), 0.0), *cols)
-        .where(*where)
-        .group_by(STEPS.c.kind)
-    ).all()
-    return {str(r[0]): {"count": int(r[1]), "sum": float(r[2]), "buckets": [int(x or 0) for x in r[3:]]} for r in rows}

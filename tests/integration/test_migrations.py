@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.exceptions import ConfigError
 from swarm.runtime import LocalRuntime, run_spec
+from swarm.store import step_stats
 from swarm.store.migrate import current_revision, downgrade, ensure_schema, head_revision, upgrade
 from swarm.store.models import Base
 from swarm.store.store import StateStore
@@ -416,4 +417,34 @@ def test_file_writer_and_image_columns_upgrade_and_downgrade_keeping_every_row(t
     assert current_revision(engine) == BEFORE_FILE_WRITERS
     assert _same_rows(_rows(engine), before)
     assert "step_id" not in _rows(engine)["artifacts"][0]
+    engine.dispose()
+
+
+# --------------------------------------------------------------- 0012: run owners
+
+BEFORE_OWNER = "0009"
+
+
+def test_run_owner_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, BEFORE_OWNER, "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert "owner_until" not in before["runs"][0]
+
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    # Runs from before have no owner: judged as the cluster's (no sweeper, no live step: interrupted).
+    assert {(r["owner"], r["owner_until"]) for r in rows["runs"]} == {(None, None)}
+    left_open = next(r for r in store.list_runs() if r.task == "left ready")
+    assert (left_open.status, left_open.state) == ("running", "interrupted")
+    # metric_totals was filled from the finished runs' steps: /metrics counts what a scan counts.
+    with engine.connect() as conn:
+        scanned = step_stats.step_counts(step_stats.aggregate(conn))
+    assert store.metrics_snapshot()["steps"] == scanned
+
+    downgrade(engine, BEFORE_OWNER)
+    assert current_revision(engine) == BEFORE_OWNER
+    assert "owner" not in _rows(engine)["runs"][0]
     engine.dispose()

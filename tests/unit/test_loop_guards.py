@@ -120,7 +120,9 @@ def test_max_spawns_per_turn_below_one_is_bad_input() -> None:
     assert RunRequest(task="t", max_spawns_per_turn=1).limits() == {"max_spawns_per_turn": 1}
     assert RunRequest(task="t").limits() == {}
     for bad in (0, -1):
-        with pytest.raises(InputError, match="max_spawns_per_turn must be at least 1"):
+        with pytest.raises(
+            InputError, match=r"max_spawns_per_turn \(--max-spawns-per-turn\) must be a whole number at least 1"
+        ):
             RunRequest(task="t", max_spawns_per_turn=bad)
 
 

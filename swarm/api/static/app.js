@@ -82,7 +82,7 @@ async function showRuns() {
   for (const r of data.runs) {
     const link = el("a", { href: `/dashboard/runs/${r.id}` }, el("code", { text: r.id.slice(0, 12) }));
     body.append(el("tr", { class: "run-row" },
-      el("td", {}, link), el("td", {}, badge(r.status)), el("td", { class: "task", text: r.task.slice(0, 160) }),
+      el("td", {}, link), el("td", {}, badge(r.state || r.status)), el("td", { class: "task", text: r.task.slice(0, 160) }),
       el("td", { text: `${r.subagents} / ${r.max_subagents}` }), el("td", { text: `${r.tool_calls} / ${r.max_tool_calls}` }),
       el("td", { text: r.critical_steps }), el("td", { text: fmtInt(r.tokens_in + r.tokens_out) }),
       el("td", { text: fmtUsd(r.cost_usd) }), el("td", { text: fmtSeconds(r.wall_seconds) }), el("td", { text: new Date(r.created_at * 1000).toLocaleString() })));
@@ -183,7 +183,8 @@ function scheduleRefresh() {
 
 function drawSummary(s) {
   const status = $("run-status");
-  status.replaceChildren(badge(s.status));
+  status.replaceChildren(badge(s.state || s.status));
+  status.title = s.hint || "";
   $("run-task").textContent = s.task;
   $("run-reason").hidden = !s.reason;
   $("run-reason").textContent = s.reason || "";
@@ -200,7 +201,7 @@ function drawSummary(s) {
   $("c-wall").textContent = fmtSeconds(s.wall_seconds);
   drawLineage(s);
   $("cancel-run").hidden = s.status !== "running";
-  $("resume-run").hidden = !["failed", "cancelled"].includes(s.status);
+  $("resume-run").hidden = !["failed", "cancelled", "interrupted"].includes(s.state || s.status);
   $("live-dot").hidden = s.status !== "running";
 }
 
