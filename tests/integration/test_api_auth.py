@@ -53,6 +53,8 @@ def call(client, method, path, run_id):
     body = {"task": "x #sim agents=1 tools=0 tool=echo"} if (method, path) == ("POST", "/v1/runs") else None
     if "{step_id}" in path:
         body = {"decision": "approve"}
+    if path.endswith("/fork"):
+        body = {"at_step": STEP_ID}
     return client.request(method, url, json=body, params={"follow": "false"} if url.endswith("/events") else None)
 
 
@@ -100,14 +102,14 @@ def test_tenants_cannot_see_each_others_runs(api, finished_run):
     run_id, key_a = finished_run
     key_b = api.key("tenant-b")
     for method, path in protected_operations(api):
-        if path in ("/v1/runs", "/v1/info", "/v1/approvals"):  # the caller's own, whatever it is
+        if path in ("/v1/runs", "/v1/info", "/v1/approvals", "/v1/provider"):  # the caller's own, or no tenant's
             continue
         with api.client(key_b) as c:
             assert_error(call(c, method, path, run_id), 404, "not_found")
         if method == "DELETE":  # its owner's delete works too (test_retention.py), but ends this test's run
             continue
-        if "{step_id}" in path:  # no such step in the owner's run either (test_approvals.py decides real ones)
-            continue
+        if "{step_id}" in path or path.endswith("/fork"):  # no such step in the owner's run either
+            continue  # (test_approvals.py decides real ones, test_fork.py forks at real steps)
         with api.client(key_a) as c:
             assert call(c, method, path, run_id).status_code in (200, 409)  # 409: resume of a succeeded run
     with api.client(key_b) as c:

@@ -215,6 +215,8 @@ def test_metrics_show_the_provider_capacity_and_its_429s(tmp_path, sqlite_url) -
                 run = api.wait(run_id)
             with api.client(None) as c:
                 text = c.get("/metrics").text
+                assert c.get("/v1/provider").status_code == 401  # a /v1 route: any valid key
+            with api.client(api.key()) as c:
                 [view] = c.get("/v1/provider").json()
             remote_view = RemoteRuns(api.url, api.key()).provider()[0]
         assert run["status"] == "succeeded"  # the sim's 429s (cap 2 < 4) were retried, not fatal

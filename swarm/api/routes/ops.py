@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from swarm.api.auth import Ctx
+from swarm.api.auth import Auth, Ctx
+from swarm.api.errors import error_responses
 from swarm.api.schemas import Check, Health, Ready
 
 router = APIRouter(tags=["operations"])
@@ -44,11 +45,12 @@ def readyz(ctx: Ctx) -> Response:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/v1/provider", summary="Model provider capacity")
-def provider(ctx: Ctx) -> list[dict[str, Any]]:
+@router.get("/v1/provider", summary="Model provider capacity", responses=error_responses(401, 403))
+def provider(auth: Auth, ctx: Ctx) -> list[dict[str, Any]]:
     """The model provider's shared capacity now: the configured cap and the adaptive limit, calls
     in flight and waiting for capacity, calls made and 429s seen, a Retry-After hold. Empty when
-    no provider limits are configured. No tenant data, so no key needed (like /metrics)."""
+    no provider limits are configured. Any valid key (it holds no tenant data, but like every
+    /v1 route it is not for the anonymous: /metrics carries the same figures for scrapers)."""
     return ctx.runs.provider()
 
 

@@ -134,7 +134,7 @@ async function refresh() {
 
 // The model provider's shared capacity (GET /v1/provider): in flight / limit, waiting, 429s.
 async function drawProvider() {
-  const views = await (await fetch("/v1/provider")).json();
+  const views = await (await api("/v1/provider")).json();
   const card = document.getElementById("provider-card");
   card.hidden = !views.length;
   if (!views.length) return;
