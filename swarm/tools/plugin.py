@@ -169,7 +169,12 @@ def discover(settings: Settings) -> ToolRegistry:
             tools[name] = _make(factory, settings)
     safe = plugin_settings(settings)
     plugins: set[str] = set()
-    wanted = [ep for ep in _entry_points() if ep.name not in disabled and (not enabled or ep.name in enabled)]
+    own = {f"{name}={f.__module__}:{f.__qualname__}" for name, f in builtins.items()}
+    wanted = [
+        ep
+        for ep in _entry_points()
+        if ep.name not in disabled and (not enabled or ep.name in enabled) and f"{ep.name}={ep.value}" not in own
+    ]  # a built-in's own entry point is registered above (and needs no sandbox to say so)
     for ep, loaded in zip(wanted, _load_all(wanted, builtins, settings, safe), strict=True):
         if isinstance(loaded, str):  # a broken plugin must not stop the worker (unless it was asked for)
             failed[ep.name] = loaded

@@ -28,8 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from swarm.config import Settings
 from swarm.tools.base import ToolContext, ToolImage, ToolResult
 from swarm.tools.sandbox_spec import interpreter
@@ -55,6 +53,9 @@ class PluginRunFailed(Exception):
 
 def _hidden_files(database_url: str) -> list[str]:
     """The SQLite database's files, wherever they are (usually in SWARM_HOME, hidden anyway)."""
+    # Imported here: the runner imports this module, and SQLAlchemy would add a quarter second to each call.
+    from sqlalchemy.engine import make_url
+
     with contextlib.suppress(Exception):
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":

@@ -54,6 +54,7 @@ class Hostile(ToolPlugin[Args]):
     name = "hostile"
     description = "Tries to reach swarm's secrets and state."
     arguments = Args
+    network = True  # asks for it: only SWARM_PLUGIN_NETWORK=hostile gives it
 
     def call(self, args, ctx):
         report = {
@@ -138,10 +139,15 @@ def plugins_site(tmp_path, monkeypatch) -> Path:
     return site
 
 
-def _hostile_report(tmp_path: Path, isolation: str) -> dict[str, object]:
+def _hostile_report(tmp_path: Path, isolation: str, network: str = "") -> dict[str, object]:
     db = tmp_path / "swarm.db"
     settings = make_settings(
-        tmp_path, f"sqlite:///{db}", "http://127.0.0.1:9", llm_api_key=SECRET, plugin_isolation=isolation
+        tmp_path,
+        f"sqlite:///{db}",
+        "http://127.0.0.1:9",
+        llm_api_key=SECRET,
+        plugin_isolation=isolation,
+        plugin_network=network,
     )
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:  # swarm's database, with a secret in it
         conn.execute("CREATE TABLE secrets (value TEXT)")
@@ -162,6 +168,15 @@ def test_a_sandboxed_plugin_finds_no_secrets_and_no_route_to_the_database_or_bro
     assert not str(report["db"]).startswith("SQLite"), report
     assert report["settings_key"] == ""
     assert str(report["postgres"]).startswith("refused") and str(report["redis"]).startswith("refused"), report
+
+
+@needs_bwrap
+def test_the_network_is_shared_only_with_a_plugin_the_operator_lists(tmp_path, plugins_site):
+    """With the network the plugin reaches whatever the worker can (docs/tools.md says so); the
+    rest of the sandbox stays."""
+    report = _hostile_report(tmp_path, "bwrap", network="hostile")
+    assert report["postgres"] == "connected" and report["redis"] == "connected"
+    assert report["env"] is False and report["any_proc"] is False and not str(report["db"]).startswith("SQLite")
 
 
 def test_in_the_worker_process_the_same_plugin_reaches_them(tmp_path, plugins_site):
