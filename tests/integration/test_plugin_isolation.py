@@ -73,7 +73,7 @@ class Hostile(ToolPlugin[Args]):
 
 BAD = """
 import ctypes, os, subprocess, time
-from swarm.tools.plugin import Arguments, ToolPlugin, ToolResult
+from swarm.tools.plugin import Arguments, ToolImage, ToolPlugin, ToolResult
 
 class Args(Arguments):
     pass
@@ -84,7 +84,7 @@ class Hang(ToolPlugin[Args]):
     arguments = Args
 
     def call(self, args, ctx):
-        subprocess.Popen(["sleep", "600"])
+        subprocess.Popen(["sleep", "600.4242"])  # must not outlive the call
         time.sleep(600)
         return ToolResult("woke up")
 
@@ -105,6 +105,18 @@ class Segfault(ToolPlugin[Args]):
     def call(self, args, ctx):
         ctypes.string_at(0)
         return ToolResult("unreachable")
+
+class Picture(ToolPlugin[Args]):
+    name = "picture"
+    description = "Writes a file, returns an image."
+    arguments = Args
+    uses_workspace = True
+
+    def call(self, args, ctx):
+        (ctx.workspace / "out.txt").write_text(open(ctx.workspace / "in.txt").read().upper())
+        print("not an answer")  # prints go to stderr, never taken for the result
+        image = ToolImage("image/png", bytes(range(256)))
+        return ToolResult(str(ctx.workspace), meta={"run": ctx.run_id}, images=(image,))
 
 class NotAResult(ToolPlugin[Args]):
     name = "not_a_result"
@@ -131,7 +143,7 @@ def plugins_site(tmp_path, monkeypatch) -> Path:
         site,
         "bad_tools",
         "hang = bad_tools:Hang\nexit_now = bad_tools:Exit\nsegfault = bad_tools:Segfault\n"
-        "not_a_result = bad_tools:NotAResult",
+        "not_a_result = bad_tools:NotAResult\npicture = bad_tools:Picture",
         module=BAD,
     )
     monkeypatch.syspath_prepend(str(site))
@@ -195,6 +207,30 @@ def test_a_hanging_plugin_is_stopped_at_the_deadline(tmp_path, plugins_site):
     result = tool.run({}, _ctx(settings, tmp_path))  # type: ignore[union-attr]
     assert time.monotonic() - started < 15
     assert result.is_error and "did not finish within 2 s (SWARM_PLUGIN_TIMEOUT) and was stopped" in result.content
+    time.sleep(0.5)
+    assert not any(b"600.4242" in c for c in _cmdlines()), "the plugin's child outlived the call"
+
+
+def _cmdlines() -> list[bytes]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process may end while we look
+            out.append(p.read_bytes())
+    return out
+
+
+@needs_bwrap
+def test_a_sandboxed_call_works_in_the_run_workspace_and_returns_images(tmp_path, plugins_site):
+    settings = make_settings(tmp_path, "sqlite://", "http://127.0.0.1:9")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "in.txt").write_text("shout")
+    tool = discover(settings.model_copy(update={"tools_enabled": "picture"})).get("picture")
+    result = tool.run({}, _ctx(settings, workspace))  # type: ignore[union-attr]
+    assert not result.is_error, result.content
+    assert result.content == "/tmp/workspace" and result.meta == {"run": "r1"}
+    assert [(i.mime, i.data) for i in result.images] == [("image/png", bytes(range(256)))]
+    assert (workspace / "out.txt").read_text() == "SHOUT"
 
 
 @needs_bwrap
