@@ -197,3 +197,22 @@ def discover(settings: Settings) -> ToolRegistry:
     registry = ToolRegistry(tools.values())
     registry.plugins = frozenset(plugins)
     return registry
+
+
+def plugin_report(settings: Settings) -> dict[str, object]:
+    """How third-party plugins run here, for ``swarm doctor``: not ok only when bubblewrap is asked
+    for, cannot be had, and there are plugins to run under it."""
+    names = sorted({ep.name for ep in _entry_points()} - set(_builtins()))
+    found = f"plugins installed: {', '.join(names)}" if names else "no third-party plugins installed"
+    if settings.plugin_isolation == "off":
+        detail = f"tool plugins run in the worker process, as trusted code (SWARM_PLUGIN_ISOLATION=off); {found}"
+        return {"ok": True, "mode": "off", "detail": detail}
+    why = plugin_sandbox.probe_failure()
+    if why is None:
+        detail = f"tool plugins run under bubblewrap, one process per call (no secrets, no network); {found}"
+        return {"ok": True, "mode": "bwrap", "detail": detail}
+    return {
+        "ok": not names,
+        "mode": "bwrap",
+        "detail": f"{why}: tool plugins cannot run (install bubblewrap, or set SWARM_PLUGIN_ISOLATION=off); {found}",
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from swarm.tools.base import ToolContext
-from swarm.tools.plugin import discover
+from swarm.tools.plugin import discover, plugin_report
 from swarm.tools.plugin_sandbox import probe_failure
 from tests.conftest import make_settings
 from tests.integration.test_tool_plugins import _install
@@ -247,3 +247,12 @@ def test_a_plugin_that_crashes_is_a_tool_error(tmp_path, plugins_site, name, mes
     tool = discover(settings.model_copy(update={"tools_enabled": name})).get(name)
     result = tool.run({}, _ctx(settings, tmp_path))  # type: ignore[union-attr]
     assert result.is_error and message in result.content, result.content
+
+
+def test_doctor_says_how_plugins_run(tmp_path, plugins_site):
+    settings = make_settings(tmp_path, "sqlite://", "http://127.0.0.1:9")
+    report = plugin_report(settings)
+    assert report["mode"] == "bwrap" and "hostile" in str(report["detail"])
+    assert report["ok"] is (probe_failure() is None)
+    off = plugin_report(settings.model_copy(update={"plugin_isolation": "off"}))
+    assert off["ok"] is True and "in the worker process, as trusted code" in str(off["detail"])
