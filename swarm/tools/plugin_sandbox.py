@@ -25,10 +25,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from swarm.config import Settings
+from swarm.config import Settings, explicit_env_file
 from swarm.tools.base import ToolContext, ToolImage, ToolResult
 from swarm.tools.sandbox_spec import interpreter
 
@@ -52,16 +53,21 @@ class PluginRunFailed(Exception):
 
 
 def _hidden_files(database_url: str) -> list[str]:
-    """The SQLite database's files, wherever they are (usually in SWARM_HOME, hidden anyway)."""
+    """The SQLite database's files, wherever they are (usually in SWARM_HOME, hidden anyway), and the
+    ``.env`` file the settings came from, if one was named."""
     # Imported here: the runner imports this module, and SQLAlchemy would add a quarter second to each call.
     from sqlalchemy.engine import make_url
 
+    files = []
     with contextlib.suppress(Exception):
         url = make_url(database_url)
         if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
             db = os.path.realpath(url.database)
-            return [f for f in (db, db + "-wal", db + "-shm", db + "-journal") if os.path.isfile(f)]
-    return []
+            files += [db, db + "-wal", db + "-shm", db + "-journal"]
+    with contextlib.suppress(ValueError):
+        if (env_file := explicit_env_file()) is not None:
+            files.append(os.path.realpath(env_file))
+    return [f for f in files if os.path.isfile(f)]
 
 
 def _import_dirs(hidden: list[str]) -> list[str]:
@@ -89,11 +95,13 @@ def bwrap_argv(bwrap: str, settings: Settings, *, network: bool, workspace: Path
     if os.geteuid() == 0:
         argv += ["--cap-drop", "ALL"]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    home = os.path.realpath(Path(settings.home).expanduser())
     hidden = ["/tmp"]
-    if os.path.isdir(home):
-        argv += ["--tmpfs", home]
-        hidden.append(home)
+    # SWARM_HOME, and the temporary directory where other runs' workspaces are materialised when
+    # TMPDIR is not /tmp: empty tmpfs in the sandbox.
+    for d in (os.path.realpath(Path(settings.home).expanduser()), os.path.realpath(tempfile.gettempdir())):
+        if d not in hidden and os.path.isdir(d) and d != "/":
+            argv += ["--tmpfs", d]
+            hidden.append(d)
     for f in _hidden_files(settings.database_url):
         argv += ["--ro-bind", "/dev/null", f]
     for d in _import_dirs(hidden):
