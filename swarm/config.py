@@ -176,6 +176,19 @@ class Settings(BaseSettings):
         "", description="Comma-separated tool names agents are not given, even if found or enabled."
     )
     tool_concurrency: int = Field(32, ge=1, description="Concurrent tool calls per process (embedded mode).")
+    plugin_isolation: Literal["bwrap", "off"] = Field(
+        "bwrap",
+        description="How third-party tool plugins run: 'bwrap' (a process of their own under bubblewrap per call: "
+        "read-only system, SWARM_HOME hidden, no network, a clean environment) or 'off' (in the worker process, "
+        "as trusted code); see docs/tools.md.",
+    )
+    plugin_network: str = Field(
+        "",
+        description="Comma-separated plugin tool names given the host's network under bwrap (the plugin must also "
+        "declare network = True); it then reaches whatever the worker can.",
+    )
+    plugin_timeout: float = Field(60.0, gt=0, description="Seconds one tool plugin call may run (under bwrap).")
+    plugin_memory_mb: int = Field(2048, ge=64, description="Address-space cap of a tool plugin call (under bwrap).")
     workspace_max_bytes: int = Field(
         c.WORKSPACE_MAX_BYTES,
         ge=0,

@@ -106,6 +106,9 @@ def doctor(json_out: bool = JSON_OPT) -> None:
         "mode": isolation["python_isolation"],
         "detail": isolation["detail"],
     }
+    from swarm.tools.plugin import plugin_report
+
+    checks["plugin_isolation"] = plugin_report(s)
     ok = all(bool(c["ok"]) for c in checks.values())
     if json_out:
         emit_json({"ok": ok, "checks": checks})

@@ -30,7 +30,9 @@ tool it returns. The built-in tools are entry points of swarm's own package too,
 registered directly, so they are there even in a checkout whose entry points are not installed.
 ``SWARM_TOOLS_ENABLED`` / ``SWARM_TOOLS_DISABLED`` choose which tools agents are given.
 
-Plugins run in the worker process that runs tool steps, as trusted code: see docs/tools.md.
+Third-party plugins run out of the worker process, one bubblewrapped process per call
+(SWARM_PLUGIN_ISOLATION=bwrap, the default: :mod:`swarm.tools.plugin_sandbox`), or in it as trusted
+code (``off``): see docs/tools.md.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pydantic import SecretStr
 from swarm.config import Settings
 from swarm.constants import ORCHESTRATION_TOOLS
 from swarm.exceptions import ConfigError
+from swarm.tools import plugin_sandbox
 from swarm.tools.arguments import Arguments, ArgumentsTool
 from swarm.tools.base import Tool, ToolContext, ToolImage, ToolRegistry, ToolResult
 
@@ -115,6 +118,42 @@ def _entry_points() -> Iterable[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
 
 
+def _load_all(
+    eps: list[metadata.EntryPoint], builtins: dict[str, Callable[[Settings], Tool]], settings: Settings, safe: Settings
+) -> list[Tool | str | None]:
+    """Each entry point's tool, or why it failed, or None for a built-in's own entry point. Under
+    SWARM_PLUGIN_ISOLATION=bwrap the plugins are imported in a sandbox, never here, and the tools
+    are proxies that run each call there (swarm.tools.plugin_sandbox)."""
+    if settings.plugin_isolation == "bwrap":
+        safe_json = safe.model_dump(mode="json")
+        found = plugin_sandbox.describe([(ep.name, ep.value) for ep in eps], settings, safe_json)
+        out: list[Tool | str | None] = []
+        for ep, d in zip(eps, found, strict=True):
+            if "tool" in d:
+                described = d["tool"]
+                if not isinstance(described.get("name"), str) or not NAME_RE.match(described["name"]):
+                    out.append(f"tool name {described.get('name')!r} is not allowed")
+                    continue
+                tool = plugin_sandbox.SandboxedPlugin(described, (ep.name, ep.value), settings, safe_json)
+                if described.get("network") and not tool.network:
+                    log.warning(
+                        "tool plugin %s asks for the network; it runs without (list it in SWARM_PLUGIN_NETWORK)",
+                        tool.name,
+                    )
+                out.append(tool)
+            else:
+                out.append(None if d.get("builtin") else str(d.get("error", "no answer")))
+        return out
+    loaded: list[Tool | str | None] = []
+    for ep in eps:
+        try:
+            factory = ep.load()
+            loaded.append(None if builtins.get(ep.name) is factory else _make(factory, safe))
+        except Exception as exc:
+            loaded.append(f"{type(exc).__name__}: {exc}")
+    return loaded
+
+
 def discover(settings: Settings) -> ToolRegistry:
     """The tools agents are given: the built-ins, then every ``swarm.tools`` entry point (a name
     already taken is skipped with a warning), filtered by SWARM_TOOLS_ENABLED / _DISABLED. A plugin
@@ -130,23 +169,24 @@ def discover(settings: Settings) -> ToolRegistry:
             tools[name] = _make(factory, settings)
     safe = plugin_settings(settings)
     plugins: set[str] = set()
-    for ep in _entry_points():
-        if ep.name in disabled or (enabled and ep.name not in enabled):
+    own = {f"{name}={f.__module__}:{f.__qualname__}" for name, f in builtins.items()}
+    wanted = [
+        ep
+        for ep in _entry_points()
+        if ep.name not in disabled and (not enabled or ep.name in enabled) and f"{ep.name}={ep.value}" not in own
+    ]  # a built-in's own entry point is registered above (and needs no sandbox to say so)
+    for ep, loaded in zip(wanted, _load_all(wanted, builtins, settings, safe), strict=True):
+        if isinstance(loaded, str):  # a broken plugin must not stop the worker (unless it was asked for)
+            failed[ep.name] = loaded
+            log.warning("tool plugin %s (%s) not loaded: %s", ep.name, ep.value, loaded)
             continue
-        try:
-            factory = ep.load()
-            if builtins.get(ep.name) is factory:
-                continue  # a built-in's own entry point: registered above
-            tool = _make(factory, safe)
-        except Exception as exc:  # a broken plugin must not stop the worker (unless it was asked for)
-            failed[ep.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("tool plugin %s (%s) not loaded: %s", ep.name, ep.value, failed[ep.name])
+        if loaded is None:
+            continue  # a built-in's own entry point: registered above
+        if loaded.name in tools:
+            log.warning("tool plugin %s (%s) skipped: a tool named %r exists already", ep.name, ep.value, loaded.name)
             continue
-        if tool.name in tools:
-            log.warning("tool plugin %s (%s) skipped: a tool named %r exists already", ep.name, ep.value, tool.name)
-            continue
-        tools[tool.name] = tool
-        plugins.add(tool.name)
+        tools[loaded.name] = loaded
+        plugins.add(loaded.name)
     if missing := sorted(enabled - set(tools)):
         why = "; ".join(f"{n}: {failed[n]}" for n in missing if n in failed)
         raise ConfigError(
@@ -157,3 +197,22 @@ def discover(settings: Settings) -> ToolRegistry:
     registry = ToolRegistry(tools.values())
     registry.plugins = frozenset(plugins)
     return registry
+
+
+def plugin_report(settings: Settings) -> dict[str, object]:
+    """How third-party plugins run here, for ``swarm doctor``: not ok only when bubblewrap is asked
+    for, cannot be had, and there are plugins to run under it."""
+    names = sorted({ep.name for ep in _entry_points()} - set(_builtins()))
+    found = f"plugins installed: {', '.join(names)}" if names else "no third-party plugins installed"
+    if settings.plugin_isolation == "off":
+        detail = f"tool plugins run in the worker process, as trusted code (SWARM_PLUGIN_ISOLATION=off); {found}"
+        return {"ok": True, "mode": "off", "detail": detail}
+    why = plugin_sandbox.probe_failure()
+    if why is None:
+        detail = f"tool plugins run under bubblewrap, one process per call (no secrets, no network); {found}"
+        return {"ok": True, "mode": "bwrap", "detail": detail}
+    return {
+        "ok": not names,
+        "mode": "bwrap",
+        "detail": f"{why}: tool plugins cannot run (install bubblewrap, or set SWARM_PLUGIN_ISOLATION=off); {found}",
+    }

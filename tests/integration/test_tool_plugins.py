@@ -1,7 +1,8 @@
 """Tool plugins: the example package in docs/examples is discovered through the `swarm.tools`
 entry-point group (installed for real: its package and a dist-info on sys.path, as pip leaves
 them) and called by an agent end to end; SWARM_TOOLS_ENABLED / _DISABLED choose the tools; a
-broken plugin does not stop a worker unless it was asked for; plugins get no secrets."""
+broken plugin does not stop a worker unless it was asked for; plugins get no secrets. The
+example runs both sandboxed (SWARM_PLUGIN_ISOLATION=bwrap) and in the worker process (off)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def example_installed(tmp_path, monkeypatch) -> Path:
     return site
 
 
-def test_the_example_plugin_is_discovered_and_called_by_an_agent(tmp_path, example_installed, db_url, sim):
+@pytest.mark.parametrize("isolation", ["bwrap", "off"])
+def test_the_example_plugin_is_discovered_and_called_by_an_agent(tmp_path, example_installed, db_url, sim, isolation):
     assert "word_count" in {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    settings = make_settings(tmp_path, db_url, sim.url)
+    settings = make_settings(tmp_path, db_url, sim.url, plugin_isolation=isolation)
     tools = discover(settings)
     assert set(tools.names()) >= BUILTINS | {"word_count"} and tools.plugins == {"word_count"}
     schema = next(s for s in tools.schemas() if s["function"]["name"] == "word_count")["function"]["parameters"]
@@ -116,6 +118,13 @@ def test_a_broken_plugin_is_skipped_unless_asked_for_and_plugins_get_no_secrets(
     settings = make_settings(
         tmp_path, sqlite_url, "http://127.0.0.1:9", llm_api_key="sk-secret", broker_url="redis://:pw@h/0"
     )
+    # Under bwrap (the default) the plugins are loaded in a sandbox, and their failures come back from it.
+    tools = discover(settings)
+    assert "broken" not in tools.names() and "peek" in tools.names() and tools.plugins == {"peek"}
+    with pytest.raises(ConfigError, match=r"names broken, which failed to load \(broken: RuntimeError: boom\)"):
+        discover(settings.model_copy(update={"tools_enabled": "broken"}))
+    # In the worker process (off), what the plugin is handed can be looked at directly.
+    settings = settings.model_copy(update={"plugin_isolation": "off"})
     tools = discover(settings)
     assert "broken" not in tools.names() and "peek" in tools.names() and tools.plugins == {"peek"}
     seen = tools.get("peek").seen  # type: ignore[union-attr]
