@@ -196,7 +196,9 @@ def scripted_turn(messages: Sequence[Mapping[str, Any]], params: SimParams) -> T
         # What followed the result (its images, or notes standing for them) is reported too, so
         # a test reads in the answer what reached the model.
         after = [message_text(m.get("content")) for m in messages[len(messages) - 1 :] if m.get("role") == "user"]
-        seen = f" [saw {image_parts(messages)} image(s)]" + "".join(f"\n{text}" for text in after)
+        shown = image_parts(messages)
+        # Said only when something image-like followed, so plain tool results read as before.
+        seen = f" [saw {shown} image(s)]" + "".join(f"\n{text}" for text in after) if shown or after else ""
         return Turn(f"Tool {params.call} returned: {results[-1]}{seen}", "The call is done; reporting its result.")
     args = decode_args(params.args or "") or {}
     return Turn("", f"Calling {params.call} as directed.", (_call(str(params.call), args),))
