@@ -94,6 +94,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 2  #: no such run (or key)
     INVALID = 3  #: invalid input, or a move the run's state does not allow
     RUN_NOT_SUCCEEDED = 4  #: the run (followed to its end) failed or was cancelled
+    RUN_INTERRUPTED = 5  #: the followed run stopped unfinished: nothing works on it (`swarm resume`)
     USAGE = 64  #: the command line itself is wrong (unknown option, bad value): sysexits' EX_USAGE
     INTERRUPTED = 130  #: Ctrl-C
 
@@ -103,6 +104,7 @@ _ERROR_NAMES: dict[int, str] = {
     ExitCode.NOT_FOUND: "not_found",
     ExitCode.INVALID: "invalid",
     ExitCode.USAGE: "usage",
+    ExitCode.RUN_INTERRUPTED: "run_interrupted",
     ExitCode.INTERRUPTED: "interrupted",
 }
 
@@ -112,9 +114,11 @@ _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
 
 def report(message: str, code: int) -> None:
     """Say why the command ends with ``code``: one line on stderr, or with --json an object
-    ``{"error": kind, "message": ..., "exit_code": code}`` on stdout."""
+    ``{"error": kind, "message": ..., "exit_code": code}`` on one line of stdout."""
     if _json_errors.get():
-        emit_json({"error": _ERROR_NAMES.get(code, "error"), "message": message, "exit_code": int(code)})
+        # One line: it also ends `swarm watch --json`'s JSON Lines.
+        error = {"error": _ERROR_NAMES.get(code, "error"), "message": message, "exit_code": int(code)}
+        sys.stdout.write(json.dumps(error) + "\n")
     else:
         err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one greppable line
 
@@ -123,6 +127,16 @@ def fail(message: str, code: int = ExitCode.ERROR) -> NoReturn:
     """End the command with ``message`` (:func:`report`) and exit ``code``."""
     report(message, code)
     raise typer.Exit(int(code))
+
+
+def run_outcome(state: str, status: str, hint: str | None, run_id: str) -> None:
+    """End a command that followed a run to where it stopped: exit 0 if it succeeded, 4 if it
+    failed or was cancelled, 5 with the hint if it is interrupted (``domain/liveness.py``)."""
+    if state == "interrupted":
+        what = hint or f"`swarm resume {run_id}` continues it"
+        fail(f"run {run_id} is interrupted: {what}", ExitCode.RUN_INTERRUPTED)
+    if status != "succeeded":
+        raise typer.Exit(ExitCode.RUN_NOT_SUCCEEDED)
 
 
 def emit_json(data: Any) -> None:
