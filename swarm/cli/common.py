@@ -156,8 +156,24 @@ def errors(json_out: bool = False) -> Iterator[None]:
         fail(str(exc), ExitCode.INVALID)
     except SwarmError as exc:
         fail(str(exc), ExitCode.ERROR)
+    except Exception as exc:
+        untranslated(exc)
+        raise
     finally:
         _json_errors.reset(token)
+
+
+def untranslated(exc: Exception) -> None:
+    """Failures of what a command talks to that reach it as their library raised them (as the
+    API's handlers in ``api/errors.py`` answer them with 503): the database cannot be reached,
+    a migration revision does not exist. One line and exit 1 (3 for a bad revision), no traceback."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        fail(f"the database is unavailable (SWARM_DATABASE_URL): {first}", ExitCode.ERROR)
+    if type(exc).__module__.startswith("alembic.") and type(exc).__name__ == "CommandError":
+        fail(f"migrations: {exc}", ExitCode.INVALID)
 
 
 #: click's UsageError as the installed typer raises it (typer carries its own copy of click): the
@@ -189,6 +205,17 @@ def task_argument(value: str) -> str:
         return run_limits.check_task(value)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+
+
+#: The tools the simulated model's subagents call (``sim/script.py``: anything else would quietly be python).
+SIM_TOOLS = ("python", "echo")
+
+
+def sim_tool(value: str) -> str:
+    """A typer callback for --tool of `swarm demo` / `swarm sim-llm`."""
+    if value not in SIM_TOOLS:
+        raise UsageError(f"--tool {value!r}: the simulated subagents call {' or '.join(SIM_TOOLS)}")
+    return value
 
 
 def setup_logging(verbose: bool = False) -> None:

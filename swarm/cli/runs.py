@@ -30,6 +30,7 @@ from swarm.cli.common import (
     runs_service,
     settings,
     setup_logging,
+    sim_tool,
     task_argument,
     within,
 )
@@ -244,10 +245,10 @@ def run(
 
 @app.command()
 def demo(
-    agents: int = typer.Option(100, help="Subagents (W1: 100)."),
-    tools: int = typer.Option(15, help="Tool calls per subagent (W1: 15)."),
-    latency: float = typer.Option(0.0, help="Simulated model latency in seconds."),
-    tool: str = typer.Option("python", help="python (real subprocesses) or echo (no-op)."),
+    agents: int = typer.Option(100, min=0, help="Subagents (W1: 100)."),
+    tools: int = typer.Option(15, min=0, help="Tool calls per subagent (W1: 15)."),
+    latency: float = typer.Option(0.0, min=0.0, help="Simulated model latency in seconds."),
+    tool: str = typer.Option("python", callback=sim_tool, help="python (real subprocesses) or echo (no-op)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Run the standard workload W1 on the built-in simulated model: no services, no API key."""
