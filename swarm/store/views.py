@@ -15,8 +15,8 @@ from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
 from swarm.store import step_stats, writes
 from swarm.store.liveness import run_states
-from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
+from swarm.store.tables import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.types import RunSummary, StepRef
 
 #: Which steps are an agent's ``tool_calls`` — the same definition as the run's ``tool_calls``
