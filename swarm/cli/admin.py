@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, settings
+from swarm.cli.common import JSON_OPT, app, console, emit_json, errors, settings, sim_tool
 
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -47,7 +47,7 @@ def sim_llm(
     port: int = typer.Option(8765, help="Port to listen on."),
     agents: int = typer.Option(3, help="Subagents the orchestrator launches (N)."),
     tools: int = typer.Option(2, help="Tool calls each subagent makes (K)."),
-    tool: str = typer.Option("python", help="Tool the subagents call: python or echo."),
+    tool: str = typer.Option("python", callback=sim_tool, help="Tool the subagents call: python or echo."),
     latency: float = typer.Option(0.0, help="Seconds per model response."),
     tool_latency: float = typer.Option(0.0, help="Seconds each python tool call sleeps."),
     max_concurrency: int | None = typer.Option(
@@ -77,7 +77,8 @@ def doctor(json_out: bool = JSON_OPT) -> None:
     code is isolated. Exit 1 if something needed is missing, with what to do about it."""
     from swarm.tools.executor import python_report
 
-    s = settings()
+    with errors(json_out):
+        s = settings()
     checks: dict[str, dict[str, object]] = {}
     try:
         from swarm.store.db import make_engine

@@ -94,6 +94,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 2  #: no such run (or key)
     INVALID = 3  #: invalid input, or a move the run's state does not allow
     RUN_NOT_SUCCEEDED = 4  #: the run (followed to its end) failed or was cancelled
+    RUN_INTERRUPTED = 5  #: the followed run stopped unfinished: nothing works on it (`swarm resume`)
     USAGE = 64  #: the command line itself is wrong (unknown option, bad value): sysexits' EX_USAGE
     INTERRUPTED = 130  #: Ctrl-C
 
@@ -103,6 +104,7 @@ _ERROR_NAMES: dict[int, str] = {
     ExitCode.NOT_FOUND: "not_found",
     ExitCode.INVALID: "invalid",
     ExitCode.USAGE: "usage",
+    ExitCode.RUN_INTERRUPTED: "run_interrupted",
     ExitCode.INTERRUPTED: "interrupted",
 }
 
@@ -112,9 +114,11 @@ _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
 
 def report(message: str, code: int) -> None:
     """Say why the command ends with ``code``: one line on stderr, or with --json an object
-    ``{"error": kind, "message": ..., "exit_code": code}`` on stdout."""
+    ``{"error": kind, "message": ..., "exit_code": code}`` on one line of stdout."""
     if _json_errors.get():
-        emit_json({"error": _ERROR_NAMES.get(code, "error"), "message": message, "exit_code": int(code)})
+        # One line: it also ends `swarm watch --json`'s JSON Lines.
+        error = {"error": _ERROR_NAMES.get(code, "error"), "message": message, "exit_code": int(code)}
+        sys.stdout.write(json.dumps(error) + "\n")
     else:
         err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one greppable line
 
@@ -123,6 +127,16 @@ def fail(message: str, code: int = ExitCode.ERROR) -> NoReturn:
     """End the command with ``message`` (:func:`report`) and exit ``code``."""
     report(message, code)
     raise typer.Exit(int(code))
+
+
+def run_outcome(state: str, status: str, hint: str | None, run_id: str) -> None:
+    """End a command that followed a run to where it stopped: exit 0 if it succeeded, 4 if it
+    failed or was cancelled, 5 with the hint if it is interrupted (``domain/liveness.py``)."""
+    if state == "interrupted":
+        what = hint or f"`swarm resume {run_id}` continues it"
+        fail(f"run {run_id} is interrupted: {what}", ExitCode.RUN_INTERRUPTED)
+    if status != "succeeded":
+        raise typer.Exit(ExitCode.RUN_NOT_SUCCEEDED)
 
 
 def emit_json(data: Any) -> None:
@@ -142,8 +156,24 @@ def errors(json_out: bool = False) -> Iterator[None]:
         fail(str(exc), ExitCode.INVALID)
     except SwarmError as exc:
         fail(str(exc), ExitCode.ERROR)
+    except Exception as exc:
+        untranslated(exc)
+        raise
     finally:
         _json_errors.reset(token)
+
+
+def untranslated(exc: Exception) -> None:
+    """Failures of what a command talks to that reach it as their library raised them (as the
+    API's handlers in ``api/errors.py`` answer them with 503): the database cannot be reached,
+    a migration revision does not exist. One line and exit 1 (3 for a bad revision), no traceback."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        fail(f"the database is unavailable (SWARM_DATABASE_URL): {first}", ExitCode.ERROR)
+    if type(exc).__module__.startswith("alembic.") and type(exc).__name__ == "CommandError":
+        fail(f"migrations: {exc}", ExitCode.INVALID)
 
 
 #: click's UsageError as the installed typer raises it (typer carries its own copy of click): the
@@ -175,6 +205,17 @@ def task_argument(value: str) -> str:
         return run_limits.check_task(value)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+
+
+#: The tools the simulated model's subagents call (``sim/script.py``: anything else would quietly be python).
+SIM_TOOLS = ("python", "echo")
+
+
+def sim_tool(value: str) -> str:
+    """A typer callback for --tool of `swarm demo` / `swarm sim-llm`."""
+    if value not in SIM_TOOLS:
+        raise UsageError(f"--tool {value!r}: the simulated subagents call {' or '.join(SIM_TOOLS)}")
+    return value
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -131,7 +131,7 @@ class LiveRun:
     def sync(self, summary: RunSummary) -> None:
         with self._lock:
             self.summary, self._synced_at = summary, time.monotonic()
-            self.status = summary.status
+            self.status = summary.state or summary.status  # "interrupted" if nothing works on it
 
     def _agent(self, agent_id: str, name: str = "?", parent_id: str | None = None) -> AgentView:
         if agent_id not in self.agents:

@@ -26,15 +26,17 @@ from swarm.cli.common import (
     fail,
     harden_process,
     report,
+    run_outcome,
     runs_service,
     settings,
     setup_logging,
+    sim_tool,
     task_argument,
     within,
 )
 from swarm.cli.render import RunProgress, agent_tree, summary_table
 from swarm.config import Settings
-from swarm.domain.status import RunStatus
+from swarm.domain.liveness import RunState
 from swarm.runs import RunRequest, Runs
 from swarm.store.types import RunSummary
 
@@ -154,8 +156,10 @@ def _finish(out: RunSummary | str, json_out: bool) -> None:
         emit_json({"id": out, "status": "running"}) if json_out else console.print(out)
         return
     _print_summary(out, json_out)
-    if out.status != "succeeded":
-        raise typer.Exit(ExitCode.RUN_NOT_SUCCEEDED)
+    if out.state == "interrupted" and json_out:
+        # One JSON document on stdout: the summary says it all (its state and hint).
+        raise typer.Exit(ExitCode.RUN_INTERRUPTED)
+    run_outcome(out.state or out.status, out.status, out.hint, out.id)
 
 
 @app.command()
@@ -241,10 +245,10 @@ def run(
 
 @app.command()
 def demo(
-    agents: int = typer.Option(100, help="Subagents (W1: 100)."),
-    tools: int = typer.Option(15, help="Tool calls per subagent (W1: 15)."),
-    latency: float = typer.Option(0.0, help="Simulated model latency in seconds."),
-    tool: str = typer.Option("python", help="python (real subprocesses) or echo (no-op)."),
+    agents: int = typer.Option(100, min=0, help="Subagents (W1: 100)."),
+    tools: int = typer.Option(15, min=0, help="Tool calls per subagent (W1: 15)."),
+    latency: float = typer.Option(0.0, min=0.0, help="Simulated model latency in seconds."),
+    tool: str = typer.Option("python", callback=sim_tool, help="python (real subprocesses) or echo (no-op)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Run the standard workload W1 on the built-in simulated model: no services, no API key."""
@@ -340,7 +344,9 @@ def cancel(run_id: str = RUN_ID_ARG, json_out: bool = JSON_OPT, api: str = API_O
 
 @app.command("ls")
 def list_runs(
-    status: RunStatus = typer.Option(None, help="Only runs with this status."),
+    status: RunState = typer.Option(
+        None, help="Only runs in this state (running: something works on them; interrupted: nothing does)."
+    ),
     limit: int = typer.Option(20, min=1, max=1000),
     json_out: bool = JSON_OPT,
     api: str = API_OPT,

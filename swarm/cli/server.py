@@ -22,12 +22,12 @@ from swarm.cli.common import (
     err_console,
     errors,
     harden_process,
+    run_outcome,
     runs_service,
     settings,
     setup_logging,
 )
 from swarm.domain.events import EventType
-from swarm.domain.status import RunStatus
 
 if TYPE_CHECKING:
     from swarm.cli.live import LiveRun
@@ -150,29 +150,29 @@ def watch(
     """Follow a run live: agent tree, progress against limits, tokens, critical steps.
 
     Driven by the run's event stream (SSE from a server, or the events table locally). Exits when
-    the run has ended: 0 if it succeeded, 4 if it failed or was cancelled (130 on Ctrl-C).
+    the run has ended: 0 if it succeeded, 4 if it failed or was cancelled; 5 with what to do if it
+    is interrupted (the process running it died, or no worker is alive); 130 on Ctrl-C.
     """
     with errors(json_out):
         runs = runs_service(settings(), api)
         try:
             run_id = runs.resolve(run_id)
-            status = _watch_json(runs, run_id) if json_out else _watch_live(runs, run_id)
+            _watch_json(runs, run_id) if json_out else _watch_live(runs, run_id)
+            s = runs.summary(run_id)
         except KeyboardInterrupt:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         finally:
             runs.close()
-    if status != RunStatus.SUCCEEDED:
-        raise typer.Exit(ExitCode.RUN_NOT_SUCCEEDED)
+        run_outcome(s.state or s.status, s.status, s.hint, run_id)
 
 
-def _watch_json(runs: Runs, run_id: str) -> str:
+def _watch_json(runs: Runs, run_id: str) -> None:
     for event in runs.events(run_id):
         sys.stdout.write(json.dumps(event, default=str) + "\n")
         sys.stdout.flush()
-    return runs.summary(run_id).status
 
 
-def _watch_live(runs: Runs, run_id: str) -> str:
+def _watch_live(runs: Runs, run_id: str) -> None:
     from swarm.cli.live import LiveRun
 
     live = LiveRun(runs.summary(run_id))
@@ -191,7 +191,6 @@ def _watch_live(runs: Runs, run_id: str) -> str:
                 _refresh_provider(live, runs)
         live.sync(runs.summary(run_id))
         live.merge_tree(runs.agents(run_id))
-    return live.status
 
 
 def _refresh_provider(live: LiveRun, runs: Runs) -> None:

@@ -65,10 +65,11 @@ def worker(
 
     Never migrates: run `swarm db upgrade` once first (the compose file's `migrate` service does).
     """
+    with errors(json_out):
+        s = settings()  # first: importing workers reads the settings too, and would not say it nicely
     from workers.launch import RETIRED_NOTE, RETIRED_QUEUES, NodePlan, parse_queues, run_node
 
     setup_logging()
-    s = settings()
     with errors(json_out):
         plan = NodePlan(
             queues=parse_queues(queues),

@@ -13,9 +13,27 @@ Who is responsible for a running run:
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from swarm.domain.status import RunStatus
 
 INTERRUPTED = "interrupted"
+
+
+class RunState(StrEnum):
+    """What a reader is shown of a run, and what `swarm ls --status` / ``GET /v1/runs?status=``
+    filter on: the stored :class:`RunStatus`, with ``running`` split in two. ``running`` lists
+    only the runs something still works on; ``interrupted`` the running runs nobody does."""
+
+    RUNNING = RunStatus.RUNNING.value
+    INTERRUPTED = INTERRUPTED
+    SUCCEEDED = RunStatus.SUCCEEDED.value
+    FAILED = RunStatus.FAILED.value
+    CANCELLED = RunStatus.CANCELLED.value
+
+
+#: The states that the stored status alone cannot tell apart (both are stored ``running``).
+DERIVED = frozenset({RunState.RUNNING, RunState.INTERRUPTED})
 
 
 def run_state(status: str, *, owner_alive: bool | None, cluster_alive: bool, steps_alive: bool) -> str:

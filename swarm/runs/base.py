@@ -125,7 +125,9 @@ class Runs(Protocol):
         offset: int = 0,
         scope: str | None = None,
         id_prefix: str | None = None,
-    ) -> list[RunSummary]: ...
+    ) -> list[RunSummary]:
+        """Newest first; ``status`` is the state readers are shown (``domain/liveness.RunState``):
+        ``running`` leaves out the interrupted runs, ``interrupted`` lists only them."""
 
     def resolve(self, run_id: str, *, scope: str | None = None) -> str:
         """The whole id of the run ``run_id`` names: itself, or the one run it is a unique prefix of."""

@@ -27,12 +27,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from swarm.domain.events import EventType
+from swarm.domain.liveness import INTERRUPTED
 from swarm.domain.status import RUN_TERMINAL
 from swarm.store.store import StateStore
 
 log = logging.getLogger(__name__)
 
 GAP_TIMEOUT = 10.0
+#: How often a follower that gets no event asks whether anything still works on the run.
+STATE_EVERY = 2.0
 STALE_AFTER = 30.0
 BATCH = 2000
 
@@ -87,6 +90,29 @@ class GapTracker:
         return now - first >= self.gap_timeout or now - ts >= self.stale_after
 
 
+class Abandoned:
+    """Whether a followed run is interrupted (``domain/liveness.py``: the process running it died,
+    or no worker is alive): then no event will ever come and a follower stops, as it does for an
+    ended run. The state is read at most every ``every`` seconds while no event comes, and it
+    takes two such reads in a row (a heartbeat a little late is not a death)."""
+
+    def __init__(self, every: float = STATE_EVERY) -> None:
+        self.every, self._at, self._seen = every, time.monotonic(), 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self._at >= self.every
+
+    def alive(self) -> None:
+        """An event came: the run moves."""
+        self._at, self._seen = time.monotonic(), 0
+
+    def note(self, state: str) -> bool:
+        """Record a state read (when :meth:`due`); True once the run is abandoned."""
+        self._at = time.monotonic()
+        self._seen = self._seen + 1 if state == INTERRUPTED else 0
+        return self._seen >= 2
+
+
 def initial_frontier(store: StateStore, stale_after: float = STALE_AFTER, now: float | None = None) -> int:
     """Where a new follower may start: the newest event old enough that nothing below it can
     still be in flight (or just below the newest few thousand, which the gap rule then checks)."""
@@ -104,7 +130,8 @@ def follow_store(
     store: StateStore, run_id: str, after_id: int = 0, *, poll: float = 0.25, stop: Callable[[], bool] = lambda: False
 ) -> Iterator[list[dict[str, Any]]]:
     """Batches of a run's events with id > ``after_id``, gap-safe, read straight from the database
-    (for ``swarm watch`` without a server). Ends after ``run_done`` once the run is terminal."""
+    (for ``swarm watch`` without a server). Ends after ``run_done`` once the run is terminal, or
+    once it is interrupted (:class:`Abandoned`) and its last event is out."""
     gaps = GapTracker()
     frontier = initial_frontier(store)
     last = after_id
@@ -117,7 +144,10 @@ def follow_store(
         if len(batch) < BATCH:
             break
     ending = True  # as in the SSE stream: over once terminal AND the last event is out
+    abandoned = Abandoned()
     while not stop():
+        if abandoned.due() and abandoned.note(store.run_state(run_id)) and store.last_run_event_id(run_id) <= last:
+            return
         if ending:
             if store.run_status(run_id) not in RUN_TERMINAL:
                 ending = False
@@ -128,6 +158,7 @@ def follow_store(
         mine = [r for r in rows if frontier < r["id"] <= new and r["run_id"] == run_id and r["id"] > last]
         frontier = new
         if mine:
+            abandoned.alive()
             last = mine[-1]["id"]
             yield mine
             ending = ending or any(e["type"] == EventType.RUN_DONE for e in mine)

@@ -102,7 +102,7 @@ class StoreRuns:
         scope: str | None = None,
         id_prefix: str | None = None,
     ) -> list[RunSummary]:
-        return self.store.list_runs(tenant=scope, status=status, limit=limit, offset=offset, id_prefix=id_prefix)
+        return self.store.list_runs(tenant=scope, state=status, limit=limit, offset=offset, id_prefix=id_prefix)
 
     def resolve(self, run_id: str, *, scope: str | None = None) -> str:
         return resolve(self, run_id, scope)

@@ -24,9 +24,9 @@ from swarm.domain.status import STEP_APPROVE, StepKind, StepStatus
 from swarm.exceptions import AlreadyDecided, FenceLost, NotFound, StateError
 from swarm.store import outcomes, writes
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, APPROVALS, RUNS, STEPS
 from swarm.store.session import Session
 from swarm.store.statements import guard
+from swarm.store.tables import AGENTS, APPROVALS, RUNS, STEPS
 from swarm.store.types import ApprovalInfo, StepRef
 
 P = APPROVALS.c

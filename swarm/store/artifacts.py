@@ -14,8 +14,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from swarm.domain.workspace import Changes, Refused, Tally
 from swarm.exceptions import NotFound, StoreConflict
 from swarm.store import writes
-from swarm.store.models import ARTIFACTS
 from swarm.store.session import Session
+from swarm.store.tables import ARTIFACTS
 from swarm.store.types import ArtifactInfo
 
 #: A restore reads a run's files at most this many bytes at a time (several small files in one

@@ -9,8 +9,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from swarm.domain import budget
 from swarm.store import statements as sql
-from swarm.store.models import TENANT_SPEND
 from swarm.store.session import Session
+from swarm.store.tables import TENANT_SPEND
 
 
 class Budgets:

@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from swarm.exceptions import StoreUnavailable
 from swarm.store.db import db_now
-from swarm.store.models import CLUSTER_IDENTITY, CLUSTER_LEASES
 from swarm.store.session import Session
+from swarm.store.tables import CLUSTER_IDENTITY, CLUSTER_LEASES
 
 
 @dataclass(frozen=True)

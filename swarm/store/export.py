@@ -25,8 +25,8 @@ from sqlalchemy import select
 
 from swarm.domain import pricing
 from swarm.domain.critical import AgentSteps
-from swarm.store.models import Agent, Message, Step
 from swarm.store.session import Session
+from swarm.store.tables import AGENTS, MESSAGES, STEPS
 from swarm.store.views import Views
 
 FORMAT = "swarm.trajectory.v1"
@@ -163,17 +163,17 @@ def _messages(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
     with session.read() as conn:
         rows = conn.execute(
             select(
-                Message.agent_id,
-                Message.seq,
-                Message.role,
-                Message.content,
-                Message.reasoning_content,
-                Message.tool_calls,
-                Message.tool_call_id,
-                Message.created_at,
+                MESSAGES.c.agent_id,
+                MESSAGES.c.seq,
+                MESSAGES.c.role,
+                MESSAGES.c.content,
+                MESSAGES.c.reasoning_content,
+                MESSAGES.c.tool_calls,
+                MESSAGES.c.tool_call_id,
+                MESSAGES.c.created_at,
             )
-            .where(Message.run_id == run_id)
-            .order_by(Message.agent_id, Message.seq)
+            .where(MESSAGES.c.run_id == run_id)
+            .order_by(MESSAGES.c.agent_id, MESSAGES.c.seq)
         ).all()
     return {agent_id: [_message(r) for r in group] for agent_id, group in groupby(rows, key=lambda r: r.agent_id)}
 
@@ -181,7 +181,9 @@ def _messages(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
 def _steps(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
     with session.read() as conn:
         rows = conn.execute(
-            select(Step).where(Step.run_id == run_id).order_by(Step.agent_id, Step.turn, Step.kind, Step.idx)
+            select(STEPS)
+            .where(STEPS.c.run_id == run_id)
+            .order_by(STEPS.c.agent_id, STEPS.c.turn, STEPS.c.kind, STEPS.c.idx)
         ).all()
     return {agent_id: [_step(r) for r in group] for agent_id, group in groupby(rows, key=lambda r: r.agent_id)}
 
@@ -189,7 +191,8 @@ def _steps(session: Session, run_id: str) -> dict[str, list[dict[str, Any]]]:
 def _results(session: Session, run_id: str) -> dict[str, str | None]:
     # agent_tree truncates results for display; the export wants them whole.
     with session.read() as conn:
-        return {i: r for i, r in conn.execute(select(Agent.id, Agent.result).where(Agent.run_id == run_id)).all()}
+        rows = conn.execute(select(AGENTS.c.id, AGENTS.c.result).where(AGENTS.c.run_id == run_id)).all()
+        return {i: r for i, r in rows}
 
 
 def _message(r: Any) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from swarm.domain.status import AgentStatus, RunStatus, StepKind, StepStatus
 from swarm.exceptions import InputError, NotFound
 from swarm.store import writes
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.runs import Runs
 from swarm.store.session import Session, new_id
+from swarm.store.tables import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.types import StepRef
 from swarm.store.views import LiveViews
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import insert, or_, select, update
 
 from swarm.exceptions import InputError, NotFound
-from swarm.store.models import ApiKey
 from swarm.store.session import Session
+from swarm.store.tables import API_KEYS
 
 KEY_SCHEME = "swk"
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -99,7 +99,7 @@ class Keys:
         info = KeyInfo(uuid.uuid4().hex, prefix, tenant, name, admin, now, None, expires_at)
         with self.session.tx() as conn:
             conn.execute(
-                insert(ApiKey).values(
+                insert(API_KEYS).values(
                     id=info.id,
                     prefix=prefix,
                     key_hash=hash_key(key),
@@ -115,22 +115,22 @@ class Keys:
 
     def list_keys(self, *, tenant: str | None = None, include_revoked: bool = True) -> list[KeyInfo]:
         with self.session.read() as conn:
-            q = select(ApiKey).order_by(ApiKey.created_at)
+            q = select(API_KEYS).order_by(API_KEYS.c.created_at)
             if tenant is not None:
-                q = q.where(ApiKey.tenant == tenant)
+                q = q.where(API_KEYS.c.tenant == tenant)
             if not include_revoked:
-                q = q.where(ApiKey.revoked_at.is_(None))
+                q = q.where(API_KEYS.c.revoked_at.is_(None))
             return [_info(r) for r in conn.execute(q).all()]
 
     def revoke_key(self, ref: str) -> KeyInfo:
         """Revoke a key by its id or prefix. Revoking twice is harmless."""
         with self.session.tx() as conn:
-            row = conn.execute(select(ApiKey).where(or_(ApiKey.id == ref, ApiKey.prefix == ref))).first()
+            row = conn.execute(select(API_KEYS).where(or_(API_KEYS.c.id == ref, API_KEYS.c.prefix == ref))).first()
             if row is None:
                 raise NotFound(f"no API key {ref!r}; `swarm keys list` shows their prefixes")
             if row.revoked_at is None:
-                conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(revoked_at=time.time()))
-            row = conn.execute(select(ApiKey).where(ApiKey.id == row.id)).one()
+                conn.execute(update(API_KEYS).where(API_KEYS.c.id == row.id).values(revoked_at=time.time()))
+            row = conn.execute(select(API_KEYS).where(API_KEYS.c.id == row.id)).one()
         return _info(row)
 
     def authenticate(self, key: str) -> KeyInfo | None:
@@ -138,14 +138,14 @@ class Keys:
         if not key.startswith(f"{KEY_SCHEME}_") or len(key) > 200:
             return None
         with self.session.read() as conn:
-            row = conn.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+            row = conn.execute(select(API_KEYS).where(API_KEYS.c.key_hash == hash_key(key))).first()
         if row is None:
             return None
         now = time.time()
         if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
             # At most one write per key per LAST_USED_RESOLUTION, not one per request.
             with self.session.tx() as conn:
-                conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+                conn.execute(update(API_KEYS).where(API_KEYS.c.id == row.id).values(last_used_at=now))
         return dataclasses.replace(_info(row), last_used_at=now)
 
 

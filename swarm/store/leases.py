@@ -28,9 +28,9 @@ from swarm.exceptions import FenceLost
 from swarm.store import outcomes, writes
 from swarm.store import statements as sql
 from swarm.store.db import db_now
-from swarm.store.models import RUNS, STEPS
 from swarm.store.session import Session
 from swarm.store.statements import guard
+from swarm.store.tables import RUNS, STEPS
 from swarm.store.types import Claim, StepRef
 from swarm.store.writes import GIVE_UP_COLS, REF_COLS
 

@@ -13,7 +13,7 @@ from swarm.constants import SWEEPER_ROLE
 from swarm.domain import liveness
 from swarm.domain.status import RunStatus, StepStatus
 from swarm.store.db import db_now
-from swarm.store.models import CLUSTER_LEASES, STEPS
+from swarm.store.tables import CLUSTER_LEASES, STEPS
 
 
 def run_states(conn: Connection, runs: Sequence[Any]) -> dict[str, tuple[str, bool]]:

@@ -37,8 +37,8 @@ from swarm.domain.status import (
 from swarm.exceptions import FenceLost
 from swarm.store import statements as sql
 from swarm.store import step_stats, writes
-from swarm.store.models import AGENTS, RUNS, STEPS
 from swarm.store.statements import guard
+from swarm.store.tables import AGENTS, RUNS, STEPS
 from swarm.store.types import Claim, StepRef
 
 #: How a claimed step closes, by the status it closes in.

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, Table, delete, func, literal, select
 from swarm.domain.status import RUN_TERMINAL, RunStatus
 from swarm.exceptions import StateError
 from swarm.store import step_stats
-from swarm.store.models import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
+from swarm.store.tables import AGENTS, ARTIFACTS, DEFS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.views import LiveViews
 
 #: Rows one transaction deletes. Small enough that a batch holds its locks for milliseconds.

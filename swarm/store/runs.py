@@ -25,9 +25,9 @@ from swarm.domain.status import (
 from swarm.exceptions import InvalidTransition, StateError, StoreDataError
 from swarm.store import artifacts, conversation, outcomes, step_stats, writes
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, APPROVALS, RUNS, STEPS
 from swarm.store.session import Session, new_id
 from swarm.store.statements import guard
+from swarm.store.tables import AGENTS, APPROVALS, RUNS, STEPS
 from swarm.store.types import RunSpec, StepRef
 
 

@@ -40,7 +40,7 @@ from swarm.domain.status import (
     Transition,
 )
 from swarm.store.db import db_now
-from swarm.store.models import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS, TENANT_SPEND
+from swarm.store.tables import AGENTS, ARTIFACTS, EVENTS, MESSAGES, RUNS, STEPS, TENANT_SPEND
 
 S, A, R = STEPS.c, AGENTS.c, RUNS.c
 

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from swarm.constants import METRIC_BUCKETS
 from swarm.domain.status import RunStatus
-from swarm.store.models import METRIC_TOTALS, RUNS, STEPS
+from swarm.store.tables import METRIC_TOTALS, RUNS, STEPS
 
 Figures = dict[str, float]
 

@@ -290,11 +290,14 @@ class StateStore:
         *,
         tenant: str | None = None,
         status: str | None = None,
+        state: str | None = None,
         limit: int = 50,
         offset: int = 0,
         id_prefix: str | None = None,
     ) -> list[RunSummary]:
-        return self.views.list_runs(tenant=tenant, status=status, limit=limit, offset=offset, id_prefix=id_prefix)
+        return self.views.list_runs(
+            tenant=tenant, status=status, state=state, limit=limit, offset=offset, id_prefix=id_prefix
+        )
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
         return self.views.agent_tree(run_id, tenant)
@@ -331,6 +334,9 @@ class StateStore:
 
     def run_status(self, run_id: str, tenant: str | None = None) -> str:
         return self.live.run_status(run_id, tenant)
+
+    def run_state(self, run_id: str) -> str:
+        return self.views.run_state(run_id)
 
     def metrics_snapshot(self) -> dict[str, Any]:
         return self.live.metrics_snapshot()

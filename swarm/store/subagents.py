@@ -14,8 +14,8 @@ from swarm.domain.events import EventType
 from swarm.domain.status import AgentStatus, StepKind, StepStatus
 from swarm.store import outcomes, writes
 from swarm.store import statements as sql
-from swarm.store.models import AGENTS, DEFS, RUNS
 from swarm.store.session import Session, new_id
+from swarm.store.tables import AGENTS, DEFS, RUNS
 from swarm.store.types import Claim, StepRef
 
 

@@ -15,8 +15,8 @@ from swarm.domain.critical import AgentSteps, critical_steps, total_steps
 from swarm.domain.status import RunStatus, StepKind, StepStatus
 from swarm.store import step_stats, writes
 from swarm.store.liveness import run_states
-from swarm.store.models import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.session import Session
+from swarm.store.tables import AGENTS, EVENTS, MESSAGES, RUNS, STEPS
 from swarm.store.types import RunSummary, StepRef
 
 #: Which steps are an agent's ``tool_calls`` — the same definition as the run's ``tool_calls``
@@ -54,21 +54,44 @@ class Views:
         *,
         tenant: str | None = None,
         status: str | None = None,
+        state: str | None = None,
         limit: int = 50,
         offset: int = 0,
         id_prefix: str | None = None,
     ) -> list[RunSummary]:
+        """Newest first. ``status`` filters on the stored status; ``state`` on what readers are
+        shown (``domain/liveness.RunState``, what `swarm ls --status` means): ``running`` and
+        ``interrupted`` are both stored ``running`` and told apart after the read, over the
+        running runs only (as many as run at once), before the page is cut."""
+        status = state or status
+        derived = state in liveness.DERIVED
         with self.session.read() as conn:
-            q = select(RUNS).order_by(RUNS.c.created_at.desc()).limit(limit).offset(offset)
+            q = select(RUNS).order_by(RUNS.c.created_at.desc())
+            if not derived:
+                q = q.limit(limit).offset(offset)
             if tenant is not None:
                 q = q.where(RUNS.c.tenant == tenant)
             if status:
-                q = q.where(RUNS.c.status == status)
+                q = q.where(RUNS.c.status == (RunStatus.RUNNING if derived else status))
             if id_prefix:  # a run id typed short: the primary key's index serves the range
                 q = q.where(RUNS.c.id.startswith(id_prefix, autoescape=True))
             rows = conn.execute(q).all()
             states = run_states(conn, rows)
+        if derived:
+            rows = [r for r in rows if states[r.id][0] == status][offset : offset + limit]
         return [_summary(r, r.critical_steps or 0, r.total_steps or r.llm_calls, states.get(r.id)) for r in rows]
+
+    def run_state(self, run_id: str) -> str:
+        """The run's display state (``domain/liveness.py``): what a follower checks, now and then,
+        while no event comes, to stop following a run nobody works on any more."""
+        with self.session.read() as conn:
+            run = conn.execute(
+                select(RUNS.c.id, RUNS.c.status, RUNS.c.owner_until).where(RUNS.c.id == run_id)
+            ).one_or_none()
+            if run is None:
+                raise run_ids.not_found(run_id)
+            state = run_states(conn, [run]).get(run_id)
+        return state[0] if state else str(run.status)
 
     def agent_tree(self, run_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
         """Every agent of a run with its status and counts, parents before children."""

@@ -14,9 +14,9 @@ from swarm.domain.events import EventType
 from swarm.domain.status import STEP_CLAIM, STEP_OPEN, StepKind, StepStatus
 from swarm.exceptions import NotFound
 from swarm.store import statements as sql
-from swarm.store.models import STEPS
 from swarm.store.session import new_id
 from swarm.store.statements import guard
+from swarm.store.tables import STEPS
 from swarm.store.types import AgentLimits, StepRef
 
 #: The open step statuses, in declaration order.

@@ -102,3 +102,57 @@ def _wait_for_calls(db: StateStore, calls: int) -> str:
         if runs and runs[0].llm_calls >= calls:
             return runs[0].id
     raise AssertionError("the run never got going")
+
+
+F = "f" * 32
+DOWN = {"SWARM_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+BAD_CONFIG = {"SWARM_LEASE_SECONDS": "abc"}
+
+#: (arguments, extra environment, exit code, error kind): each command made to fail, with --json.
+FAILING_WITH_JSON = [
+    (["ls", "--status", "bogus"], {}, 64, "usage"),
+    (["ls"], DOWN, 1, "error"),
+    (["ls"], BAD_CONFIG, 1, "error"),
+    (["show", F], {}, 2, "not_found"),
+    (["show", F], DOWN, 1, "error"),
+    (["watch", F], {}, 2, "not_found"),
+    (["run", ""], {}, 64, "usage"),
+    (["resume", F], {}, 2, "not_found"),
+    (["fork", F, "--at", "x"], {}, 2, "not_found"),
+    (["cancel", F], {}, 2, "not_found"),
+    (["approvals", F], {}, 2, "not_found"),
+    (["approvals"], DOWN, 1, "error"),
+    (["approve", F], {}, 2, "not_found"),
+    (["reject", F, "--reason", "no"], {}, 2, "not_found"),
+    (["files", F], {}, 2, "not_found"),
+    (["delete", F], {}, 2, "not_found"),
+    (["prune", "--older-than", "soon"], {}, 3, "invalid"),
+    (["prune", "--older-than", "1d", "--status", "running"], {}, 3, "invalid"),
+    (["keys", "create", "--expires-in", "soon"], {}, 3, "invalid"),
+    (["keys", "list"], DOWN, 1, "error"),
+    (["keys", "revoke", "nope"], {}, 2, "not_found"),
+    (["db", "upgrade", "bogus"], {}, 3, "invalid"),
+    (["db", "current"], DOWN, 1, "error"),
+    (["worker", "--check"], BAD_CONFIG, 1, "error"),
+    (["worker", "--check"], {}, 1, "error"),  # no broker configured
+    (["doctor"], BAD_CONFIG, 1, "error"),
+    (["demo", "--agents", "-1"], {}, 64, "usage"),
+    (["demo", "--tool", "bogus"], {}, 64, "usage"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "kind"), FAILING_WITH_JSON, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_a_failing_command_with_json_prints_one_json_error(tmp_path, args, env, code, kind):
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", *args, "--json"],
+        env={**_env(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == code, (out.stdout, out.stderr)
+    error = json.loads(out.stdout)  # stdout is the JSON error and nothing else; no traceback
+    assert (error["error"], error["exit_code"]) == (kind, code) and error["message"], error
+    assert "Traceback" not in out.stderr, out.stderr

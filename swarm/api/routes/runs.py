@@ -25,6 +25,7 @@ from swarm.api.schemas import (
     ServerInfo,
     Timeline,
 )
+from swarm.domain.liveness import RunState
 from swarm.domain.status import RunStatus
 from swarm.runs import RunRequest
 from swarm.store.types import RunSummary
@@ -101,7 +102,13 @@ def create_run(
 def list_runs(
     auth: Auth,
     ctx: Ctx,
-    status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
+    status: Annotated[
+        RunState | None,
+        Query(
+            description="Only runs in this state: `running` lists the runs something works on, `interrupted` "
+            "the running runs nobody does (their process died or no worker is alive)."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     id_prefix: Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from swarm.api.events import EventHub, Subscription, sse_format
 from swarm.api.routes.runs import RunId
 from swarm.domain.events import EventType
 from swarm.domain.status import RUN_TERMINAL
-from swarm.runs.follow import BATCH
+from swarm.runs.follow import BATCH, Abandoned
 from swarm.store.store import StateStore
 
 router = APIRouter(prefix="/v1", tags=["runs"])
@@ -95,7 +96,9 @@ async def _stream(
         # Ending: once the run is over AND the client has its last event. run_done is not always
         # the last event of a run (the orchestrator's llm_done commits with it), and a resume
         # can follow it, so check the store rather than trusting any one event.
-        ending = terminal
+        # An interrupted run (nobody works on it: ``Abandoned``) ends the stream the same way; the
+        # client reads the run's state after `end` to tell which.
+        ending, abandoned, quiet_since = terminal, Abandoned(), time.monotonic()
         while True:
             if ending:
                 status = await run_in_threadpool(store.run_status, sub.run_id)
@@ -104,13 +107,23 @@ async def _stream(
                 elif await run_in_threadpool(store.last_run_event_id, sub.run_id) <= last:
                     yield END
                     return
+            if (
+                abandoned.due()
+                and abandoned.note(await run_in_threadpool(store.run_state, sub.run_id))
+                and await run_in_threadpool(store.last_run_event_id, sub.run_id) <= last
+            ):
+                yield END
+                return
             try:
-                events = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
+                events = await asyncio.wait_for(sub.queue.get(), abandoned.every)
             except TimeoutError:
-                yield ": keepalive\n\n"
+                if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield ": keepalive\n\n"
                 continue
             if events is None:
                 return
+            abandoned.alive()
             # One write per batch, of text the hub formatted once for all watchers: with 50
             # watchers a write per event per watcher would cost the server more than the run.
             fresh = [e for e in events if e["id"] > last]
