@@ -114,9 +114,9 @@ def run_swarm_here(sim_url: str, agents: int, tools: int, latency: float) -> dic
 
 def swarm_process(sim_url: str, a: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, **dict(kv.split("=", 1) for kv in a.env)}
+    work = ["--agents", str(a.agents), "--tools", str(a.tools), "--latency", str(a.latency)]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.w10k", "--child", "--sim-url", sim_url, "--agents", str(a.agents)]
-        + ["--tools", str(a.tools), "--latency", str(a.latency)],
+        [sys.executable, "-m", "bench.w10k", "--child", "--sim-url", sim_url, *work],
         env=env,
         check=True,
         capture_output=True,
