@@ -108,8 +108,7 @@ class Settings(BaseSettings):
     llm_max_in_flight: int = Field(
         2000,
         ge=1,
-        description="Model calls one process holds at once (its memory budget, about 30 KB a call), "
-        "under the provider's own limits.",
+        description="Model calls one process holds at once (its memory budget), under the provider's own limits.",
     )
     llm_vision: bool = Field(
         True,

@@ -9,7 +9,7 @@ in the executor's ``in_flight``. A process that dies mid-call loses nothing: the
 the sweeper hands the step out again; a committed call is never repeated (the commit's fence).
 
 How many calls a process holds at once is bounded by the provider capacity and
-``SWARM_LLM_MAX_IN_FLIGHT`` (the memory budget: about 30 KB a call), not by a thread count.
+``SWARM_LLM_MAX_IN_FLIGHT`` (the memory budget), not by a thread count.
 """
 
 from __future__ import annotations
