@@ -45,10 +45,8 @@ class LocalDispatcher:
 
     def _later(self, ref: StepRef) -> Later:
         def later(rest: Callable[[], list[StepRef]]) -> None:
-            try:
-                self._pools[QUEUE_LLM].submit(self._finish, ref.step_id, ref.run_id, rest)
-            except RuntimeError:  # shutting down: the lease lapses, the sweeper hands the step out again
-                return
+            # Raises when shutting down: the executor then stops renewing the step's lease.
+            self._pools[QUEUE_LLM].submit(self._finish, ref.step_id, ref.run_id, rest)
 
         return later
 

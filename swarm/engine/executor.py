@@ -211,7 +211,11 @@ class StepExecutor:
         def arrived(future: Future[LLMResponse]) -> None:
             exc = future.exception()
             outcome: LLMResponse | BaseException = exc if exc is not None else future.result()
-            later(lambda: commit(outcome))
+            try:
+                later(lambda: commit(outcome))
+            except Exception:  # shutting down: no lease renewal now, the sweeper hands the step out
+                log.warning("step %s: its commit could not be scheduled; leaving it to the sweeper", claim.step_id)
+                self._done(claim.step_id)
 
         self.model_loop.submit(coro).add_done_callback(arrived)
 
