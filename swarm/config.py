@@ -98,7 +98,18 @@ class Settings(BaseSettings):
     )
     llm_timeout: float = Field(600.0, description="Seconds to wait for one model response.")
     llm_max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/connection errors before the step fails.")
-    llm_max_concurrency: int = Field(128, ge=1, description="Concurrent model calls per process.")
+    llm_max_concurrency: int = Field(
+        128,
+        ge=1,
+        description="Threads per process for model steps' database work (claim, commit); model calls "
+        "wait on the process's event loop, not on these (SWARM_LLM_MAX_IN_FLIGHT), except with a "
+        "provider capacity shared through Redis, whose calls still hold one of these threads each.",
+    )
+    llm_max_in_flight: int = Field(
+        2000,
+        ge=1,
+        description="Model calls one process holds at once (its memory budget), under the provider's own limits.",
+    )
     llm_vision: bool = Field(
         True,
         description="Whether the model sees images: a PNG or JPEG a tool call writes (or an image a tool "

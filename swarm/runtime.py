@@ -161,6 +161,7 @@ class LocalRuntime:
         self._runs: set[str] = set()
         self.mcp = McpHub(settings)  # SWARM_MCP_CONFIG is read (and checked) here, at start
         self.executor = StepExecutor(self.store, self.llm, self.tools, settings, self.owner, self.mcp)
+        self.executor.model_loop = _model_loop(self.llm)
         self.dispatcher = LocalDispatcher(
             self.executor, llm_threads=settings.llm_max_concurrency, tool_threads=settings.tool_concurrency
         )
@@ -247,3 +248,10 @@ class LocalRuntime:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _model_loop(llm: Any) -> Any:
+    """This process's model loop if ``llm``'s calls can wait on it (swarm.llm.aio), else None."""
+    from swarm.llm.aio import can_await, model_loop
+
+    return model_loop() if can_await(llm) else None

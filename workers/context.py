@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from swarm.dispatch.celery import CeleryDispatcher
 from swarm.engine.background import Periodic, heartbeat
 from swarm.engine.executor import StepExecutor
 from swarm.exceptions import ConfigError
+from swarm.llm.aio import can_await, model_loop
 from swarm.llm.client import LLMClient
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
@@ -32,6 +34,10 @@ from swarm.tools.mcp_hub import McpHub
 from workers.timing import instrument
 
 log = logging.getLogger(__name__)
+
+
+#: Threads per worker process committing the model calls its loop finished: short database work.
+COMMIT_THREADS = 8
 
 
 @dataclass
@@ -98,6 +104,8 @@ class WorkerContext:
     store: StateStore
     dispatcher: CeleryDispatcher
     _executor: StepExecutor | None = None
+    #: Where the commits of model calls finished on the model loop run (None: no model loop).
+    commits: ThreadPoolExecutor | None = None
     _beat_store: StateStore | None = None
     _threads: list[Periodic] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,6 +132,11 @@ class WorkerContext:
         s = self.settings
         llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
         ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id(), McpHub(s))
+        if can_await(llm):
+            # A task returns its thread once its model call is on this loop; the commit then runs
+            # on a few threads of this process's own (commit_pool), not on Celery's.
+            ex.model_loop = model_loop()
+            self.commits = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="swarm-commit")
         # The heartbeat gets a connection of its own: were it to queue behind busy step threads
         # for a pooled one, a live worker's leases could lapse and its steps run twice.
         self._beat_store = StateStore(make_engine(s.db_url, pool_size=1))
@@ -136,6 +149,8 @@ class WorkerContext:
     def close(self) -> None:
         for t in self._threads:
             t.stop()
+        if self.commits is not None:
+            self.commits.shutdown(wait=False, cancel_futures=True)  # their leases lapse; swept
         if self._executor is not None:
             if self._executor.mcp is not None:
                 self._executor.mcp.close()  # this process's MCP stdio servers are reaped

@@ -11,11 +11,14 @@ The sweeper is no task: every worker process runs a candidate thread (workers/sw
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from swarm.dispatch.celery import STEP_TASK, STEP_TASKS
+from swarm.engine.executor import Later
 from swarm.exceptions import StoreUnavailable
+from swarm.store.types import StepRef
 from workers.celery_app import app
-from workers.context import context
+from workers.context import WorkerContext, context
 from workers.identity import REFUSALS
 from workers.timing import StepTimer
 
@@ -42,7 +45,11 @@ def run_step(
     executor = ctx.executor()
     with StepTimer(step_id=step_id, kind=kind, tool=tool) as timer:
         try:
-            refs = executor.execute(step_id)
+            # An LLM step returns here once its model call is on the process's model loop: the
+            # task (and its Celery thread) is done, the step is not. It stays owned by this
+            # process (its lease renewed by the heartbeat) until its commit, which runs on the
+            # context's commit threads and publishes what it made ready (docs/cluster.md).
+            refs = executor.execute(step_id, later=_later(ctx, step_id, run_id))
         except StoreUnavailable as exc:
             # The executor has already ridden out what it could (swarm.engine.executor's retry
             # policies); retrying here would only wrap one retry loop in another. Nothing committed:
@@ -59,6 +66,26 @@ def run_step(
         # Only now, after the commit: a published step is always visible to whoever takes it.
         ctx.dispatcher.dispatch(refs)
     return len(refs)
+
+
+def _later(ctx: WorkerContext, step_id: str, run_id: str) -> Later | None:
+    commits = ctx.commits
+    if commits is None:
+        return None
+
+    def later(rest: Callable[[], list[StepRef]]) -> None:
+        commits.submit(_commit, ctx, step_id, run_id, rest)
+
+    return later
+
+
+def _commit(ctx: WorkerContext, step_id: str, run_id: str, rest: Callable[[], list[StepRef]]) -> None:
+    try:
+        refs = rest()
+    except Exception:  # its lease lapses; the sweeper hands the step out again
+        log.exception("step %s: its commit failed; leaving it to the sweeper", step_id, extra={"run_id": run_id})
+        return
+    ctx.dispatcher.dispatch(refs)
 
 
 # Registered explicitly (not as decorators) so the functions keep their type annotations.

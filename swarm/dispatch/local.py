@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from swarm.constants import QUEUE_LLM
 from swarm.dispatch.base import queue_for
-from swarm.engine.executor import StepExecutor
+from swarm.engine.executor import Later, StepExecutor
 from swarm.store.types import StepRef
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,25 @@ class LocalDispatcher:
     def _run(self, ref: StepRef) -> None:
         if self._closed.is_set():
             return
+        # An LLM step returns this thread once its model call is on the model loop; the call's
+        # commit comes back to this pool (``_later``).
+        self._finish(ref.step_id, ref.run_id, lambda: self.executor.execute(ref.step_id, later=self._later(ref)))
+
+    def _later(self, ref: StepRef) -> Later:
+        def later(rest: Callable[[], list[StepRef]]) -> None:
+            # Raises when shutting down: the executor then stops renewing the step's lease.
+            self._pools[QUEUE_LLM].submit(self._finish, ref.step_id, ref.run_id, rest)
+
+        return later
+
+    def _finish(self, step_id: str, run_id: str, work: Callable[[], list[StepRef]]) -> None:
+        if self._closed.is_set():
+            return
         try:
-            new = self.executor.execute(ref.step_id)
+            new = work()
         except Exception:
             # The step keeps its lease; when it expires the sweeper dispatches it again.
-            log.exception("step %s failed unexpectedly", ref.step_id, extra={"run_id": ref.run_id})
+            log.exception("step %s failed unexpectedly", step_id, extra={"run_id": run_id})
             return
         self.dispatch(new)
 

@@ -9,27 +9,25 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from swarm import logs
 from swarm.config import Settings
 from swarm.constants import ASSIGN_TASK, ASSIGN_TASKS, CREATE_SUBAGENT
-from swarm.domain import budget, fanout, mcp, pricing, prompts, sanitize
+from swarm.domain import fanout, mcp, pricing, prompts, sanitize
 from swarm.domain import images as domain_images
-from swarm.domain.llm import CallContext, LLMResponse, cache_key
+from swarm.domain.llm import CallContext, LLMResponse
 from swarm.domain.status import StepKind
 from swarm.domain.workspace import Changes, Quota
-from swarm.engine import images, spend
+from swarm.engine import images, model_step
 from swarm.engine.file_cache import FileCache
 from swarm.engine.orchestration import ASSIGN_TASKS_SCHEMA, ORCHESTRATION_SCHEMAS
-from swarm.engine.planner import plan_turn
 from swarm.engine.workspace import Workspace
 from swarm.exceptions import (
     FenceLost,
-    LLMAuthError,
     LLMError,
-    LLMQuotaExceeded,
     StoreDataError,
     StoreUnavailable,
 )
@@ -44,6 +42,8 @@ from swarm.tools.plugin import plugin_settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Runs the rest of a step (its commit) on a thread of the caller's, and dispatches what it returns.
+Later = Callable[[Callable[[], list[StepRef]]], None]
 
 #: How a claimed step rides out a database outage (connections killed, a Postgres restart) in its
 #: reads and its commit: for up to a minute. The model call or tool run is already paid for;
@@ -67,6 +67,16 @@ class LLMProtocol(Protocol):
         still_wanted: Callable[[], bool] | None = None,
         max_tokens: int | None = None,
     ) -> LLMResponse: ...
+
+
+class ModelIO(Protocol):
+    """Where model calls wait without a thread: ``swarm.llm.aio.ModelLoop``."""
+
+    def acomplete(
+        self, llm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]], ctx: CallContext, **kw: Any
+    ) -> Coroutine[Any, Any, LLMResponse]: ...
+
+    def submit(self, coro: Coroutine[Any, Any, LLMResponse]) -> Future[LLMResponse]: ...
 
 
 def _records(result: ToolResult, changes: Changes | None) -> list[dict[str, Any]]:
@@ -133,16 +143,23 @@ class StepExecutor:
         self.file_cache = _file_cache(settings)
         #: Read when the worker starts: an error in SWARM_PRICES stops it there, naming the line.
         self.prices = pricing.load(settings.prices)
+        #: Where model calls wait without a thread (:meth:`execute`'s ``later``); None: in the caller's thread.
+        self.model_loop: ModelIO | None = None
 
     def in_flight(self) -> list[str]:
         """Steps being worked on right now: the only leases this owner's heartbeat may renew."""
         with self._lock:
             return list(self._in_flight)
 
-    def execute(self, step_id: str) -> list[StepRef]:
+    def execute(self, step_id: str, later: Later | None = None) -> list[StepRef]:
         """Run a step if it can be claimed; return the steps its commit made ready.
 
         A duplicate delivery finds the step already claimed or done and returns nothing.
+
+        ``later``: an LLM step may then return (nothing) as soon as its model call is on the
+        process's model loop (``swarm.llm.aio``); ``later`` is handed the rest of the step (its
+        commit), to run on a thread of the caller's and dispatch what it returns. The step stays
+        in :meth:`in_flight` (its lease renewed) until then.
         """
         # Each claim that ends neither in a commit nor in a release crashed its worker: after
         # step_max_crashes of them nobody claims the step again and the sweeper gives it up.
@@ -152,16 +169,71 @@ class StepExecutor:
         )
         if claim is None:
             return []
-        extra = {"run_id": claim.run_id, "step_id": claim.step_id, "agent_id": claim.agent_id}
         with self._lock:
             self._in_flight.add(step_id)
+        deferred = False
+        try:
+            if claim.kind != StepKind.LLM:
+                return self._guarded(claim, lambda: self._tool_step(claim))
+            turn = self._guarded(claim, lambda: model_step.prepare(self, claim))
+            if not isinstance(turn, model_step.Turn):
+                return turn
+            if later is None or self.model_loop is None:
+                return self._guarded(claim, lambda: model_step.finish(self, claim, turn, self._call(claim, turn)))
+            self._defer(claim, turn, later)
+            deferred = True
+            return []
+        finally:
+            if not deferred:
+                self._done(step_id)
+
+    def _call(self, claim: Claim, turn: model_step.Turn) -> LLMResponse | BaseException:
+        try:
+            return self.llm.complete(
+                turn.messages, turn.schemas, turn.call, **model_step.call_kwargs(self, claim, turn)
+            )
+        except (LLMError, FenceLost) as exc:
+            return exc
+
+    def _defer(self, claim: Claim, turn: model_step.Turn, later: Later) -> None:
+        """Put the model call on the model loop; its outcome goes to ``later`` to be committed."""
+        assert self.model_loop is not None
+        coro = self.model_loop.acomplete(
+            self.llm, turn.messages, turn.schemas, turn.call, **model_step.call_kwargs(self, claim, turn)
+        )
+
+        def commit(outcome: LLMResponse | BaseException) -> list[StepRef]:
+            try:
+                return self._guarded(claim, lambda: model_step.finish(self, claim, turn, outcome))
+            finally:
+                self._done(claim.step_id)
+
+        def arrived(future: Future[LLMResponse]) -> None:
+            exc = future.exception()
+            outcome: LLMResponse | BaseException = exc if exc is not None else future.result()
+            try:
+                later(lambda: commit(outcome))
+            except Exception:  # shutting down: no lease renewal now, the sweeper hands the step out
+                log.warning("step %s: its commit could not be scheduled; leaving it to the sweeper", claim.step_id)
+                self._done(claim.step_id)
+
+        self.model_loop.submit(coro).add_done_callback(arrived)
+
+    def _done(self, step_id: str) -> None:
+        with self._lock:
+            self._in_flight.discard(step_id)
+
+    def _guarded(self, claim: Claim, work: Callable[[], T]) -> T | list[StepRef]:
+        """``work`` for ``claim``, with the step's ids on every log line and its store failures
+        handled: refused data ends the step, a lost fence discards the result, an outage is raised
+        (the lease will expire and the sweeper will hand the step to someone else)."""
+        step_id = claim.step_id
+        extra = {"run_id": claim.run_id, "step_id": step_id, "agent_id": claim.agent_id}
         # Whatever the model client or a tool logs meanwhile is about this step too.
         with logs.bound(**extra):
             try:
                 try:
-                    if claim.kind == StepKind.LLM:
-                        return self._llm_step(claim)
-                    return self._tool_step(claim)
+                    return work()
                 except StoreDataError as exc:
                     log.warning("the database refused the data of step %s: %s", step_id, exc, extra=extra)
                     return self._refused(claim, exc)
@@ -169,12 +241,8 @@ class StepExecutor:
                 log.info("step %s lost its claim (cancelled or taken over); result discarded", step_id, extra=extra)
                 return []
             except StoreUnavailable:
-                # The lease will expire and the sweeper will hand the step to someone else.
                 log.warning("database unavailable while running step %s; it will be retried", step_id, extra=extra)
                 raise
-            finally:
-                with self._lock:
-                    self._in_flight.discard(step_id)
 
     def _refused(self, claim: Claim, exc: StoreDataError) -> list[StepRef]:
         """The database refused what this step would commit. Committing the same data again
@@ -205,109 +273,6 @@ class StepExecutor:
             offered, down = self.mcp.schemas(servers, is_orchestrator=ctx.agent.depth == 0)
             schemas += offered
         return OfferedTools([s["function"]["name"] for s in schemas], down), schemas
-
-    def _llm_step(self, claim: Claim) -> list[StepRef]:
-        vision = self.settings.llm_vision
-        ctx = self._durable(lambda: self.store.agent_context(claim, vision=vision))
-        names, schemas = self.available_tools(ctx)
-        last_step = ctx.agent.steps + 1 >= ctx.agent.max_steps
-        messages = list(ctx.messages)
-        if last_step:
-            messages.append({"role": "user", "content": prompts.LAST_STEP_NOTE})
-        reserved, max_tokens, hold = (0, 0), None, None
-        tenant_cap = self._tenant_cap(ctx)
-        if ctx.agent.budgeted or tenant_cap is not None:
-            # Reserve the call's worst case first: no call starts past a cap.
-            max_tokens = self.settings.llm_max_tokens
-            size = budget.prompt_bytes(messages, schemas)
-            worst = budget.worst_case(size, max_tokens, self.prices.price(ctx.agent.model))
-            wait = self.settings.llm_timeout + self.settings.lease_seconds
-            if ctx.agent.budgeted:
-                reason = spend.reserve(
-                    self.store,
-                    claim.run_id,
-                    ctx.agent.model,
-                    worst,
-                    still_wanted=lambda: self.store.still_claimed(claim),
-                    max_wait=wait,
-                    usd_capped=ctx.agent.max_cost_pico is not None,
-                )
-                if reason is not None:
-                    return self._durable(lambda: self.store.fail_step(claim, reason, fail_run=True))
-                reserved = (worst.pico or 0, worst.tokens)
-            if tenant_cap is not None and ctx.agent.tenant is not None:
-                held = (
-                    prompts.BUDGET_NO_PRICE.format(model=ctx.agent.model)
-                    if worst.pico is None
-                    else spend.reserve_tenant(
-                        self.store,
-                        ctx.agent.tenant,
-                        tenant_cap,
-                        worst.pico,
-                        still_wanted=lambda: self.store.still_claimed(claim),
-                        max_wait=wait,
-                    )
-                )
-                if isinstance(held, str):
-                    return self._durable(lambda: self.store.fail_step(claim, held, fail_run=True, release=reserved))
-                hold = held
-        try:
-            refs, cost = self._call_and_commit(claim, ctx, messages, schemas, names, last_step, reserved, max_tokens)
-        except (FenceLost, StoreDataError):
-            if reserved != (0, 0):  # the call will not commit: its reservation goes back
-                self._durable(lambda: self.store.release_reservation(claim.run_id, *reserved))
-            if hold is not None:
-                self._durable(lambda: self.store.budgets.release_tenant(hold.tenant, hold.day, hold.pico))
-            raise
-        if hold is not None:  # committed (cost) or failed (None): the tenant's day is settled
-            self._durable(lambda: self.store.budgets.settle_tenant(hold.tenant, hold.day, hold.pico, cost or 0))
-        return refs
-
-    def _tenant_cap(self, ctx: AgentContext) -> int | None:
-        """Picodollars the run's tenant may spend today, if a daily cap is set and the run has one."""
-        usd = self.settings.tenant_max_usd_per_day
-        return None if usd is None or ctx.agent.tenant is None else pricing.to_pico(usd)
-
-    def _call_and_commit(
-        self,
-        claim: Claim,
-        ctx: AgentContext,
-        messages: list[dict[str, Any]],
-        schemas: list[dict[str, Any]],
-        names: Collection[str],
-        last_step: bool,
-        reserved: tuple[int, int],
-        max_tokens: int | None,
-    ) -> tuple[list[StepRef], int | None]:
-        """The model call, and its commit (or the step's failure), settling ``reserved``; with the
-        call's cost once committed (None: it failed, or its model has no price)."""
-        try:
-            response = self.llm.complete(
-                messages,
-                schemas,
-                CallContext(claim.run_id, claim.agent_id, claim.step_id, cache_key(claim.run_id, ctx.agent.name)),
-                model=ctx.agent.model,
-                still_wanted=lambda: self.store.still_claimed(claim),
-                max_tokens=max_tokens,
-            )
-        except (LLMAuthError, LLMQuotaExceeded) as exc:
-            # Retrying cannot help and burns quota: end the whole run now, with the reason.
-            error = f"{type(exc).__name__}: {exc}"
-            return self._durable(lambda: self.store.fail_step(claim, error, fail_run=True, release=reserved)), None
-        except LLMError as exc:
-            error = f"model call failed: {type(exc).__name__}: {exc}"
-            return self._durable(lambda: self.store.fail_step(claim, error, release=reserved)), None
-        response = sanitize.response(response)  # what the database cannot store never reaches it
-        plan = plan_turn(response, names, last_step=last_step)
-        usage = pricing.Usage(
-            response.tokens_in, response.tokens_cached, response.tokens_out, response.tokens_reasoning
-        )
-        cost = self.prices.cost(ctx.agent.model, usage)
-        max_repeats = self.settings.max_repeats
-        refs = self._durable(
-            lambda: self.store.commit_llm(claim, response, plan, max_repeats=max_repeats, cost=cost, reserved=reserved)
-        )
-        return refs, cost
 
     # ----------------------------------------------------------------- tools
 

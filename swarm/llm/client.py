@@ -78,44 +78,70 @@ class LLMClient:
         :class:`FenceLost` when ``still_wanted()`` says, before a retry, that nobody awaits the
         answer any more (the run was cancelled or the step taken over): a stopped run must not
         keep calling the model from a backoff loop."""
-        body = self._body(messages, tools, model or self._settings.model, ctx.cache_key)
-        if max_tokens is not None:  # a run with a budget: the bound its reservation assumed
-            body["max_tokens"] = max_tokens
-        headers = self._headers(ctx)
-        max_retries = self._settings.llm_max_retries
+        body, headers = self.request(messages, tools, ctx, model=model, max_tokens=max_tokens)
         attempt = 0
         throttled = 0.0  # seconds slept on 429 "slow down" answers
         while True:
             try:
                 return self._attempt(body, headers)
             except LLMError as exc:
-                # A 429 "slow down" is the provider's capacity, not a fault of this call: it does
-                # not use up the retries; only waiting past the patience fails the step.
-                rate_limited = isinstance(exc, LLMRateLimited)
-                if rate_limited and throttled < self._settings.llm_rate_limit_patience:
-                    attempt = min(attempt, max(0, max_retries - 1))
-                if not should_retry(exc, attempt, max_retries):
-                    if exc.retryable:
-                        exc.add_note(f"gave up after {attempt} retries")
-                    raise
-                delay = backoff_delay(attempt, retry_after=exc.retry_after, rand=self._rand())
-                log.warning(
-                    "model call failed (%s, status %s); retry %d/%d in %.1fs [run=%s agent=%s step=%s]",
-                    type(exc).__name__,
-                    exc.status_code,
-                    attempt + 1,
-                    max_retries,
-                    delay,
-                    ctx.run_id or "-",
-                    ctx.agent_id or "-",
-                    ctx.step_id or "-",
-                )
+                delay, throttled = self.retry_delay(exc, attempt, throttled, ctx)
                 self._sleep(delay)
-                # At least a second each: a provider's "slow down" is never shorter in practice.
-                throttled += max(delay, 1.0) if rate_limited else 0.0
                 if still_wanted is not None and not still_wanted():
                     raise FenceLost("step abandoned while waiting to retry the model call") from exc
                 attempt += 1
+
+    def request(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        ctx: CallContext = _NO_CONTEXT,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The body and headers of the chat-completions request for one turn (sync or async)."""
+        body = self._body(messages, tools, model or self._settings.model, ctx.cache_key)
+        if max_tokens is not None:  # a run with a budget: the bound its reservation assumed
+            body["max_tokens"] = max_tokens
+        return body, self._headers(ctx)
+
+    def retry_delay(self, exc: LLMError, attempt: int, throttled: float, ctx: CallContext) -> tuple[float, float]:
+        """After failed attempt ``attempt``: (seconds to wait before the next, seconds throttled
+        so far including that wait), or ``exc`` raised again when it is not worth retrying."""
+        max_retries = self._settings.llm_max_retries
+        # A 429 "slow down" is the provider's capacity, not a fault of this call: it does
+        # not use up the retries; only waiting past the patience fails the step.
+        rate_limited = isinstance(exc, LLMRateLimited)
+        if rate_limited and throttled < self._settings.llm_rate_limit_patience:
+            attempt = min(attempt, max(0, max_retries - 1))
+        if not should_retry(exc, attempt, max_retries):
+            if exc.retryable:
+                exc.add_note(f"gave up after {attempt} retries")
+            raise exc
+        delay = backoff_delay(attempt, retry_after=exc.retry_after, rand=self._rand())
+        log.warning(
+            "model call failed (%s, status %s); retry %d/%d in %.1fs [run=%s agent=%s step=%s]",
+            type(exc).__name__,
+            exc.status_code,
+            attempt + 1,
+            max_retries,
+            delay,
+            ctx.run_id or "-",
+            ctx.agent_id or "-",
+            ctx.step_id or "-",
+        )
+        # At least a second each: a provider's "slow down" is never shorter in practice.
+        return delay, throttled + (max(delay, 1.0) if rate_limited else 0.0)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The provider capacity every call of this client waits for."""
+        return self._limiter
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     def _attempt(self, body: dict[str, Any], headers: dict[str, str]) -> LLMResponse:
         # The slot is released before any backoff sleep: the lowered limit is what slows

@@ -9,6 +9,8 @@ minute's window (tokens: an estimate reserved first, settled with the reported u
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import threading
@@ -16,11 +18,27 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from swarm.llm.capacity import CapacityView
 
 #: The window of the per-minute limits.
 WINDOW = 60.0
+#: Longest a coroutine waiting for capacity sleeps before it looks again by itself.
+ASYNC_RECHECK = 1.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One call's slot: the cut generation it started in, and its entry in the minute's window."""
+
+    generation: int
+    entry: list[float]
+
+
+def _resolve(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 class AdaptiveLimiter:
@@ -70,6 +88,8 @@ class AdaptiveLimiter:
         #: One [start, tokens] per call of the last minute; a call's entry is settled in place.
         self._window: deque[list[float]] = deque()
         self._tokens = 0.0
+        #: Coroutines waiting in :meth:`acquire`, each with the loop that runs it.
+        self._sleepers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     @property
     def limit(self) -> int:
@@ -94,22 +114,62 @@ class AdaptiveLimiter:
                     self._cond.wait(None if math.isinf(wait) else wait)
             finally:
                 self._waiting -= 1
-            self._in_flight += 1
-            self._calls += 1
-            entry = [self._clock(), float(tokens)]
-            if self.rpm is not None or self.tpm is not None:
-                self._window.append(entry)
-                self._tokens += tokens
-            generation = self._generation
-        outer = getattr(self._local, "generation", None), getattr(self._local, "entry", None)
-        self._local.generation, self._local.entry = generation, entry
+            ticket = self._take(tokens)
+        outer = getattr(self._local, "ticket", None)
+        self._local.ticket = ticket
         try:
             yield
         finally:
-            self._local.generation, self._local.entry = outer
+            self._local.ticket = outer
+            self.release(ticket)
+
+    async def acquire(self, tokens: int = 0) -> Ticket:
+        """Wait, as a coroutine, until a call expected to use ``tokens`` may start: a call waiting
+        for capacity holds no thread. Give the ticket back with :meth:`release`."""
+        loop = asyncio.get_running_loop()
+        while True:
             with self._cond:
-                self._in_flight -= 1
-                self._cond.notify()
+                wait = self._blocked_for(self._clock(), tokens)
+                if wait <= 0:
+                    return self._take(tokens)
+                self._waiting += 1
+                woken: asyncio.Future[None] = loop.create_future()
+                self._sleepers.append((loop, woken))
+            try:
+                # Bounded: a wake-up lost to a race costs at most this, never a hang.
+                await asyncio.wait_for(woken, min(wait, ASYNC_RECHECK))
+            except TimeoutError:
+                pass
+            finally:
+                with self._cond:
+                    self._waiting -= 1
+                    with contextlib.suppress(ValueError):
+                        self._sleepers.remove((loop, woken))
+
+    def _take(self, tokens: int) -> Ticket:
+        self._in_flight += 1
+        self._calls += 1
+        entry = [self._clock(), float(tokens)]
+        if self.rpm is not None or self.tpm is not None:
+            self._window.append(entry)
+            self._tokens += tokens
+        return Ticket(self._generation, entry)
+
+    def release(self, ticket: Ticket) -> None:
+        """The call of ``ticket`` is over: its slot goes to the next waiter."""
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify()
+            self._wake(everyone=False)
+
+    def _wake(self, *, everyone: bool) -> None:
+        """Wake coroutines waiting in :meth:`acquire` (on their own loops); called under the lock."""
+        while self._sleepers:
+            loop, woken = self._sleepers.pop(0)
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
+                loop.call_soon_threadsafe(_resolve, woken)
+            if not everyone:
+                return
 
     def _blocked_for(self, now: float, tokens: int) -> float:
         """Seconds until a call may start (inf: until a slot is released), 0 if it may now."""
@@ -128,10 +188,11 @@ class AdaptiveLimiter:
                 return until_oldest_leaves
         return 0.0
 
-    def on_success(self, tokens: int | None = None) -> None:
+    def on_success(self, tokens: int | None = None, ticket: Ticket | None = None) -> None:
         """A call succeeded (having used ``tokens``, settled against its estimate): allow a
-        little more concurrency, up to the maximum."""
-        entry = getattr(self._local, "entry", None)
+        little more concurrency, up to the maximum. ``ticket``: the call's, if not this thread's slot."""
+        ticket = ticket or getattr(self._local, "ticket", None)
+        entry = ticket.entry if ticket is not None else None
         with self._cond:
             live = entry is not None and entry[0] > self._clock() - WINDOW  # still counted in the window
             if tokens is not None and entry is not None and live and (self.tpm is not None or self.rpm is not None):
@@ -141,11 +202,13 @@ class AdaptiveLimiter:
                 step = self._increase if self._increase is not None else 1.0 / self._limit
                 self._limit = min(float(self.max_concurrency), self._limit + step)
                 self._cond.notify_all()
+                self._wake(everyone=True)
 
-    def on_rate_limited(self, retry_after: float | None = None) -> None:
+    def on_rate_limited(self, retry_after: float | None = None, ticket: Ticket | None = None) -> None:
         """The provider said slow down: nobody starts a call before ``retry_after`` seconds from
         now, and the limit is halved, not below the minimum."""
-        started = getattr(self._local, "generation", None)
+        ticket = ticket or getattr(self._local, "ticket", None)
+        started = ticket.generation if ticket is not None else None
         with self._cond:
             self._throttled += 1
             if retry_after and self.hold:

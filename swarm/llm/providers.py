@@ -6,7 +6,7 @@ worker thread may build its own — shares it:
 * limits configured (``SWARM_PROVIDER_*``) and a Redis broker: :class:`RedisCapacity`, shared
   by the whole cluster;
 * limits configured, embedded: an in-process AIMD limiter with those limits;
-* no limits: the per-process AIMD limiter of ``SWARM_LLM_MAX_CONCURRENCY``, as before.
+* no limits: the per-process AIMD limiter of ``SWARM_LLM_MAX_IN_FLIGHT`` (the memory budget).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def capacity_for(settings: Settings) -> Capacity:
         settings.provider_tier, settings.provider_concurrency, settings.provider_rpm, settings.provider_tpm
     )
     if not limits.limited:
-        return shared_limiter(settings.llm_max_concurrency)
+        return shared_limiter(settings.llm_max_in_flight)
     pid = provider_id(settings.llm_base_url, settings.llm_api_key.get_secret_value(), settings.model)
     shared = settings.broker_url.startswith(("redis://", "rediss://"))
     with _lock:
@@ -51,8 +51,8 @@ def _build(settings: Settings, pid: str, shared: bool) -> Capacity:
     limits = resolve_limits(
         settings.provider_tier, settings.provider_concurrency, settings.provider_rpm, settings.provider_tpm
     )
-    ceiling = min(limits.concurrency or settings.llm_max_concurrency, settings.llm_max_concurrency)
     if not shared:
+        ceiling = min(limits.concurrency or settings.llm_max_in_flight, settings.llm_max_in_flight)
         return AdaptiveLimiter(
             ceiling, increase=None, rpm=limits.rpm, tpm=limits.tpm, hold=True, label=provider_label(pid)
         )

@@ -141,8 +141,14 @@ def test_step_task_runs_once_and_a_duplicate_delivery_is_a_no_op(worker_ctx, pg_
     run_id, refs = store.create_run(run_spec(worker_ctx, "dup #sim agents=1 tools=1 tool=echo"))
     (ref,) = refs
     client = redis.Redis.from_url(redis_url)
-    assert step.run(ref.step_id) == 1  # the orchestrator's first turn made create_subagent ready
-    assert len(_messages(client, QUEUE_LLM)) == 1  # ...and published it, after the commit
+    # An LLM step's task returns once its model call is on the process's model loop: nothing is
+    # ready yet. The commit follows on the worker's commit threads, and publishes what it made ready.
+    assert step.run(ref.step_id) == 0
+    deadline = time.monotonic() + 30
+    while len(_messages(client, QUEUE_LLM)) < 1:  # the first turn made create_subagent ready
+        assert time.monotonic() < deadline, "the model call was never committed"
+        time.sleep(0.05)
+    assert context().executor().in_flight() == []
     assert step.run(ref.step_id) == 0  # redelivered: nothing to claim, nothing called, nothing published
     assert len(_messages(client, QUEUE_LLM)) == 1
     assert sim.stats()["by_run"][run_id] == 1
@@ -191,7 +197,14 @@ def test_a_step_of_another_deployment_is_refused_and_goes_back(worker_ctx, pg_ur
     with pytest.raises(Reject):  # refused again, but said only every REPEAT_EVERY seconds
         step.run(ref.step_id, run_id=run_id, cluster=theirs)
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
-    assert step.run(ref.step_id, run_id=run_id, cluster=mine) == 1  # its own deployment's message runs
+    step.run(ref.step_id, run_id=run_id, cluster=mine)  # its own deployment's message runs
+    deadline = time.monotonic() + 30
+    while (
+        ref.step_id in {r.step_id for r in store.steps_of(run_id, [StepStatus.READY])}
+        or run_id not in sim.stats()["by_run"]
+    ):
+        assert time.monotonic() < deadline, "the step of this deployment never ran"
+        time.sleep(0.05)
     store.engine.dispose()
 
 

@@ -230,7 +230,10 @@ def test_metrics_show_the_provider_capacity_and_its_429s(tmp_path, sqlite_url) -
         assert m[("swarm_provider_rate_limited_total", label)] == throttled
         assert m[("swarm_provider_calls_total", label)] == sim.stats()["served"] + throttled
         assert m[("swarm_provider_max_concurrency", label)] == 4
-        assert m[("swarm_provider_limit", label)] < 4  # the 429s cut it
+        # The 429s cut the limit; AIMD gives back a slot per round of successes, so by the end of
+        # the run it may be back at the cap (about 6 successes after the last cut): only its range
+        # is certain here. The cut: tests/unit/test_llm_limiter.py, test_capacity_async_wait.py.
+        assert 1 <= m[("swarm_provider_limit", label)] <= 4
         assert m[("swarm_provider_in_flight", label)] == 0
         # The same figures for `swarm watch` and the dashboard.
         assert view["provider"] == label and view["throttled"] == throttled and view["max_concurrency"] == 4
