@@ -24,7 +24,7 @@ from swarm.dispatch.celery import CeleryDispatcher
 from swarm.engine.background import Periodic, heartbeat
 from swarm.engine.executor import StepExecutor
 from swarm.exceptions import ConfigError
-from swarm.llm.client import LLMClient
+from swarm.llm.routing import ProviderRouter
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
 from swarm.tools.builtin import default_registry
@@ -122,7 +122,7 @@ class WorkerContext:
 
     def _make_executor(self) -> StepExecutor:
         s = self.settings
-        llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
+        llm: Any = ProviderRouter(s) if s.llm_base_url else _NoModel()
         ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id(), McpHub(s))
         # The heartbeat gets a connection of its own: were it to queue behind busy step threads
         # for a pooled one, a live worker's leases could lapse and its steps run twice.

@@ -285,7 +285,14 @@ class StepExecutor:
             response = self.llm.complete(
                 messages,
                 schemas,
-                CallContext(claim.run_id, claim.agent_id, claim.step_id, cache_key(claim.run_id, ctx.agent.name)),
+                CallContext(
+                    claim.run_id,
+                    claim.agent_id,
+                    claim.step_id,
+                    cache_key(claim.run_id, ctx.agent.name),
+                    ctx.agent.provider or "",
+                    ctx.agent.provider_limits,
+                ),
                 model=ctx.agent.model,
                 still_wanted=lambda: self.store.still_claimed(claim),
                 max_tokens=max_tokens,

@@ -86,6 +86,12 @@ class Run(Base):
     max_tokens: Mapped[int | None] = mapped_column(BigInteger)
     #: The run's own MCP servers (canonical mcpServers JSON, ${NAME} references unexpanded); NULL: none.
     mcp_config: Mapped[str | None] = mapped_column(Text)
+    #: The provider of the run's model calls: a SWARM_PROVIDERS name (never a key); NULL: SWARM_LLM_*.
+    provider: Mapped[str | None] = mapped_column(String(64))
+    #: The run's own limits for that provider, lower than the account's; NULL: the account's.
+    provider_concurrency: Mapped[int | None] = mapped_column(Integer)
+    provider_rpm: Mapped[int | None] = mapped_column(Integer)
+    provider_tpm: Mapped[int | None] = mapped_column(BigInteger)
     #: The worst cases of the model calls in flight, reserved before each call, settled by its commit.
     reserved_pico: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
