@@ -46,9 +46,7 @@ def providers(sim_b: SimServer, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def api(tmp_path, sqlite_url, sim, providers) -> Iterator[LiveApi]:
-    s = make_settings(
-        tmp_path, sqlite_url, sim.url, llm_api_key=KEY_A, providers=providers, provider_concurrency=8
-    )
+    s = make_settings(tmp_path, sqlite_url, sim.url, llm_api_key=KEY_A, providers=providers, provider_concurrency=8)
     with live_api(s) as a:
         yield a
 
@@ -58,7 +56,7 @@ def text_values(store: StateStore) -> str:
     out = []
     with store.engine.connect() as conn:
         for table in inspect(store.engine).get_table_names():
-            out.extend(str(row) for row in conn.execute(text(f'SELECT * FROM "{table}"')))  # noqa: S608
+            out.extend(str(row) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
     return "\n".join(out)
 
 
