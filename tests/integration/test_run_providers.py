@@ -9,6 +9,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -137,3 +140,36 @@ def test_a_worker_that_does_not_know_the_provider_fails_the_run_saying_what_to_c
         runtime.close()
     assert summary.status == "failed"
     assert "no provider named 'b'" in (summary.reason or "") and "SWARM_PROVIDERS" in (summary.reason or "")
+
+
+@pytest.mark.redis
+def test_worker_check_lists_the_providers_it_knows_without_their_keys(
+    tmp_path, pg_url, redis_url, sim, providers
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.getcwd(),
+        "SWARM_HOME": str(tmp_path),
+        "SWARM_DATABASE_URL": pg_url,
+        "SWARM_BROKER_URL": redis_url,
+        "SWARM_LLM_BASE_URL": sim.url,
+        "SWARM_LLM_API_KEY": KEY_A,
+        "SWARM_PROVIDERS": providers,
+        "TEAM_B_KEY": KEY_B,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "swarm", "worker", "--queues", "llm", "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "provider default: 127.0.0.1" in out.stdout and "(no limits)" in out.stdout
+    assert f"provider b: 127.0.0.1:{sim_port(providers)}/kimi-b#{digest(KEY_B)[:6]} (concurrency 10)" in out.stdout
+    assert KEY_A not in out.stdout + out.stderr and KEY_B not in out.stdout + out.stderr
+
+
+def sim_port(providers: str) -> str:
+    return json.loads(providers)["providers"]["b"]["base_url"].split(":")[2].split("/")[0]
