@@ -87,6 +87,11 @@ def test_a_run_goes_to_its_named_provider_with_its_key_and_its_own_cap(api, sim,
     with api.store.engine.connect() as conn:
         row = conn.execute(text("SELECT provider, provider_concurrency FROM runs WHERE id = :i"), {"i": at_b}).one()
     assert tuple(row) == ("b", 2)
+    with api.store.engine.connect() as conn:
+        step = conn.execute(text("SELECT id FROM steps WHERE run_id = :i AND kind = 'llm' LIMIT 1"), {"i": at_b})
+        fork_id, _ = api.store.fork_run(at_b, step.scalar_one())
+        forked = conn.execute(text("SELECT provider, provider_concurrency FROM runs WHERE id = :i"), {"i": fork_id})
+        assert tuple(forked.one()) == ("b", 2)  # a fork is the same work on the same account
     stored = text_values(api.store)
     assert KEY_A not in stored and KEY_B not in stored
     assert KEY_A not in caplog.text and KEY_B not in caplog.text
