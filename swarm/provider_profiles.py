@@ -32,6 +32,16 @@ _KEYS = {"base_url", "api_key", "model", "tier", "concurrency", "rpm", "tpm"}
 LIMIT_NAMES = ("concurrency", "rpm", "tpm")
 
 
+#: Every variable a parsed file named as a key: secrets whatever they are called, so that
+#: ``swarm.hardening`` removes them from the environment with the others (TEAM_B_KEY matches none
+#: of its name patterns).
+_KEY_VARIABLES: set[str] = set()
+
+
+def key_variables() -> frozenset[str]:
+    return frozenset(_KEY_VARIABLES)
+
+
 @dataclass(frozen=True)
 class Profile:
     """One named provider: where to call, with which key and model, and its account's limits
@@ -105,6 +115,7 @@ def _profile(
         if var not in env:
             raise ValueError(f"{where}: api_key references ${{{var}}}, which is not set in the environment")
         key = env[var]
+        _KEY_VARIABLES.add(var)
     tier = spec.get("tier", "")
     if not isinstance(tier, str) or (tier and tier not in tiers):
         raise ValueError(f"{where}: unknown tier {tier!r}; use one of {', '.join(tiers)}")

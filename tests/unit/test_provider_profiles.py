@@ -106,3 +106,16 @@ def test_an_unknown_provider_is_refused_listing_the_known_ones(monkeypatch) -> N
     rows = known_providers(s)
     assert [r["name"] for r in rows] == ["default", "b"] and rows[1]["concurrency"] == 8
     assert "sk-team-b" not in json.dumps(rows)
+
+
+def test_a_variable_named_as_a_key_is_a_secret_the_hardening_removes(monkeypatch) -> None:
+    from swarm.hardening import is_secret
+
+    monkeypatch.setenv("TEAM_C", "sk-team-c-secret")  # matches none of the secret name patterns
+    assert not is_secret("TEAM_C", "sk-team-c-secret")
+    spec = {"providers": {"c": {"base_url": "https://x/v1", "api_key": "${TEAM_C}"}}}
+    s = Settings(_env_file=None, providers=json.dumps(spec))  # type: ignore[call-arg]
+    # What scrub_environment() (swarm.hardening.harden) then removes; the settings keep the key.
+    assert is_secret("TEAM_C", "sk-team-c-secret")
+    monkeypatch.delenv("TEAM_C")
+    assert settings_for(s, "c").llm_api_key.get_secret_value() == "sk-team-c-secret"
