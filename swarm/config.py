@@ -21,6 +21,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from swarm import constants as c
+from swarm import provider_profiles
 
 #: The one way to have settings read from a ``.env`` file: its path in this variable.
 ENV_FILE_VAR = "SWARM_ENV_FILE"
@@ -134,6 +135,13 @@ class Settings(BaseSettings):
     )
     provider_rpm: int | None = Field(None, gt=0, description="Model requests per minute the account allows.")
     provider_tpm: int | None = Field(None, gt=0, description="Model tokens per minute the account allows.")
+    providers: str = Field(
+        "",
+        description="Named model providers a run may choose (swarm run --provider NAME): a JSON or TOML file, or "
+        "inline JSON, of base_url, api_key as a ${VAR} reference, model, tier, concurrency, rpm, tpm "
+        "(docs/providers.md). Every worker needs the same. Empty: only the SWARM_LLM_* provider.",
+    )
+    _profiles: dict[str, provider_profiles.Profile] = PrivateAttr(default_factory=dict)
     provider_lease_seconds: float = Field(
         30.0,
         gt=0,
@@ -359,6 +367,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"SWARM_MCP_CONFIG={self.mcp_config}: no such file")
             names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
         self._mcp_vars = {n: os.environ[n] for n in names if n in os.environ}
+        if self.providers.strip():
+            text, where, toml = provider_profiles.read(self.providers)
+            self._profiles = provider_profiles.parse(
+                text, where, os.environ, c.PROVIDER_TIERS, toml=toml, default_model=self.model
+            )
+
+    def named_providers(self) -> dict[str, provider_profiles.Profile]:
+        """The named providers of SWARM_PROVIDERS, their keys read at start (docs/providers.md)."""
+        return dict(self._profiles)
 
     def mcp_variables(self, *, per_run: bool) -> dict[str, str]:
         """What ``${NAME}`` may expand to: a per-run config only SWARM_MCP_RUN_VARS' variables."""

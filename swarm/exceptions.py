@@ -22,6 +22,7 @@
     │   │   └── LLMServerError      HTTP 5xx
     │   └── LLMFatalError           retrying cannot help; ends the run at once
     │       ├── LLMAuthError        HTTP 401 / 403
+    │       │   └── ProviderNotConfigured  this worker has no key for the run's provider
     │       ├── LLMQuotaExceeded    out of credit / quota
     │       └── LLMBadRequest       HTTP 400 / 404 / 422, or an unusable response
     └── ToolError                   a tool failed; the message goes back to the model as a tool error
@@ -130,6 +131,10 @@ class LLMFatalError(LLMError):
 
 class LLMAuthError(LLMFatalError):
     """The model endpoint rejected the API key (HTTP 401/403). Check SWARM_LLM_API_KEY."""
+
+
+class ProviderNotConfigured(LLMAuthError):
+    """This worker does not know the run's provider: set the same SWARM_PROVIDERS on every worker."""
 
 
 class LLMQuotaExceeded(LLMFatalError):

@@ -33,6 +33,8 @@ import re
 import sys
 from pathlib import Path
 
+from swarm import provider_profiles
+
 log = logging.getLogger(__name__)
 
 #: Settings that are secrets (a database or broker URL carries its password).
@@ -62,6 +64,7 @@ def is_secret(name: str, value: str) -> bool:
     upper = name.upper()
     return (
         upper in SECRET_SETTINGS
+        or name in provider_profiles.key_variables()  # SWARM_PROVIDERS' ${VAR} keys, read at start
         or any(part in upper for part in SECRET_NAME_PARTS)
         or bool(_URL_WITH_PASSWORD.search(value))
     )

@@ -56,11 +56,18 @@ def run_spec(
     max_tokens: int | None = None,
     approve_tools: Sequence[str] = (),
     mcp_config: str | None = None,
+    provider: str | None = None,
+    provider_limits: tuple[int | None, int | None, int | None] = (None, None, None),
 ) -> RunSpec:
     """A run's spec: what was given, the settings' defaults for the rest. ``approve_tools`` adds to
     the deployment's SWARM_APPROVE_TOOLS (``domain.approvals.merge``), never replaces it.
     ``mcp_config`` (the run's own mcpServers JSON) is checked here: InputError saying what is wrong."""
     usd = settings.max_usd if max_usd is None else max_usd
+    from swarm.domain.capacity import ProviderLimits
+    from swarm.llm.providers import check_run_provider
+
+    # InputError for an unknown name or a limit above the account's; the model defaults to the provider's.
+    chosen = check_run_provider(settings, provider, ProviderLimits(*provider_limits))
     if mcp_config is not None:
         from swarm.tools.mcp_hub import check_config
 
@@ -68,7 +75,7 @@ def run_spec(
         mcp_config = check_config(mcp_config, "the run's MCP config", allowed)
     return RunSpec(
         task=task,
-        model=model or settings.model,
+        model=model or chosen.model,
         max_subagents=settings.max_subagents if max_subagents is None else max_subagents,
         max_tool_calls=settings.max_tool_calls if max_tool_calls is None else max_tool_calls,
         max_steps_per_agent=max_steps or settings.max_steps_per_agent,
@@ -84,6 +91,10 @@ def run_spec(
         ),
         approval_timeout=approvals.parse_timeout(settings.approval_timeout),
         mcp_config=mcp_config,
+        provider=provider or None,
+        provider_concurrency=provider_limits[0],
+        provider_rpm=provider_limits[1],
+        provider_tpm=provider_limits[2],
     )
 
 
@@ -146,12 +157,12 @@ class LocalRuntime:
         from swarm.dispatch.local import LocalDispatcher
         from swarm.engine.background import Periodic, heartbeat, sweeper
         from swarm.engine.executor import StepExecutor
-        from swarm.llm.client import LLMClient
+        from swarm.llm.routing import ProviderRouter
         from swarm.tools.mcp_hub import McpHub
 
         self.settings = settings
         self.store = store or open_store(settings)
-        self.llm = llm or LLMClient(settings)
+        self.llm = llm or ProviderRouter(settings)  # a client per provider (SWARM_PROVIDERS)
         if tools is None:
             from swarm.tools.builtin import default_registry
 

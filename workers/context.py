@@ -26,7 +26,7 @@ from swarm.engine.background import Periodic, heartbeat
 from swarm.engine.executor import StepExecutor
 from swarm.exceptions import ConfigError
 from swarm.llm.aio import can_await, model_loop
-from swarm.llm.client import LLMClient
+from swarm.llm.routing import ProviderRouter
 from swarm.store.db import make_engine
 from swarm.store.store import StateStore, owner_id
 from swarm.tools.builtin import default_registry
@@ -130,7 +130,7 @@ class WorkerContext:
 
     def _make_executor(self) -> StepExecutor:
         s = self.settings
-        llm: Any = LLMClient(s) if s.llm_base_url else _NoModel()
+        llm: Any = ProviderRouter(s) if s.llm_base_url else _NoModel()
         ex = StepExecutor(self.store, llm, default_registry(s), s, owner_id(), McpHub(s))
         if can_await(llm):
             # A task returns its thread once its model call is on this loop; the commit then runs

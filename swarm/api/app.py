@@ -88,10 +88,28 @@ def create_app(
     app.state.route_methods = [
         (r.path_regex, set(r.methods or ())) for m in modules for r in m.router.routes if isinstance(r, APIRoute)
     ]
+    _document_providers(app, settings)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestLog)  # outermost: refused bodies are logged and counted too
     return app
+
+
+def _document_providers(app: FastAPI, settings: Settings) -> None:
+    """The schema lists the providers this server knows (SWARM_PROVIDERS): another name is
+    refused with 422, so a client generated from the schema knows the choice."""
+    names = sorted(settings.named_providers())
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            field = schema["components"]["schemas"]["RunCreate"]["properties"]["provider"]
+            field["anyOf"] = ([{"type": "string", "enum": names}] if names else []) + [{"type": "null"}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class RequestLog:

@@ -241,6 +241,14 @@ class RunCreate(BaseModel):
         "secret-looking env value or credential header must be a ${NAME} reference to a variable listed in "
         "the server's SWARM_MCP_RUN_VARS; a literal one is refused (422).",
     )
+    provider: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = Field(
+        None,
+        description="The named provider (the server's SWARM_PROVIDERS) the run's model calls go to; default: the "
+        "server's SWARM_LLM_* provider. An unknown name is refused (422) with the known ones listed.",
+    )
+    provider_concurrency: int | None = Field(None, ge=1, description="The run's own cap on calls in flight (lower).")
+    provider_rpm: int | None = Field(None, ge=1, description="The run's own requests per minute (lower).")
+    provider_tpm: int | None = Field(None, ge=1, description="The run's own tokens per minute (lower).")
 
 
 class RunAccepted(BaseModel):

@@ -212,6 +212,16 @@ def run(
         help="MCP servers for this run (Claude-Desktop mcpServers JSON; see docs/mcp.md): their tools are offered "
         "to the agents as mcp__<server>__<tool>. Secrets only as ${NAME} references (SWARM_MCP_RUN_VARS).",
     ),
+    provider: str = typer.Option(
+        None,
+        "--provider",
+        help="A named provider of SWARM_PROVIDERS for this run's model calls (default: the SWARM_LLM_* one).",
+    ),
+    provider_concurrency: int = typer.Option(
+        None, min=1, help="This run's own cap on model calls in flight (only lower than the provider's)."
+    ),
+    provider_rpm: int = typer.Option(None, min=1, help="This run's own model requests per minute (only lower)."),
+    provider_tpm: int = typer.Option(None, min=1, help="This run's own model tokens per minute (only lower)."),
     detach: bool = typer.Option(False, "--detach", help="Submit and return the run id (cluster or server mode)."),
     json_out: bool = JSON_OPT,
     verbose: bool = typer.Option(False, "-v", "--verbose"),
@@ -238,6 +248,10 @@ def run(
             approve_tools=approvals.parse_patterns(approve),
             **budget_options(max_usd, max_tokens),
             mcp=None if mcp is None else mcp.read_text(encoding="utf-8"),
+            provider=provider,
+            provider_concurrency=provider_concurrency,
+            provider_rpm=provider_rpm,
+            provider_tpm=provider_tpm,
         )
         out = execute(s, api, request=request, json_out=json_out, detach=detach)
     _finish(out, json_out)

@@ -100,6 +100,9 @@ def worker(
             console.print(f"sweeper: {holder or 'nobody (the first worker to start takes the role)'}")
             if "python_isolation" in report:
                 console.print(f"python tool: {report['python_isolation']['detail']}")
+            for p in report["providers"]:
+                limits = ", ".join(f"{k} {p[k]}" for k in ("concurrency", "rpm", "tpm") if p[k] is not None)
+                console.print(f"provider {p['name']}: {p['provider']} ({limits or 'no limits'})", soft_wrap=True)
             for server in report.get("mcp", []):
                 state = f"started, {server['tools']} tools" if server["ok"] else f"FAILED: {server['error']}"
                 console.print(f"mcp server {server['server']}: {state}", soft_wrap=True)
@@ -114,6 +117,9 @@ def _check(s: Settings, queues: tuple[str, ...], *, ping_broker: bool) -> dict[s
 
     facts = check_node(s, {QUEUE_NAMES[q] for q in queues})
     report: dict[str, Any] = {"ok": True, "queues": list(queues), "schema": "up to date", **facts}
+    from swarm.llm.providers import known_providers
+
+    report["providers"] = known_providers(s)  # named, with key digests: what runs may choose here
     if "tool" in queues:
         from swarm.tools.executor import python_report
 

@@ -53,6 +53,32 @@ def resolve_limits(
     return ProviderLimits(*values)
 
 
+def check_run_limits(account: ProviderLimits, run: ProviderLimits, provider: str) -> None:
+    """A run may lower its provider's limits, never raise them: a run cannot grant itself more
+    than the account allows. ValueError naming the limit that is too high, or below 1."""
+    for name in ("concurrency", "rpm", "tpm"):
+        mine, most = getattr(run, name), getattr(account, name)
+        if mine is not None and mine < 1:
+            raise ValueError(f"the run's provider {name} must be at least 1, got {mine}")
+        if mine is not None and most is not None and mine > most:
+            raise ValueError(
+                f"the run's provider {name} {mine} is above the {most} of provider {provider!r}: "
+                "a run can only lower its provider's limits"
+            )
+
+
+def run_limits(account: ProviderLimits, run: ProviderLimits) -> ProviderLimits:
+    """What a run's own limiter enforces on top of the account's: only the limits the run set
+    lower than the account's (a worker configured with lower account limits wins)."""
+
+    def lower(mine: int | None, most: int | None) -> int | None:
+        return mine if mine is not None and (most is None or mine < most) else None
+
+    return ProviderLimits(
+        lower(run.concurrency, account.concurrency), lower(run.rpm, account.rpm), lower(run.tpm, account.tpm)
+    )
+
+
 def provider_id(base_url: str, api_key: str, model: str) -> str:
     """A stable, secret-free name of the account: the key enters only as a digest."""
     key = hashlib.sha256(api_key.encode()).hexdigest()[:12] if api_key else "nokey"

@@ -46,6 +46,10 @@ class CallContext:
     step_id: str = ""
     #: Sent as ``prompt_cache_key`` where the provider honours it (:func:`cache_key`).
     cache_key: str = ""
+    #: Which provider the call goes to (a SWARM_PROVIDERS name; "": the SWARM_LLM_* one) and the
+    #: run's own lower limits for it (concurrency, rpm, tpm; None: the account's). Not sent.
+    provider: str = ""
+    run_limits: tuple[int | None, int | None, int | None] = (None, None, None)
 
 
 def cache_key(run_id: str, agent_name: str) -> str:

@@ -99,7 +99,14 @@ def prepare(ex: StepExecutor, claim: Claim) -> Turn | list[StepRef]:
             if isinstance(held, str):
                 return ex._durable(lambda: ex.store.fail_step(claim, held, fail_run=True, release=reserved))
             hold = held
-    call = CallContext(claim.run_id, claim.agent_id, claim.step_id, cache_key(claim.run_id, ctx.agent.name))
+    call = CallContext(
+        claim.run_id,
+        claim.agent_id,
+        claim.step_id,
+        cache_key(claim.run_id, ctx.agent.name),
+        ctx.agent.provider or "",
+        ctx.agent.provider_limits,
+    )
     return Turn(messages, schemas, names, last_step, ctx.agent.model, call, max_tokens, reserved, hold)
 
 

@@ -32,6 +32,7 @@ from swarm.exceptions import FenceLost, LLMError, LLMRateLimited
 from swarm.llm.client import LLMClient, _prompt_chars, parse_completion
 from swarm.llm.errors import map_response_error, map_transport_errors
 from swarm.llm.limiter import AdaptiveLimiter
+from swarm.llm.routing import ProviderRouter
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,17 @@ class ModelLoop:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def acomplete(
-        self, llm: LLMClient, messages: list[dict[str, Any]], tools: list[dict[str, Any]], ctx: CallContext, **kw: Any
+        self,
+        llm: LLMClient | ProviderRouter,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        ctx: CallContext,
+        **kw: Any,
     ) -> Coroutine[Any, Any, LLMResponse]:
-        """The coroutine of one model call (:func:`acomplete`), to :meth:`submit`."""
+        """The coroutine of one model call (:func:`acomplete`, or :func:`arouted` through the
+        run's provider), to :meth:`submit`."""
+        if isinstance(llm, ProviderRouter):
+            return arouted(self, llm, messages, tools, ctx, **kw)
         return acomplete(self, llm, messages, tools, ctx, **kw)
 
     def client(self, base_url: str, timeout: float) -> httpx.AsyncClient:
@@ -108,10 +117,38 @@ def model_loop() -> ModelLoop:
 
 
 def can_await(llm: Any) -> bool:
-    """Whether ``llm``'s calls can run on the loop: a real :class:`LLMClient` (not a test double
-    or a tool-only node's stand-in) whose capacity can be awaited. The Redis-shared capacity
-    waits in the calling thread (docs/providers.md), so its calls keep the threaded path."""
+    """Whether ``llm``'s calls can run on the loop: a real :class:`LLMClient` (or the router over
+    them, judged by its default provider's) — not a test double or a tool-only node's stand-in —
+    whose capacity can be awaited. The Redis-shared capacity waits in the calling thread
+    (docs/providers.md), so its calls keep the threaded path."""
+    if isinstance(llm, ProviderRouter):
+        llm = llm.default
     return isinstance(llm, LLMClient) and isinstance(llm.capacity, AdaptiveLimiter)
+
+
+async def arouted(
+    loop: ModelLoop,
+    router: ProviderRouter,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    ctx: CallContext,
+    **kw: Any,
+) -> LLMResponse:
+    """A call through the run's provider (SWARM_PROVIDERS): the run's own limiter first (a run
+    waiting for its own cap holds no slot of the account), then the provider's client. A provider
+    whose capacity cannot be awaited (shared through Redis) is called in a thread, as off the loop."""
+    client, mine = router.route(ctx)
+    if not can_await(client):
+        return await asyncio.to_thread(router.complete, messages, tools, ctx, **kw)
+    if mine is None:
+        return await acomplete(loop, client, messages, tools, ctx, **kw)
+    ticket = await mine.acquire(estimate_tokens(sum(len(str(m.get("content") or "")) for m in messages), None))
+    try:
+        result = await acomplete(loop, client, messages, tools, ctx, **kw)
+        mine.on_success(result.tokens_in + result.tokens_out, ticket=ticket)
+        return result
+    finally:
+        mine.release(ticket)
 
 
 async def acomplete(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from swarm.domain import approvals, run_ids, run_limits
 from swarm.domain.approvals import Decision
 from swarm.domain.status import RunStatus
+from swarm.exceptions import InputError
 from swarm.store.types import ApprovalInfo, ArtifactInfo, Attachment, RunSummary
 
 if TYPE_CHECKING:
@@ -49,6 +50,12 @@ class RunRequest:
     approve_tools: tuple[str, ...] = ()
     #: The run's own MCP servers: mcpServers JSON text (docs/mcp.md); no literal secrets.
     mcp: str | None = None
+    #: The provider of the run's model calls (a SWARM_PROVIDERS name of the executing side; None:
+    #: its SWARM_LLM_* one), and the run's own limits for it, which may only be lower than its own.
+    provider: str | None = None
+    provider_concurrency: int | None = None
+    provider_rpm: int | None = None
+    provider_tpm: int | None = None
 
     def __post_init__(self) -> None:
         # The same bounds and words as the CLI's options and the API's models (InputError).
@@ -64,6 +71,13 @@ class RunRequest:
             max_tokens=self.max_tokens,
         )
         approvals.parse_patterns(self.approve_tools)  # InputError, before anything is sent
+        for label, value in (
+            ("provider concurrency", self.provider_concurrency),
+            ("provider rpm", self.provider_rpm),
+            ("provider tpm", self.provider_tpm),
+        ):
+            if value is not None and value < 1:
+                raise InputError(f"the run's {label} must be at least 1, got {value}")
 
     def limits(self) -> dict[str, Any]:
         """The limits that were given, by their API names."""

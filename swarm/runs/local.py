@@ -82,6 +82,8 @@ class StoreRuns:
             max_tokens=request.max_tokens,
             approve_tools=request.approve_tools,
             mcp_config=request.mcp,
+            provider=request.provider,
+            provider_limits=(request.provider_concurrency, request.provider_rpm, request.provider_tpm),
         )
         return dataclasses.replace(spec, attachments=request.attachments, idempotency_key=request.idempotency_key)
 

@@ -82,6 +82,11 @@ class RemoteRuns:
             body["approve_tools"] = list(request.approve_tools)
         if request.mcp is not None:
             body["mcp"] = _mcp_body(request.mcp)
+        if request.provider:
+            body["provider"] = request.provider
+        for name in ("provider_concurrency", "provider_rpm", "provider_tpm"):
+            if getattr(request, name) is not None:
+                body[name] = getattr(request, name)
         headers = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
         return str(self._json("POST", "/v1/runs", json=body, headers=headers)["id"])
 

@@ -195,10 +195,14 @@ def _fault_response(fault: HttpFault) -> JSONResponse:
 
 def _swarm_headers(request: Request) -> dict[str, str]:
     h = request.headers
+    # Which key called, as swarm names an account (domain.capacity.provider_id): a digest, never the key.
+    auth = h.get("authorization", "")
+    key = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
     return {
         "run_id": h.get("x-swarm-run-id", ""),
         "agent_id": h.get("x-swarm-agent-id", ""),
         "step_id": h.get("x-swarm-step-id", ""),
+        "key_digest": hashlib.sha256(key.encode()).hexdigest()[:12] if key else "",
     }
 
 

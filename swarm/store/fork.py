@@ -55,6 +55,8 @@ _FRESH = dict(
 #: Run columns a fork takes over from its origin as they are.
 _SAME: tuple[str, ...] = ("tenant", "task", "model", "max_subagents", "max_tool_calls", "max_steps_per_agent")
 _SAME += ("max_wall_seconds", "max_depth", "max_spawns_per_turn", "max_cost_pico", "max_tokens")
+#: The provider too: the model belongs to it, and the fork is the same work on the same account.
+_SAME += ("provider", "provider_concurrency", "provider_rpm", "provider_tpm")
 
 
 class Forks:

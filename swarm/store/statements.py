@@ -73,6 +73,10 @@ _LIMITS = (
     ("max_tokens", R.max_tokens, R.id, _STEP_RUN),
     ("tenant", R.tenant, R.id, _STEP_RUN),
     ("mcp_config", R.mcp_config, R.id, _STEP_RUN),
+    ("provider", R.provider, R.id, _STEP_RUN),
+    ("provider_concurrency", R.provider_concurrency, R.id, _STEP_RUN),
+    ("provider_rpm", R.provider_rpm, R.id, _STEP_RUN),
+    ("provider_tpm", R.provider_tpm, R.id, _STEP_RUN),
 )
 
 #: Claim a ready step, or one whose lease expired, of a running run within its deadline.

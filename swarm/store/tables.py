@@ -82,6 +82,12 @@ RUNS = Table(
     Column("max_tokens", BigInteger),
     #: The run's own MCP servers (canonical mcpServers JSON, ${NAME} references unexpanded); NULL: none.
     Column("mcp_config", Text),
+    #: The provider of the run's model calls: a SWARM_PROVIDERS name (never a key); NULL: SWARM_LLM_*.
+    Column("provider", String(64)),
+    #: The run's own limits for that provider, lower than the account's; NULL: the account's.
+    Column("provider_concurrency", Integer),
+    Column("provider_rpm", Integer),
+    Column("provider_tpm", BigInteger),
     #: The worst cases of the model calls in flight, reserved before each call, settled by its commit.
     Column("reserved_pico", BigInteger, default=0, nullable=False),
     Column("reserved_tokens", BigInteger, default=0, nullable=False),

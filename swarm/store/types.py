@@ -38,6 +38,10 @@ class AgentLimits:
     tenant: str | None = None
     #: The run's own MCP servers (docs/mcp.md), if it has any.
     mcp_config: str | None = None
+    #: The run's provider (a SWARM_PROVIDERS name; None: the SWARM_LLM_* one) and its own lower
+    #: limits for it: concurrency, rpm, tpm (None: the account's).
+    provider: str | None = None
+    provider_limits: tuple[int | None, int | None, int | None] = (None, None, None)
 
     @property
     def budgeted(self) -> bool:
@@ -126,6 +130,11 @@ class RunSpec:
     approval_timeout: float | None = None
     #: The run's own MCP servers: canonical mcpServers JSON holding no secrets (checked at submit).
     mcp_config: str | None = None
+    #: The provider the run's model calls go to (a name, never a key) and its own lower limits.
+    provider: str | None = None
+    provider_concurrency: int | None = None
+    provider_rpm: int | None = None
+    provider_tpm: int | None = None
 
 
 @dataclass(frozen=True)

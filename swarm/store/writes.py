@@ -145,6 +145,8 @@ def limits(row: Any) -> AgentLimits:
         row.max_tokens,
         row.tenant,
         row.mcp_config,
+        row.provider,
+        (row.provider_concurrency, row.provider_rpm, row.provider_tpm),
     )
 
 

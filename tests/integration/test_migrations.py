@@ -448,3 +448,28 @@ def test_run_owner_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old
     assert current_revision(engine) == BEFORE_OWNER
     assert "owner" not in _rows(engine)["runs"][0]
     engine.dispose()
+
+
+# --------------------------------------------------- 0016: a run's provider and its own limits
+
+PROVIDER_COLUMNS = {"provider", "provider_concurrency", "provider_rpm", "provider_tpm"}
+
+
+def test_run_provider_columns_upgrade_and_downgrade_keeping_every_row(tmp_path, old_db_url, sim):
+    store = _fill(tmp_path, old_db_url, sim, "0014", "t #sim agents=2 tools=1 tool=echo")
+    engine = store.engine
+    before = _rows(engine)
+    assert not PROVIDER_COLUMNS & set(before["runs"][0])
+
+    upgrade(engine)
+    rows = _rows(engine)
+    assert _same_rows(rows, before)
+    assert {r[c] for r in rows["runs"] for c in PROVIDER_COLUMNS} == {None}  # old runs: the default provider
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+    downgrade(engine, "0014")
+    assert current_revision(engine) == "0014"
+    assert not PROVIDER_COLUMNS & set(_rows(engine)["runs"][0])
+    assert _same_rows(_rows(engine), before)

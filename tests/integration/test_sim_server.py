@@ -97,7 +97,7 @@ def test_full_swarm_over_http(sim: SimServer, client: httpx.Client) -> None:
     assert len(log) == 12
     assert {e["status"] for e in log} == {200}
     assert log[0]["agent_id"] == "orchestrator"
-    assert set(log[0]) == {"t", "key", "run_id", "agent_id", "step_id", "status", "images"}
+    assert set(log[0]) == {"t", "key", "run_id", "agent_id", "step_id", "status", "images", "key_digest"}
     assert client.get(sim.base_url + "/sim/log", params={"run_id": "other"}).json() == []
 
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: dict[str, int] = {
     "constants": 0,
     "exceptions": 0,
+    "provider_profiles": 0,
     "config": 1,
     "retry": 1,
     "logs": 1,

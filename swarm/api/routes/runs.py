@@ -92,6 +92,10 @@ def create_run(
             idempotency_key=idempotency_key,
             approve_tools=tuple(body.approve_tools),
             mcp=None if body.mcp is None else body.mcp.model_dump_json(exclude_none=True),
+            provider=body.provider,
+            provider_concurrency=body.provider_concurrency,
+            provider_rpm=body.provider_rpm,
+            provider_tpm=body.provider_tpm,
         )
     )
     response.headers["Location"] = f"/v1/runs/{run_id}"
