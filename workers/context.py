@@ -98,6 +98,10 @@ class _NoModel:
         raise ConfigError("this worker has no SWARM_LLM_BASE_URL; LLM steps belong on swarm.llm workers")
 
 
+#: How long a warm shutdown waits for this process's model calls in flight to commit.
+DRAIN_SECONDS = 60.0
+
+
 @dataclass(kw_only=True)
 class WorkerContext:
     settings: Settings
@@ -147,6 +151,13 @@ class WorkerContext:
         return ex
 
     def close(self) -> None:
+        # Warm shutdown: Celery waited for this process's tasks, but an LLM task returns once its
+        # call is on the model loop; let those calls answer and commit (the heartbeat still renewing
+        # their leases) before the process goes. Past the bound their leases lapse and the sweeper
+        # hands them out again.
+        drained = self._executor is None or self.commits is None or self._executor.drain(DRAIN_SECONDS)
+        if not drained:
+            log.warning("shutting down with model calls still in flight: their steps go back when their leases lapse")
         for t in self._threads:
             t.stop()
         if self.commits is not None:

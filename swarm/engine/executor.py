@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
@@ -151,6 +152,17 @@ class StepExecutor:
         with self._lock:
             return list(self._in_flight)
 
+    def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the steps in flight (model calls on the loop included)
+        to commit; whether none is left. A warm shutdown calls it so that the calls it paid for
+        are committed, not asked again by another worker once their leases lapse."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def execute(self, step_id: str, later: Later | None = None) -> list[StepRef]:
         """Run a step if it can be claimed; return the steps its commit made ready.
 
@@ -213,9 +225,14 @@ class StepExecutor:
             outcome: LLMResponse | BaseException = exc if exc is not None else future.result()
             try:
                 later(lambda: commit(outcome))
-            except Exception:  # shutting down: no lease renewal now, the sweeper hands the step out
-                log.warning("step %s: its commit could not be scheduled; leaving it to the sweeper", claim.step_id)
-                self._done(claim.step_id)
+            except Exception:
+                # The caller's threads are shutting down, but an answer that arrived is still
+                # committed (as a threaded call finishing after close always was): a model call
+                # paid for is not thrown away. What it makes ready waits for a sweeper; if this
+                # process exits first, the lease lapses and the call is asked again.
+                threading.Thread(
+                    target=commit, args=(outcome,), name=f"swarm-late-commit-{claim.step_id[:8]}", daemon=True
+                ).start()
 
         self.model_loop.submit(coro).add_done_callback(arrived)
 
