@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -56,9 +57,34 @@ def bwrap_argv(bwrap: str, server: McpServer, home: Path) -> list[str]:
     if os.geteuid() == 0:
         argv += ["--cap-drop", "ALL"]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    hidden = ["/tmp"]
     if home.is_dir():
         argv += ["--tmpfs", str(home)]
+        hidden.append(os.path.realpath(home))
+    for d in bound_back(server.command or "", server.args, hidden):
+        argv += ["--ro-bind", d, d]
     return [*argv, "--chdir", server.cwd or "/tmp", "--"]
+
+
+def bound_back(command: str, args: Sequence[str], hidden: Sequence[str]) -> list[str]:
+    """Where the server itself lives, when a hidden directory (/tmp, SWARM_HOME) covers it: its
+    command's installation (``bin/..``: a virtual environment, ``node_modules``) and the paths
+    among its arguments (a script), bound back read-only so a server installed under /tmp (a
+    checkout, a CI workspace) still starts. Never a hidden directory itself or one holding it."""
+    wanted = []
+    path = shutil.which(command) or command
+    if os.path.isabs(path) and os.path.exists(path):
+        wanted.append(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    for arg in args:
+        if os.path.isabs(arg) and os.path.exists(arg):
+            wanted.append(os.path.abspath(arg) if os.path.isdir(arg) else os.path.dirname(os.path.abspath(arg)))
+    out: list[str] = []
+    for d in wanted:
+        under = any(d.startswith(h + "/") for h in hidden)
+        holds = any(h == d or h.startswith(d + "/") for h in hidden)
+        if under and not holds and d not in out:
+            out.append(d)
+    return out
 
 
 def stdio_params(server: McpServer, isolation: str, home: Path) -> Any:

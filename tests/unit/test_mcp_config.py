@@ -106,3 +106,20 @@ def test_the_simulator_calls_a_64_character_mcp_tool_name() -> None:
     sub = SimParams().merged(parse_directive(subcall_directive(name, {"text": "x"}, agents=3)))
     assert (sub.subcall, sub.agents, sub.tools) == (name, 3, 1)
     assert f"subcall={name}" in sub.subagent_directive()
+
+
+def test_a_server_installed_under_a_hidden_directory_is_bound_back_read_only(tmp_path):
+    from swarm.tools.mcp_session import bound_back
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    script = tmp_path / "checkout" / "server.py"
+    script.parent.mkdir()
+    script.write_text("")
+    hidden = ["/tmp", str(tmp_path / "home")]
+    got = bound_back(str(venv / "bin" / "python"), [str(script), "--flag"], hidden)
+    assert got == ([str(venv), str(script.parent)] if str(tmp_path).startswith("/tmp/") else [])
+    # Never a hidden directory itself, nor one that holds it.
+    assert bound_back("/tmp/x", [], ["/tmp"]) == []
+    assert bound_back("/usr/bin/env", ["/tmp"], ["/tmp"]) == []
