@@ -71,10 +71,13 @@ def _hidden_files(database_url: str) -> list[str]:
 
 
 def _import_dirs(hidden: list[str]) -> list[str]:
-    """The worker's import path entries a hidden directory (/tmp, SWARM_HOME) covers: bound back
-    read-only so the plugin's package is found, unless the entry holds a hidden directory itself."""
+    """The worker's interpreter (``sys.prefix``) and import path entries a hidden directory (/tmp,
+    SWARM_HOME) covers: bound back read-only so the runner starts and the plugin's package is
+    found, unless the entry holds a hidden directory itself."""
     out = []
-    for entry in sys.path:
+    # The interpreter's own installation first (a virtual environment under /tmp: its bin/python
+    # is what the sandbox execs), then the import path.
+    for entry in (sys.prefix, *sys.path):
         if not entry or not os.path.isdir(entry):
             continue
         real = os.path.realpath(entry)
