@@ -129,12 +129,13 @@ def test_the_step_task_does_not_retry_around_the_executor(
 
     calls: list[str] = []
 
-    def execute(step_id: str) -> list[object]:
+    def execute(step_id: str, later: object = None) -> list[object]:
         calls.append(step_id)
         raise StoreUnavailable("database unavailable: simulated outage")
 
     executor = SimpleNamespace(execute=execute)
-    monkeypatch.setattr(tasks, "context", lambda: SimpleNamespace(executor=lambda: executor))
+    # commits=None: no model loop in this process, so the step runs whole in the task's thread.
+    monkeypatch.setattr(tasks, "context", lambda: SimpleNamespace(executor=lambda: executor, commits=None))
     assert tasks.run_step("s1", run_id="r1", agent_id="a1") == 0
     assert calls == ["s1"]
     (record,) = [r for r in caplog.records if "leaving it to the sweeper" in r.getMessage()]
