@@ -365,7 +365,7 @@ class Settings(BaseSettings):
             path = Path(self.mcp_config).expanduser()
             if not path.is_file():
                 raise ValueError(f"SWARM_MCP_CONFIG={self.mcp_config}: no such file")
-            names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
+            names |= provider_profiles.references(path.read_text())
         self._mcp_vars = {n: os.environ[n] for n in names if n in os.environ}
         if self.providers.strip():
             text, where, toml = provider_profiles.read(self.providers)

@@ -27,7 +27,8 @@ from pydantic import SecretStr
 #: The provider of the SWARM_LLM_* / SWARM_PROVIDER_* settings; a file may not redefine it.
 DEFAULT = "default"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: A ``${NAME}`` reference to an environment variable (SWARM_PROVIDERS keys, MCP env/headers values).
+VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _KEYS = {"base_url", "api_key", "model", "tier", "concurrency", "rpm", "tpm"}
 LIMIT_NAMES = ("concurrency", "rpm", "tpm")
 
@@ -69,7 +70,7 @@ def read(value: str) -> tuple[str, str, bool]:
 
 def references(text: str) -> set[str]:
     """The environment variables the text references as ``${NAME}``."""
-    return set(_VAR.findall(text))
+    return set(VAR_REF.findall(text))
 
 
 def parse(
@@ -108,10 +109,10 @@ def _profile(
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ValueError(f"{where}: base_url must be an http(s) URL, e.g. https://api.moonshot.ai/v1")
     key = spec.get("api_key", "")
-    if not isinstance(key, str) or (key and not _VAR.fullmatch(key)):
+    if not isinstance(key, str) or (key and not VAR_REF.fullmatch(key)):
         raise ValueError(f"{where}: api_key must be a ${{VAR}} reference (set VAR in the environment), not the key")
     if key:
-        var = _VAR.fullmatch(key).group(1)  # type: ignore[union-attr]
+        var = VAR_REF.fullmatch(key).group(1)  # type: ignore[union-attr]
         if var not in env:
             raise ValueError(f"{where}: api_key references ${{{var}}}, which is not set in the environment")
         key = env[var]

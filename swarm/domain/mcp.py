@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from swarm.exceptions import ConfigError
+from swarm.provider_profiles import VAR_REF
 
 Agents = Literal["orchestrator", "subagents", "both"]
 
@@ -34,7 +35,6 @@ MIN_START_TIMEOUT = 30.0
 #: How long a tool list without the server's own TTL (``ttlMs``) is reused.
 DEFAULT_TOOLS_TTL = 60.0
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STDIO_KEYS = {"command", "args", "env", "cwd", "network"}
 _HTTP_KEYS = {"url", "headers"}
 _COMMON_KEYS = {"timeout", "agents", "type", "tools_ttl", "disabled"}
@@ -176,7 +176,7 @@ def check_run_secrets(servers: tuple[McpServer, ...], source: str) -> None:
         pairs = [("env", k, v, _looks_secret(k)) for k, v in s.env.items()]
         pairs += [("headers", k, v, k.lower() in _CREDENTIAL_HEADERS or _looks_secret(k)) for k, v in s.headers.items()]
         for where, key, value, secret in pairs:
-            if secret and not _REF.fullmatch(value.strip()) and not _only_refs(value):
+            if secret and not VAR_REF.fullmatch(value.strip()) and not _only_refs(value):
                 raise ConfigError(
                     f"{source}: server {s.name!r} {where} {key!r} looks like a secret and is given literally; a "
                     "run's MCP config is stored with the run, so write a reference such as "
@@ -186,12 +186,12 @@ def check_run_secrets(servers: tuple[McpServer, ...], source: str) -> None:
 
 def _only_refs(value: str) -> bool:
     """True if every character that could be secret sits in a ``${NAME}`` (e.g. ``Bearer ${TOKEN}``)."""
-    rest = _REF.sub("", value)
-    return bool(_REF.search(value)) and rest.strip() in ("", "Bearer", "Basic", "token", "Token")
+    rest = VAR_REF.sub("", value)
+    return bool(VAR_REF.search(value)) and rest.strip() in ("", "Bearer", "Basic", "token", "Token")
 
 
 def references(servers: tuple[McpServer, ...]) -> set[str]:
-    return {m for s in servers for v in (*s.env.values(), *s.headers.values()) for m in _REF.findall(v)}
+    return {m for s in servers for v in (*s.env.values(), *s.headers.values()) for m in VAR_REF.findall(v)}
 
 
 def expand(value: str, variables: Mapping[str, str], source: str) -> str:
@@ -200,7 +200,7 @@ def expand(value: str, variables: Mapping[str, str], source: str) -> str:
             raise ConfigError(f"{source}: ${{{m.group(1)}}} is not available here (unset, or not allowed)")
         return variables[m.group(1)]
 
-    return _REF.sub(one, value)
+    return VAR_REF.sub(one, value)
 
 
 def resolved(server: McpServer, variables: Mapping[str, str], source: str) -> McpServer:

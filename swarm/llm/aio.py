@@ -32,7 +32,7 @@ from swarm.exceptions import FenceLost, LLMError, LLMRateLimited
 from swarm.llm.client import LLMClient, _prompt_chars, parse_completion
 from swarm.llm.errors import map_response_error, map_transport_errors
 from swarm.llm.limiter import AdaptiveLimiter
-from swarm.llm.routing import ProviderRouter
+from swarm.llm.routing import ProviderRouter, prompt_chars
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ async def arouted(
         return await asyncio.to_thread(router.complete, messages, tools, ctx, **kw)
     if mine is None:
         return await acomplete(loop, client, messages, tools, ctx, **kw)
-    ticket = await mine.acquire(estimate_tokens(sum(len(str(m.get("content") or "")) for m in messages), None))
+    ticket = await mine.acquire(estimate_tokens(prompt_chars(messages), None))
     try:
         result = await acomplete(loop, client, messages, tools, ctx, **kw)
         mine.on_success(result.tokens_in + result.tokens_out, ticket=ticket)

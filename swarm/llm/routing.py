@@ -62,7 +62,7 @@ class ProviderRouter:
         if not mine.limited:
             return call()
         limiter = self._run_limiter(ctx.run_id, mine)
-        with limiter.slot(tokens=estimate_tokens(_chars(messages), max_tokens)):
+        with limiter.slot(tokens=estimate_tokens(prompt_chars(messages), max_tokens)):
             response = call()
             limiter.on_success(tokens=response.tokens_in + response.tokens_out)
             return response
@@ -111,6 +111,6 @@ class ProviderRouter:
             client.close()
 
 
-def _chars(messages: list[dict[str, Any]]) -> int:
+def prompt_chars(messages: list[dict[str, Any]]) -> int:
     # The client's estimate: message characters, without serializing the request.
     return sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
